@@ -1,0 +1,39 @@
+"""The `forgerytalker` command line: one sub-command module per job.
+
+Each module in `COMMAND_MODULES` exposes `add_parser(subparsers)`, which registers its sub-command and sets
+`func` on the parser to a callable taking the parsed arguments and returning an exit code. Heavy imports
+(torch, transformers, OpenCV) belong inside those callables so that `forgerytalker --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMAND_MODULES = ("data", "evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="forgerytalker",
+        description="Interpretable face-forgery localization: masks, facial regions and written reports.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
