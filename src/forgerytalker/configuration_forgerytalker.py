@@ -1,0 +1,187 @@
+"""ForgeryTalker model configuration."""
+
+from __future__ import annotations
+
+from dataclasses import field
+
+from transformers import InstructBlipConfig, PreTrainedConfig, SamMaskDecoderConfig
+
+from .regions import REGION_NAMES
+
+REGION_SOURCES = ("predicted", "ground_truth", "none", "explicit")
+
+
+class ForgeryTalkerPrompterConfig(PreTrainedConfig):
+    r"""
+    Configuration of the Forgery Prompter Network (FPN, paper §4.2): a ViT whose first `num_conv_branch_layers`
+    blocks also receive a parallel convolution branch (the first convolution a CoordConv), followed by the
+    remaining attention blocks and a multi-label head over the facial regions.
+
+    Args:
+        image_size (`int`, *optional*, defaults to 224):
+            Side of the square input image. Inputs of another size are resized to it.
+        patch_size (`int`, *optional*, defaults to 16):
+            Side of each square patch.
+        num_channels (`int`, *optional*, defaults to 3):
+            Number of input channels.
+        hidden_size (`int`, *optional*, defaults to 384):
+            Dimensionality of the tokens and of the convolution branch.
+        num_hidden_layers (`int`, *optional*, defaults to 12):
+            Number of ViT blocks in total (with and without the convolution branch).
+        num_attention_heads (`int`, *optional*, defaults to 6):
+            Attention heads per block.
+        intermediate_size (`int`, *optional*, defaults to 1536):
+            Width of each block's feed-forward layer.
+        hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the feed-forward layers and of the convolution branch.
+        hidden_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout after attention and feed-forward layers.
+        attention_probs_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout on attention probabilities.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-12):
+            Epsilon of the layer norms.
+        qkv_bias (`bool`, *optional*, defaults to `True`):
+            Whether the query, key and value projections have a bias.
+        num_conv_branch_layers (`int`, *optional*, defaults to 2):
+            *m* in the paper: how many of the first ViT blocks get the parallel convolution branch summed into
+            their input tokens. Must not exceed `num_hidden_layers`.
+        conv_kernel_sizes (`list[int]`, *optional*, defaults to `[3, 5]`):
+            Kernel size of each convolution of the branch, one per branch layer (the paper: a 3×3 CoordConv and
+            a 5×5 convolution).
+        use_coord_conv (`bool`, *optional*, defaults to `True`):
+            Whether the first convolution of the branch is a CoordConv (x/y coordinate channels appended).
+        region_names (`list[str]`, *optional*, defaults to the 21 MMTT regions):
+            Names of the regions the head scores, in label order.
+        negative_weight (`float`, *optional*, defaults to 0.2):
+            ω in the paper's Eq. 3: weight of the binary cross-entropy on regions that are not manipulated.
+        region_threshold (`float`, *optional*, defaults to 0.5):
+            Probability above which a region counts as predicted (it then enters the instruction).
+        dice_smooth (`float`, *optional*, defaults to 1.0):
+            Smoothing term of the Dice loss (Eq. 4), which keeps it defined and informative for authentic images
+            whose label vector is all zeros.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the truncated normal initialisation.
+    """
+
+    model_type = "forgerytalker_prompter"
+    base_config_key = "prompter_config"
+
+    image_size: int = 224
+    patch_size: int = 16
+    num_channels: int = 3
+    hidden_size: int = 384
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 6
+    intermediate_size: int = 1536
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    layer_norm_eps: float = 1e-12
+    qkv_bias: bool = True
+    num_conv_branch_layers: int = 2
+    conv_kernel_sizes: list[int] = field(default_factory=lambda: [3, 5])
+    use_coord_conv: bool = True
+    region_names: list[str] = field(default_factory=lambda: list(REGION_NAMES))
+    negative_weight: float = 0.2
+    region_threshold: float = 0.5
+    dice_smooth: float = 1.0
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.conv_kernel_sizes = list(self.conv_kernel_sizes)
+        self.region_names = list(self.region_names)
+        if not 0 <= self.num_conv_branch_layers <= self.num_hidden_layers:
+            raise ValueError(
+                f"`num_conv_branch_layers` ({self.num_conv_branch_layers}) must lie between 0 and "
+                f"`num_hidden_layers` ({self.num_hidden_layers})"
+            )
+        if len(self.conv_kernel_sizes) != self.num_conv_branch_layers:
+            raise ValueError(
+                f"`conv_kernel_sizes` needs one kernel size per branch layer: got {self.conv_kernel_sizes} for "
+                f"`num_conv_branch_layers={self.num_conv_branch_layers}`"
+            )
+        if any(size % 2 == 0 for size in self.conv_kernel_sizes):
+            raise ValueError(f"`conv_kernel_sizes` must be odd so the patch grid keeps its size, got {self.conv_kernel_sizes}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"`image_size` ({self.image_size}) must be a multiple of `patch_size` ({self.patch_size})")
+        if not 0.0 < self.negative_weight <= 1.0:
+            raise ValueError(f"`negative_weight` (ω) must lie in (0, 1], got {self.negative_weight}")
+        if not 0.0 < self.region_threshold < 1.0:
+            raise ValueError(f"`region_threshold` must lie in (0, 1), got {self.region_threshold}")
+
+    @property
+    def num_regions(self) -> int:
+        return len(self.region_names)
+
+
+class ForgeryTalkerConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`ForgeryTalkerForConditionalGeneration`]: an InstructBLIP backbone, a Forgery Prompter
+    Network that names suspicious regions, and a SAM-style mask decoder (paper §4).
+
+    The instruction template and its tokenisation belong to [`ForgeryTalkerProcessor`]; the config only says
+    where the regions in the instruction come from by default.
+
+    Args:
+        instructblip_config (`dict` or [`InstructBlipConfig`], *optional*):
+            The backbone: vision encoder, Q-Former and language model (any LM InstructBLIP supports). Its
+            `image_token_index` must be set.
+        prompter_config (`dict` or [`ForgeryTalkerPrompterConfig`], *optional*):
+            The Forgery Prompter Network.
+        mask_decoder_config (`dict` or [`SamMaskDecoderConfig`], *optional*):
+            SAM's two-way transformer and upscaling head. Its `hidden_size` is the width in which vision,
+            Q-Former and prompter features are fused.
+        region_source (`str`, *optional*, defaults to `"predicted"`):
+            Default origin of the regions named in the instruction: `"predicted"` (the prompter's output),
+            `"ground_truth"` (the paper's FPN-GT oracle, needs `region_labels`), `"none"` (the plain instruction
+            of the paper's w/o-FPN ablation) or `"explicit"` (regions the caller names).
+        mask_threshold (`float`, *optional*, defaults to 0.5):
+            Probability above which a pixel of the predicted mask counts as forged.
+        mask_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the mask loss against the language-model loss (the paper's Eq. 7 uses 1).
+        mask_dice_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the Dice term added to the per-pixel binary cross-entropy of the mask loss.
+        mask_iou_loss_weight (`float`, *optional*, defaults to 0.1):
+            Weight of the mean-squared error between the decoder's IoU estimate and the IoU of its own mask. It
+            trains SAM's IoU head into a per-image mask confidence, and gives every decoder parameter a gradient.
+    """
+
+    model_type = "forgerytalker"
+    sub_configs_defaults = {
+        "instructblip_config": InstructBlipConfig,
+        "prompter_config": ForgeryTalkerPrompterConfig,
+        "mask_decoder_config": SamMaskDecoderConfig,
+    }
+
+    instructblip_config: dict | PreTrainedConfig | None = None
+    prompter_config: dict | PreTrainedConfig | None = None
+    mask_decoder_config: dict | PreTrainedConfig | None = None
+    region_source: str = "predicted"
+    mask_threshold: float = 0.5
+    mask_loss_weight: float = 1.0
+    mask_dice_weight: float = 1.0
+    mask_iou_loss_weight: float = 0.1
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.region_source not in REGION_SOURCES:
+            raise ValueError(f"`region_source` must be one of {REGION_SOURCES}, got {self.region_source!r}")
+        if not 0.0 < self.mask_threshold < 1.0:
+            raise ValueError(f"`mask_threshold` must lie in (0, 1), got {self.mask_threshold}")
+        if self.instructblip_config.image_token_index is None:
+            raise ValueError(
+                "`instructblip_config.image_token_index` must be set: the language model input marks where the "
+                "Q-Former's query outputs go with that token"
+            )
+
+    @property
+    def num_query_tokens(self) -> int:
+        return self.instructblip_config.num_query_tokens
+
+    @property
+    def region_names(self) -> list[str]:
+        return self.prompter_config.region_names
+
+
+__all__ = ["ForgeryTalkerConfig", "ForgeryTalkerPrompterConfig", "REGION_SOURCES"]

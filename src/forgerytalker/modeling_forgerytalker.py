@@ -1,0 +1,411 @@
+"""ForgeryTalker (arXiv 2412.19685): InstructBLIP + Forgery Prompter Network + SAM-style mask decoder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import InstructBlipForConditionalGeneration, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_forgerytalker import ForgeryTalkerConfig
+from .instruction import assemble_instruction_ids, pieces_to_lists
+from .modeling_forgerytalker_mask_decoder import ForgeryTalkerMaskDecoder, forgery_mask_loss
+from .modeling_forgerytalker_prompter import ForgeryPrompterNetwork
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+TRAINING_STAGES = ("prompter", "joint")
+
+
+@dataclass
+class ForgeryTalkerOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*):
+        `language_model_loss + config.mask_loss_weight * mask_loss` over the parts whose targets were given
+        (paper Eq. 7). The prompter is trained on its own in stage 1, so `region_loss` is not part of it.
+    language_model_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+        Cross-entropy of the report tokens (paper Eq. 6).
+    mask_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `masks` is given):
+        Binary cross-entropy on mask logits + Dice + the IoU head's regression loss.
+    region_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `region_labels` is given):
+        The prompter's ½(ω-BCE + Dice) loss, reported for monitoring.
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+        Language-model logits.
+    pred_masks (`torch.FloatTensor` of shape `(batch_size, 1, mask_height, mask_width)`):
+        Mask logits at 4× the vision patch grid; see `ForgeryTalkerProcessor.post_process_masks`.
+    iou_scores (`torch.FloatTensor` of shape `(batch_size, 1)`):
+        The mask decoder's estimate of its mask's IoU (a confidence for the mask).
+    region_logits (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
+        The prompter's logits for each facial region.
+    instruction_regions (`torch.LongTensor` of shape `(batch_size, num_regions)`, *optional*):
+        The 0/1 regions named in each sample's instruction; `None` for the plain (`"none"`) instruction.
+    """
+
+    loss: torch.FloatTensor | None = None
+    language_model_loss: torch.FloatTensor | None = None
+    mask_loss: torch.FloatTensor | None = None
+    region_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    pred_masks: torch.FloatTensor | None = None
+    iou_scores: torch.FloatTensor | None = None
+    region_logits: torch.FloatTensor | None = None
+    instruction_regions: torch.LongTensor | None = None
+
+
+@dataclass
+class ForgeryTalkerGenerationOutput(ModelOutput):
+    r"""
+    sequences (`torch.LongTensor` of shape `(batch_size, report_length)`):
+        The generated report tokens, without the instruction (decode with `processor.batch_decode`).
+    pred_masks (`torch.FloatTensor` of shape `(batch_size, 1, mask_height, mask_width)`):
+        Mask logits at 4× the vision patch grid.
+    iou_scores (`torch.FloatTensor` of shape `(batch_size, 1)`):
+        The mask decoder's estimate of its mask's IoU.
+    region_logits (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
+        The prompter's logits.
+    region_probs (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
+        `sigmoid(region_logits)`: per-region probability of manipulation.
+    predicted_regions (`torch.LongTensor` of shape `(batch_size, num_regions)`):
+        0/1: the regions whose probability exceeds `config.prompter_config.region_threshold`.
+    instruction_regions (`torch.LongTensor` of shape `(batch_size, num_regions)`, *optional*):
+        The regions named in the instruction the report was written from (`None` for the plain instruction).
+    """
+
+    sequences: torch.LongTensor | None = None
+    pred_masks: torch.FloatTensor | None = None
+    iou_scores: torch.FloatTensor | None = None
+    region_logits: torch.FloatTensor | None = None
+    region_probs: torch.FloatTensor | None = None
+    predicted_regions: torch.LongTensor | None = None
+    instruction_regions: torch.LongTensor | None = None
+
+
+def resolve_local_path(path: str | os.PathLike, argument: str = "pretrained_model_name_or_path") -> str:
+    """Returns `path` as a string if it is an existing folder, or if it cannot be a local path at all (a hub id).
+
+    `from_pretrained` treats a relative path that does not exist as a hub id, which fails with a confusing
+    network error; a path that looks local (absolute, `./`, `~`, or with more than one `/`) and is missing is
+    reported here instead.
+    """
+    text = os.fspath(path)
+    expanded = os.path.expanduser(text)
+    if os.path.isdir(expanded):
+        return expanded
+    looks_local = os.path.isabs(expanded) or text.startswith((".", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "")
+    if looks_local or os.path.exists(expanded):
+        raise FileNotFoundError(f"`{argument}`: no checkpoint folder at {text!r} ({os.path.abspath(expanded)})")
+    return text
+
+
+class ForgeryTalkerPreTrainedModel(PreTrainedModel):
+    config: ForgeryTalkerConfig
+    config_class = ForgeryTalkerConfig
+    base_model_prefix = "forgerytalker"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["ForgeryTalkerMaskDecoder", "ForgeryPrompterNetwork"]
+
+
+class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
+    """ForgeryTalker: a face image in; a forgery mask, per-region probabilities and a written report out.
+
+    The prompter scores the 21 facial regions; the regions it flags (or the ground truth, none, or regions
+    the caller names) fill the instruction given to InstructBLIP's Q-Former and language model; the mask
+    decoder fuses vision, Q-Former and prompter features into a mask.
+    """
+
+    def __init__(self, config: ForgeryTalkerConfig, instructblip: InstructBlipForConditionalGeneration | None = None):
+        super().__init__(config)
+        # SAM's attention modules read the implementation from their own (sub-)config
+        config.mask_decoder_config._attn_implementation = config._attn_implementation
+        self.instructblip = instructblip if instructblip is not None else InstructBlipForConditionalGeneration(config.instructblip_config)
+        self.prompter = ForgeryPrompterNetwork(config.prompter_config)
+        self.mask_decoder = ForgeryTalkerMaskDecoder(config)
+        self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        return super().from_pretrained(resolve_local_path(pretrained_model_name_or_path), *args, **kwargs)
+
+    @classmethod
+    def from_instructblip(
+        cls,
+        instructblip_name_or_path: str | os.PathLike,
+        prompter_config: dict | None = None,
+        mask_decoder_config: dict | None = None,
+        **config_kwargs,
+    ) -> ForgeryTalkerForConditionalGeneration:
+        """Builds a ForgeryTalker around an existing InstructBLIP checkpoint (what a user with real weights does).
+
+        The InstructBLIP weights are kept as loaded; the prompter and mask decoder start from their own
+        initialisation (or load a stage-1 prompter with `load_prompter`).
+        """
+        path = resolve_local_path(instructblip_name_or_path, "instructblip_name_or_path")
+        instructblip = InstructBlipForConditionalGeneration.from_pretrained(path)
+        if instructblip.config.image_token_index is None:
+            raise ValueError(f"The InstructBLIP checkpoint at {path!r} has no `image_token_index` in its config")
+        config = ForgeryTalkerConfig(
+            instructblip_config=instructblip.config,
+            prompter_config=prompter_config,
+            mask_decoder_config=mask_decoder_config,
+            **config_kwargs,
+        )
+        return cls(config, instructblip=instructblip)
+
+    def load_prompter(self, prompter_name_or_path: str | os.PathLike) -> None:
+        """Replaces the prompter with a stage-1 one saved by `ForgeryPrompterNetwork.save_pretrained`."""
+        prompter = ForgeryPrompterNetwork.from_pretrained(resolve_local_path(prompter_name_or_path, "prompter_name_or_path"))
+        if prompter.config.region_names != self.config.prompter_config.region_names:
+            raise ValueError("The prompter checkpoint scores other regions than this model")
+        self.prompter = prompter.to(device=self.device, dtype=self.dtype)
+        self.config.prompter_config = prompter.config
+
+    def freeze_for_stage(self, stage: str, train_vision_encoder: bool = False, train_language_model: bool = False) -> None:
+        """Sets `requires_grad` for one of the paper's two training stages.
+
+        `"prompter"` (stage 1): only the prompter trains. `"joint"` (stage 2): the prompter is frozen; the
+        Q-Former (with its query tokens and language projection) and the mask decoder train; the vision
+        encoder and language model train only when asked.
+        """
+        if stage not in TRAINING_STAGES:
+            raise ValueError(f"`stage` must be one of {TRAINING_STAGES}, got {stage!r}")
+        self.requires_grad_(False)
+        if stage == "prompter":
+            self.prompter.requires_grad_(True)
+            return
+        backbone = self.instructblip
+        for module in (backbone.qformer, backbone.language_projection, self.mask_decoder):
+            module.requires_grad_(True)
+        backbone.query_tokens.requires_grad_(True)
+        backbone.vision_model.requires_grad_(train_vision_encoder)
+        backbone.language_model.requires_grad_(train_language_model)
+
+    # -- instruction assembly ------------------------------------------------------------------------------
+
+    def _instruction_regions(
+        self,
+        region_source: str | None,
+        region_logits: torch.Tensor,
+        region_labels: torch.Tensor | None,
+        instruction_regions: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        if region_source is None:
+            region_source = "explicit" if instruction_regions is not None else self.config.region_source
+        if region_source == "predicted":
+            return (torch.sigmoid(region_logits) > self.config.prompter_config.region_threshold).long()
+        if region_source == "ground_truth":
+            if region_labels is None:
+                raise ValueError('`region_source="ground_truth"` needs `region_labels`')
+            return region_labels.long()
+        if region_source == "explicit":
+            if instruction_regions is None:
+                raise ValueError('`region_source="explicit"` needs `instruction_regions` (processor(..., regions=...))')
+            return instruction_regions.long()
+        if region_source == "none":
+            return None
+        raise ValueError(f"`region_source` must be predicted, ground_truth, none or explicit, got {region_source!r}")
+
+    def _check_image_tokens(self, prompt: list[int]) -> None:
+        image_token_id = self.config.instructblip_config.image_token_index
+        count = sum(token == image_token_id for token in prompt)
+        if count != self.config.num_query_tokens:
+            raise ValueError(
+                f"The processor puts {count} image tokens before the instruction but the model's config has "
+                f"num_query_tokens={self.config.num_query_tokens}: the processor and the checkpoint do not belong "
+                "together (build the processor with the model's num_query_tokens)"
+            )
+
+    def _language_inputs(
+        self,
+        instruction_input_ids: torch.Tensor,
+        instruction_qformer_input_ids: torch.Tensor,
+        regions: torch.Tensor | None,
+        batch_size: int,
+        labels: torch.Tensor | None = None,
+        for_generation: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Token ids for the Q-Former and the language model, with the instruction naming `regions`.
+
+        Decoder-only LMs get `image tokens + instruction (+ report)`, right-padded for training with the
+        instruction masked out of the labels, left-padded for generation. Encoder-decoder LMs get the image
+        tokens and instruction in the encoder and the report as `labels`.
+        """
+        device = instruction_input_ids.device
+        qformer_ids = assemble_instruction_ids(pieces_to_lists(instruction_qformer_input_ids), regions, batch_size)
+        prompts = assemble_instruction_ids(pieces_to_lists(instruction_input_ids), regions, batch_size)
+        self._check_image_tokens(prompts[0])
+        inputs = dict(zip(("qformer_input_ids", "qformer_attention_mask"), _pad(qformer_ids, 0, "right", device)))
+        text_pad = self.config.instructblip_config.text_config.pad_token_id or 0
+        decoder_only = self.config.instructblip_config.use_decoder_only_language_model
+        if labels is None or not decoder_only:
+            side = "left" if for_generation and decoder_only else "right"
+            inputs["input_ids"], inputs["attention_mask"] = _pad(prompts, text_pad, side, device)
+            if labels is not None:
+                inputs["labels"] = labels
+            return inputs
+        reports = [[token for token in row if token != IGNORE_INDEX] for row in labels.tolist()]
+        sequences = [prompt + report for prompt, report in zip(prompts, reports)]
+        targets = [[IGNORE_INDEX] * len(prompt) + report for prompt, report in zip(prompts, reports)]
+        inputs["input_ids"], inputs["attention_mask"] = _pad(sequences, text_pad, "right", device)
+        inputs["labels"], _ = _pad(targets, IGNORE_INDEX, "right", device)
+        return inputs
+
+    # -- forward and generate ------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor,
+        instruction_input_ids: torch.LongTensor,
+        instruction_qformer_input_ids: torch.LongTensor,
+        labels: torch.LongTensor | None = None,
+        masks: torch.Tensor | None = None,
+        region_labels: torch.Tensor | None = None,
+        instruction_regions: torch.Tensor | None = None,
+        region_source: str | None = None,
+    ) -> ForgeryTalkerOutput:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
+                Images from `ForgeryTalkerProcessor`.
+            instruction_input_ids (`torch.LongTensor` of shape `(num_pieces, piece_length)`):
+                The instruction's pieces in the language model's vocabulary (from the processor).
+            instruction_qformer_input_ids (`torch.LongTensor` of shape `(num_pieces, piece_length)`):
+                The instruction's pieces in the Q-Former's vocabulary (from the processor).
+            labels (`torch.LongTensor` of shape `(batch_size, report_length)`, *optional*):
+                Report token ids ending with EOS, padded with -100.
+            masks (`torch.Tensor` of shape `(batch_size, 1, height, width)`, *optional*):
+                0/1 ground-truth forgery masks.
+            region_labels (`torch.Tensor` of shape `(batch_size, num_regions)`, *optional*):
+                0/1 ground-truth regions (for the prompter's loss and the `"ground_truth"` region source).
+            instruction_regions (`torch.Tensor` of shape `(batch_size, num_regions)`, *optional*):
+                0/1 regions the caller names; given alone it selects the `"explicit"` region source.
+            region_source (`str`, *optional*):
+                `"predicted"`, `"ground_truth"`, `"none"` or `"explicit"`; defaults to `config.region_source`.
+        """
+        _check_batch(pixel_values, labels=labels, masks=masks, region_labels=region_labels, instruction_regions=instruction_regions)
+        batch_size = pixel_values.shape[0]
+        prompter_output = self.prompter(pixel_values, region_labels=region_labels)
+        regions = self._instruction_regions(region_source, prompter_output.region_logits, region_labels, instruction_regions)
+        language_inputs = self._language_inputs(
+            instruction_input_ids, instruction_qformer_input_ids, regions, batch_size, labels=labels
+        )
+        backbone_output = self.instructblip(pixel_values=pixel_values, **language_inputs)
+        pred_masks, iou_scores = self.mask_decoder(
+            backbone_output.vision_outputs.last_hidden_state,
+            backbone_output.qformer_outputs.last_hidden_state[:, : self.config.num_query_tokens],
+            prompter_output.last_hidden_state,
+        )
+        language_model_loss = backbone_output.loss if labels is not None else None
+        mask_loss = None
+        if masks is not None:
+            mask_loss = forgery_mask_loss(
+                pred_masks,
+                iou_scores,
+                masks,
+                self.config.mask_threshold,
+                self.config.mask_dice_weight,
+                self.config.mask_iou_loss_weight,
+            )
+        parts = [part for part in (language_model_loss, None if mask_loss is None else self.config.mask_loss_weight * mask_loss) if part is not None]
+        return ForgeryTalkerOutput(
+            loss=sum(parts) if parts else None,
+            language_model_loss=language_model_loss,
+            mask_loss=mask_loss,
+            region_loss=prompter_output.loss,
+            logits=backbone_output.logits,
+            pred_masks=pred_masks,
+            iou_scores=iou_scores,
+            region_logits=prompter_output.region_logits,
+            instruction_regions=regions,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixel_values: torch.FloatTensor,
+        instruction_input_ids: torch.LongTensor,
+        instruction_qformer_input_ids: torch.LongTensor,
+        region_labels: torch.Tensor | None = None,
+        instruction_regions: torch.Tensor | None = None,
+        region_source: str | None = None,
+        **generate_kwargs,
+    ) -> ForgeryTalkerGenerationOutput:
+        """Writes the report and predicts the mask and regions in one call.
+
+        Takes the inputs of `forward` (without targets) and the usual generation arguments (`max_new_tokens`,
+        `num_beams`, ...), which go to the language model's `generate`. Returns a
+        [`ForgeryTalkerGenerationOutput`].
+        """
+        _check_batch(pixel_values, region_labels=region_labels, instruction_regions=instruction_regions)
+        batch_size = pixel_values.shape[0]
+        prompter_output = self.prompter(pixel_values)
+        region_logits = prompter_output.region_logits
+        regions = self._instruction_regions(region_source, region_logits, region_labels, instruction_regions)
+        language_inputs = self._language_inputs(
+            instruction_input_ids, instruction_qformer_input_ids, regions, batch_size, for_generation=True
+        )
+        backbone = self.instructblip
+        image_features = backbone.get_image_features(
+            pixel_values,
+            qformer_input_ids=language_inputs["qformer_input_ids"],
+            qformer_attention_mask=language_inputs["qformer_attention_mask"],
+            return_dict=True,
+        )
+        pred_masks, iou_scores = self.mask_decoder(
+            image_features.last_hidden_state,
+            image_features.qformer_outputs.last_hidden_state[:, : self.config.num_query_tokens],
+            prompter_output.last_hidden_state,
+        )
+        input_ids = language_inputs["input_ids"]
+        inputs_embeds = backbone.get_input_embeddings()(input_ids)
+        image_positions = backbone.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds)
+        inputs_embeds = inputs_embeds.masked_scatter(
+            image_positions, image_features.pooler_output.to(inputs_embeds.device, inputs_embeds.dtype)
+        )
+        sequences = backbone.language_model.generate(
+            inputs_embeds=inputs_embeds, attention_mask=language_inputs["attention_mask"], **generate_kwargs
+        )
+        region_probs = torch.sigmoid(region_logits)
+        return ForgeryTalkerGenerationOutput(
+            sequences=sequences,
+            pred_masks=pred_masks,
+            iou_scores=iou_scores,
+            region_logits=region_logits,
+            region_probs=region_probs,
+            predicted_regions=(region_probs > self.config.prompter_config.region_threshold).long(),
+            instruction_regions=regions,
+        )
+
+
+def _pad(rows: list[list[int]], value: int, side: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pads token lists to one length; returns `(ids, attention_mask)`, both `(len(rows), max_length)`."""
+    length = max(len(row) for row in rows)
+    ids = torch.full((len(rows), length), value, dtype=torch.long, device=device)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long, device=device)
+    for index, row in enumerate(rows):
+        span = slice(length - len(row), length) if side == "left" else slice(0, len(row))
+        ids[index, span] = torch.tensor(row, dtype=torch.long, device=device)
+        attention_mask[index, span] = 1
+    return ids, attention_mask
+
+
+def _check_batch(pixel_values: torch.Tensor, **per_sample: torch.Tensor | None) -> None:
+    """Raises a `ValueError` naming the argument whose batch size differs from the images'."""
+    for name, tensor in per_sample.items():
+        if tensor is not None and tensor.shape[0] != pixel_values.shape[0]:
+            raise ValueError(f"`{name}` has {tensor.shape[0]} rows but there are {pixel_values.shape[0]} images")
+
+
+__all__ = [
+    "ForgeryTalkerForConditionalGeneration",
+    "ForgeryTalkerGenerationOutput",
+    "ForgeryTalkerOutput",
+    "ForgeryTalkerPreTrainedModel",
+]

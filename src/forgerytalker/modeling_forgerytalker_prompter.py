@@ -1,0 +1,179 @@
+"""The Forgery Prompter Network (FPN, paper §4.2): which of the 21 facial regions look manipulated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel, ViTConfig
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
+from transformers.utils import ModelOutput
+
+from .configuration_forgerytalker import ForgeryTalkerPrompterConfig
+
+
+@dataclass
+class ForgeryPrompterOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `region_labels` is given):
+        ½(ω-weighted binary cross-entropy + Dice) over the regions (paper Eq. 3–5), averaged over the batch.
+    region_logits (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
+        One logit per region; `sigmoid` gives the probability that the region is manipulated.
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 1 + num_patches, hidden_size)`):
+        The fused global/local tokens (class token first) after the final layer norm. The mask decoder attends
+        to them.
+    """
+
+    loss: torch.FloatTensor | None = None
+    region_logits: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+
+
+def forgery_prompter_loss(
+    region_logits: torch.Tensor, region_labels: torch.Tensor, negative_weight: float, dice_smooth: float
+) -> torch.Tensor:
+    """½(L_BCE + L_Dice) of paper Eq. 5 with the ω-discounted BCE of Eq. 3.
+
+    Args:
+        region_logits: `(batch_size, num_regions)` logits.
+        region_labels: `(batch_size, num_regions)` 0/1 targets.
+        negative_weight: ω, the weight of the BCE on regions that are not manipulated.
+        dice_smooth: added to numerator and denominator of the Dice ratio, so that a sample with no
+            manipulated region (an authentic image) is pushed towards predicting none.
+
+    Returns:
+        A scalar: the per-sample loss averaged over the batch.
+    """
+    labels = region_labels.to(region_logits.dtype)
+    bce = -(labels * F.logsigmoid(region_logits) + negative_weight * (1 - labels) * F.logsigmoid(-region_logits))
+    probabilities = torch.sigmoid(region_logits)
+    overlap = (labels * probabilities).sum(-1)
+    dice = 1 - (2 * overlap + dice_smooth) / (labels.sum(-1) + probabilities.sum(-1) + dice_smooth)
+    return 0.5 * (bce.mean(-1) + dice).mean()
+
+
+def coordinate_channels(features: torch.Tensor) -> torch.Tensor:
+    """x and y coordinates in [-1, 1] as two channels shaped like `features` `(batch, _, height, width)`."""
+    batch_size, _, height, width = features.shape
+    ys = torch.linspace(-1.0, 1.0, height, device=features.device, dtype=features.dtype)
+    xs = torch.linspace(-1.0, 1.0, width, device=features.device, dtype=features.dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y]).expand(batch_size, -1, -1, -1)
+
+
+class ForgeryPrompterConvLayer(nn.Module):
+    """One convolution of the local branch on the patch grid: `(batch, hidden, h, w)` → same shape.
+
+    With `use_coord_conv` the input gets two coordinate channels first (CoordConv), so the branch can tell
+    where on the face a feature sits.
+    """
+
+    def __init__(self, hidden_size: int, kernel_size: int, use_coord_conv: bool, hidden_act: str):
+        super().__init__()
+        self.use_coord_conv = use_coord_conv
+        in_channels = hidden_size + 2 if use_coord_conv else hidden_size
+        self.conv = nn.Conv2d(in_channels, hidden_size, kernel_size, padding=kernel_size // 2)
+        self.norm = nn.GroupNorm(1, hidden_size)
+        self.activation = ACT2FN[hidden_act]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.use_coord_conv:
+            features = torch.cat([features, coordinate_channels(features)], dim=1)
+        return self.activation(self.norm(self.conv(features)))
+
+
+class ForgeryPrompterNetwork(PreTrainedModel):
+    """ViT with a parallel convolution branch summed into its first *m* blocks, and a multi-label head.
+
+    Paper Eq. 1–2: the patch tokens of each of the first `num_conv_branch_layers` blocks receive the output
+    of one more convolution of the branch (which starts from the patch embeddings laid out on the grid), so
+    `F_g^i = MHA_i(F_g^i + F_l^i)`. The class token of the last layer feeds the region head. Usable on its own
+    for stage 1 of training, saved and loaded with `save_pretrained` / `from_pretrained`.
+    """
+
+    config: ForgeryTalkerPrompterConfig
+    config_class = ForgeryTalkerPrompterConfig
+    base_model_prefix = "prompter"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["ViTEmbeddings", "ViTLayer"]
+
+    def __init__(self, config: ForgeryTalkerPrompterConfig):
+        super().__init__(config)
+        vit_config = self._vit_config(config)
+        self.embeddings = ViTEmbeddings(vit_config)
+        self.conv_branch = nn.ModuleList(
+            ForgeryPrompterConvLayer(
+                config.hidden_size, kernel_size, use_coord_conv=config.use_coord_conv and index == 0, hidden_act=config.hidden_act
+            )
+            for index, kernel_size in enumerate(config.conv_kernel_sizes)
+        )
+        self.layers = nn.ModuleList(ViTLayer(vit_config) for _ in range(config.num_hidden_layers))
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.region_head = nn.Linear(config.hidden_size, config.num_regions)
+        self.post_init()
+
+    def _vit_config(self, config: ForgeryTalkerPrompterConfig) -> ViTConfig:
+        vit_config = ViTConfig(
+            image_size=config.image_size,
+            patch_size=config.patch_size,
+            num_channels=config.num_channels,
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            intermediate_size=config.intermediate_size,
+            hidden_act=config.hidden_act,
+            hidden_dropout_prob=config.hidden_dropout_prob,
+            attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+            layer_norm_eps=config.layer_norm_eps,
+            qkv_bias=config.qkv_bias,
+        )
+        vit_config._attn_implementation = config._attn_implementation or "eager"
+        return vit_config
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, ViTEmbeddings):
+            init.trunc_normal_(module.position_embeddings, mean=0.0, std=self.config.initializer_range)
+            init.trunc_normal_(module.cls_token, mean=0.0, std=self.config.initializer_range)
+
+    def forward(
+        self, pixel_values: torch.Tensor, region_labels: torch.Tensor | None = None, **kwargs
+    ) -> ForgeryPrompterOutput:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalised images; resized to `config.image_size` when they have another size.
+            region_labels (`torch.Tensor` of shape `(batch_size, num_regions)`, *optional*):
+                0/1 targets; when given, the output carries the loss.
+        """
+        size = self.config.image_size
+        if pixel_values.shape[-2:] != (size, size):
+            pixel_values = F.interpolate(pixel_values, size=(size, size), mode="bilinear", align_corners=False)
+        tokens = self.embeddings(pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype))
+        batch_size, num_tokens, hidden_size = tokens.shape
+        grid = size // self.config.patch_size
+        local = tokens[:, 1:].transpose(1, 2).reshape(batch_size, hidden_size, grid, grid)
+        for index, layer in enumerate(self.layers):
+            if index < len(self.conv_branch):
+                local = self.conv_branch[index](local)
+                tokens = torch.cat([tokens[:, :1], tokens[:, 1:] + local.flatten(2).transpose(1, 2)], dim=1)
+            tokens = layer(tokens, **kwargs)
+        hidden_states = self.layernorm(tokens)
+        region_logits = self.region_head(hidden_states[:, 0])
+        loss = None
+        if region_labels is not None:
+            loss = forgery_prompter_loss(
+                region_logits, region_labels, self.config.negative_weight, self.config.dice_smooth
+            )
+        return ForgeryPrompterOutput(loss=loss, region_logits=region_logits, last_hidden_state=hidden_states)
+
+
+__all__ = ["ForgeryPrompterNetwork", "ForgeryPrompterOutput", "forgery_prompter_loss"]
