@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import PurePosixPath
+
 FACE_SWAP = "face_swap"  # whole face replaced (MMTT: E4S GAN face swap; synthesis: mesh warp + blending)
 TRANSFORMER_INPAINTING = "transformer_inpainting"  # MMTT: MAT
 DIFFUSION_INPAINTING = "diffusion_inpainting"  # MMTT: SDXL
@@ -19,3 +22,35 @@ METHODS: tuple[str, ...] = (
     AUTHENTIC,
     UNKNOWN,
 )
+
+# Folder-name tokens of the released MMTT layout that name a method. The release names the generator in its
+# folders (e.g. `dataset/celeb512/mat_gan/samples_celeb/20936.png` holds MAT inpaintings); "gan" alone is
+# ambiguous there (MAT's folder is `mat_gan`) and names nothing.
+RELEASED_METHOD_TOKENS: dict[str, str] = {
+    "e4s": FACE_SWAP,
+    "swap": FACE_SWAP,
+    "faceswap": FACE_SWAP,
+    "mat": TRANSFORMER_INPAINTING,
+    "sdxl": DIFFUSION_INPAINTING,
+    "diffusion": DIFFUSION_INPAINTING,
+}
+_TOKEN_PATTERN = re.compile(r"[a-z0-9]+")
+
+
+def method_from_path(relative_path: str) -> str:
+    """The manipulation method that an image or mask path names, or `UNKNOWN`.
+
+    Only folder names are read, from the deepest to the outermost; the first folder that names a method wins:
+    a folder named exactly as one of `METHODS` (the synthesizer's `dataset/synthetic/<method>/...` layout), or a
+    folder whose name holds one of `RELEASED_METHOD_TOKENS` as a whole token (the released MMTT layout,
+    e.g. `mat_gan` → transformer inpainting).
+    """
+    folders = PurePosixPath(relative_path.replace("\\", "/")).parts[:-1]
+    for folder in reversed(folders):
+        name = folder.lower()
+        if name in METHODS:
+            return name
+        for token in _TOKEN_PATTERN.findall(name):
+            if token in RELEASED_METHOD_TOKENS:
+                return RELEASED_METHOD_TOKENS[token]
+    return UNKNOWN
