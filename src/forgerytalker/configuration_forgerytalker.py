@@ -131,7 +131,8 @@ class ForgeryTalkerConfig(PreTrainedConfig):
             The Forgery Prompter Network.
         mask_decoder_config (`dict` or [`SamMaskDecoderConfig`], *optional*):
             SAM's two-way transformer and upscaling head. Its `hidden_size` is the width in which vision,
-            Q-Former and prompter features are fused.
+            Q-Former and prompter features are fused. ForgeryTalker predicts one mask, so
+            `num_multimask_outputs` is always set to 0 (SAM's extra mask heads would never get a gradient).
         region_source (`str`, *optional*, defaults to `"predicted"`):
             Default origin of the regions named in the instruction: `"predicted"` (the prompter's output),
             `"ground_truth"` (the paper's FPN-GT oracle, needs `region_labels`), `"none"` (the plain instruction
@@ -165,6 +166,7 @@ class ForgeryTalkerConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        self.mask_decoder_config.num_multimask_outputs = 0
         if self.region_source not in REGION_SOURCES:
             raise ValueError(f"`region_source` must be one of {REGION_SOURCES}, got {self.region_source!r}")
         if not 0.0 < self.mask_threshold < 1.0:

@@ -222,7 +222,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
                 "together (build the processor with the model's num_query_tokens)"
             )
 
-    def _language_inputs(
+    def build_language_inputs(
         self,
         instruction_input_ids: torch.Tensor,
         instruction_qformer_input_ids: torch.Tensor,
@@ -293,7 +293,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
         batch_size = pixel_values.shape[0]
         prompter_output = self.prompter(pixel_values, region_labels=region_labels)
         regions = self._instruction_regions(region_source, prompter_output.region_logits, region_labels, instruction_regions)
-        language_inputs = self._language_inputs(
+        language_inputs = self.build_language_inputs(
             instruction_input_ids, instruction_qformer_input_ids, regions, batch_size, labels=labels
         )
         backbone_output = self.instructblip(pixel_values=pixel_values, **language_inputs)
@@ -348,7 +348,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
         prompter_output = self.prompter(pixel_values)
         region_logits = prompter_output.region_logits
         regions = self._instruction_regions(region_source, region_logits, region_labels, instruction_regions)
-        language_inputs = self._language_inputs(
+        language_inputs = self.build_language_inputs(
             instruction_input_ids, instruction_qformer_input_ids, regions, batch_size, for_generation=True
         )
         backbone = self.instructblip

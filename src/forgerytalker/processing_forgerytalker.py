@@ -303,15 +303,16 @@ def _matching(items, count: int, name: str, single_type: type | None = None) -> 
 
 
 def _region_label_tensor(rows: list) -> torch.Tensor:
+    """`(batch, 21)` float 0/1 labels from rows of region names or of 21 numbers."""
     vectors = []
     for row in rows:
-        if len(row) and isinstance(next(iter(row)), str) or not len(row):
+        row = list(row)
+        if all(isinstance(value, str) for value in row):
             vectors.append(regions_to_labels(row))
-        else:
-            vector = [float(value) for value in row]
-            if len(vector) != len(REGION_NAMES):
-                raise ValueError(f"`region_labels` rows need {len(REGION_NAMES)} entries, got {len(vector)}")
-            vectors.append(vector)
+            continue
+        if len(row) != len(REGION_NAMES):
+            raise ValueError(f"`region_labels` rows need {len(REGION_NAMES)} numbers or region names, got {row!r}")
+        vectors.append([float(value) for value in row])
     return torch.tensor(vectors, dtype=torch.float32)
 
 

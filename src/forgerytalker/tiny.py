@@ -8,9 +8,7 @@ common report words (plus any texts passed in, e.g. a dataset's reports).
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BertTokenizerFast, BlipImageProcessorPil, PreTrainedTokenizerFast
@@ -77,12 +75,9 @@ def build_tiny_language_tokenizer(vocabulary: list[str], language_model: str = "
 
 
 def build_tiny_qformer_tokenizer(vocabulary: list[str]) -> BertTokenizerFast:
-    """A BERT WordPiece tokenizer (`[CLS] text [SEP]`) over `vocabulary`, written to and read from a temp file."""
+    """A BERT WordPiece tokenizer (`[CLS] text [SEP]`) over `vocabulary`."""
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + vocabulary
-    with tempfile.TemporaryDirectory() as folder:
-        vocab_file = Path(folder) / "vocab.txt"
-        vocab_file.write_text("\n".join(tokens) + "\n", encoding="utf-8")
-        return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    return BertTokenizerFast(vocab={token: index for index, token in enumerate(tokens)}, do_lower_case=True)
 
 
 def tiny_config(

@@ -1,0 +1,315 @@
+"""ForgeryTalker model and processor: loading, batching, region modes, training signal and errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_image
+
+from forgerytalker import REGION_NAMES, ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor
+from forgerytalker.tiny import build_tiny_model_and_processor
+
+MAX_NEW_TOKENS = 6
+
+
+def run_python(code: str) -> str:
+    """Runs `code` in a fresh interpreter (so nothing imported here leaks in) and returns its stdout."""
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def outputs_of(model, processor, images) -> dict:
+    inputs = processor(images=images, text=["the left eye looks blurry"] * len(images))
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    generated = model.generate(**processor(images=images), max_new_tokens=MAX_NEW_TOKENS)
+    return {
+        "logits": logits.tolist(),
+        "sequences": generated.sequences.tolist(),
+        "pred_masks": generated.pred_masks.tolist(),
+        "region_logits": generated.region_logits.tolist(),
+    }
+
+
+LOAD_AND_RUN = """
+    import json, sys
+    import numpy as np, torch
+    from PIL import Image
+    {imports}
+    from transformers import AutoModel, AutoProcessor
+    model = AutoModel.from_pretrained({path!r}{kwargs}).eval()
+    processor = AutoProcessor.from_pretrained({path!r}{kwargs})
+    print(json.dumps([type(model).__name__, type(processor).__name__]))
+    images = [Image.fromarray(np.random.default_rng(seed).integers(0, 256, (40, 50, 3), dtype=np.uint8)) for seed in (0, 1)]
+    inputs = processor(images=images, text=["the left eye looks blurry"] * 2)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    generated = model.generate(**processor(images=images), max_new_tokens={max_new_tokens})
+    print(json.dumps({{"logits": logits.tolist(), "sequences": generated.sequences.tolist(),
+                      "pred_masks": generated.pred_masks.tolist(), "region_logits": generated.region_logits.tolist()}}))
+"""
+
+
+@pytest.mark.parametrize("remote_code", [False, True], ids=["import-package", "trust-remote-code"])
+def test_save_and_load_in_fresh_process_gives_identical_outputs(tmp_path, tiny_model_and_processor, remote_code):
+    model, processor = tiny_model_and_processor
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    expected = outputs_of(model, processor, [random_image(0, 40, 50), random_image(1, 40, 50)])
+
+    code = LOAD_AND_RUN.format(
+        imports="" if remote_code else "import forgerytalker",
+        path=str(tmp_path),
+        kwargs=", trust_remote_code=True" if remote_code else "",
+        max_new_tokens=MAX_NEW_TOKENS,
+    )
+    names_line, outputs_line = run_python(code).strip().splitlines()[-2:]
+    assert json.loads(names_line) == ["ForgeryTalkerForConditionalGeneration", "ForgeryTalkerProcessor"]
+    assert json.loads(outputs_line) == json.loads(json.dumps(expected))
+
+
+def test_remote_code_checkpoint_carries_its_code(tmp_path, tiny_model_and_processor):
+    model, processor = tiny_model_and_processor
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_forgerytalker.ForgeryTalkerForConditionalGeneration"
+    for module in ("modeling_forgerytalker", "configuration_forgerytalker", "processing_forgerytalker", "regions", "instruction"):
+        assert (tmp_path / f"{module}.py").is_file(), module
+
+
+def generate_one_by_one(model, processor, images, **kwargs):
+    return [model.generate(**processor(images=[image], **kwargs), max_new_tokens=MAX_NEW_TOKENS) for image in images]
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["predicted-regions", "explicit-regions"])
+def test_batch_generation_matches_single_image_calls(tiny_model_and_processor, images, explicit):
+    model, processor = tiny_model_and_processor
+    # Different numbers of regions give instructions of different lengths, so left padding is exercised.
+    regions = [["eye", "lip", "nose"], [], ["forehead"]] if explicit else None
+    kwargs = {"regions": regions} if explicit else {}
+    batch = model.generate(**processor(images=images, **kwargs), max_new_tokens=MAX_NEW_TOKENS)
+    singles = [
+        model.generate(**processor(images=[image], **({"regions": [regions[i]]} if explicit else {})), max_new_tokens=MAX_NEW_TOKENS)
+        for i, image in enumerate(images)
+    ]
+    sizes = [image.size[::-1] for image in images]
+    batch_results = processor.post_process_generation(batch, target_sizes=sizes)
+    prompt_lengths = {len(row) for row in model.build_language_inputs(
+        processor.instruction_input_ids, processor.instruction_qformer_input_ids, batch.instruction_regions, 3
+    )["input_ids"]}
+    assert len(prompt_lengths) == 1  # padded to one length...
+    for index, single in enumerate(singles):
+        single_result = processor.post_process_generation(single, target_sizes=[sizes[index]])[0]
+        assert batch_results[index]["report"] == single_result["report"]
+        assert batch_results[index]["regions"] == single_result["regions"]
+        assert batch_results[index]["instruction_regions"] == single_result["instruction_regions"]
+        assert torch.equal(batch_results[index]["mask"], single_result["mask"])
+        assert batch_results[index]["mask"].shape == sizes[index]
+        torch.testing.assert_close(batch.region_probs[index], single.region_probs[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(batch.pred_masks[index], single.pred_masks[0], rtol=1e-4, atol=1e-5)
+    if explicit:
+        assert [result["instruction_regions"] for result in batch_results] == regions
+
+
+def decoded_instruction(model, processor, regions: torch.Tensor | None) -> tuple[str, str]:
+    inputs = model.build_language_inputs(
+        processor.instruction_input_ids, processor.instruction_qformer_input_ids, regions, batch_size=1
+    )
+    return (
+        processor.tokenizer.decode(inputs["input_ids"][0], skip_special_tokens=True),
+        processor.qformer_tokenizer.decode(inputs["qformer_input_ids"][0], skip_special_tokens=True),
+    )
+
+
+def normalised(text: str) -> str:
+    """Lower case without the spaces a word-level decoder leaves before punctuation."""
+    return re.sub(r"\s+([,.:?])", r"\1", text.lower())
+
+
+def region_words(text: str) -> set[str]:
+    return {word for word in text.replace(",", " ").replace(".", " ").split() if word in REGION_NAMES}
+
+
+def test_all_region_modes_run_and_name_the_right_regions(tiny_model_and_processor, images):
+    model, processor = tiny_model_and_processor
+    region_labels = [["eye"], ["lip", "chin"], []]
+    for source in ("predicted", "ground_truth", "none"):
+        output = model.generate(
+            **processor(images=images, region_labels=region_labels), region_source=source, max_new_tokens=3
+        )
+        assert output.sequences.shape[0] == 3
+        if source == "ground_truth":
+            assert output.instruction_regions.tolist() == processor(images=images, region_labels=region_labels)["region_labels"].long().tolist()
+        if source == "none":
+            assert output.instruction_regions is None
+        if source == "predicted":
+            assert torch.equal(output.instruction_regions, output.predicted_regions)
+
+    text, qformer_text = decoded_instruction(model, processor, None)
+    assert region_words(text) == set() and region_words(qformer_text) == set()
+    assert normalised(text) == normalised(processor.build_instruction(None))
+
+    explicit = processor(images=images[:1], regions=[["nose", "Eyebrow", "tooth"]])
+    output = model.generate(**explicit, max_new_tokens=3)
+    assert processor.post_process_generation(output)[0]["instruction_regions"] == ["nose", "eyebrow", "tooth"]
+    text, qformer_text = decoded_instruction(model, processor, output.instruction_regions)
+    assert region_words(text) == region_words(qformer_text) == {"nose", "eyebrow", "tooth"}
+    assert normalised(text) == normalised(processor.build_instruction(["nose", "eyebrow", "tooth"]))
+
+
+def test_ground_truth_source_without_labels_is_a_clear_error(tiny_model_and_processor, images):
+    model, processor = tiny_model_and_processor
+    with pytest.raises(ValueError, match="region_labels"):
+        model.generate(**processor(images=images), region_source="ground_truth", max_new_tokens=2)
+
+
+def training_batch(processor):
+    images = [random_image(10, 48, 48), random_image(11, 40, 56)]
+    masks = [np.zeros((48, 48), np.uint8), np.zeros((40, 56), np.uint8)]
+    masks[0][10:30, 12:36] = 255
+    masks[1][5:20, 30:50] = 255
+    return processor(
+        images=images,
+        text=["the left eye looks blurry and the lips are too smooth", "no signs of manipulation are visible"],
+        region_labels=[["eye", "lip"], []],
+        masks=masks,
+    )
+
+
+def optimise(model, batch, loss_of, steps: int, lr: float) -> tuple[list[float], dict[str, torch.Tensor]]:
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    history = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        losses = loss_of(model, batch)
+        losses[0].backward()
+        history.append([loss.item() for loss in losses])
+        optimizer.step()
+    return history
+
+
+def test_stage_one_trains_only_the_prompter_and_lowers_its_loss(tiny_model_and_processor):
+    model, processor = tiny_model_and_processor
+    batch = training_batch(processor)
+    model.freeze_for_stage("prompter")
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith("prompter.") for name in trainable)
+    assert trainable == {name for name, _ in model.named_parameters() if name.startswith("prompter.")}
+
+    history = optimise(model, batch, lambda m, b: [m.prompter(b["pixel_values"], region_labels=b["region_labels"]).loss], 40, 1e-2)
+    assert history[-1][0] < 0.5 * history[0][0]
+
+
+def test_overfitting_one_batch_lowers_each_loss(tiny_model_and_processor):
+    model, processor = tiny_model_and_processor
+    batch = training_batch(processor)
+
+    def losses(m, b):
+        output = m(**b)
+        return [output.loss + output.region_loss, output.language_model_loss, output.mask_loss, output.region_loss]
+
+    history = optimise(model, batch, losses, 30, 3e-3)
+    for name, start, end in zip(("total", "language model", "mask", "region"), history[0], history[-1]):
+        assert end < 0.5 * start, f"{name} loss went from {start} to {end}"
+
+
+def test_stage_two_trains_only_qformer_and_mask_decoder(tiny_model_and_processor):
+    model, processor = tiny_model_and_processor
+    batch = training_batch(processor)
+    model.freeze_for_stage("joint")
+    prompter_before = {k: v.clone() for k, v in model.prompter.state_dict().items()}
+
+    def losses(m, b):
+        output = m(**b)
+        return [output.loss, output.language_model_loss, output.mask_loss]
+
+    history = optimise(model, batch, losses, 10, 1e-2)
+    for name, start, end in zip(("total", "language model", "mask"), history[0], history[-1]):
+        assert end < start, f"{name} loss went from {start} to {end}"
+
+    allowed = ("instructblip.qformer.", "instructblip.query_tokens", "instructblip.language_projection.", "mask_decoder.")
+    with_gradient = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_gradient and all(name.startswith(allowed) for name in with_gradient)
+    # Every decoder parameter is trained, the IoU head included (no unused parameters under DDP).
+    assert {name for name, _ in model.named_parameters() if name.startswith("mask_decoder.")} <= with_gradient
+    for key, value in model.prompter.state_dict().items():
+        assert torch.equal(value, prompter_before[key]), key
+
+
+def test_from_instructblip_keeps_the_backbone_bit_for_bit(tmp_path, tiny_model_and_processor):
+    from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
+
+    model, processor = tiny_model_and_processor
+    torch.manual_seed(123)
+    backbone = InstructBlipForConditionalGeneration(model.config.instructblip_config)
+    backbone.save_pretrained(tmp_path / "instructblip")
+    InstructBlipProcessor(
+        processor.image_processor, processor.tokenizer, processor.qformer_tokenizer, num_query_tokens=model.config.num_query_tokens
+    ).save_pretrained(tmp_path / "instructblip")
+
+    composed = ForgeryTalkerForConditionalGeneration.from_instructblip(tmp_path / "instructblip")
+    expected = backbone.state_dict()
+    loaded = composed.instructblip.state_dict()
+    assert expected.keys() == loaded.keys()
+    for key, value in expected.items():
+        assert torch.equal(loaded[key], value), key
+    composed_processor = ForgeryTalkerProcessor.from_instructblip(tmp_path / "instructblip")
+    assert composed_processor.num_query_tokens == model.config.num_query_tokens
+    output = composed.eval().generate(**composed_processor(images=[random_image(0, 32, 32)]), max_new_tokens=2)
+    assert output.pred_masks.shape[0] == 1
+
+
+def test_processor_rejects_counts_that_do_not_match_the_images(tiny_model_and_processor, images):
+    _, processor = tiny_model_and_processor
+    with pytest.raises(ValueError, match=r"`text` has 2 entries but 3 images"):
+        processor(images=images, text=["a", "b"])
+    with pytest.raises(ValueError, match=r"`regions` has 1 entries but 3 images"):
+        processor(images=images, regions=[["eye"]])
+    with pytest.raises(ValueError, match=r"`masks` has 2 entries"):
+        processor(images=images, masks=[np.zeros((4, 4))] * 2)
+
+
+def test_unknown_region_name_is_a_clear_error(tiny_model_and_processor, images):
+    _, processor = tiny_model_and_processor
+    with pytest.raises(ValueError, match=r"Unknown region name 'elbow'.*known regions are: eye, pupil"):
+        processor(images=images[:1], regions=[["eye", "elbow"]])
+
+
+def test_processor_and_model_with_different_query_token_counts_fail_clearly(images):
+    model, _ = build_tiny_model_and_processor("llama", num_query_tokens=4)
+    _, other_processor = build_tiny_model_and_processor("llama", num_query_tokens=3)
+    with pytest.raises(ValueError, match=r"3 image tokens .* num_query_tokens=4"):
+        model.generate(**other_processor(images=images), max_new_tokens=2)
+
+
+def test_missing_checkpoint_path_is_a_clear_error(tmp_path):
+    from transformers import AutoModel
+
+    missing = tmp_path / "no-such-checkpoint"
+    with pytest.raises(FileNotFoundError, match="no checkpoint folder at"):
+        ForgeryTalkerForConditionalGeneration.from_pretrained(missing)
+    with pytest.raises(FileNotFoundError, match="no checkpoint folder at"):
+        ForgeryTalkerProcessor.from_pretrained(str(missing))
+    with pytest.raises(OSError, match="no-such-checkpoint"):
+        AutoModel.from_pretrained(str(missing))
+
+
+@pytest.mark.parametrize("language_model", ["opt", "t5"])
+def test_other_language_models_train_and_generate(language_model, images):
+    model, processor = build_tiny_model_and_processor(language_model)
+    batch = training_batch(processor)
+    output = model(**batch)
+    assert torch.isfinite(output.loss) and output.language_model_loss is not None
+    model.eval()
+    generated = model.generate(**processor(images=images), max_new_tokens=3)
+    assert len(processor.batch_decode(generated.sequences)) == 3
