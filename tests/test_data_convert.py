@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,13 @@ def _mask(root: Path, relative: str, forged: bool = True, size: int = SIZE, mode
 
 def _record(image_id, img_path, mask_path, caption, multilabel=None) -> dict:
     labels = caption_to_labels(caption) if multilabel is None else multilabel
-    return {"image_id": image_id, "img_path": img_path, "mask_path": mask_path, "caption": caption, "multilabel": labels}
+    return {
+        "image_id": image_id,
+        "img_path": img_path,
+        "mask_path": mask_path,
+        "caption": caption,
+        "multilabel": labels,
+    }
 
 
 MAT = "dataset/celeb512/mat_gan/samples_celeb"
@@ -85,57 +91,41 @@ GOOD_VALIDATION_IDS = ["sdxl_0100", "synthetic_0101"]
 def mmtt_root(tmp_path) -> Path:
     """The released layout in miniature: a `dataset/` image root and the two JSON files."""
     root = tmp_path / "mmtt"
+
+    def pair(folder: str, name: str, seed: int, **mask_options) -> tuple[str, str]:
+        return _image(root, f"{folder}/{name}.png", seed), _mask(root, f"{folder}/masks/{name}.png", **mask_options)
+
     eyes_nose = "The eyes look blurred and the nose has an unnatural outline."
+    no_region = "No sign of manipulation is visible."
     train = [
-        _record("mat_0001", _image(root, f"{MAT}/0001.png", 1), _mask(root, f"{MAT}/masks/0001.png"), eyes_nose),
-        _record(
-            "e4s_0002",
-            _image(root, f"{E4S}/0002.png", 2),
-            _mask(root, f"{E4S}/masks/0002.png", mode="RGB"),
-            "Skin texture on the cheeks is too smooth; the jawline is blurred.",
-        ),
-        _record(
-            "authentic_0003",
-            _image(root, f"{SYNTHETIC}/authentic/authentic_0003.png", 3),
-            _mask(root, f"{SYNTHETIC}/authentic/masks/authentic_0003.png", forged=False),
-            "No sign of manipulation is visible.",
-        ),
+        _record("mat_0001", *pair(MAT, "0001", 1), eyes_nose),
+        _record("e4s_0002", *pair(E4S, "0002", 2, mode="RGB"), "Skin on the cheeks is too smooth; the jawline blurs."),
+        _record("authentic_0003", *pair(f"{SYNTHETIC}/authentic", "authentic_0003", 3, forged=False), no_region),
         _record("missing_image", f"{MAT}/absent.png", _mask(root, f"{MAT}/masks/absent.png"), eyes_nose),
         _record("missing_mask", _image(root, f"{MAT}/lonely.png", 4), f"{MAT}/masks/lonely.png", eyes_nose),
-        _record("small_mask", _image(root, f"{MAT}/small.png", 5), _mask(root, f"{MAT}/masks/small.png", size=16), eyes_nose),
-        _record("short_multilabel", _image(root, f"{MAT}/short.png", 6), _mask(root, f"{MAT}/masks/short.png"), eyes_nose, [1] * 20),
-        _record("wrong_multilabel", _image(root, f"{MAT}/wrong.png", 7), _mask(root, f"{MAT}/masks/wrong.png"), eyes_nose, [0] * 21),
-        _record("empty_caption", _image(root, f"{MAT}/empty.png", 8), _mask(root, f"{MAT}/masks/empty.png"), "  ", [0] * 21),
-        _record(
-            "empty_mask",
-            _image(root, f"{MAT}/blank.png", 9),
-            _mask(root, f"{MAT}/masks/blank.png", forged=False),
-            eyes_nose,
-        ),
-        _record("mat_0001", _image(root, f"{MAT}/again.png", 10), _mask(root, f"{MAT}/masks/again.png"), eyes_nose),
-        _record(
-            "authentic_masked",
-            _image(root, f"{SYNTHETIC}/authentic/authentic_masked.png", 11),
-            _mask(root, f"{SYNTHETIC}/authentic/masks/authentic_masked.png"),
-            "No sign of manipulation is visible.",
-        ),
-        {"image_id": "no_caption", "img_path": f"{MAT}/0001.png", "mask_path": f"{MAT}/masks/0001.png", "multilabel": [0] * 21},
+        _record("small_mask", *pair(MAT, "small", 5, size=16), eyes_nose),
+        _record("short_multilabel", *pair(MAT, "short", 6), eyes_nose, [1] * 20),
+        _record("wrong_multilabel", *pair(MAT, "wrong", 7), eyes_nose, [0] * 21),
+        _record("empty_caption", *pair(MAT, "empty", 8), "  ", [0] * 21),
+        _record("empty_mask", *pair(MAT, "blank", 9, forged=False), eyes_nose),
+        _record("mat_0001", *pair(MAT, "again", 10), eyes_nose),
+        _record("authentic_masked", *pair(f"{SYNTHETIC}/authentic", "authentic_masked", 11), no_region),
+        {
+            "image_id": "no_caption",
+            "img_path": f"{MAT}/0001.png",
+            "mask_path": f"{MAT}/masks/0001.png",
+            "multilabel": [0] * 21,
+        },
         _record("broken_image", f"{MAT}/broken.png", _mask(root, f"{MAT}/masks/broken.png"), eyes_nose),
-        _record("mat_0004", _image(root, f"{MAT}/0004.png", 12), _mask(root, f"{MAT}/masks/0004.png"), "The lips are too red."),
-        _record("mat_0005", _image(root, f"{MAT}/0005.png", 13), _mask(root, f"{MAT}/masks/0005.png"), "Teeth look fused."),
+        _record("mat_0004", *pair(MAT, "0004", 12), "The lips are too red."),
+        _record("mat_0005", *pair(MAT, "0005", 13), "Teeth look fused."),
     ]
     (root / f"{MAT}/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     validation = [
-        _record(
-            "sdxl_0100",
-            _image(root, f"{SDXL}/0100.png", 100),
-            _mask(root, f"{SDXL}/masks/0100.png"),
-            "The left eyebrow is thinner than the right one.",
-        ),
+        _record("sdxl_0100", *pair(SDXL, "0100", 100), "The left eyebrow is thinner than the right one."),
         _record(
             "synthetic_0101",
-            _image(root, f"{SYNTHETIC}/diffusion_inpainting/synthetic_0101.png", 101),
-            _mask(root, f"{SYNTHETIC}/diffusion_inpainting/masks/synthetic_0101.png"),
+            *pair(f"{SYNTHETIC}/diffusion_inpainting", "synthetic_0101", 101),
             "The mouth and the chin are smeared.",
         ),
         _record("eval_missing_mask", _image(root, f"{SDXL}/0102.png", 102), f"{SDXL}/masks/0102.png", eyes_nose),
@@ -148,7 +138,9 @@ def mmtt_root(tmp_path) -> Path:
 
 
 def _files(directory: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()
+    }
 
 
 @pytest.mark.parametrize(
@@ -199,7 +191,10 @@ def test_loads_offline_with_the_declared_features(mmtt_root, tmp_path):
     assert dataset["train"].features == MMTT_FEATURES
     assert dataset["train"]["image_id"] == GOOD_TRAIN_IDS
     assert dataset["validation"]["image_id"] == GOOD_VALIDATION_IDS
-    assert dataset["train"]["method"] == ["transformer_inpainting", "face_swap", "authentic"] + ["transformer_inpainting"] * 2
+    assert (
+        dataset["train"]["method"]
+        == ["transformer_inpainting", "face_swap", "authentic"] + ["transformer_inpainting"] * 2
+    )
     assert dataset["train"]["source"] == ["celeb512", "FFHQ512", "synthetic", "celeb512", "celeb512"]
     assert dataset["validation"]["method"] == ["diffusion_inpainting", "diffusion_inpainting"]
 
@@ -229,8 +224,9 @@ def test_streaming_yields_the_same_rows(mmtt_root, tmp_path):
 
 
 def test_same_input_gives_byte_identical_output(mmtt_root, tmp_path):
+    moved_root = shutil.copytree(mmtt_root, tmp_path / "elsewhere" / "mmtt")
     convert_mmtt(mmtt_root, tmp_path / "one", shard_size=4)
-    convert_mmtt(mmtt_root, tmp_path / "two", shard_size=4, num_proc=2)
+    convert_mmtt(moved_root, tmp_path / "two", shard_size=4, num_proc=2)
 
     one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
     assert "data/train-00003-of-00004.parquet" in one
@@ -248,6 +244,19 @@ def test_test_split_is_carved_from_train_ids(mmtt_root, tmp_path):
     assert dataset["test"]["image_id"] == carved == ["mat_0004", "mat_0005"]
     assert dataset["train"]["image_id"] == ["mat_0001", "e4s_0002", "authentic_0003"]
     assert dataset["validation"]["image_id"] == GOOD_VALIDATION_IDS
+
+
+def test_trust_multilabel_keeps_label_mismatches_with_released_labels(mmtt_root, tmp_path):
+    import datasets
+
+    result = convert_mmtt(mmtt_root, tmp_path / "out", trust_multilabel=True)
+
+    assert [(bad.split, bad.image_id, bad.reason) for bad in result.bad_records] == [
+        skipped for skipped in EXPECTED_SKIPPED if skipped[2] != "multilabel_caption_mismatch"
+    ]
+    train = datasets.load_dataset(str(tmp_path / "out"), split="train")
+    kept = train[train["image_id"].index("wrong_multilabel")]
+    assert kept["regions"] == []  # the released all-zero vector, not the caption's eye and nose
 
 
 def test_strict_stops_at_the_first_bad_record(mmtt_root, tmp_path):

@@ -29,7 +29,9 @@ def add_parser(subparsers) -> None:
             "in OUT/conversion_report.json (or, with --strict, stop the conversion). OUT appears only when complete."
         ),
     )
-    parser.add_argument("--mmtt-root", required=True, help="folder holding the two JSON files and the dataset/ image root")
+    parser.add_argument(
+        "--mmtt-root", required=True, help="folder holding the two JSON files and the dataset/ image root"
+    )
     parser.add_argument("--out", required=True, help="output dataset folder (must not exist unless --overwrite)")
     parser.add_argument(
         "--test-split",
@@ -44,6 +46,12 @@ def add_parser(subparsers) -> None:
         "for a 9:1 release)",
     )
     parser.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping it")
+    parser.add_argument(
+        "--trust-multilabel",
+        action="store_true",
+        help="keep records whose released `multilabel` names other regions than the caption, with regions from "
+        "`multilabel` (the release labelled captions with a wider synonym list than forgerytalker.regions)",
+    )
     parser.add_argument("--num-proc", type=int, default=min(8, os.cpu_count() or 1), help="worker processes")
     parser.add_argument("--shard-size", type=int, help="records per parquet shard (default 1000)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing converted folder at --out")
@@ -60,6 +68,7 @@ def run_convert(args: argparse.Namespace) -> int:
             args.out,
             test_fraction=args.test_fraction if args.test_split else None,
             strict=args.strict,
+            trust_multilabel=args.trust_multilabel,
             num_proc=args.num_proc,
             shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
             overwrite=args.overwrite,

@@ -30,7 +30,10 @@ def card_metadata(split_sizes: Mapping[str, tuple[int, int]], download_size: int
     `split_sizes` maps each split, in order, to (number of examples, Arrow bytes).
     """
     splits = SplitDict(
-        {name: SplitInfo(name=name, num_bytes=num_bytes, num_examples=count) for name, (count, num_bytes) in split_sizes.items()}
+        {
+            name: SplitInfo(name=name, num_bytes=num_bytes, num_examples=count)
+            for name, (count, num_bytes) in split_sizes.items()
+        }
     )
     info = DatasetInfo(
         features=MMTT_FEATURES,
@@ -45,7 +48,9 @@ def card_metadata(split_sizes: Mapping[str, tuple[int, int]], download_size: int
     return metadata
 
 
-def _card_body(split_sizes: Mapping[str, tuple[int, int]], skipped: Mapping[str, int], test_fraction: float | None) -> str:
+def _card_body(
+    split_sizes: Mapping[str, tuple[int, int]], skipped: Mapping[str, int], test_fraction: float | None
+) -> str:
     rows = "\n".join(f"| {name} | {count} | {skipped.get(name, 0)} |" for name, (count, _) in split_sizes.items())
     if test_fraction is None:
         test_rule = "No test split was carved: `train` and `validation` are the released files."

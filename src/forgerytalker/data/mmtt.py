@@ -15,12 +15,14 @@ cut by record count before conversion, and nothing time- or machine-dependent is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import multiprocessing
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -44,7 +46,12 @@ REPORT_FILE = "conversion_report.json"
 
 
 def iter_example_batches(
-    records: Sequence[PlannedRecord], mmtt_root: str | Path, strict: bool, bad_records: list[BadRecord]
+    records: Sequence[PlannedRecord],
+    mmtt_root: str | Path,
+    bad_records: list[BadRecord],
+    *,
+    strict: bool = False,
+    trust_multilabel: bool = False,
 ) -> Iterator[list[dict]]:
     """Batches of up to `ROW_GROUP_SIZE` valid examples, in record order.
 
@@ -53,7 +60,7 @@ def iter_example_batches(
     batch = []
     for planned in records:
         try:
-            batch.append(load_example(planned, mmtt_root))
+            batch.append(load_example(planned, mmtt_root, trust_multilabel))
         except InvalidRecordError as error:
             bad_record = planned.bad(error)
             bad_records.append(bad_record)
@@ -75,6 +82,7 @@ class _ShardTask:
     mmtt_root: str
     staging_dir: str
     strict: bool
+    trust_multilabel: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +101,10 @@ def _convert_shard(task: _ShardTask) -> _ShardResult:
     bad_records: list[BadRecord] = []
     num_examples = num_bytes = 0
     with pq.ParquetWriter(path, MMTT_FEATURES.arrow_schema) as writer:
-        for batch in iter_example_batches(task.records, task.mmtt_root, task.strict, bad_records):
+        batches = iter_example_batches(
+            task.records, task.mmtt_root, bad_records, strict=task.strict, trust_multilabel=task.trust_multilabel
+        )
+        for batch in batches:
             table = examples_to_table(batch)
             writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
             num_examples += table.num_rows
@@ -110,6 +121,7 @@ class ConversionResult:
     num_examples: dict[str, int]
     bad_records: list[BadRecord]
     test_fraction: float | None
+    trust_multilabel: bool
 
     def report(self) -> dict:
         """The content of `conversion_report.json`."""
@@ -117,6 +129,7 @@ class ConversionResult:
         reasons = Counter(bad.reason for bad in self.bad_records)
         return {
             "test_fraction": self.test_fraction,
+            "trust_multilabel": self.trust_multilabel,
             "splits": {
                 split: {"records": count, "examples": self.num_examples[split], "skipped": skipped[split]}
                 for split, count in self.num_records.items()
@@ -131,12 +144,19 @@ class ConversionResult:
         lines = [f"Wrote {sum(self.num_examples.values())} examples to {self.output_dir} ({splits})."]
         if self.bad_records:
             reasons = ", ".join(f"{reason} {count}" for reason, count in self.report()["skipped_by_reason"].items())
-            lines.append(f"Skipped {len(self.bad_records)} bad records ({reasons}); see {self.output_dir / REPORT_FILE}.")
+            lines.append(
+                f"Skipped {len(self.bad_records)} bad records ({reasons}); see {self.output_dir / REPORT_FILE}."
+            )
         return "\n".join(lines)
 
 
 def _shard_tasks(
-    planned: dict[str, list[PlannedRecord]], mmtt_root: Path, staging_dir: Path, shard_size: int, strict: bool
+    planned: dict[str, list[PlannedRecord]],
+    mmtt_root: Path,
+    staging_dir: Path,
+    shard_size: int,
+    strict: bool,
+    trust_multilabel: bool,
 ) -> list[_ShardTask]:
     tasks = []
     for split, records in planned.items():
@@ -144,24 +164,31 @@ def _shard_tasks(
         for shard_index in range(num_shards):
             chunk = tuple(records[shard_index * shard_size : (shard_index + 1) * shard_size])
             file_name = shard_file_name(split, shard_index, num_shards)
-            tasks.append(_ShardTask(split, file_name, chunk, str(mmtt_root), str(staging_dir), strict))
+            tasks.append(
+                _ShardTask(split, file_name, chunk, str(mmtt_root), str(staging_dir), strict, trust_multilabel)
+            )
     return tasks
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Fork on Linux: a spawned worker would re-import the package (transformers and torch, seconds each).
+
+    The pool is started before any progress bar or parquet writer exists, so no thread of ours is forked.
+    """
+    return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+
+
 def _run_shard_tasks(tasks: list[_ShardTask], num_proc: int) -> list[_ShardResult]:
-    """Runs the shard tasks in order (in a spawn pool when `num_proc` > 1) with a progress bar over records."""
+    """Runs the shard tasks, results in task order, with a progress bar over records."""
     total = sum(len(task.records) for task in tasks)
-    results = []
-    with tqdm(total=total, unit="record", desc="Converting MMTT", disable=None) as progress:
-        if num_proc == 1:
-            for task in tasks:
-                results.append(_convert_shard(task))
-                progress.update(len(task.records))
-        else:
-            with multiprocessing.get_context("spawn").Pool(min(num_proc, len(tasks) or 1)) as pool:
-                for result in pool.imap(_convert_shard, tasks):
-                    results.append(result)
-                    progress.update(result.num_records)
+    num_workers = min(num_proc, len(tasks))
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(_worker_context().Pool(num_workers)) if num_workers > 1 else None
+        progress = stack.enter_context(tqdm(total=total, unit="record", desc="Converting MMTT", disable=None))
+        results = []
+        for result in pool.imap(_convert_shard, tasks) if pool else map(_convert_shard, tasks):
+            results.append(result)
+            progress.update(result.num_records)
     return results
 
 
@@ -209,6 +236,7 @@ def convert_mmtt(
     *,
     test_fraction: float | None = None,
     strict: bool = False,
+    trust_multilabel: bool = False,
     num_proc: int = 1,
     shard_size: int = DEFAULT_SHARD_SIZE,
     overwrite: bool = False,
@@ -222,6 +250,8 @@ def convert_mmtt(
         test_fraction: when set, carve a `test` split of this fraction from the released train file by id
             (`forgerytalker.data.splits`; 1/9 gives the paper's 8:1:1); None keeps train/validation only.
         strict: raise `BadRecordError` at the first bad record instead of skipping and reporting it.
+        trust_multilabel: take `regions` from the released `multilabel` without requiring it to match the
+            caption (the release labelled with a wider synonym list and a rule for expression edits).
         num_proc: worker processes, each converting whole shards.
         shard_size: records per parquet shard.
         overwrite: replace an existing converted folder at `output_dir`.
@@ -239,7 +269,7 @@ def convert_mmtt(
         shutil.rmtree(staging_dir)
     (staging_dir / DATA_DIR).mkdir(parents=True)
     try:
-        tasks = _shard_tasks(planned, mmtt_root, staging_dir, shard_size, strict)
+        tasks = _shard_tasks(planned, mmtt_root, staging_dir, shard_size, strict, trust_multilabel)
         results = _run_shard_tasks(tasks, num_proc)
         result = ConversionResult(
             output_dir=output_dir,
@@ -247,6 +277,7 @@ def convert_mmtt(
             num_examples={split: sum(r.num_examples for r in results if r.split == split) for split in planned},
             bad_records=[bad for shard in results for bad in shard.bad_records],
             test_fraction=test_fraction,
+            trust_multilabel=trust_multilabel,
         )
         _write_metadata(staging_dir, results, result)
         _publish(staging_dir, output_dir)
@@ -264,6 +295,7 @@ class MMTTConfig(datasets.BuilderConfig):
 
     test_fraction: float | None = None
     strict: bool = False
+    trust_multilabel: bool = False
 
 
 class MMTT(datasets.ArrowBasedBuilder):
@@ -296,7 +328,13 @@ class MMTT(datasets.ArrowBasedBuilder):
 
     def _generate_tables(self, records: list[PlannedRecord]):
         bad_records: list[BadRecord] = []
-        batches = iter_example_batches(records, self.config.data_dir, self.config.strict, bad_records)
+        batches = iter_example_batches(
+            records,
+            self.config.data_dir,
+            bad_records,
+            strict=self.config.strict,
+            trust_multilabel=self.config.trust_multilabel,
+        )
         for batch_index, batch in enumerate(batches):
             yield Key(0, batch_index), examples_to_table(batch)
         for bad_record in bad_records:

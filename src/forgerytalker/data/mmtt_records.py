@@ -64,7 +64,9 @@ def read_released_records(mmtt_root: str | Path) -> dict[str, list]:
         path = mmtt_root / file_name
         if not path.is_file():
             expected = ", ".join(RELEASED_SPLIT_FILES.values())
-            raise FileNotFoundError(f"{path} does not exist; an MMTT root holds {expected} and the `dataset/` image folder")
+            raise FileNotFoundError(
+                f"{path} does not exist; an MMTT root holds {expected} and the `dataset/` image folder"
+            )
         with path.open(encoding="utf-8") as file:
             loaded = json.load(file)
         if not isinstance(loaded, list):
@@ -122,7 +124,9 @@ def _image_size(data: bytes, relative_path: str) -> tuple[int, int]:
             size = image.size
             image.verify()
     except _PIL_ERRORS as error:
-        raise InvalidRecordError(UNREADABLE_IMAGE, f"image file {relative_path} cannot be read: {_describe_pil_error(error)}") from error
+        raise InvalidRecordError(
+            UNREADABLE_IMAGE, f"image file {relative_path} cannot be read: {_describe_pil_error(error)}"
+        ) from error
     return size
 
 
@@ -156,11 +160,15 @@ def _read_mask(data: bytes, relative_path: str) -> tuple[bytes, tuple[int, int],
             stored = data if mask.mode == "L" else _encode_binary_mask(forged)
             return stored, mask.size, bool(forged.any())
     except _PIL_ERRORS as error:
-        raise InvalidRecordError(UNREADABLE_MASK, f"mask file {relative_path} cannot be read: {_describe_pil_error(error)}") from error
+        raise InvalidRecordError(
+            UNREADABLE_MASK, f"mask file {relative_path} cannot be read: {_describe_pil_error(error)}"
+        ) from error
 
 
-def load_example(planned: PlannedRecord, mmtt_root: str | Path) -> dict:
+def load_example(planned: PlannedRecord, mmtt_root: str | Path, trust_multilabel: bool = False) -> dict:
     """The example of a planned record, or `InvalidRecordError` from the first check it fails.
+
+    With `trust_multilabel`, `regions` are the released `multilabel` even where the caption names others.
 
     Check order: fields, duplicate id, caption and labels, image then mask file present, image then mask file
     readable, mask against image and regions.
@@ -168,8 +176,10 @@ def load_example(planned: PlannedRecord, mmtt_root: str | Path) -> dict:
     record = planned.record
     check_fields(record)
     if planned.duplicate_of is not None:
-        raise InvalidRecordError(DUPLICATE_IMAGE_ID, f"image_id {planned.image_id!r} is already used by {planned.duplicate_of}")
-    regions = check_labels(record["caption"], record["multilabel"])
+        raise InvalidRecordError(
+            DUPLICATE_IMAGE_ID, f"image_id {planned.image_id!r} is already used by {planned.duplicate_of}"
+        )
+    regions = check_labels(record["caption"], record["multilabel"], trust_multilabel)
     mmtt_root = Path(mmtt_root)
     image_path, mask_path = record["img_path"], record["mask_path"]
     image_bytes = _read_file(mmtt_root, image_path, MISSING_IMAGE, "image")

@@ -107,30 +107,37 @@ def check_fields(record: object) -> None:
         raise InvalidRecordError(MISSING_FIELD, "`image_id` is empty")
 
 
-def check_labels(caption: str, multilabel: list) -> list[int]:
-    """Checks the caption and its `multilabel` vector; returns the indices of the regions it names.
+def check_labels(caption: str, multilabel: list, trust_multilabel: bool = False) -> list[int]:
+    """Checks the caption and its `multilabel` vector; returns the indices of the labelled regions.
 
-    The vector must have 21 entries of 0 or 1 and equal the caption's whole-word region mentions
-    (`forgerytalker.regions.caption_to_regions`), as the released annotations were derived.
+    The vector must have 21 entries of 0 or 1 and, unless `trust_multilabel`, equal the caption's whole-word
+    region mentions (`forgerytalker.regions.caption_to_regions`), as the released annotations were derived.
     """
     if not caption.strip():
         raise InvalidRecordError(EMPTY_CAPTION, "caption is empty")
     if len(multilabel) != NUM_REGIONS:
-        raise InvalidRecordError(MULTILABEL_LENGTH, f"`multilabel` has {len(multilabel)} entries, expected {NUM_REGIONS}")
+        raise InvalidRecordError(
+            MULTILABEL_LENGTH, f"`multilabel` has {len(multilabel)} entries, expected {NUM_REGIONS}"
+        )
     if any(isinstance(value, bool) or value not in (0, 1) for value in multilabel):
         raise InvalidRecordError(MULTILABEL_VALUES, f"`multilabel` must hold only 0 and 1, got {multilabel}")
     labelled = labels_to_regions(multilabel)
     named = caption_to_regions(caption)
-    if labelled != named:
+    if labelled != named and not trust_multilabel:
         raise InvalidRecordError(
             MULTILABEL_CAPTION_MISMATCH,
             f"`multilabel` marks {labelled} but the caption names {named}",
         )
-    return [REGION_TO_INDEX[name] for name in named]
+    return [REGION_TO_INDEX[name] for name in labelled]
 
 
 def check_mask(
-    image_size: tuple[int, int], mask_size: tuple[int, int], forged: bool, regions: list[int], method: str, mask_path: str
+    image_size: tuple[int, int],
+    mask_size: tuple[int, int],
+    forged: bool,
+    regions: list[int],
+    method: str,
+    mask_path: str,
 ) -> None:
     """Checks a mask against its image (same width × height) and against the caption's regions and the method."""
     if mask_size != image_size:
