@@ -132,6 +132,8 @@ def mmtt_root(tmp_path) -> Path:
     ]
     for record in validation:
         record["instance_id"] = record["image_id"]
+    for key in ("img_path", "mask_path"):  # the synthesizer writes paths relative to the image root
+        validation[1][key] = validation[1][key].removeprefix("dataset/")
     (root / "train-mutilabel-simple.json").write_text(json.dumps(train), encoding="utf-8")
     (root / "eval-mutilabel-simple.json").write_text(json.dumps(validation), encoding="utf-8")
     return root
@@ -197,6 +199,7 @@ def test_loads_offline_with_the_declared_features(mmtt_root, tmp_path):
     )
     assert dataset["train"]["source"] == ["celeb512", "FFHQ512", "synthetic", "celeb512", "celeb512"]
     assert dataset["validation"]["method"] == ["diffusion_inpainting", "diffusion_inpainting"]
+    assert dataset["validation"]["source"] == ["FFHQ512", "synthetic"]
 
     swapped = dataset["train"][1]
     regions = [REGION_NAMES[index] for index in swapped["regions"]]
@@ -224,6 +227,8 @@ def test_streaming_yields_the_same_rows(mmtt_root, tmp_path):
 
 
 def test_same_input_gives_byte_identical_output(mmtt_root, tmp_path):
+    import datasets
+
     moved_root = shutil.copytree(mmtt_root, tmp_path / "elsewhere" / "mmtt")
     convert_mmtt(mmtt_root, tmp_path / "one", shard_size=4)
     convert_mmtt(moved_root, tmp_path / "two", shard_size=4, num_proc=2)
@@ -231,6 +236,8 @@ def test_same_input_gives_byte_identical_output(mmtt_root, tmp_path):
     one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
     assert "data/train-00003-of-00004.parquet" in one
     assert one == two
+    train = datasets.load_dataset(str(tmp_path / "one"), split="train")  # shard 1 holds bad records only
+    assert train["image_id"] == GOOD_TRAIN_IDS
 
 
 def test_test_split_is_carved_from_train_ids(mmtt_root, tmp_path):
@@ -257,6 +264,25 @@ def test_trust_multilabel_keeps_label_mismatches_with_released_labels(mmtt_root,
     train = datasets.load_dataset(str(tmp_path / "out"), split="train")
     kept = train[train["image_id"].index("wrong_multilabel")]
     assert kept["regions"] == []  # the released all-zero vector, not the caption's eye and nose
+
+
+def test_split_without_valid_records_is_left_out(mmtt_root, tmp_path):
+    import datasets
+
+    eval_file = mmtt_root / "eval-mutilabel-simple.json"
+    eval_file.write_text(json.dumps(json.loads(eval_file.read_text())[2:]))
+    out = tmp_path / "out"
+    result = convert_mmtt(mmtt_root, out)
+
+    assert result.num_examples == {"train": 5, "validation": 0}
+    assert result.bad_records[-1].image_id == "eval_missing_mask"
+    assert set(datasets.load_dataset(str(out))) == {"train"}
+    assert "validation" not in (out / "README.md").read_text().split("\n---\n")[0]
+
+    (mmtt_root / "train-mutilabel-simple.json").write_text("[]")
+    with pytest.raises(ValueError, match="None of the 1 records is valid"):
+        convert_mmtt(mmtt_root, tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_strict_stops_at_the_first_bad_record(mmtt_root, tmp_path):

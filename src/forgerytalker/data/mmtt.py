@@ -218,13 +218,29 @@ def _publish(staging_dir: Path, output_dir: Path) -> None:
         staging_dir.rename(output_dir)
 
 
+def _drop_empty_splits(staging_dir: Path, results: list[_ShardResult], result: ConversionResult) -> None:
+    """Deletes the shards of splits that kept no example (`load_dataset` refuses an empty split).
+
+    The records of such a split stay in the report; a conversion that kept no example at all fails.
+    """
+    if not any(result.num_examples.values()):
+        first = "; ".join(bad.describe() for bad in result.bad_records[:3])
+        raise ValueError(f"None of the {len(result.bad_records)} records is valid (first ones: {first})")
+    for split, count in result.num_examples.items():
+        if count == 0:
+            logger.warning("Split %s kept no example: it is left out of the dataset", split)
+            for path in (staging_dir / DATA_DIR).glob(f"{split}-*.parquet"):
+                path.unlink()
+
+
 def _write_metadata(staging_dir: Path, results: list[_ShardResult], result: ConversionResult) -> None:
     split_sizes = {}
-    for split in result.num_records:
-        shards = [shard for shard in results if shard.split == split]
-        split_sizes[split] = (sum(shard.num_examples for shard in shards), sum(shard.num_bytes for shard in shards))
+    for split, count in result.num_examples.items():
+        if count:
+            num_bytes = sum(shard.num_bytes for shard in results if shard.split == split)
+            split_sizes[split] = (count, num_bytes)
     skipped = Counter(bad.split for bad in result.bad_records)
-    download_size = sum(shard.file_size for shard in results)
+    download_size = sum(shard.file_size for shard in results if shard.split in split_sizes)
     write_dataset_card(staging_dir, split_sizes, download_size, skipped, result.test_fraction)
     report = json.dumps(result.report(), indent=2, ensure_ascii=False) + "\n"
     (staging_dir / REPORT_FILE).write_text(report, encoding="utf-8")
@@ -279,6 +295,7 @@ def convert_mmtt(
             test_fraction=test_fraction,
             trust_multilabel=trust_multilabel,
         )
+        _drop_empty_splits(staging_dir, results, result)
         _write_metadata(staging_dir, results, result)
         _publish(staging_dir, output_dir)
     except BaseException:

@@ -2,7 +2,9 @@
 
 Paths in the released JSON files (`img_path`, `mask_path`) are relative to the MMTT root, the folder that
 holds the JSON files, and start with the image root folder `dataset/` (e.g.
-`dataset/celeb512/mat_gan/samples_celeb/20936.png`).
+`dataset/celeb512/mat_gan/samples_celeb/20936.png`). Paths that do not start with `dataset/` are read as
+relative to the image root itself (`synthetic/face_swap/x.png` → `MMTT_ROOT/dataset/synthetic/face_swap/x.png`).
+Examples keep the paths as the records write them.
 """
 
 from __future__ import annotations
@@ -110,8 +112,15 @@ def _describe_pil_error(error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
+def resolve_path(mmtt_root: Path, relative_path: str) -> Path:
+    """The file a record path names: under the MMTT root if it starts with `dataset/`, else under the image root."""
+    parts = PurePosixPath(relative_path.replace("\\", "/")).parts
+    base = mmtt_root if parts[:1] == (IMAGE_ROOT_NAME,) else mmtt_root / IMAGE_ROOT_NAME
+    return base / relative_path
+
+
 def _read_file(mmtt_root: Path, relative_path: str, missing_code: str, what: str) -> bytes:
-    path = mmtt_root / relative_path
+    path = resolve_path(mmtt_root, relative_path)
     if not path.is_file():
         raise InvalidRecordError(missing_code, f"{what} file {relative_path} does not exist")
     return path.read_bytes()
