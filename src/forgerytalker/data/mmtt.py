@@ -218,7 +218,7 @@ def _publish(staging_dir: Path, output_dir: Path) -> None:
         staging_dir.rename(output_dir)
 
 
-def _drop_empty_splits(staging_dir: Path, results: list[_ShardResult], result: ConversionResult) -> None:
+def _drop_empty_splits(staging_dir: Path, result: ConversionResult) -> None:
     """Deletes the shards of splits that kept no example (`load_dataset` refuses an empty split).
 
     The records of such a split stay in the report; a conversion that kept no example at all fails.
@@ -261,7 +261,7 @@ def convert_mmtt(
 
     Args:
         mmtt_root: the folder holding `train-mutilabel-simple.json`, `eval-mutilabel-simple.json` and the
-            `dataset/` image root; record paths are relative to it.
+            `dataset/` image root (record paths: see `forgerytalker.data.mmtt_records`).
         output_dir: where the dataset folder appears, complete, at the end.
         test_fraction: when set, carve a `test` split of this fraction from the released train file by id
             (`forgerytalker.data.splits`; 1/9 gives the paper's 8:1:1); None keeps train/validation only.
@@ -295,7 +295,7 @@ def convert_mmtt(
             test_fraction=test_fraction,
             trust_multilabel=trust_multilabel,
         )
-        _drop_empty_splits(staging_dir, results, result)
+        _drop_empty_splits(staging_dir, result)
         _write_metadata(staging_dir, results, result)
         _publish(staging_dir, output_dir)
     except BaseException:
