@@ -3,8 +3,9 @@
     python benchmarks/bench_synthesis.py --faces ../shared/faces --num-samples 200 --num-workers 2
 
 Faces are aligned first (timed apart, as `align_s_per_photo`, and cached); then each configuration is
-synthesized into a fresh folder. Per-method runs use one worker; the mixed run uses `--num-workers`.
-Per-core figures divide by the number of workers. Prints one JSON object.
+synthesized into a fresh folder. Per-method runs and one mixed run use one worker, the other mixed run
+`--num-workers`. Per-core figures divide by the number of workers; the load average at the end tells whether
+other jobs shared the cores. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ def main() -> None:
                 method: timed_run(args.faces, cache, scratch, method, args.num_samples, 1, **settings)
                 for method, settings in PER_METHOD.items()
             },
+            "mixed_1_worker": timed_run(args.faces, cache, scratch, "mixed-1", args.num_samples, 1),
             "mixed": timed_run(args.faces, cache, scratch, "mixed", args.num_samples, args.num_workers),
+            "load_average_1min": round(os.getloadavg()[0], 2),
         }
     print(json.dumps(result, indent=1))
 

@@ -17,20 +17,24 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from forgerytalker.data.methods import AUTHENTIC
 from forgerytalker.data.synthesis.pipeline import SUMMARY_FILE, SynthesisConfig, synthesize
 
 TILE = 224
 TEXT_HEIGHT = 124
 COLUMNS = 4
 MARGIN = 8
+MAX_AUTHENTIC = 2
 
 
 def pick_samples(output_dir: Path, count: int) -> list[dict]:
-    """`count` sidecars of an output folder, alternating between methods (in index order within each)."""
+    """`count` sidecars of an output folder, alternating between methods (in index order within each), with at
+    most `MAX_AUTHENTIC` untouched samples."""
     sidecars = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((output_dir / "samples").glob("syn*.json"))]
     by_method: dict[str, list[dict]] = {}
     for sidecar in sorted(sidecars, key=lambda s: s["index"]):
         by_method.setdefault(sidecar["method"], []).append(sidecar)
+    by_method[AUTHENTIC] = by_method.get(AUTHENTIC, [])[:MAX_AUTHENTIC]
     interleaved = [s for group in zip_longest(*by_method.values()) for s in group if s is not None]
     return interleaved[:count]
 

@@ -335,6 +335,9 @@ def synthesize(config: SynthesisConfig) -> dict:
         raise ValueError(f"No manipulation registered for {unknown}; registered: {sorted(MANIPULATIONS)}")
     config.output_dir.mkdir(parents=True, exist_ok=True)
     _check_resumable(config)
+    for folder in (config.output_dir, config.output_dir / "samples", config.output_dir / "cache" / "faces"):
+        for unfinished in folder.glob("*.tmp"):  # left by a killed run
+            unfinished.unlink()
     faces, skipped, num_photos = align_folder(config)
     if not faces:
         raise ValueError(f"No usable face in the {num_photos} photos of {config.faces_dir}")
