@@ -96,6 +96,10 @@ class SynthesisConfig:
     def face_parameters(self) -> dict:
         return {"max_upscale": self.max_upscale, "min_detection_score": self.min_detection_score}
 
+    def aligner_key(self) -> tuple:
+        """The face parameters as a hashable key for the per-process `FaceAligner` cache."""
+        return tuple(sorted(self.face_parameters().items()))
+
 
 def _write_json_atomic(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +119,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 # ---------------------------------------------------------------- faces: detection and alignment, cached per photo
 
 
-def _align_cached(args: tuple[Path, Path, str, dict]) -> tuple[list[FaceAlignment], list[SkippedFace]]:
+def _align_cached(args: tuple[Path, Path, str, tuple]) -> tuple[list[FaceAlignment], list[SkippedFace]]:
     faces_dir, cache_dir, photo, face_parameters = args
     cache_file = cache_dir / (hashlib.sha1(photo.encode("utf-8")).hexdigest() + ".json")
     file_size = (faces_dir / photo).stat().st_size
@@ -131,7 +135,7 @@ def _align_cached(args: tuple[Path, Path, str, dict]) -> tuple[list[FaceAlignmen
 
 
 @lru_cache(maxsize=2)
-def _worker_aligner(face_parameters: tuple | dict) -> FaceAligner:
+def _worker_aligner(face_parameters: tuple) -> FaceAligner:
     return FaceAligner(**dict(face_parameters))
 
 
@@ -146,8 +150,7 @@ def align_folder(config: SynthesisConfig) -> tuple[list[FaceAlignment], list[Ski
     """
     photos = list_photos(config.faces_dir)
     cache_dir = config.output_dir / "cache" / "faces"
-    parameters = tuple(sorted(config.face_parameters().items()))
-    jobs = [(config.faces_dir, cache_dir, photo, parameters) for photo in photos]
+    jobs = [(config.faces_dir, cache_dir, photo, config.aligner_key()) for photo in photos]
     progress = dict(total=len(jobs), desc="aligning faces", unit="photo", disable=not config.show_progress)
     if config.num_workers > 1:
         with multiprocessing.Pool(config.num_workers, initializer=_init_process) as pool:
@@ -237,8 +240,7 @@ def _forge(index: int, rng: np.random.Generator, face_index: int):
         mask = cv2.dilate(union.astype(np.uint8), kernel).astype(bool) & whole
     generated = MANIPULATIONS[method](face, mask, rng, donor)
     forged = np.where(mask[..., None], generated, face.image)
-    aligner = _worker_aligner(tuple(sorted(config.face_parameters().items())))
-    forged_landmarks = aligner.landmarks(forged, landmark_box(face.landmarks))
+    forged_landmarks = _worker_aligner(config.aligner_key()).landmarks(forged, landmark_box(face.landmarks))
     measured_names = list(regions) if chosen is None else chosen
     measured = measure_regions(forged, mask, {n: regions[n] for n in measured_names}, whole, forged_landmarks)
     if chosen is None:
