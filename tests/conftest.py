@@ -35,3 +35,35 @@ def random_image(seed: int, height: int, width: int) -> Image.Image:
 def images() -> list[Image.Image]:
     """Three images of different sizes."""
     return [random_image(0, 40, 50), random_image(1, 64, 48), random_image(2, 33, 33)]
+
+
+@pytest.fixture(scope="session")
+def face_photos_dir(tmp_path_factory):
+    """Two face photos any machine has: scikit-image's astronaut and matplotlib's Grace Hopper."""
+    import shutil
+
+    from matplotlib import cbook
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("faces")
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
+    shutil.copy(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), folder / "grace_hopper.jpg")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_dir(face_photos_dir, tmp_path_factory):
+    """A `load_dataset`-able folder made the way users make one: synthesize 16 forgeries, then convert.
+
+    Splits: train (about 9), validation (4: every fourth sample) and test (carved from train by id hash).
+    About a quarter of the samples are authentic.
+    """
+    from forgerytalker.data.mmtt import convert_mmtt
+    from forgerytalker.data.synthesis.pipeline import SynthesisConfig, synthesize
+
+    layout = tmp_path_factory.mktemp("tiny-mmtt-layout")
+    synthesize(SynthesisConfig(face_photos_dir, layout, 16, seed=0, authentic_rate=0.25, max_upscale=4.0,
+                               eval_every=4, show_progress=False))
+    output = tmp_path_factory.mktemp("tiny-mmtt") / "dataset"
+    convert_mmtt(layout, output, test_fraction=0.3)
+    return output
