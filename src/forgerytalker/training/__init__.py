@@ -1,0 +1,1 @@
+"""Two-stage ForgeryTalker training with Accelerate (`accelerate launch training/run.py ...`)."""
