@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-COMMAND_MODULES = ("data",)
+COMMAND_MODULES = ("data", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,200 @@
+"""`forgerytalker evaluate`: score a model on a dataset split (paper Tables 2 and 3, per method, robustness)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+REGION_SOURCES = ("predicted", "ground_truth", "none")
+HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+"""What `from_pretrained` / `load_dataset` would read as a hub id (`name` or `owner/name`)."""
+
+
+class UsageError(Exception):
+    """A command-line argument that cannot be used; the message starts with the argument's name."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a model on a dataset split: reports, masks, regions, detection, robustness",
+        description=(
+            "Generates a report, a mask and region probabilities for every image of a split and writes into OUT: "
+            "predictions.jsonl, masks/<image_id>.png, metrics.json and metrics.md (laid out like the paper's "
+            "Table 2, with per-method, per-region and robustness tables). See docs/evaluation.md."
+        ),
+    )
+    parser.add_argument("--model", required=True, help="model folder (save_pretrained output) or hub id")
+    parser.add_argument("--data", required=True, help="dataset folder or hub id that datasets.load_dataset reads")
+    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--out", required=True, help="output folder (its earlier outputs need --overwrite)")
+    parser.add_argument(
+        "--regions",
+        choices=REGION_SOURCES,
+        default="predicted",
+        help="instruction regions: the prompter's (default), the ground truth's (FPN-GT oracle) or none (w/o FPN); "
+        "the three rows of the paper's Table 3",
+    )
+    parser.add_argument(
+        "--degrade",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="also evaluate on degraded images and report the drop per metric; repeatable: jpeg:QUALITY, "
+        "resize:FACTOR, blur:SIGMA, or several joined with + (applied in order)",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per generate call (default 8)")
+    parser.add_argument("--max-new-tokens", type=_positive_int, default=60, help="longest report (default 60)")
+    parser.add_argument(
+        "--meteor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compute METEOR (default: on; a Java process of about 5 s per table row, so --no-meteor for quick runs)",
+    )
+    parser.add_argument(
+        "--detection-score",
+        choices=("region", "mask_area"),
+        default="region",
+        help="authentic-vs-forged score: highest region probability (default) or forged fraction of the mask",
+    )
+    parser.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples (quick checks)")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave out images that fail to decode (listed in metrics.json) instead of stopping",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in OUT")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluation.runner import UnreadableImageError
+    from ..evaluation.text_metrics import JavaNotFoundError
+
+    try:
+        _check_arguments(args)
+        dataset = _load_split(args.data, args.split, args.limit)
+        model, processor = _load_model(args.model, args.device)
+        document = _evaluate(args, model, processor, dataset)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (UnreadableImageError, JavaNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(_summary(document, _row_label(args)))
+    print(f"\nWrote predictions.jsonl, masks/, metrics.json and metrics.md to {args.out}")
+    return 0
+
+
+def _row_label(args: argparse.Namespace) -> str:
+    return f"{Path(args.model).name} ({args.regions} regions)"
+
+
+def _summary(document: dict, label: str) -> str:
+    """The Table-2 layout of the run (with the paper's rows), detection, robustness drops and skipped images."""
+    from ..evaluation.conventions import DETECTION_METRICS
+    from ..evaluation.report import markdown_table, robustness_markdown, table2_markdown
+
+    overall = document["overall"]
+    parts = [f"{overall['num_images']} images of split {document['run']['split']}", table2_markdown({label: overall})]
+    parts.append(markdown_table({label: overall}, DETECTION_METRICS, "Authentic vs forged"))
+    if "robustness" in document:
+        drops = robustness_markdown(document["robustness"]["drop"])
+        parts += ["Drop per metric on degraded inputs (clean - degraded):", drops]
+    if document["skipped_images"]:
+        parts.append(f"warning: {len(document['skipped_images'])} unreadable image(s) left out; see metrics.json")
+    return "\n\n".join(parts)
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return bool(HUB_ID.match(name)) and not name.startswith(".")
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Fails before any loading: bad or repeated `--degrade` specs, local paths that do not exist, earlier outputs."""
+    from ..evaluation.runner import OUTPUT_NAMES, parse_degradation_specs
+
+    try:
+        parse_degradation_specs(args.degrade)
+    except ValueError as error:
+        raise UsageError(f"--degrade: {error}") from None
+    for option, value in (("--model", args.model), ("--data", args.data)):
+        if not os.path.exists(value) and not _looks_like_hub_id(value):
+            raise UsageError(f"{option}: no such folder: {value}")
+    earlier = [name for name in OUTPUT_NAMES if (Path(args.out) / name).exists()]
+    if earlier and not args.overwrite:
+        raise UsageError(
+            f"--out: {args.out} holds the outputs of an earlier run ({', '.join(earlier)}); pass --overwrite"
+        )
+
+
+def _load_split(data: str, split: str, limit: int | None):
+    from datasets import get_dataset_split_names, load_dataset
+
+    from ..evaluation.runner import REQUIRED_COLUMNS
+
+    try:
+        splits = get_dataset_split_names(data)
+    except Exception as error:  # datasets raises several types for a missing or unreadable dataset
+        raise UsageError(f"--data: cannot read a dataset from {data!r}: {error}") from error
+    if split not in splits:
+        raise UsageError(f"--split: {data!r} has no split {split!r}; available splits: {', '.join(splits)}")
+    dataset = load_dataset(data, split=split)
+    missing = [column for column in REQUIRED_COLUMNS if column not in dataset.column_names]
+    if missing:
+        raise UsageError(f"--data: split {split!r} lacks the column(s) {', '.join(missing)}; see docs/evaluation.md")
+    return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+
+
+def _load_model(name: str, device: str | None):
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    import forgerytalker  # noqa: F401  (registers the Auto classes)
+
+    path = str(Path(name).resolve()) if os.path.exists(name) else name
+    try:
+        model = AutoModel.from_pretrained(path)
+        processor = AutoProcessor.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--model: cannot load a ForgeryTalker model from {name!r}: {error}") from error
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device), processor
+
+
+def _evaluate(args: argparse.Namespace, model, processor, dataset) -> dict:
+    from ..evaluation.runner import run_evaluation
+
+    return run_evaluation(
+        model,
+        processor,
+        dataset,
+        region_source=args.regions,
+        degradations=args.degrade,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        with_meteor=args.meteor,
+        output_dir=args.out,
+        progress=not args.no_progress,
+        detection_score=args.detection_score,
+        skip_unreadable_images=args.skip_unreadable,
+        overwrite=args.overwrite,
+        model_name=_row_label(args),
+        run_info={"model": args.model, "data": args.data, "split": args.split, "limit": args.limit},
+    )
