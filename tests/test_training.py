@@ -178,3 +178,50 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
         parse_arguments(["--stage", "joint", "--dataset", "d", "--output_dir", "o"])
     with pytest.raises(ValueError, match="--stage must be one of"):
         parse_arguments(["--stage", "third", "--dataset", "d", "--output_dir", "o", "--tiny_model"])
+
+
+def test_lora_adapts_only_the_language_model_and_is_merged_on_save(tmp_path):
+    import numpy as np
+    from transformers import AutoModel
+
+    from forgerytalker.tiny import build_tiny_model_and_processor
+    from forgerytalker.training.arguments import ForgeryTalkerTrainingArguments
+    from forgerytalker.training.model_setup import add_lora
+    from forgerytalker.training.trainer import _save_model
+
+    model, processor = build_tiny_model_and_processor()
+    model.freeze_for_stage("joint")
+    args = ForgeryTalkerTrainingArguments(stage="joint", dataset="d", output_dir="o", tiny_model=True, use_lora=True)
+    adapted = add_lora(model, args)
+    adapters = [name for name, p in adapted.named_parameters() if p.requires_grad and "lora_" in name]
+    assert adapters and all(".language_model." in name for name in adapters)
+    trainable = {name.removeprefix("base_model.model.") for name, p in adapted.named_parameters() if p.requires_grad}
+    assert any(name.startswith("mask_decoder.") for name in trainable)  # the stage's own parameters still train
+
+    batch = processor(images=[np.zeros((32, 32, 3), np.uint8)], text=["the eye is blurry"], masks=[np.ones((32, 32))])
+    adapted(**batch).loss.backward()
+    assert all(p.grad is not None for name, p in adapted.named_parameters() if "lora_B" in name)
+
+    _save_model(adapted, processor, tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert type(loaded).__name__ == "ForgeryTalkerForConditionalGeneration"
+    assert not any("lora" in name for name in loaded.state_dict())
+
+
+def test_gradient_checkpointing_trains():
+    import numpy as np
+
+    from forgerytalker.tiny import build_tiny_model_and_processor
+
+    model, processor = build_tiny_model_and_processor()
+    model.freeze_for_stage("joint")
+    model.gradient_checkpointing_enable()
+    model.train()
+    batch = processor(images=[np.zeros((32, 32, 3), np.uint8)], text=["the eye is blurry"], masks=[np.ones((32, 32))])
+    model(**batch).loss.backward()
+    assert model.is_gradient_checkpointing
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    assert layers and all(layer.gradient_checkpointing for layer in layers)
+    assert all(p.grad is not None for p in model.mask_decoder.parameters())

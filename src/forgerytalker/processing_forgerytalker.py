@@ -320,7 +320,7 @@ def _mask_tensor(mask, size: tuple[int, int]) -> torch.Tensor:
     """A ground-truth mask as a `(1, height, width)` 0/1 float tensor at the model's input size."""
     if isinstance(mask, Image.Image):
         mask = np.asarray(mask.convert("L"))
-    array = torch.as_tensor(np.asarray(mask))
+    array = torch.from_numpy(np.array(mask))
     if array.ndim == 3:
         array = array.amax(dim=-1) if array.shape[-1] in (1, 3, 4) else array[0]
     forged = (array > 0).float()[None, None]
