@@ -116,6 +116,18 @@ def test_stage_two_from_stage_one_on_two_processes(stage_one, tiny_dataset_dir, 
                                             "instructblip.language_projection.", "mask_decoder.")) for name in changed)
 
 
+def test_stage_two_on_one_process_with_gradient_accumulation(stage_one, tiny_dataset_dir, tmp_path):
+    output_dir = tmp_path / "stage-two-single"
+    run_training(*tiny("joint", tiny_dataset_dir, output_dir, "--model_name_or_path", str(stage_one),
+                       "--gradient_accumulation_steps", "2", "--max_steps", "3", "--log_batch_ids"))
+    steps = step_records(read_log(output_dir))
+    assert sorted(steps) == [1, 2, 3]
+    # two micro-batches of two images per optimizer step (the last one of the epoch may be short)
+    assert len(steps[1]["image_ids"]) == 4
+    assert all(math.isfinite(record["loss"]) for record in steps.values())
+    assert (output_dir / "best" / "model.safetensors").is_file() and (output_dir / "model.safetensors").is_file()
+
+
 def test_stage_one_on_two_processes_shards_the_data(tiny_dataset_dir, tmp_path):
     output_dir = tmp_path / "two"
     run_training(*tiny("prompter", tiny_dataset_dir, output_dir, "--log_batch_ids", "--eval_steps", "100"), processes=2)

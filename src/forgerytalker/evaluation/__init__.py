@@ -33,4 +33,5 @@ from .mask_metrics import (
 )
 from .region_metrics import per_region_metrics, plm_per_sample, positive_label_matching
 from .report import PAPER_REFERENCE_ROWS, metrics_document, render_markdown, write_report
+from .runner import run_evaluation
 from .text_metrics import JavaNotFoundError, compute_text_metrics, ptb_tokenize, score_tokenized_reports
