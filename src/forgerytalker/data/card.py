@@ -20,7 +20,7 @@ CARD_FILE = "README.md"
 
 
 def shard_file_name(split: str, shard_index: int, num_shards: int) -> str:
-    """`data/<split>-XXXXX-of-YYYYY.parquet`, the Hub's shard naming."""
+    """`data/<split>-00000-of-00003.parquet`, the Hub's shard naming."""
     return f"{DATA_DIR}/{split}-{shard_index:05d}-of-{num_shards:05d}.parquet"
 
 

@@ -5,7 +5,7 @@ Output layout (loads with `datasets.load_dataset(output_dir)`, also with `stream
     output_dir/
       README.md                           # dataset card; YAML `dataset_info` (features, splits) and `configs`
       conversion_report.json              # every skipped record with its split, file, index and reason
-      data/<split>-XXXXX-of-YYYYY.parquet  # images and masks embedded
+      data/<split>-00000-of-00003.parquet  # images and masks embedded
 
 The folder is written into a hidden sibling (`.<name>.partial`) and renamed into place only when complete,
 so a killed run leaves nothing at `output_dir`; the next run deletes the stale sibling and starts over.
