@@ -96,7 +96,8 @@ def resolve_local_path(path: str | os.PathLike, argument: str = "pretrained_mode
     expanded = os.path.expanduser(text)
     if os.path.isdir(expanded):
         return expanded
-    looks_local = os.path.isabs(expanded) or text.startswith((".", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "")
+    # a hub id is "name" or "owner/name"
+    looks_local = os.path.isabs(expanded) or text.startswith((".", "~")) or text.count("/") > 1
     if looks_local or os.path.exists(expanded):
         raise FileNotFoundError(f"`{argument}`: no checkpoint folder at {text!r} ({os.path.abspath(expanded)})")
     return text
@@ -313,7 +314,8 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
                 self.config.mask_dice_weight,
                 self.config.mask_iou_loss_weight,
             )
-        parts = [part for part in (language_model_loss, None if mask_loss is None else self.config.mask_loss_weight * mask_loss) if part is not None]
+        weighted = [language_model_loss, None if mask_loss is None else self.config.mask_loss_weight * mask_loss]
+        parts = [part for part in weighted if part is not None]
         return ForgeryTalkerOutput(
             loss=sum(parts) if parts else None,
             language_model_loss=language_model_loss,
