@@ -227,11 +227,11 @@ def test_gradient_checkpointing_trains():
 
     model, processor = build_tiny_model_and_processor()
     model.freeze_for_stage("joint")
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     model.train()
     batch = processor(images=[np.zeros((32, 32, 3), np.uint8)], text=["the eye is blurry"], masks=[np.ones((32, 32))])
     model(**batch).loss.backward()
-    assert model.is_gradient_checkpointing
+    assert model.is_activation_checkpointing
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]

@@ -32,7 +32,7 @@ def build_model_and_processor(args: ForgeryTalkerTrainingArguments, report_texts
         model.load_prompter(args.prompter_name_or_path)
     model.freeze_for_stage(args.stage, args.train_vision_encoder, args.train_language_model)
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     if args.use_lora and args.stage == "joint":
         model = add_lora(model, args)
     return model, processor
