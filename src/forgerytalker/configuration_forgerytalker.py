@@ -9,6 +9,7 @@ from transformers import InstructBlipConfig, PreTrainedConfig, SamMaskDecoderCon
 from .regions import REGION_NAMES
 
 REGION_SOURCES = ("predicted", "ground_truth", "none", "explicit")
+DEFAULT_MASK_THRESHOLD = 0.5
 
 
 class ForgeryTalkerPrompterConfig(PreTrainedConfig):
@@ -159,7 +160,7 @@ class ForgeryTalkerConfig(PreTrainedConfig):
     prompter_config: dict | PreTrainedConfig | None = None
     mask_decoder_config: dict | PreTrainedConfig | None = None
     region_source: str = "predicted"
-    mask_threshold: float = 0.5
+    mask_threshold: float = DEFAULT_MASK_THRESHOLD
     mask_loss_weight: float = 1.0
     mask_dice_weight: float = 1.0
     mask_iou_loss_weight: float = 0.1

@@ -28,6 +28,8 @@ NO_REGION_ROW = 3
 EMPTY_REGIONS_ROW = 4
 REGION_ROW_OFFSET = 5
 PIECE_PADDING = -1
+# Label value of tokens the language-model loss ignores (report padding, the instruction itself).
+IGNORE_INDEX = -100
 
 
 def render_instruction(

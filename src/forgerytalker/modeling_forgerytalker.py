@@ -12,13 +12,12 @@ from transformers import InstructBlipForConditionalGeneration, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_forgerytalker import ForgeryTalkerConfig
-from .instruction import assemble_instruction_ids, pieces_to_lists
+from .instruction import IGNORE_INDEX, assemble_instruction_ids, pieces_to_lists
 from .modeling_forgerytalker_mask_decoder import ForgeryTalkerMaskDecoder, forgery_mask_loss
 from .modeling_forgerytalker_prompter import ForgeryPrompterNetwork
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 TRAINING_STAGES = ("prompter", "joint")
 
 

@@ -12,19 +12,19 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
 
+from .configuration_forgerytalker import DEFAULT_MASK_THRESHOLD
 from .instruction import (
     DEFAULT_EMPTY_REGIONS_TEXT,
     DEFAULT_INSTRUCTION_PREFIX,
     DEFAULT_INSTRUCTION_SUFFIX,
     DEFAULT_NO_REGION_INSTRUCTION,
     DEFAULT_REGION_SEPARATOR,
+    IGNORE_INDEX,
     PIECE_PADDING,
     render_instruction,
 )
+from .modeling_forgerytalker import resolve_local_path
 from .regions import REGION_NAMES, labels_to_regions, regions_to_labels
-
-IGNORE_INDEX = -100
-DEFAULT_MASK_THRESHOLD = 0.5
 
 
 class ForgeryTalkerProcessor(ProcessorMixin):
@@ -80,16 +80,12 @@ class ForgeryTalkerProcessor(ProcessorMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        from .modeling_forgerytalker import resolve_local_path
-
         return super().from_pretrained(resolve_local_path(pretrained_model_name_or_path), *args, **kwargs)
 
     @classmethod
     def from_instructblip(cls, instructblip_name_or_path: str | os.PathLike, **kwargs) -> ForgeryTalkerProcessor:
         """Wraps the image processor and both tokenizers of an InstructBLIP processor folder."""
         from transformers import InstructBlipProcessor
-
-        from .modeling_forgerytalker import resolve_local_path
 
         source = InstructBlipProcessor.from_pretrained(resolve_local_path(instructblip_name_or_path, "instructblip_name_or_path"))
         kwargs.setdefault("num_query_tokens", source.num_query_tokens)
@@ -228,7 +224,8 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         Args:
             pred_masks: `(batch, 1, h, w)` mask logits from the model.
             target_sizes: `(height, width)` of each original image; `None` keeps the model's resolution.
-            threshold: probability above which a pixel is forged; `None` returns probabilities instead.
+            threshold: probability above which a pixel is forged (pass `model.config.mask_threshold` if you
+                changed it); `None` returns probabilities instead.
 
         Returns:
             One `(height, width)` tensor per image: boolean, or float probabilities when `threshold` is `None`.

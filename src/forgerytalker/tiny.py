@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BertTokenizerFast, BlipImageProcessorPil, PreTrainedTokenizerFast
 
@@ -20,6 +21,7 @@ from .instruction import (
     DEFAULT_INSTRUCTION_SUFFIX,
     DEFAULT_NO_REGION_INSTRUCTION,
 )
+from .modeling_forgerytalker import ForgeryTalkerForConditionalGeneration
 from .processing_forgerytalker import ForgeryTalkerProcessor
 from .regions import REGION_SYNONYMS
 
@@ -148,10 +150,6 @@ def build_tiny_model_and_processor(
     **config_kwargs,
 ):
     """A randomly initialised tiny `ForgeryTalkerForConditionalGeneration` and its matching processor."""
-    import torch
-
-    from .modeling_forgerytalker import ForgeryTalkerForConditionalGeneration
-
     processor = build_tiny_processor(language_model, image_size, num_query_tokens, texts)
     config = tiny_config(
         vocab_size=len(processor.tokenizer),
