@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -11,10 +13,25 @@ from PIL import Image
 
 # Nothing may reach the model hub: every cache points at a throw-away folder before transformers is imported.
 _HF_HOME = tempfile.mkdtemp(prefix="forgerytalker-hf-home-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
 os.environ["HF_HOME"] = _HF_HOME
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_sessionfinish(session):
+    """Leaves nothing in the temp directory: pytest's own base folder goes too (its retention policy is
+    "none" in pyproject.toml, which empties it but keeps the per-user root)."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or session.config.option.basetemp:
+        return
+    root = factory.getbasetemp().parent
+    shutil.rmtree(factory.getbasetemp(), ignore_errors=True)
+    try:
+        root.rmdir()  # only when no other pytest session of this user is using it
+    except OSError:
+        pass
 
 
 @pytest.fixture
