@@ -15,6 +15,7 @@ if ! python -c "import torch" >/dev/null 2>&1; then
 fi
 constraints="$(mktemp)"
 trap 'rm -f "$constraints"' EXIT
-python -c "import torch; print('torch==' + torch.__version__)" > "$constraints"
+# the distribution's version, as pip sees it (torch.__version__ may add a local tag that pip cannot match)
+python -c "import importlib.metadata as m; print('torch==' + m.version('torch'))" > "$constraints"
 echo "Keeping $(cat "$constraints") for every later install"
 python -m pip install -c "$constraints" -e ".${extras:+[$extras]}"
