@@ -231,7 +231,8 @@ def test_stage_one_validation_uses_the_configs_region_threshold(tiny_dataset_dir
     prompter = ForgeryPrompterNetwork(tiny_prompter_config()).eval()
     images = [load_rgb(example["image"]["bytes"]) for example in split]
     with torch.no_grad():
-        probabilities = torch.sigmoid(prompter(image_processor(images, return_tensors="pt")["pixel_values"]).region_logits).numpy()
+        pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
+        probabilities = torch.sigmoid(prompter(pixel_values).region_logits).numpy()
     targets = np.array([regions_to_labels(region_names_of(example)) for example in split])
     thresholds = np.quantile(probabilities, [0.3, 0.7])
     plms = []
@@ -569,7 +570,8 @@ def test_yaml_settings_are_overridden_by_flags(tmp_path):
     assert arguments.learning_rate == 0.5 and arguments.best_metric == "PLM"
     paper = parse_arguments(["--config", str(REPO / "training" / "configs" / "joint.yaml"), "--dataset", "d",
                              "--output_dir", "o", "--instructblip_name_or_path", "i"])
-    assert (paper.learning_rate, paper.num_train_epochs, paper.per_device_train_batch_size, paper.mixed_precision) == (4e-6, 60, 16, "fp16")
+    assert (paper.learning_rate, paper.num_train_epochs, paper.per_device_train_batch_size, paper.mixed_precision) == (
+        4e-6, 60, 16, "fp16")
     prompter = parse_arguments(["--config", str(REPO / "training" / "configs" / "prompter.yaml"), "--dataset", "d",
                                 "--output_dir", "o", "--instructblip_name_or_path", "i"])
     assert (prompter.learning_rate, prompter.max_steps, prompter.weight_decay) == (7.5e-3, 125000, 0.05)

@@ -98,7 +98,8 @@ class ForgeryTalkerTrainingArguments:
     generation_max_new_tokens: int = 60
     resume: bool = field(default=False, metadata={"help": "continue from the last complete checkpoint in output_dir"})
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "start afresh in an output_dir that holds an earlier run (its checkpoints, best/ and log are deleted)"}
+        default=False,
+        metadata={"help": "start afresh in an output_dir that holds an earlier run (its checkpoints, best/ and log are deleted)"},
     )
     log_batch_ids: bool = field(default=False, metadata={"help": "write each step's image ids to the log"})
     report_to_tensorboard: bool = True
@@ -122,7 +123,9 @@ class ForgeryTalkerTrainingArguments:
                 f"{list(VALIDATION_METRICS[self.stage])}"
             )
         if self.resume and self.overwrite_output_dir:
-            raise TrainingConfigurationError("--resume continues the run in --output_dir, --overwrite_output_dir replaces it: give one")
+            raise TrainingConfigurationError(
+                "--resume continues the run in --output_dir, --overwrite_output_dir replaces it: give one"
+            )
 
 
 def _check_choices(args: ForgeryTalkerTrainingArguments) -> None:
@@ -145,7 +148,9 @@ def _check_numbers(args: ForgeryTalkerTrainingArguments) -> None:
             raise TrainingConfigurationError(f"--{name}: must be at least 1, got {getattr(args, name)}")
     for name in ("max_train_samples", "max_eval_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise TrainingConfigurationError(f"--{name}: must be at least 1 (or left out for the whole split), got {getattr(args, name)}")
+            raise TrainingConfigurationError(
+                f"--{name}: must be at least 1 (or left out for the whole split), got {getattr(args, name)}"
+            )
     for name in ("weight_decay", "warmup_steps", "max_grad_norm", "dataloader_num_workers"):
         if getattr(args, name) < 0:
             raise TrainingConfigurationError(f"--{name}: must not be negative, got {getattr(args, name)}")
@@ -154,7 +159,9 @@ def _check_numbers(args: ForgeryTalkerTrainingArguments) -> None:
     if not 0 <= args.lora_dropout < 1:
         raise TrainingConfigurationError(f"--lora_dropout: must lie in [0, 1), got {args.lora_dropout}")
     if args.max_steps == 0 or args.max_steps < -1:
-        raise TrainingConfigurationError(f"--max_steps: must be at least 1, or -1 to train for --num_train_epochs; got {args.max_steps}")
+        raise TrainingConfigurationError(
+            f"--max_steps: must be at least 1, or -1 to train for --num_train_epochs; got {args.max_steps}"
+        )
     if args.max_steps == -1 and not args.num_train_epochs > 0:
         raise TrainingConfigurationError(f"--num_train_epochs: must be positive, got {args.num_train_epochs}")
     for name in ("tiny_image_size", "tiny_hidden_size"):
@@ -170,9 +177,13 @@ def _check_model_sources(args: ForgeryTalkerTrainingArguments) -> None:
                 "or continue a saved one (--prompter_name_or_path)"
             )
         if args.prompter_config is not None and (args.tiny_model or args.prompter_name_or_path):
-            raise TrainingConfigurationError("--prompter_config: give it alone, not with --tiny_model or --prompter_name_or_path")
+            raise TrainingConfigurationError(
+                "--prompter_config: give it alone, not with --tiny_model or --prompter_name_or_path"
+            )
         if args.tiny_model and args.instructblip_name_or_path:
-            raise TrainingConfigurationError("--tiny_model: the tiny prompter has its own image processor; drop --instructblip_name_or_path")
+            raise TrainingConfigurationError(
+                "--tiny_model: the tiny prompter has its own image processor; drop --instructblip_name_or_path"
+            )
         if args.prompter_config is not None:
             prompter_settings(args.prompter_config)
         return
@@ -180,9 +191,13 @@ def _check_model_sources(args: ForgeryTalkerTrainingArguments) -> None:
     if sum(source is not None for source in sources) != 1:
         raise TrainingConfigurationError("--model_name_or_path, --instructblip_name_or_path, --tiny_model: give exactly one")
     if args.prompter_config is not None:
-        raise TrainingConfigurationError("--prompter_config: stage 2 takes its prompter from --prompter_name_or_path (a stage-1 output)")
+        raise TrainingConfigurationError(
+            "--prompter_config: stage 2 takes its prompter from --prompter_name_or_path (a stage-1 output)"
+        )
     if args.use_lora and args.train_language_model:
-        raise TrainingConfigurationError("--use_lora: it trains adapters on a frozen language model; drop --train_language_model")
+        raise TrainingConfigurationError(
+            "--use_lora: it trains adapters on a frozen language model; drop --train_language_model"
+        )
 
 
 def prompter_settings(value: str | dict) -> dict:

@@ -49,7 +49,9 @@ def checkpoint_problem(folder: Path) -> str | None:
     """Why `folder` is not a complete checkpoint, or `None` if it is one."""
     match = _CHECKPOINT_NAME.fullmatch(folder.name)
     if match is None:
-        return "not a finished checkpoint (a run was killed while writing it)" if folder.name.endswith(_PARTIAL_SUFFIX) else "not a checkpoint name"
+        if folder.name.endswith(_PARTIAL_SUFFIX):
+            return "not a finished checkpoint (a run was killed while writing it)"
+        return "not a checkpoint name"
     try:
         saved = json.loads((folder / STATE_FILE).read_text())
         state, files = TrainerState(**saved["state"]), dict(saved["files"])

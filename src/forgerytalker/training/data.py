@@ -126,7 +126,9 @@ class ForgeryTalkerCollator:
         image_id = str(example["image_id"])
         try:
             image = to_rgb(open_image(_source(example["image"]), what=f"the image of sample {image_id!r}"))
-            mask = load_mask(_source(example["mask"]), what=f"the mask of sample {image_id!r}") if self.stage == "joint" else None
+            mask = None
+            if self.stage == "joint":
+                mask = load_mask(_source(example["mask"]), what=f"the mask of sample {image_id!r}")
         except (ValueError, OSError) as error:  # ImageReadError, or to_rgb on an unusable picture
             raise UnreadableSampleError(str(error)) from error
         return image, mask

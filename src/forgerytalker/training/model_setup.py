@@ -41,7 +41,8 @@ def build_prompter(args: ForgeryTalkerTrainingArguments):
     (`--prompter_name_or_path`), with the image processor of `--tiny_model`, `--instructblip_name_or_path`
     or the saved prompter's folder."""
     if args.prompter_name_or_path:
-        prompter = ForgeryPrompterNetwork.from_pretrained(resolve_local_path(args.prompter_name_or_path, "prompter_name_or_path"))
+        path = resolve_local_path(args.prompter_name_or_path, "prompter_name_or_path")
+        prompter = ForgeryPrompterNetwork.from_pretrained(path)
     else:
         if args.tiny_model:
             config = tiny_prompter_config(args.tiny_image_size, args.tiny_hidden_size)
@@ -79,7 +80,9 @@ def build_joint_model(args: ForgeryTalkerTrainingArguments, report_texts: list[s
         )
     elif args.instructblip_name_or_path:
         # the mask decoder is built for the stage-1 prompter's width
-        model = ForgeryTalkerForConditionalGeneration.from_instructblip(args.instructblip_name_or_path, prompter_config=prompter_config)
+        model = ForgeryTalkerForConditionalGeneration.from_instructblip(
+            args.instructblip_name_or_path, prompter_config=prompter_config
+        )
         processor = ForgeryTalkerProcessor.from_instructblip(args.instructblip_name_or_path)
     else:
         model = ForgeryTalkerForConditionalGeneration.from_pretrained(args.model_name_or_path)

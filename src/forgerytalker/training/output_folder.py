@@ -23,7 +23,9 @@ LOG_FILE = "log.jsonl"
 BEST_DIR = "best"
 TRACKER_DIR = "forgerytalker"  # the run name given to accelerate's trackers (TensorBoard writes there)
 _STAGING_SUFFIXES = (".tmp", ".old")
-EARLIER_RUN_OUTPUTS = (CHECKPOINTS, BEST_DIR, *(BEST_DIR + suffix for suffix in _STAGING_SUFFIXES), LOG_FILE, ARGS_FILE, TRACKER_DIR)
+EARLIER_RUN_OUTPUTS = (
+    CHECKPOINTS, BEST_DIR, *(BEST_DIR + suffix for suffix in _STAGING_SUFFIXES), LOG_FILE, ARGS_FILE, TRACKER_DIR
+)
 
 RESUMABLE_CHANGES = frozenset({
     "resume", "overwrite_output_dir", "output_dir", "logging_steps", "log_batch_ids", "report_to_tensorboard",

@@ -27,7 +27,9 @@ def run_startup_checks(args: ForgeryTalkerTrainingArguments) -> tuple[Dataset, D
         try:
             require_java("Stage-2 validation (the PTB tokenizer of the report metrics)")
         except JavaNotFoundError as error:
-            raise TrainingConfigurationError(f"--validation_split: {error}; or train without validation (--validation_split none)") from None
+            raise TrainingConfigurationError(
+                f"--validation_split: {error}; or train without validation (--validation_split none)"
+            ) from None
     return load_splits(args.dataset, args.train_split, args.validation_split, args.stage)
 
 

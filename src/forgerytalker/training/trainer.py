@@ -92,7 +92,8 @@ def train(args: ForgeryTalkerTrainingArguments) -> Path:
             _log(accelerator, output_dir, record)
     logger.info("Training stage %s for %d steps (%d per epoch) on %d process(es)", args.stage, total_steps,
                 steps_per_epoch, accelerator.num_processes)
-    progress = tqdm(total=total_steps, initial=state.step, desc=f"train {args.stage}", disable=not accelerator.is_local_main_process)
+    progress = tqdm(total=total_steps, initial=state.step, desc=f"train {args.stage}",
+                    disable=not accelerator.is_local_main_process)
     window = _Window(LOSS_NAMES[args.stage])
     skipped_images: set[str] = set()
     while state.step < total_steps:
