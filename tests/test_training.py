@@ -38,15 +38,17 @@ def launch(*arguments: str, processes: int = 1) -> list[str]:
     return [*prefix, "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "training" / "run.py"), *arguments]
 
 
-def environment(processes: int, **overrides: str) -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **overrides)
+def environment(processes: int, scratch: Path, **overrides: str) -> dict[str, str]:
+    """The launched run's environment; its temporary files (torch elastic's among them) go under `scratch`."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=str(scratch), **overrides)
     if processes > 1:
         env["ACCELERATE_USE_CPU"] = "1"  # `--cpu --num_processes 2` would silently start one process
     return env
 
 
-def run_training(*arguments: str, processes: int = 1) -> subprocess.CompletedProcess:
-    result = subprocess.run(launch(*arguments, processes=processes), env=environment(processes), cwd=REPO,
+def run_training(*arguments: str, scratch: Path, processes: int = 1) -> subprocess.CompletedProcess:
+    result = subprocess.run(launch(*arguments, processes=processes), env=environment(processes, scratch), cwd=REPO,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
@@ -123,7 +125,7 @@ def no_model_may_be_built(monkeypatch):
 @pytest.fixture(scope="module")
 def stage_one(tiny_dataset_dir, tmp_path_factory) -> Path:
     output_dir = tmp_path_factory.mktemp("stage-one") / "run"
-    run_training(*tiny("prompter", tiny_dataset_dir, output_dir))
+    run_training(*tiny("prompter", tiny_dataset_dir, output_dir), scratch=output_dir.parent / "tmp")
     return output_dir
 
 
@@ -253,7 +255,7 @@ def test_stage_one_on_two_processes_shards_training_and_validation(tiny_dataset_
 
     output_dir = tmp_path / "two"
     run_training(*tiny("prompter", tiny_dataset_dir, output_dir, "--log_batch_ids", "--eval_steps", "100",
-                       "--per_device_eval_batch_size", "3"), processes=2)
+                       "--per_device_eval_batch_size", "3"), processes=2, scratch=tmp_path / "tmp")
     log = read_log(output_dir)
     steps = step_records(log)
     assert sorted(steps) == list(range(1, 7))
@@ -315,7 +317,7 @@ def test_stage_two_loads_the_stage_one_prompter_on_two_processes(stage_one, tiny
 
     output_dir = tmp_path / "stage-two"
     run_training(*tiny("joint", tiny_dataset_dir, output_dir, "--tiny_model", "--prompter_name_or_path", str(stage_one)),
-                 processes=2)
+                 processes=2, scratch=tmp_path / "tmp")
     steps = step_records(read_log(output_dir))
     assert sorted(steps) == list(range(1, 7))
     for record in steps.values():
@@ -341,7 +343,7 @@ def test_startup_checks_stop_every_process_before_training(tiny_dataset_dir, tmp
     path_without_java.mkdir()
     output_dir = tmp_path / "out"
     command = launch(*tiny("joint", tiny_dataset_dir, output_dir, "--tiny_model"), processes=2)
-    result = subprocess.run(command, env=environment(2, PATH=str(path_without_java)), cwd=REPO, capture_output=True,
+    result = subprocess.run(command, env=environment(2, tmp_path / "tmp", PATH=str(path_without_java)), cwd=REPO, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode != 0
     assert result.stderr.count("run.py: error: --validation_split: Stage-2 validation") == 2, result.stderr[-3000:]
@@ -386,7 +388,7 @@ def test_killed_run_resumes_with_the_same_data_order_and_weights(tiny_dataset_di
 
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(launch(*tiny("prompter", tiny_dataset_dir, interrupted, *settings)), cwd=REPO,
-                               env=environment(1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=environment(1, tmp_path / "tmp"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     checkpoint = interrupted / "checkpoints" / "step-00000004"
     deadline = time.monotonic() + 300
@@ -398,7 +400,7 @@ def test_killed_run_resumes_with_the_same_data_order_and_weights(tiny_dataset_di
     killed_at = max(step_records(read_log(interrupted)))
     assert killed_at < 30
 
-    run_training(*tiny("prompter", tiny_dataset_dir, interrupted, *settings, "--resume"))
+    run_training(*tiny("prompter", tiny_dataset_dir, interrupted, *settings, "--resume"), scratch=tmp_path / "tmp")
     resumed, expected = step_records(read_log(interrupted)), step_records(read_log(reference))
     assert max(resumed) == 30
     assert [resumed[step]["image_ids"] for step in range(1, 31)] == [expected[step]["image_ids"] for step in range(1, 31)]
