@@ -14,7 +14,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BertTokenizerFast, BlipImageProcessorPil, PreTrainedTokenizerFast
 
-from .configuration_forgerytalker import ForgeryTalkerConfig
+from .configuration_forgerytalker import ForgeryTalkerConfig, ForgeryTalkerPrompterConfig
 from .instruction import (
     DEFAULT_EMPTY_REGIONS_TEXT,
     DEFAULT_INSTRUCTION_PREFIX,
@@ -117,12 +117,17 @@ def tiny_config(
             num_query_tokens=num_query_tokens,
             image_token_index=image_token_index,
         ),
-        prompter_config=dict(image_size=image_size, patch_size=patch_size, hidden_size=hidden_size, num_hidden_layers=3,
-                             num_attention_heads=heads, intermediate_size=2 * hidden_size),
+        prompter_config=tiny_prompter_config(image_size, hidden_size),
         mask_decoder_config=dict(hidden_size=hidden_size, mlp_dim=2 * hidden_size, num_hidden_layers=2,
                                  num_attention_heads=heads, iou_head_hidden_dim=hidden_size),
         **config_kwargs,
     )
+
+
+def tiny_prompter_config(image_size: int = 32, hidden_size: int = 32) -> ForgeryTalkerPrompterConfig:
+    """The tiny models' prompter: three ViT blocks of width `hidden_size` on a 4×4 patch grid (stage-1 CPU runs)."""
+    return ForgeryTalkerPrompterConfig(image_size=image_size, patch_size=image_size // 4, hidden_size=hidden_size,
+                                       num_hidden_layers=3, num_attention_heads=4, intermediate_size=2 * hidden_size)
 
 
 def build_tiny_processor(
@@ -172,5 +177,6 @@ __all__ = [
     "build_tiny_processor",
     "build_tiny_qformer_tokenizer",
     "tiny_config",
+    "tiny_prompter_config",
     "tiny_vocabulary",
 ]

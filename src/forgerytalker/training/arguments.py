@@ -1,18 +1,29 @@
-"""Training arguments: a YAML file gives the defaults, command-line flags override them."""
+"""Training arguments: a YAML file gives the defaults, command-line flags override them.
+
+Everything that can be checked from the arguments alone is checked here, when they are built, so a bad value
+stops the run before any model, dataset or process group exists (`parse_arguments` exits with code 2 and
+names the flag). Checks that need the file system, the dataset or installed tools are in `startup_checks`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, SchedulerType
 
+from ..configuration_forgerytalker import ForgeryTalkerPrompterConfig
 from ..modeling_forgerytalker import TRAINING_STAGES
+from ..tiny import LANGUAGE_MODELS
+from .errors import TrainingConfigurationError
+from .validation import VALIDATION_METRICS
 
 BEST_METRIC_DEFAULTS = {"prompter": "PLM", "joint": "CIDEr"}
+LOCAL_PATH_ARGUMENTS = ("dataset", "model_name_or_path", "instructblip_name_or_path", "prompter_name_or_path")
 
 
 @dataclass
@@ -23,21 +34,33 @@ class ForgeryTalkerTrainingArguments:
     dataset: str = field(metadata={"help": "a folder or hub id that datasets.load_dataset reads (MMTT features)"})
     output_dir: str = field(metadata={"help": "where checkpoints, logs and the final model go"})
 
-    # where the model comes from (exactly one of the three)
-    model_name_or_path: str | None = field(default=None, metadata={"help": "a ForgeryTalker checkpoint, e.g. stage 1's output"})
-    instructblip_name_or_path: str | None = field(default=None, metadata={"help": "build ForgeryTalker around this InstructBLIP"})
+    # where the model comes from
+    model_name_or_path: str | None = field(default=None, metadata={"help": "stage 2: a ForgeryTalker checkpoint to continue"})
+    instructblip_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "stage 2: build ForgeryTalker around this InstructBLIP; stage 1: only its image processor is read"},
+    )
     tiny_model: bool = field(default=False, metadata={"help": "build a tiny untrained model offline (CPU runs, tests)"})
     tiny_image_size: int = 32
     tiny_hidden_size: int = 32
     tiny_language_model: str = "llama"
-    prompter_name_or_path: str | None = field(default=None, metadata={"help": "a stage-1 prompter to load before training"})
+    prompter_name_or_path: str | None = field(
+        default=None, metadata={"help": "a stage-1 output: stage 2 loads it into the model, stage 1 continues from it"}
+    )
+    prompter_config: str | None = field(
+        default=None,
+        metadata={"help": "stage 1: ForgeryTalkerPrompterConfig settings, a JSON file or inline JSON (default: the paper's)"},
+    )
 
     # data
     train_split: str = "train"
-    validation_split: str | None = "validation"
+    validation_split: str | None = field(default="validation", metadata={"help": "'' or none: no validation"})
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     dataloader_num_workers: int = 0
+    skip_unreadable_images: bool = field(
+        default=False, metadata={"help": "leave out samples whose image or mask cannot be decoded (logged and counted)"}
+    )
 
     # optimisation
     learning_rate: float = 1e-4
@@ -73,42 +96,182 @@ class ForgeryTalkerTrainingArguments:
     logging_steps: int = 10
     best_metric: str | None = field(default=None, metadata={"help": "validation metric that picks the best model"})
     generation_max_new_tokens: int = 60
-    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
+    resume: bool = field(default=False, metadata={"help": "continue from the last complete checkpoint in output_dir"})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "start afresh in an output_dir that holds an earlier run (its checkpoints, best/ and log are deleted)"},
+    )
     log_batch_ids: bool = field(default=False, metadata={"help": "write each step's image ids to the log"})
     report_to_tensorboard: bool = True
 
     def __post_init__(self):
-        if self.stage not in TRAINING_STAGES:
-            raise ValueError(f"--stage must be one of {TRAINING_STAGES}, got {self.stage!r}")
-        sources = [self.model_name_or_path, self.instructblip_name_or_path, self.tiny_model or None]
-        if sum(source is not None for source in sources) != 1:
-            raise ValueError("Give exactly one of --model_name_or_path, --instructblip_name_or_path or --tiny_model")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"--mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        if self.use_lora and self.train_language_model:
-            raise ValueError("--use_lora trains adapters on a frozen language model; drop --train_language_model")
+        if self.validation_split is not None and self.validation_split.strip().lower() in ("", "none"):
+            self.validation_split = None
+        for name in LOCAL_PATH_ARGUMENTS:
+            value = getattr(self, name)
+            if value and os.path.exists(os.path.expanduser(value)):
+                setattr(self, name, os.path.abspath(os.path.expanduser(value)))
+        self.output_dir = os.path.abspath(os.path.expanduser(self.output_dir))
+        _check_choices(self)
+        _check_numbers(self)
+        _check_model_sources(self)
         if self.best_metric is None:
             self.best_metric = BEST_METRIC_DEFAULTS[self.stage]
+        if self.best_metric not in VALIDATION_METRICS[self.stage]:
+            raise TrainingConfigurationError(
+                f"--best_metric: {self.best_metric!r} is not a stage-{self.stage} validation metric; choose one of "
+                f"{list(VALIDATION_METRICS[self.stage])}"
+            )
+        if self.resume and self.overwrite_output_dir:
+            raise TrainingConfigurationError(
+                "--resume continues the run in --output_dir, --overwrite_output_dir replaces it: give one"
+            )
+
+
+def _check_choices(args: ForgeryTalkerTrainingArguments) -> None:
+    choices = {
+        "stage": TRAINING_STAGES,
+        "mixed_precision": ("no", "fp16", "bf16"),
+        "lr_scheduler_type": tuple(kind.value for kind in SchedulerType),
+        "tiny_language_model": LANGUAGE_MODELS,
+    }
+    for name, allowed in choices.items():
+        if getattr(args, name) not in allowed:
+            raise TrainingConfigurationError(f"--{name}: must be one of {', '.join(allowed)}; got {getattr(args, name)!r}")
+
+
+def _check_numbers(args: ForgeryTalkerTrainingArguments) -> None:
+    at_least_one = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "save_steps",
+                    "save_total_limit", "eval_steps", "logging_steps", "generation_max_new_tokens", "lora_r", "lora_alpha")
+    for name in at_least_one:
+        if getattr(args, name) < 1:
+            raise TrainingConfigurationError(f"--{name}: must be at least 1, got {getattr(args, name)}")
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise TrainingConfigurationError(
+                f"--{name}: must be at least 1 (or left out for the whole split), got {getattr(args, name)}"
+            )
+    for name in ("weight_decay", "warmup_steps", "max_grad_norm", "dataloader_num_workers"):
+        if getattr(args, name) < 0:
+            raise TrainingConfigurationError(f"--{name}: must not be negative, got {getattr(args, name)}")
+    if not args.learning_rate > 0:
+        raise TrainingConfigurationError(f"--learning_rate: must be positive, got {args.learning_rate}")
+    if not 0 <= args.lora_dropout < 1:
+        raise TrainingConfigurationError(f"--lora_dropout: must lie in [0, 1), got {args.lora_dropout}")
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise TrainingConfigurationError(
+            f"--max_steps: must be at least 1, or -1 to train for --num_train_epochs; got {args.max_steps}"
+        )
+    if args.max_steps == -1 and not args.num_train_epochs > 0:
+        raise TrainingConfigurationError(f"--num_train_epochs: must be positive, got {args.num_train_epochs}")
+    for name in ("tiny_image_size", "tiny_hidden_size"):
+        if getattr(args, name) < 4 or getattr(args, name) % 4:
+            raise TrainingConfigurationError(f"--{name}: must be a positive multiple of 4, got {getattr(args, name)}")
+
+
+def _check_model_sources(args: ForgeryTalkerTrainingArguments) -> None:
+    if args.stage == "prompter":
+        if args.model_name_or_path:
+            raise TrainingConfigurationError(
+                "--model_name_or_path: stage 1 trains the prompter alone; build one (--prompter_config, --tiny_model) "
+                "or continue a saved one (--prompter_name_or_path)"
+            )
+        if args.prompter_config is not None and (args.tiny_model or args.prompter_name_or_path):
+            raise TrainingConfigurationError(
+                "--prompter_config: give it alone, not with --tiny_model or --prompter_name_or_path"
+            )
+        if args.tiny_model and args.instructblip_name_or_path:
+            raise TrainingConfigurationError(
+                "--tiny_model: the tiny prompter has its own image processor; drop --instructblip_name_or_path"
+            )
+        if args.prompter_config is not None:
+            prompter_settings(args.prompter_config)
+        return
+    sources = [args.model_name_or_path, args.instructblip_name_or_path, args.tiny_model or None]
+    if sum(source is not None for source in sources) != 1:
+        raise TrainingConfigurationError("--model_name_or_path, --instructblip_name_or_path, --tiny_model: give exactly one")
+    if args.prompter_config is not None:
+        raise TrainingConfigurationError(
+            "--prompter_config: stage 2 takes its prompter from --prompter_name_or_path (a stage-1 output)"
+        )
+    if args.use_lora and args.train_language_model:
+        raise TrainingConfigurationError(
+            "--use_lora: it trains adapters on a frozen language model; drop --train_language_model"
+        )
+
+
+def prompter_settings(value: str | dict) -> dict:
+    """The `ForgeryTalkerPrompterConfig` keyword arguments of `--prompter_config` (inline JSON, a JSON file, or
+    the mapping a YAML config gives), checked by building the config."""
+    if isinstance(value, dict):
+        settings = value
+    else:
+        text = value.strip()
+        if not text.startswith("{"):
+            path = Path(text).expanduser()
+            if not path.is_file():
+                raise TrainingConfigurationError(f"--prompter_config: no such file: {path}")
+            text = path.read_text(encoding="utf-8")
+        try:
+            settings = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise TrainingConfigurationError(f"--prompter_config: not valid JSON ({error})") from None
+    if not isinstance(settings, dict):
+        raise TrainingConfigurationError(f"--prompter_config: must be a JSON object of settings, got {type(settings).__name__}")
+    known = set(ForgeryTalkerPrompterConfig().to_dict())
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise TrainingConfigurationError(f"--prompter_config: unknown settings {unknown}")
+    settings = {key: value for key, value in settings.items() if key not in ("model_type", "transformers_version")}
+    try:
+        ForgeryTalkerPrompterConfig(**settings)
+    except (TypeError, ValueError) as error:
+        raise TrainingConfigurationError(f"--prompter_config: {error}") from None
+    return settings
 
 
 def parse_arguments(argv: list[str] | None = None) -> ForgeryTalkerTrainingArguments:
-    """`--config FILE.yaml` supplies defaults; every field is also a `--flag` that overrides the file."""
+    """`--config FILE.yaml` supplies defaults; every field is also a `--flag` that overrides the file.
+
+    A bad file or value ends the program with exit code 2 and a message naming the flag (argparse's way).
+    """
     config_parser = argparse.ArgumentParser(add_help=False)
     config_parser.add_argument("--config", type=str, help="a YAML file with any of the arguments below")
     config_args, remaining = config_parser.parse_known_args(argv)
     parser = HfArgumentParser(ForgeryTalkerTrainingArguments, parents=[config_parser])
     if config_args.config:
-        path = Path(config_args.config)
-        if not path.is_file():
-            parser.error(f"--config: no such file: {path}")
-        settings = yaml.safe_load(path.read_text()) or {}
+        settings = _read_yaml(parser, Path(config_args.config))
         fields = {action.dest: action for action in parser._actions}
         unknown = set(settings) - set(fields)
         if unknown:
-            parser.error(f"--config {path}: unknown settings {sorted(unknown)}")
-        parser.set_defaults(**settings)
+            parser.error(f"--config {config_args.config}: unknown settings {sorted(unknown)}")
+        # as strings, so that argparse converts and checks them exactly like the same values given as flags
+        parser.set_defaults(**{name: _as_flag_value(value) for name, value in settings.items()})
         for name in settings:
             fields[name].required = False
-    arguments = parser.parse_args_into_dataclasses(args=remaining)[0]
-    arguments.output_dir = os.path.abspath(os.path.expanduser(arguments.output_dir))
-    return arguments
+    try:
+        return parser.parse_args_into_dataclasses(args=remaining)[0]
+    except TrainingConfigurationError as error:
+        parser.error(str(error))
+
+
+def _read_yaml(parser: argparse.ArgumentParser, path: Path) -> dict:
+    if not path.is_file():
+        parser.error(f"--config: no such file: {path}")
+    try:
+        settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        parser.error(f"--config {path}: not valid YAML ({error})")
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        parser.error(f"--config {path}: must be a mapping of settings, got {type(settings).__name__}")
+    return settings
+
+
+def _as_flag_value(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)

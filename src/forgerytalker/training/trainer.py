@@ -1,4 +1,8 @@
-"""The training loop: one entry point for both stages, on one process or many (Accelerate)."""
+"""The training loop: one entry point for both stages, on one process or many (Accelerate).
+
+Every process runs the same code path: the start-up checks, the training steps, validation (each process
+scores its share) and the best-model decision; only writing files is left to the main process.
+"""
 
 from __future__ import annotations
 
@@ -7,50 +11,36 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import broadcast_object_list, set_seed
+from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .arguments import ForgeryTalkerTrainingArguments
-from .data import ForgeryTalkerCollator, load_splits
-from .model_setup import build_model_and_processor, trainable_module
-from .validation import validate
+from .checkpoints import TrainerState, resume_from_latest, save_checkpoint
+from .data import ForgeryTalkerCollator
+from .model_setup import build_model_and_processor
+from .output_folder import ARGS_FILE, BEST_DIR, LOG_FILE, TRACKER_DIR, clear_earlier_run, recover_folder, replace_folder
+from .startup_checks import run_startup_checks
+from .validation import is_improvement, validate
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.json"
-LOG_FILE = "log.jsonl"
-BEST_DIR = "best"
-
-
-@dataclasses.dataclass
-class TrainerState:
-    """What a checkpoint must remember besides model, optimizer, scheduler and RNG states."""
-
-    step: int = 0
-    best_metric: float | None = None
-    best_step: int | None = None
-
-
-def checkpoint_dirs(output_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (a checkpoint is complete once renamed from its `.tmp` folder)."""
-    folder = output_dir / CHECKPOINTS
-    if not folder.is_dir():
-        return []
-    complete = [path for path in folder.iterdir() if path.name.startswith("step-") and (path / STATE_FILE).is_file()]
-    return sorted(complete, key=lambda path: int(path.name.removeprefix("step-")))
+LOSS_NAMES = {"prompter": ("loss",), "joint": ("loss", "language_model_loss", "mask_loss", "region_loss")}
 
 
 def train(args: ForgeryTalkerTrainingArguments) -> Path:
-    """Runs (or resumes) one training stage; returns the folder with the final model and processor."""
+    """Runs (or resumes) one training stage; returns the folder with the final model and processor.
+
+    Raises `TrainingConfigurationError` (on every process, before anything is written or built) for a bad
+    output folder, model source, dataset or missing tool, and `UnreadableSampleError` naming the image id of a
+    sample that cannot be decoded (unless `args.skip_unreadable_images`).
+    """
     output_dir = Path(args.output_dir)
     log_with = "tensorboard" if args.report_to_tensorboard and _tensorboard_available() else None
     accelerator = Accelerator(
@@ -60,29 +50,30 @@ def train(args: ForgeryTalkerTrainingArguments) -> Path:
         project_dir=str(output_dir),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
-    set_seed(args.seed)
+    train_split, validation_split = run_startup_checks(args)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "training_args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+        _prepare_output_dir(args, output_dir)
+    accelerator.wait_for_everyone()
+    set_seed(args.seed)
     if log_with:
-        accelerator.init_trackers("forgerytalker", config={k: v for k, v in dataclasses.asdict(args).items() if v is not None})
+        accelerator.init_trackers(TRACKER_DIR, config={k: v for k, v in dataclasses.asdict(args).items() if v is not None})
 
-    train_split, validation_split = load_splits(args.dataset, args.train_split, args.validation_split)
     train_split = _first(train_split, args.max_train_samples)
     validation_split = _first(validation_split, args.max_eval_samples)
-    model, processor = build_model_and_processor(args, train_split["caption"])
-    module = trainable_module(model, args.stage)
+    model, processor = build_model_and_processor(args, train_split["caption"] if args.stage == "joint" else [])
 
     loader = DataLoader(
         train_split,
         batch_size=args.per_device_train_batch_size,
         shuffle=True,
-        collate_fn=ForgeryTalkerCollator(processor, args.stage),
+        collate_fn=ForgeryTalkerCollator(processor, args.stage, args.skip_unreadable_images),
         num_workers=args.dataloader_num_workers,
     )
-    parameters = [parameter for parameter in module.parameters() if parameter.requires_grad]
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay)
-    module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
+    module, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    # Accelerate ends an accumulation at the end of the loader, so an epoch's last step may use fewer batches.
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
     total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
     # A prepared scheduler steps once per process at every optimizer step.
@@ -94,44 +85,66 @@ def train(args: ForgeryTalkerTrainingArguments) -> Path:
     )
     scheduler = accelerator.prepare(scheduler)
 
-    state = _resume(accelerator, output_dir) if args.resume else TrainerState()
+    state = TrainerState()
+    if args.resume:
+        state, record = resume_from_latest(accelerator, output_dir)
+        if record:
+            _log(accelerator, output_dir, record)
     logger.info("Training stage %s for %d steps (%d per epoch) on %d process(es)", args.stage, total_steps,
                 steps_per_epoch, accelerator.num_processes)
-    progress = tqdm(total=total_steps, initial=state.step, desc=f"train {args.stage}", disable=not accelerator.is_local_main_process)
-    window = _Window()
+    progress = tqdm(total=total_steps, initial=state.step, desc=f"train {args.stage}",
+                    disable=not accelerator.is_local_main_process)
+    window = _Window(LOSS_NAMES[args.stage])
+    skipped_images: set[str] = set()
     while state.step < total_steps:
-        consumed = state.step * args.gradient_accumulation_steps
-        epoch, skip = divmod(consumed, len(loader))
+        epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
         loader.set_epoch(epoch)
+        # only a resumed run starts inside an epoch; every step before the epoch's last used a full accumulation
+        skip = step_in_epoch * args.gradient_accumulation_steps
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in batches:
-            image_ids = batch.pop("image_ids")
+            image_ids, skipped, weight = batch.pop("image_ids"), batch.pop("skipped_image_ids"), batch.pop("loss_weight")
             with accelerator.accumulate(module):
                 losses = _losses(module, batch, args.stage)
-                accelerator.backward(losses["loss"])
+                accelerator.backward(losses["loss"] * weight)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(parameters, args.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            window.add(losses, len(image_ids) * accelerator.num_processes, image_ids)
+            window.add(losses if weight else None, len(image_ids), image_ids, skipped)
             if not accelerator.sync_gradients:
                 continue
             state.step += 1
             progress.update(1)
             if state.step % args.logging_steps == 0 or state.step == total_steps:
+                summary = window.summary(accelerator, args.log_batch_ids)
+                skipped_images.update(summary.get("skipped_images", ()))
                 _log(accelerator, output_dir, {"step": state.step, "epoch": epoch, "learning_rate": scheduler.get_last_lr()[0],
-                                               **window.summary(accelerator, args.log_batch_ids)})
+                                               **summary})
             if validation_split is not None and (state.step % args.eval_steps == 0 or state.step == total_steps):
-                _validate_and_keep_best(accelerator, model, processor, validation_split, args, state, output_dir)
+                _validate_and_keep_best(accelerator, module, processor, validation_split, args, state, output_dir)
             if state.step % args.save_steps == 0 or state.step == total_steps:
-                _save_checkpoint(accelerator, output_dir, state, args.save_total_limit)
+                save_checkpoint(accelerator, output_dir, state, args.save_total_limit)
             if state.step >= total_steps:
                 break
     progress.close()
-    _save_final(accelerator, model, processor, output_dir)
+    if skipped_images:
+        logger.warning("Left out %d unreadable image(s): %s", len(skipped_images), sorted(skipped_images))
+        _log(accelerator, output_dir, {"step": state.step, "unreadable_images": sorted(skipped_images)})
+    _save_final(accelerator, module, processor, output_dir)
     accelerator.end_training()
     return output_dir
+
+
+def _prepare_output_dir(args: ForgeryTalkerTrainingArguments, output_dir: Path) -> None:
+    """Main process, after the start-up checks: clears an earlier run if asked, records the settings."""
+    if args.overwrite_output_dir:
+        clear_earlier_run(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    recover_folder(output_dir / BEST_DIR)
+    if not (output_dir / ARGS_FILE).is_file():
+        (output_dir / ARGS_FILE).write_text(json.dumps(dataclasses.asdict(args), indent=2))
 
 
 def _first(split, count: int | None):
@@ -150,43 +163,53 @@ def _losses(module, batch: dict, stage: str) -> dict[str, torch.Tensor]:
     """The loss to optimise (`"loss"`) and its parts, for the stage's forward pass."""
     if stage == "prompter":
         output = module(pixel_values=batch["pixel_values"], region_labels=batch["region_labels"])
-        return {"loss": output.loss, "region_loss": output.loss}
+        return {"loss": output.loss}
     output = module(**batch)
     return {"loss": output.loss, "language_model_loss": output.language_model_loss, "mask_loss": output.mask_loss,
             "region_loss": output.region_loss}
 
 
 class _Window:
-    """Losses, sample count and ids since the last log line."""
+    """Losses, sample count, ids and skipped ids since the last log line."""
 
-    def __init__(self):
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
         self.reset()
 
     def reset(self):
-        self.sums: dict[str, float] = {}
+        self.sums = torch.zeros(len(self.names), dtype=torch.float64)
         self.batches = 0
         self.samples = 0
         self.image_ids: list[str] = []
+        self.skipped: list[str] = []
         self.started = time.perf_counter()
 
-    def add(self, losses: dict, samples: int, image_ids: list[str]):
-        for name, value in losses.items():
-            if value is not None:
-                self.sums[name] = self.sums.get(name, 0.0) + float(value.detach())
-        self.batches += 1
+    def add(self, losses: dict | None, samples: int, image_ids: list[str], skipped: list[str]):
+        """One micro-batch; `losses` is `None` for a placeholder batch (all its images unreadable)."""
+        if losses is not None:
+            self.sums += torch.tensor([float(losses[name].detach()) for name in self.names], dtype=torch.float64)
+            self.batches += 1
         self.samples += samples
         self.image_ids += image_ids
+        self.skipped += skipped
 
     def summary(self, accelerator: Accelerator, with_ids: bool) -> dict:
-        """Mean losses over the window and all processes (a collective: every process calls it)."""
+        """Mean losses over the window's batches on all processes (a collective: every process calls it)."""
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        names = sorted(self.sums)
-        means = torch.tensor([self.sums[name] / self.batches for name in names], device=accelerator.device)
-        means = accelerator.reduce(means, reduction="mean") if accelerator.num_processes > 1 else means
-        record = dict(zip(names, means.tolist()))
-        record["samples_per_second"] = self.samples / elapsed
+        totals = torch.cat([self.sums, torch.tensor([self.batches, self.samples], dtype=torch.float64)]).to(accelerator.device)
+        skipped = self.skipped
+        if accelerator.num_processes > 1:
+            totals = accelerator.reduce(totals, reduction="sum")
+            skipped = gather_object(skipped)
+        totals = totals.tolist()
+        batches, samples = totals[-2], totals[-1]
+        # `None` when every batch of the window was an unreadable-image placeholder
+        record = {name: (value / batches if batches else None) for name, value in zip(self.names, totals)}
+        record["samples_per_second"] = samples / elapsed
         if with_ids:
             record["image_ids"] = self.image_ids  # the main process's share of the batches
+        if skipped:
+            record["skipped_images"] = sorted(set(skipped))
         self.reset()
         return record
 
@@ -201,68 +224,37 @@ def _log(accelerator: Accelerator, output_dir: Path, record: dict) -> None:
         accelerator.log(scalars, step=record["step"])
 
 
-def _validate_and_keep_best(accelerator, model, processor, split, args, state: TrainerState, output_dir: Path) -> None:
-    if accelerator.is_main_process:
-        base = accelerator.unwrap_model(model)
-        metrics = validate(base, processor, split, args)
-        base.train()
-        _log(accelerator, output_dir, {"step": state.step, "validation": metrics})
-        value = metrics.get(args.best_metric)
-        if value is None:
-            raise ValueError(f"--best_metric {args.best_metric!r} is not among the validation metrics {sorted(metrics)}")
-        if state.best_metric is None or value > state.best_metric:
-            state.best_metric, state.best_step = float(value), state.step
-            _save_model(base, processor, output_dir / BEST_DIR)
-            logger.info("New best %s = %.4f at step %d", args.best_metric, value, state.step)
+def _validate_and_keep_best(accelerator, module, processor, split, args, state: TrainerState, output_dir: Path) -> None:
+    """Validation on every process; the main process's result decides the best model for all of them."""
+    model = accelerator.unwrap_model(module)
+    metrics = validate(model, processor, split, args, accelerator)  # restores the training mode
+    metrics = broadcast_object_list([metrics], from_process=0)[0]
+    _log(accelerator, output_dir, {"step": state.step, "validation": metrics})
+    value = metrics.get(args.best_metric)
+    if value is None:
+        raise ValueError(f"--best_metric {args.best_metric!r} is not among this validation's metrics {sorted(metrics)}")
+    if is_improvement(args.best_metric, value, state.best_metric):
+        state.best_metric, state.best_step = float(value), state.step
+        if accelerator.is_main_process:
+            staging = output_dir / (BEST_DIR + ".tmp")
+            _save_model(model, processor, staging)
+            replace_folder(staging, output_dir / BEST_DIR)
+        logger.info("New best %s = %.4f at step %d", args.best_metric, value, state.step)
     accelerator.wait_for_everyone()
-    # every process keeps the same best-so-far, so the checkpoints they write agree
-    shared = broadcast_object_list([dataclasses.asdict(state)], from_process=0)
-    state.best_metric, state.best_step = shared[0]["best_metric"], shared[0]["best_step"]
 
 
 def _save_model(model, processor, folder: Path) -> None:
-    """`save_pretrained` of the model (LoRA merged into a copy) and its processor, loadable by AutoModel."""
+    """`save_pretrained` of the model (LoRA merged into a copy) and its processor, loadable by AutoModel (and, for
+    a stage-1 prompter, by `--prompter_name_or_path`)."""
     if hasattr(model, "merge_and_unload"):
         model = copy.deepcopy(model).merge_and_unload()
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
 
 
-def _save_checkpoint(accelerator: Accelerator, output_dir: Path, state: TrainerState, keep: int) -> None:
-    """`accelerator.save_state` into a `.tmp` folder that is renamed when complete, so a killed run never
-    leaves a checkpoint that looks whole; older checkpoints beyond `keep` are removed."""
-    final = output_dir / CHECKPOINTS / f"step-{state.step:08d}"
-    partial = final.with_name(final.name + ".tmp")
-    if accelerator.is_main_process and partial.exists():
-        shutil.rmtree(partial)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
+def _save_final(accelerator: Accelerator, module, processor, output_dir: Path) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (partial / STATE_FILE).write_text(json.dumps(dataclasses.asdict(state)))
-        if final.exists():
-            shutil.rmtree(final)
-        partial.rename(final)
-        for old in checkpoint_dirs(output_dir)[:-keep]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-
-def _resume(accelerator: Accelerator, output_dir: Path) -> TrainerState:
-    checkpoints = checkpoint_dirs(output_dir)
-    if not checkpoints:
-        logger.warning("--resume: no checkpoint in %s yet, starting from the beginning", output_dir / CHECKPOINTS)
-        return TrainerState()
-    latest = checkpoints[-1]
-    accelerator.load_state(str(latest))
-    state = TrainerState(**json.loads((latest / STATE_FILE).read_text()))
-    logger.info("Resumed from %s (step %d)", latest, state.step)
-    return state
-
-
-def _save_final(accelerator: Accelerator, model, processor, output_dir: Path) -> None:
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _save_model(accelerator.unwrap_model(model), processor, output_dir)
+        _save_model(accelerator.unwrap_model(module), processor, output_dir)
         logger.info("Saved the final model and processor to %s", output_dir)
     accelerator.wait_for_everyone()

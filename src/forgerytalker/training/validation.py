@@ -1,44 +1,83 @@
-"""Validation during training: the prompter's PLM in stage 1, the full evaluation metrics in stage 2."""
+"""Validation during training, on every process: the prompter's PLM in stage 1, the evaluation metrics in stage 2."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
+from ..evaluation.conventions import ALL_METRICS
 from ..evaluation.region_metrics import positive_label_matching
 from .data import ForgeryTalkerCollator
 
+VALIDATION_METRICS: dict[str, tuple[str, ...]] = {
+    "prompter": ("PLM", "region_loss"),
+    # stage 2 validates without METEOR (a Java process per call)
+    "joint": tuple(name for name in ALL_METRICS if name != "METEOR"),
+}
+"""The metrics each stage's validation reports: the choices of `--best_metric`."""
+LOWER_IS_BETTER = frozenset({"region_loss"})
+
+
+def is_improvement(metric: str, value: float, best: float | None) -> bool:
+    """Whether `value` of `metric` beats the best so far (`None`: nothing yet)."""
+    if best is None:
+        return True
+    return value < best if metric in LOWER_IS_BETTER else value > best
+
 
 @torch.inference_mode()
-def validate_prompter(model, processor, split, batch_size: int) -> dict[str, float]:
-    """PLM (0-100) and mean region loss of the prompter on `split`."""
-    model.eval()
-    loader = DataLoader(split, batch_size=batch_size, collate_fn=ForgeryTalkerCollator(processor, "prompter"))
-    probabilities, targets, losses = [], [], []
-    for batch in loader:
-        output = model.prompter(batch["pixel_values"].to(model.device), region_labels=batch["region_labels"].to(model.device))
+def validate_prompter(
+    prompter, image_processor, split, batch_size: int, accelerator=None, skip_unreadable_images: bool = False
+) -> dict[str, float]:
+    """PLM (0-100) and mean per-sample region loss of a `ForgeryPrompterNetwork` on `split`.
+
+    With an `accelerator` of several processes, each process scores its contiguous shard of `split` and the
+    results are gathered, so every process returns the metrics a single process would. Inputs go to the
+    prompter's own device; regions count as predicted above the prompter config's `region_threshold`.
+    """
+    if accelerator is not None and accelerator.num_processes > 1:
+        split = split.shard(num_shards=accelerator.num_processes, index=accelerator.process_index, contiguous=True)
+    was_training = prompter.training
+    prompter.eval()
+    collator = ForgeryTalkerCollator(image_processor, "prompter", skip_unreadable_images)
+    loader = DataLoader(split, batch_size=batch_size, collate_fn=collator)
+    main = accelerator is None or accelerator.is_local_main_process
+    probabilities, targets, loss_sum = [], [], 0.0
+    for batch in tqdm(loader, desc="validate", leave=False, disable=not main):
+        if not batch["image_ids"]:  # every image of the batch was unreadable
+            continue
+        labels = batch["region_labels"]
+        output = prompter(batch["pixel_values"].to(prompter.device), region_labels=labels.to(prompter.device))
         probabilities.append(torch.sigmoid(output.region_logits).float().cpu().numpy())
-        targets.append(batch["region_labels"].numpy())
-        losses.append(float(output.loss))
-    threshold = model.config.prompter_config.region_threshold
-    predicted = np.concatenate(probabilities) > threshold
-    return {"PLM": positive_label_matching(predicted, np.concatenate(targets)), "region_loss": float(np.mean(losses))}
+        targets.append(labels.numpy())
+        loss_sum += float(output.loss) * len(labels)  # the loss is the batch mean of per-sample losses
+    prompter.train(was_training)
+    shard = (np.concatenate(probabilities) if probabilities else np.zeros((0, prompter.config.num_regions)),
+             np.concatenate(targets) if targets else np.zeros((0, prompter.config.num_regions)), loss_sum)
+    shards = gather_object([shard]) if accelerator is not None and accelerator.num_processes > 1 else [shard]
+    probabilities = np.concatenate([part[0] for part in shards])
+    targets = np.concatenate([part[1] for part in shards])
+    predicted = probabilities > prompter.config.region_threshold
+    return {"PLM": positive_label_matching(predicted, targets), "region_loss": sum(part[2] for part in shards) / len(targets)}
 
 
-def validate(model, processor, split, args) -> dict[str, float]:
-    """The validation metrics of the stage being trained, as one flat dict of numbers."""
+def validate(model, processor, split, args, accelerator) -> dict[str, float]:
+    """The validation metrics of the stage being trained, as one flat dict of numbers, on every process."""
     if args.stage == "prompter":
-        return validate_prompter(model, processor, split, args.per_device_eval_batch_size)
+        return validate_prompter(model, processor, split, args.per_device_eval_batch_size, accelerator,
+                                 args.skip_unreadable_images)
     from ..evaluation.runner import run_evaluation
 
-    model.eval()
     document = run_evaluation(
         model,
         processor,
         split,
         batch_size=args.per_device_eval_batch_size,
         max_new_tokens=args.generation_max_new_tokens,
-        progress=False,
+        skip_unreadable_images=args.skip_unreadable_images,
+        progress=accelerator.is_local_main_process,
     )
     return {name: value for name, value in document["overall"].items() if isinstance(value, (int, float))}

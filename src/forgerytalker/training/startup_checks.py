@@ -1,0 +1,60 @@
+"""Checks every process runs before training, before anything is written or any model is built.
+
+Each process runs the same checks on the same inputs, so a bad setting, input or missing tool stops all of
+them with the same `TrainingConfigurationError`; none is left waiting at a barrier for a process that died.
+"""
+
+from __future__ import annotations
+
+from datasets import Dataset
+
+from ..configuration_forgerytalker import ForgeryTalkerConfig, ForgeryTalkerPrompterConfig
+from ..evaluation.text_metrics import JavaNotFoundError, require_java
+from ..modeling_forgerytalker import resolve_local_path
+from .arguments import ForgeryTalkerTrainingArguments
+from .data import load_splits
+from .errors import TrainingConfigurationError
+from .model_setup import check_prompter_fits, has_image_processor
+from .output_folder import check_output_dir
+
+
+def run_startup_checks(args: ForgeryTalkerTrainingArguments) -> tuple[Dataset, Dataset | None]:
+    """Checks the output folder, the model sources, the tools validation needs and the dataset; returns the
+    train and validation splits (undecoded, see `data.undecoded`)."""
+    check_output_dir(args)
+    check_model_sources(args)
+    if args.stage == "joint" and args.validation_split is not None:
+        try:
+            require_java("Stage-2 validation (the PTB tokenizer of the report metrics)")
+        except JavaNotFoundError as error:
+            raise TrainingConfigurationError(
+                f"--validation_split: {error}; or train without validation (--validation_split none)"
+            ) from None
+    return load_splits(args.dataset, args.train_split, args.validation_split, args.stage)
+
+
+def check_model_sources(args: ForgeryTalkerTrainingArguments) -> None:
+    """Every checkpoint folder the arguments name exists and holds the right kind of config."""
+    sources = {
+        "model_name_or_path": ForgeryTalkerConfig,
+        "prompter_name_or_path": ForgeryTalkerPrompterConfig,
+        "instructblip_name_or_path": None,
+    }
+    for name, config_class in sources.items():
+        value = getattr(args, name)
+        if not value:
+            continue
+        try:
+            path = resolve_local_path(value, name)
+            if config_class is not None:
+                config_class.from_pretrained(path)
+        except (OSError, ValueError) as error:
+            raise TrainingConfigurationError(f"--{name}: {value!r} is not a usable checkpoint ({error})") from None
+    if args.stage == "prompter" and not (args.tiny_model or args.instructblip_name_or_path):
+        if not (args.prompter_name_or_path and has_image_processor(args.prompter_name_or_path)):
+            raise TrainingConfigurationError(
+                "--instructblip_name_or_path: stage 1 needs the image processor stage 2 will use; give the InstructBLIP "
+                "folder (only its image processor is read), a --prompter_name_or_path that holds one, or --tiny_model"
+            )
+    if args.stage == "joint" and args.prompter_name_or_path:
+        check_prompter_fits(args)
