@@ -11,27 +11,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# Everything the suite and the processes it starts write to "the temp directory" goes into one folder of its
+# own, removed when the session ends: pytest's tmp_path folders, the Hugging Face home, torch elastic's files.
+_TEMP_ROOT = tempfile.mkdtemp(prefix="forgerytalker-tests-")
+atexit.register(shutil.rmtree, _TEMP_ROOT, ignore_errors=True)
+os.environ["TMPDIR"] = _TEMP_ROOT
+tempfile.tempdir = _TEMP_ROOT
+
 # Nothing may reach the model hub: every cache points at a throw-away folder before transformers is imported.
-_HF_HOME = tempfile.mkdtemp(prefix="forgerytalker-hf-home-")
-atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
-os.environ["HF_HOME"] = _HF_HOME
+os.environ["HF_HOME"] = os.path.join(_TEMP_ROOT, "hf-home")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def pytest_sessionfinish(session):
-    """Leaves nothing in the temp directory: pytest's own base folder goes too (its retention policy is
-    "none" in pyproject.toml, which empties it but keeps the per-user root)."""
-    factory = getattr(session.config, "_tmp_path_factory", None)
-    if factory is None or session.config.option.basetemp:
-        return
-    root = factory.getbasetemp().parent
-    shutil.rmtree(factory.getbasetemp(), ignore_errors=True)
-    try:
-        root.rmdir()  # only when no other pytest session of this user is using it
-    except OSError:
-        pass
 
 
 @pytest.fixture
