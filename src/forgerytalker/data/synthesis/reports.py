@@ -3,8 +3,7 @@
 Each statement says what is visibly wrong in named regions (blur, colour or lighting mismatch, seam, distorted
 shape), graded by the measured score, and regions that share a flaw share a sentence. The text names regions
 only through the nouns in `REGION_NOUNS`, so `caption_to_regions(report)` gives back exactly the regions written
-about, under the release's own table as under the project's (`include_additions=False` or not: no noun is one of
-the project's additions). All other wording avoids every synonym of either table (no "skin" in a texture phrase,
+about, with the project's additions as without (`include_additions`: no noun is one of them). All other wording avoids every synonym of either table (no "skin" in a texture phrase,
 no "brow", which MMTT counts as forehead, no "line", which it counts as wrinkle). Reports never refer to an
 original image.
 """
