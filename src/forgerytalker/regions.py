@@ -67,8 +67,8 @@ RELEASED_REGION_SYNONYMS: dict[str, tuple[str, ...]] = {
 # The release lists "buccal" under both mouth and cheek: it marks both.
 RELEASED_SHARED_SYNONYMS: dict[str, tuple[str, ...]] = {"buccal": ("mouth", "cheek")}
 # The project's additions: words the release's table lacks that name a region just as plainly. The release
-# gives these no label ("eyelids" is not "eye" under `\b` matching), so captions using them are labelled
-# differently by the two rules; the synthesizer's reports avoid them.
+# gives these no label ("eyelids" is not "eye" under `\b` matching), so they are used only on request
+# (`include_additions=True`): by default a caption gets exactly the labels the release's rule gives it.
 ADDED_REGION_SYNONYMS: dict[str, tuple[str, ...]] = {
     "eye": ("eyelid", "eyelids"),
     "pupil": ("iris", "irises"),
@@ -89,10 +89,10 @@ def _synonym_regions(include_additions: bool) -> dict[str, tuple[str, ...]]:
 
 
 REGION_SYNONYMS: dict[str, tuple[str, ...]] = {
-    name: tuple(synonym for synonym, regions in _synonym_regions(True).items() if name in regions)
+    name: tuple(synonym for synonym, regions in _synonym_regions(False).items() if name in regions)
     for name in REGION_NAMES
 }
-"""Region → every word or phrase that marks it in a caption (the release's table, then the additions)."""
+"""Region → every word or phrase that marks it in a caption by the release's rule (`ADDED_REGION_SYNONYMS` apart)."""
 
 _WORD = re.compile(r"\w+")
 
@@ -118,17 +118,17 @@ class _CaptionMatcher:
 _MATCHERS = {True: _CaptionMatcher(_synonym_regions(True)), False: _CaptionMatcher(_synonym_regions(False))}
 
 
-def caption_to_regions(caption: str, *, include_additions: bool = True) -> list[str]:
+def caption_to_regions(caption: str, *, include_additions: bool = False) -> list[str]:
     """Names of the regions a caption mentions, in `REGION_NAMES` order.
 
-    Every synonym of `REGION_SYNONYMS` found as a whole word or phrase (case-insensitive) marks its region(s).
-    With `include_additions=False` only the release's own table is used: the labels are then those the
-    release's script gives the caption.
+    Every synonym of `REGION_SYNONYMS` found as a whole word or phrase (case-insensitive) marks its region(s):
+    the labels the release's script gives the caption. `include_additions=True` also counts the words of
+    `ADDED_REGION_SYNONYMS` ("eyelids" → eye), which the release does not.
     """
     return _MATCHERS[include_additions].regions(caption)
 
 
-def caption_to_labels(caption: str, *, include_additions: bool = True) -> list[int]:
+def caption_to_labels(caption: str, *, include_additions: bool = False) -> list[int]:
     """The 21-long 0/1 vector of a caption, as the released MMTT `multilabel` field (see `caption_to_regions`)."""
     return regions_to_labels(caption_to_regions(caption, include_additions=include_additions))
 
