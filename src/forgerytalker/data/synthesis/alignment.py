@@ -75,7 +75,10 @@ def _cached(cache_file: Path, key: dict) -> tuple[list[FaceAlignment], list[Skip
 
 
 def _align_cached(job: _PhotoJob) -> tuple[list[FaceAlignment], list[SkippedFace], str]:
-    data = (job.faces_dir / job.photo).read_bytes()
+    try:
+        data = (job.faces_dir / job.photo).read_bytes()
+    except OSError as error:
+        return [], [SkippedFace(job.photo, f"{job.photo}: cannot be read: {error.strerror}")], ""
     digest = hashlib.sha256(data).hexdigest()
     cache_file = job.cache_dir / (hashlib.sha1(job.photo.encode("utf-8")).hexdigest() + ".json")
     key = {"version": CACHE_VERSION, "photo": job.photo, "sha256": digest, **dict(job.face_parameters)}
