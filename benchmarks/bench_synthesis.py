@@ -56,7 +56,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         start = time.perf_counter()
-        faces, _, num_photos = align_folder(SynthesisConfig(args.faces, scratch / "align", 0, show_progress=False))
+        aligned = align_folder(SynthesisConfig(args.faces, scratch / "align", 1, show_progress=False))
+        faces, num_photos = aligned.faces, len(aligned.photos)
         align_seconds = time.perf_counter() - start
         cache = scratch / "align" / "cache"
         result = {

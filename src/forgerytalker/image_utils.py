@@ -99,16 +99,14 @@ def open_image(source: ImageSource, *, max_pixels: int | None = None, what: str 
     except IsADirectoryError:
         raise ImageReadError(f"{name}: is a folder, not a picture") from None
     except Image.DecompressionBombError as error:
-        raise ImageTooLargeError(f"{name}: refused before decoding, too many pixels ({error})") from error
+        # Pillow's own check (at twice `PIL.Image.MAX_IMAGE_PIXELS`) fired first; it is above our limit too
+        raise ImageTooLargeError(f"{name}: {_over_the_limit(limit)} ({error})") from error
     except _PIL_ERRORS as error:
         raise ImageReadError(f"{name}: not a readable picture ({_reason(error)})") from error
     width, height = image.size
     if width * height > limit:
         image.close()
-        raise ImageTooLargeError(
-            f"{name}: {width}×{height} = {width * height:,} pixels is over the limit of {limit:,} "
-            f"(refused before decoding; raise it with {MAX_IMAGE_PIXELS_ENV} or the command's --max-image-pixels)"
-        )
+        raise ImageTooLargeError(f"{name}: {width}×{height} = {width * height:,} pixels {_over_the_limit(limit)}")
     if width == 0 or height == 0:
         image.close()
         raise ImageReadError(f"{name}: the picture is empty ({width}×{height})")
@@ -241,7 +239,17 @@ def _scale_to_uint8(array: np.ndarray) -> np.ndarray:
     raise ValueError(f"Unsupported picture dtype {array.dtype}")
 
 
+def _over_the_limit(limit: int) -> str:
+    return (
+        f"is over the limit of {limit:,} pixels (refused before decoding; raise it with {MAX_IMAGE_PIXELS_ENV} or "
+        "the command's --max-image-pixels)"
+    )
+
+
 def _reason(error: Exception) -> str:
+    if isinstance(error, UnidentifiedImageError):
+        # Pillow's own text names the file object (`<_io.BytesIO object at 0x...>`), which differs between runs
+        return "not a picture format Pillow recognises"
     text = str(error).strip()
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 

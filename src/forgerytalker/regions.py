@@ -37,44 +37,100 @@ REGION_NAMES: tuple[str, ...] = (
 NUM_REGIONS = len(REGION_NAMES)
 REGION_TO_INDEX = {name: index for index, name in enumerate(REGION_NAMES)}
 
-# Whole words that name a region in a caption, as the released annotations map them
-# (plurals, spelling variants and the synonyms annotators used).
-REGION_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "eye": ("eye", "eyes", "eyelid", "eyelids"),
-    "pupil": ("pupil", "pupils", "iris", "irises"),
-    "lip": ("lip", "lips"),
-    "mouth": ("mouth", "mouths"),
-    "nose": ("nose", "noses", "nostril", "nostrils"),
-    "ear": ("ear", "ears", "earlobe", "earlobes"),
-    "cheek": ("cheek", "cheeks", "cheekbone", "cheekbones"),
-    "forehead": ("forehead", "foreheads", "brow", "brows"),
-    "chin": ("chin", "chins"),
-    "jaw": ("jaw", "jaws", "jawline", "jawlines"),
+# The release's caption → label table (`scripts/data_preparation/to_mutilabel.py` of
+# NattyLianJc/Generating-Attribution-Reports), the rule the released `multilabel` vectors were made with.
+# A synonym is a word or a phrase, matched as a whole (case-insensitive, `\b` at both ends); every synonym
+# that occurs marks its region, so "facial hair" marks beard, and its word "hair" marks hair too.
+RELEASED_REGION_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "eye": ("eye", "eyes", "ocular", "optic", "vision"),
+    "pupil": ("pupil", "pupils"),
+    "lip": ("lip", "lips", "labium", "labia"),
+    "mouth": ("mouth", "mouths", "oral cavity"),
+    "nose": ("nose", "noses", "nasal", "nostril", "nostrils"),
+    "ear": ("ear", "ears", "auricle", "pinna", "pinnae"),
+    "cheek": ("cheek", "cheeks", "malar"),
+    "forehead": ("forehead", "frontal", "brow", "brows"),
+    "chin": ("chin", "chins", "mentum"),
+    "jaw": ("jaw", "jaws", "mandible", "maxilla"),
     "eyebrow": ("eyebrow", "eyebrows"),
-    "tooth": ("tooth", "teeth"),
-    "tongue": ("tongue", "tongues"),
-    "beard": ("beard", "beards"),
+    "tooth": ("tooth", "teeth", "dentition"),
+    "tongue": ("tongue", "tongues", "glossa", "lingua"),
+    "beard": ("beard", "beards", "facial hair"),
     "mustache": ("mustache", "mustaches", "moustache", "moustaches"),
-    "skin": ("skin", "skins"),
-    "hair": ("hair", "hairs", "hairline"),
-    "wrinkle": ("wrinkle", "wrinkles"),
-    "freckle": ("freckle", "freckles"),
-    "scar": ("scar", "scars"),
-    "dimple": ("dimple", "dimples"),
+    "skin": ("skin", "derma", "epidermis", "cutis"),
+    "hair": ("hair", "hairs", "locks", "tresses", "strands"),
+    "wrinkle": ("wrinkle", "wrinkles", "line", "lines", "crease", "creases"),
+    "freckle": ("freckle", "freckles", "lentigo", "lentigines"),
+    "scar": ("scar", "scars", "cicatrix", "cicatrices"),
+    "dimple": ("dimple", "dimples", "fossa", "fossae"),
 }
-_WORD_TO_REGION = {word: region for region, words in REGION_SYNONYMS.items() for word in words}
-_WORD_PATTERN = re.compile(r"[a-z]+")
+# The release lists "buccal" under both mouth and cheek: it marks both.
+RELEASED_SHARED_SYNONYMS: dict[str, tuple[str, ...]] = {"buccal": ("mouth", "cheek")}
+# The project's additions: words the release's table lacks that name a region just as plainly. The release
+# gives these no label ("eyelids" is not "eye" under `\b` matching), so they are used only on request
+# (`include_additions=True`): by default a caption gets exactly the labels the release's rule gives it.
+ADDED_REGION_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "eye": ("eyelid", "eyelids"),
+    "pupil": ("iris", "irises"),
+    "ear": ("earlobe", "earlobes"),
+    "cheek": ("cheekbone", "cheekbones"),
+    "jaw": ("jawline", "jawlines"),
+    "skin": ("skins",),
+    "hair": ("hairline", "hairlines"),
+}
 
 
-def caption_to_regions(caption: str) -> list[str]:
-    """Names of the regions a caption mentions, in `REGION_NAMES` order (whole-word, case-insensitive)."""
-    mentioned = {_WORD_TO_REGION[word] for word in _WORD_PATTERN.findall(caption.lower()) if word in _WORD_TO_REGION}
-    return [name for name in REGION_NAMES if name in mentioned]
+def _synonym_regions(include_additions: bool) -> dict[str, tuple[str, ...]]:
+    """Synonym (lower case) → the regions it marks."""
+    tables = (RELEASED_REGION_SYNONYMS, ADDED_REGION_SYNONYMS) if include_additions else (RELEASED_REGION_SYNONYMS,)
+    table = {synonym: (region,) for words in tables for region, synonyms in words.items() for synonym in synonyms}
+    table.update(RELEASED_SHARED_SYNONYMS)
+    return table
 
 
-def caption_to_labels(caption: str) -> list[int]:
-    """The 21-long 0/1 vector of a caption, as the released MMTT `multilabel` field."""
-    return regions_to_labels(caption_to_regions(caption))
+REGION_SYNONYMS: dict[str, tuple[str, ...]] = {
+    name: tuple(synonym for synonym, regions in _synonym_regions(False).items() if name in regions)
+    for name in REGION_NAMES
+}
+"""Region → every word or phrase that marks it in a caption by the release's rule (`ADDED_REGION_SYNONYMS` apart)."""
+
+_WORD = re.compile(r"\w+")
+
+
+class _CaptionMatcher:
+    r"""Finds synonyms as `\b`-bounded whole words or phrases: single words by a set lookup over the caption's
+    maximal `\w+` runs (the same matches as `\bword\b`), phrases by one regular expression each."""
+
+    def __init__(self, synonyms: dict[str, tuple[str, ...]]):
+        self.words = {synonym: regions for synonym, regions in synonyms.items() if _WORD.fullmatch(synonym)}
+        self.phrases = [
+            (re.compile(r"\b" + re.escape(synonym) + r"\b", re.IGNORECASE), regions)
+            for synonym, regions in synonyms.items()
+            if synonym not in self.words
+        ]
+
+    def regions(self, caption: str) -> list[str]:
+        mentioned = {region for word in _WORD.findall(caption.lower()) for region in self.words.get(word, ())}
+        mentioned.update(region for pattern, regions in self.phrases if pattern.search(caption) for region in regions)
+        return [name for name in REGION_NAMES if name in mentioned]
+
+
+_MATCHERS = {True: _CaptionMatcher(_synonym_regions(True)), False: _CaptionMatcher(_synonym_regions(False))}
+
+
+def caption_to_regions(caption: str, *, include_additions: bool = False) -> list[str]:
+    """Names of the regions a caption mentions, in `REGION_NAMES` order.
+
+    Every synonym of `REGION_SYNONYMS` found as a whole word or phrase (case-insensitive) marks its region(s):
+    the labels the release's script gives the caption. `include_additions=True` also counts the words of
+    `ADDED_REGION_SYNONYMS` ("eyelids" → eye), which the release does not.
+    """
+    return _MATCHERS[include_additions].regions(caption)
+
+
+def caption_to_labels(caption: str, *, include_additions: bool = False) -> list[int]:
+    """The 21-long 0/1 vector of a caption, as the released MMTT `multilabel` field (see `caption_to_regions`)."""
+    return regions_to_labels(caption_to_regions(caption, include_additions=include_additions))
 
 
 def validate_region_names(names: Iterable[str], argument: str = "regions") -> list[str]:

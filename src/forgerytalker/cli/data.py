@@ -1,10 +1,20 @@
-"""`forgerytalker data ...`: dataset conversion and synthesis (sub-commands in their own modules)."""
+"""`forgerytalker data ...`: dataset conversion and synthesis (sub-commands in their own modules).
+
+Both sub-commands validate their arguments in the library (`forgerytalker.data.errors.DataInputError` names
+the parameter) and print the error with their own flag names (`render_error`), exit code 2. A lost worker
+process or another failure of the job itself is exit code 1.
+"""
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import sys
+from collections.abc import Mapping
 
 DATA_COMMAND_MODULES = ("convert", "synthesize")
+USAGE_ERROR = 2
+JOB_ERROR = 1
 
 
 def add_parser(subparsers) -> None:
@@ -12,3 +22,32 @@ def add_parser(subparsers) -> None:
     data_subparsers = parser.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     for name in DATA_COMMAND_MODULES:
         importlib.import_module(f"{__package__}.{name}").add_parser(data_subparsers)
+
+
+def whole_number(text: str) -> int:
+    """argparse type: an integer (its range is checked by the library, which names the flag)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def number(text: str) -> float:
+    """argparse type: a decimal number or a ratio such as `1/9`."""
+    numerator, _, denominator = text.partition("/")
+    try:
+        return float(numerator) / float(denominator or 1)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def render_error(error: Exception, flags: Mapping[str, str]) -> str:
+    """An error message with parameters written as the command's flags."""
+    from ..data.errors import DataInputError
+
+    return error.render(flags) if isinstance(error, DataInputError) else str(error)
+
+
+def fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code

@@ -15,15 +15,19 @@ MMTT_FEATURES = Features(
         "regions": List(ClassLabel(names=list(REGION_NAMES))),
         "method": Value("string"),
         "source": Value("string"),
+        "extra": Value("string"),
     }
 )
 """Columns of every split.
 
 - `image_id`: the released record's id (unique over all splits).
-- `image`: the image file's bytes as released (`path` holds its path relative to the MMTT root).
+- `image`: the image file's bytes as released (`path` holds the record's path).
 - `mask`: the forgery mask, decoded as grayscale (`L`); pixel > 0 means forged, all zeros means authentic.
 - `caption`: the written report.
-- `regions`: indices into `forgerytalker.regions.REGION_NAMES` of the regions the caption names.
-- `method`: one of `forgerytalker.data.methods.METHODS`, read from the image path.
+- `regions`: indices into `forgerytalker.regions.REGION_NAMES`: the released `multilabel` by default, or the
+  caption's regions (`forgerytalker.data.validation`).
+- `method`: the record's `method` field (mapped to `forgerytalker.data.methods.METHODS` when it names one, else
+  kept as written), else read from the image path; `authentic` for an empty mask with no region.
 - `source`: the top image folder under the image root (`celeb512`, `FFHQ512`, `face_attribute_image`, `synthetic`).
+- `extra`: the record's other fields (`instance_id`, `attribute`, ...) as a JSON object, "{}" when none.
 """

@@ -11,7 +11,7 @@ DIFFUSION_INPAINTING = "diffusion_inpainting"  # MMTT: SDXL
 CLASSICAL_INPAINTING = "classical_inpainting"  # synthesis: OpenCV Telea / Navier-Stokes
 REGION_TRANSPLANT = "region_transplant"  # synthesis: region from another face, Poisson-blended
 AUTHENTIC = "authentic"  # untouched photo, empty mask
-UNKNOWN = "unknown"  # the path did not say
+UNKNOWN = "unknown"  # neither the record nor its path said
 
 METHODS: tuple[str, ...] = (
     FACE_SWAP,
@@ -35,6 +35,45 @@ RELEASED_METHOD_TOKENS: dict[str, str] = {
     "diffusion": DIFFUSION_INPAINTING,
 }
 _TOKEN_PATTERN = re.compile(r"[a-z0-9]+")
+
+# Names a record's own `method` field may use for a method of `METHODS` (after `normalize_method_name`).
+METHOD_SYNONYMS: dict[str, str] = {
+    "e4s": FACE_SWAP,
+    "swap": FACE_SWAP,
+    "faceswap": FACE_SWAP,
+    "gan_face_swap": FACE_SWAP,
+    "gan_fs": FACE_SWAP,
+    "mat": TRANSFORMER_INPAINTING,
+    "transformer": TRANSFORMER_INPAINTING,
+    "trans_inp": TRANSFORMER_INPAINTING,
+    "sdxl": DIFFUSION_INPAINTING,
+    "sdxl_inpainting": DIFFUSION_INPAINTING,
+    "diffusion": DIFFUSION_INPAINTING,
+    "diff_inp": DIFFUSION_INPAINTING,
+    "telea": CLASSICAL_INPAINTING,
+    "opencv_inpainting": CLASSICAL_INPAINTING,
+    "real": AUTHENTIC,
+    "pristine": AUTHENTIC,
+    "original": AUTHENTIC,
+    "genuine": AUTHENTIC,
+    "untouched": AUTHENTIC,
+    "unedited": AUTHENTIC,
+    "none": AUTHENTIC,
+}
+
+
+def normalize_method_name(name: str) -> str:
+    """Lower case, with runs of spaces, hyphens and dots as one underscore: "GAN Face-Swap" → "gan_face_swap"."""
+    return re.sub(r"[\s\-.]+", "_", name.strip().lower()).strip("_")
+
+
+def method_from_name(name: str) -> str:
+    """The method a record's `method` field names: a name of `METHODS` or of `METHOD_SYNONYMS` (any case,
+    spaces or hyphens for underscores), else the name as given (stripped): an unknown method is kept."""
+    normalized = normalize_method_name(name)
+    if normalized in METHODS:
+        return normalized
+    return METHOD_SYNONYMS.get(normalized, name.strip())
 
 
 def method_from_path(relative_path: str) -> str:

@@ -1,10 +1,11 @@
-"""Released MMTT records → validated examples with the image and mask bytes (shared by converter and builder).
+"""MMTT records → validated examples with the image and mask bytes (shared by the converter and the builder).
 
-Paths in the released JSON files (`img_path`, `mask_path`) are relative to the MMTT root, the folder that
-holds the JSON files, and start with the image root folder `dataset/` (e.g.
-`dataset/celeb512/mat_gan/samples_celeb/20936.png`). Paths that do not start with `dataset/` are read as
-relative to the image root itself (`synthetic/face_swap/x.png` → `MMTT_ROOT/dataset/synthetic/face_swap/x.png`).
-Examples keep the paths as the records write them.
+Record paths are resolved by `mmtt_layout.resolve_record_path`; examples keep them as the records write them
+(`/` separators; absolute paths inside the root made relative). Every image and mask is decoded in full by
+`forgerytalker.image_utils.open_image` (a truncated file is caught, a picture over the pixel limit is refused
+before decoding). Images are stored as released; the mask is checked against the image **as displayed**,
+that is after its EXIF orientation, which every reader applies (`image_utils.to_rgb`, and `datasets`'
+`Image` feature). A mask that carries an EXIF orientation of its own is stored with it applied.
 """
 
 from __future__ import annotations
@@ -12,37 +13,44 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import pyarrow as pa
+from PIL.ExifTags import Base as ExifTag
 
+from ..image_utils import ImageReadError, ImageTooLargeError, forged_pixels, open_image
 from .features import MMTT_FEATURES
-from .methods import method_from_path
-from .splits import RELEASED_SPLIT_FILES, SPLITS, assign_split
+from .methods import AUTHENTIC, method_from_name, method_from_path
+from .mmtt_layout import resolve_record_path, source_from_path
+from .splits import SPLITS, assign_split
 from .validation import (
     DUPLICATE_IMAGE_ID,
-    MISSING_IMAGE,
-    MISSING_MASK,
+    IMAGE_TOO_LARGE,
+    KNOWN_FIELDS,
+    MASK_TOO_LARGE,
+    METHOD_FIELD,
+    RELEASED_LABELS,
     UNREADABLE_IMAGE,
     UNREADABLE_MASK,
     BadRecord,
     InvalidRecordError,
+    LabelComparison,
     check_fields,
     check_labels,
     check_mask,
     record_image_id,
 )
 
-IMAGE_ROOT_NAME = "dataset"
-_PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 @dataclasses.dataclass(frozen=True)
 class PlannedRecord:
-    """A released record with where it came from and where it goes.
+    """A record with where it came from (`source_file`, 0-based `index`) and where it goes (`split`).
 
     `duplicate_of` names the earlier record (`file[index]`) that already uses this `image_id`, if any.
     """
@@ -58,35 +66,21 @@ class PlannedRecord:
         return BadRecord(self.split, self.source_file, self.index, self.image_id, error.code, error.message)
 
 
-def read_released_records(mmtt_root: str | Path) -> dict[str, list]:
-    """The record lists of the released JSON files, keyed by released split (`train`, `validation`)."""
-    mmtt_root = Path(mmtt_root)
-    records = {}
-    for split, file_name in RELEASED_SPLIT_FILES.items():
-        path = mmtt_root / file_name
-        if not path.is_file():
-            expected = ", ".join(RELEASED_SPLIT_FILES.values())
-            raise FileNotFoundError(
-                f"{path} does not exist; an MMTT root holds {expected} and the `dataset/` image folder"
-            )
-        with path.open(encoding="utf-8") as file:
-            loaded = json.load(file)
-        if not isinstance(loaded, list):
-            raise ValueError(f"{path} must hold a JSON list of records, got a {type(loaded).__name__}")
-        records[split] = loaded
-    return records
+def plan_records(
+    released: Mapping[str, tuple[str, list]], test_fraction: float | None = None
+) -> dict[str, list[PlannedRecord]]:
+    """Assigns every record its output split (see `forgerytalker.data.splits`) and marks duplicates.
 
-
-def plan_records(released: dict[str, list], test_fraction: float | None = None) -> dict[str, list[PlannedRecord]]:
-    """Assigns every released record its output split (see `forgerytalker.data.splits`) and marks duplicates.
+    Args:
+        released: split → (the split file's name in reports, its records), in `SPLITS` order.
 
     Records keep the order of their file within each split; the first record that uses an `image_id` (train
-    file first) keeps it and later ones are marked `duplicate_of` it. Every record is planned, bad or not.
+    file first, then validation, then test) keeps it and later ones are marked `duplicate_of` it. Every
+    record is planned, bad or not.
     """
     planned: dict[str, list[PlannedRecord]] = {split: [] for split in SPLITS}
     first_use: dict[str, str] = {}
-    for released_split, records in released.items():
-        source_file = RELEASED_SPLIT_FILES[released_split]
+    for released_split, (source_file, records) in released.items():
         for index, record in enumerate(records):
             image_id = record_image_id(record)
             duplicate_of = first_use.get(image_id) if image_id is not None else None
@@ -97,57 +91,36 @@ def plan_records(released: dict[str, list], test_fraction: float | None = None) 
     return {split: entries for split, entries in planned.items() if entries}
 
 
-def source_from_path(relative_path: str) -> str:
-    """The top image folder of a path under the image root: `dataset/celeb512/...` → `celeb512`."""
-    parts = PurePosixPath(relative_path.replace("\\", "/")).parts
-    if len(parts) > 2 and parts[0] == IMAGE_ROOT_NAME:
-        return parts[1]
-    return parts[0] if len(parts) > 1 else ""
+@dataclasses.dataclass(frozen=True)
+class LoadedExample:
+    """A valid record's example (a row of `MMTT_FEATURES`) and how its released and caption labels compare."""
+
+    example: dict
+    labels: LabelComparison | None
 
 
-def _describe_pil_error(error: Exception) -> str:
-    """PIL's message without the in-memory file's address, which would differ between runs."""
-    if isinstance(error, PIL.UnidentifiedImageError):
-        return "not an image format Pillow recognises"
-    return str(error) or type(error).__name__
-
-
-def resolve_path(mmtt_root: Path, relative_path: str) -> Path:
-    """The file a record path names: under the MMTT root if it starts with `dataset/`, else under the image root."""
-    parts = PurePosixPath(relative_path.replace("\\", "/")).parts
-    base = mmtt_root if parts[:1] == (IMAGE_ROOT_NAME,) else mmtt_root / IMAGE_ROOT_NAME
-    return base / relative_path
-
-
-def _read_file(mmtt_root: Path, relative_path: str, missing_code: str, what: str) -> bytes:
-    path = resolve_path(mmtt_root, relative_path)
-    if not path.is_file():
-        raise InvalidRecordError(missing_code, f"{what} file {relative_path} does not exist")
-    return path.read_bytes()
-
-
-def _image_size(data: bytes, relative_path: str) -> tuple[int, int]:
-    """Width × height of an image, after checking that its file is a complete image (PIL `verify`)."""
+def _read_bytes(path: Path, stored: str, code: str, what: str) -> bytes:
     try:
-        with PIL.Image.open(io.BytesIO(data)) as image:
-            size = image.size
-            image.verify()
-    except _PIL_ERRORS as error:
-        raise InvalidRecordError(
-            UNREADABLE_IMAGE, f"image file {relative_path} cannot be read: {_describe_pil_error(error)}"
-        ) from error
-    return size
+        return path.read_bytes()
+    except OSError as error:
+        raise InvalidRecordError(code, f"{what} file {stored} cannot be read: {error.strerror}") from None
 
 
-def _forged_pixels(mask: PIL.Image.Image) -> np.ndarray:
-    """Boolean (H, W) map of the mask's forged pixels: any colour band > 0 (alpha ignored)."""
-    if mask.mode == "P":
-        mask = mask.convert("RGBA")
-    array = np.asarray(mask)
-    if array.ndim == 2:
-        return array > 0
-    colour_bands = [index for index, band in enumerate(mask.getbands()) if band != "A"]
-    return (array[..., colour_bands] > 0).any(axis=-1)
+def _displayed_size(image: PIL.Image.Image) -> tuple[int, int]:
+    """Width × height after the EXIF orientation."""
+    width, height = image.size
+    orientation = image.getexif().get(ExifTag.Orientation, 1)
+    return (height, width) if orientation in _TRANSPOSING_ORIENTATIONS else (width, height)
+
+
+def _decode(data: bytes, stored: str, max_pixels: int | None, what: str) -> PIL.Image.Image:
+    too_large, unreadable = (IMAGE_TOO_LARGE, UNREADABLE_IMAGE) if what == "image" else (MASK_TOO_LARGE, UNREADABLE_MASK)
+    try:
+        return open_image(data, max_pixels=max_pixels, what=f"{what} file {stored}")
+    except ImageTooLargeError as error:
+        raise InvalidRecordError(too_large, str(error)) from None
+    except ImageReadError as error:
+        raise InvalidRecordError(unreadable, str(error)) from None
 
 
 def _encode_binary_mask(forged: np.ndarray) -> bytes:
@@ -156,48 +129,73 @@ def _encode_binary_mask(forged: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _read_mask(data: bytes, relative_path: str) -> tuple[bytes, tuple[int, int], bool]:
+def _read_mask(data: bytes, stored: str, max_pixels: int | None) -> tuple[bytes, tuple[int, int], bool]:
     """The mask's bytes to store, its size and whether it marks any pixel.
 
-    A grayscale (`L`) mask is stored byte for byte; any other mode is stored as a 0/255 `L` PNG of its forged
-    pixels, so that decoding as `L` keeps the rule pixel > 0 = forged.
+    A grayscale (`L`) mask without EXIF orientation is stored byte for byte; any other is stored as a 0/255
+    `L` PNG of its forged pixels (`image_utils.forged_pixels`), its orientation applied, so that decoding as
+    `L` keeps the rule pixel > 0 = forged.
     """
-    try:
-        with PIL.Image.open(io.BytesIO(data)) as mask:
-            mask.load()
-            forged = _forged_pixels(mask)
-            stored = data if mask.mode == "L" else _encode_binary_mask(forged)
-            return stored, mask.size, bool(forged.any())
-    except _PIL_ERRORS as error:
-        raise InvalidRecordError(
-            UNREADABLE_MASK, f"mask file {relative_path} cannot be read: {_describe_pil_error(error)}"
-        ) from error
+    with _decode(data, stored, max_pixels, "mask") as mask:
+        oriented = mask.getexif().get(ExifTag.Orientation, 1) != 1
+        shown = PIL.ImageOps.exif_transpose(mask) if oriented else mask
+        forged = forged_pixels(shown)
+        stored_bytes = data if mask.mode == "L" and not oriented else _encode_binary_mask(forged)
+        return stored_bytes, shown.size, bool(forged.any())
 
 
-def load_example(planned: PlannedRecord, mmtt_root: str | Path, trust_multilabel: bool = False) -> dict:
+def _method(record: Mapping, image_path: str, forged: bool, regions: list[int]) -> str:
+    """The record's `method` field (synonyms mapped, unknown names kept) if it has one; else the path's
+    method, or `authentic` for an empty mask with no labelled region."""
+    named = record.get(METHOD_FIELD)
+    if isinstance(named, str) and named.strip():
+        return method_from_name(named)
+    method = method_from_path(image_path)
+    if not forged and not regions:
+        return AUTHENTIC
+    return method
+
+
+def extra_fields(record: Mapping) -> str:
+    """The record's fields without a column of their own, as a JSON object (keys sorted; "{}" when none)."""
+    extra = {key: value for key, value in record.items() if key not in KNOWN_FIELDS}
+    return json.dumps(extra, sort_keys=True, ensure_ascii=False)
+
+
+def load_example(
+    planned: PlannedRecord,
+    mmtt_root: str | Path,
+    labels: str = RELEASED_LABELS,
+    max_image_pixels: int | None = None,
+) -> LoadedExample:
     """The example of a planned record, or `InvalidRecordError` from the first check it fails.
 
-    With `trust_multilabel`, `regions` are the released `multilabel` even where the caption names others.
+    Args:
+        labels: `released` (regions from `multilabel`) or `caption` (regions from the caption; see
+            `validation`).
+        max_image_pixels: the pixel limit of `image_utils.open_image` (None: its default).
 
-    Check order: fields, duplicate id, caption and labels, image then mask file present, image then mask file
-    readable, mask against image and regions.
+    Check order: fields, duplicate id, caption and labels, image then mask path, image then mask file
+    decoded, mask against image, labels and method.
     """
     record = planned.record
-    check_fields(record)
+    check_fields(record, labels)
     if planned.duplicate_of is not None:
         raise InvalidRecordError(
             DUPLICATE_IMAGE_ID, f"image_id {planned.image_id!r} is already used by {planned.duplicate_of}"
         )
-    regions = check_labels(record["caption"], record["multilabel"], trust_multilabel)
+    regions, comparison = check_labels(record, labels)
     mmtt_root = Path(mmtt_root)
-    image_path, mask_path = record["img_path"], record["mask_path"]
-    image_bytes = _read_file(mmtt_root, image_path, MISSING_IMAGE, "image")
-    mask_bytes = _read_file(mmtt_root, mask_path, MISSING_MASK, "mask")
-    image_size = _image_size(image_bytes, image_path)
-    mask_bytes, mask_size, forged = _read_mask(mask_bytes, mask_path)
-    method = method_from_path(image_path)
+    image_file, image_path = resolve_record_path(mmtt_root, record["img_path"], "image")
+    mask_file, mask_path = resolve_record_path(mmtt_root, record["mask_path"], "mask")
+    image_bytes = _read_bytes(image_file, image_path, UNREADABLE_IMAGE, "image")
+    mask_bytes = _read_bytes(mask_file, mask_path, UNREADABLE_MASK, "mask")
+    with _decode(image_bytes, image_path, max_image_pixels, "image") as image:
+        image_size = _displayed_size(image)
+    mask_bytes, mask_size, forged = _read_mask(mask_bytes, mask_path, max_image_pixels)
+    method = _method(record, image_path, forged, regions)
     check_mask(image_size, mask_size, forged, regions, method, mask_path)
-    return {
+    example = {
         "image_id": planned.image_id,
         "image": {"bytes": image_bytes, "path": image_path},
         "mask": {"bytes": mask_bytes, "path": mask_path},
@@ -205,7 +203,9 @@ def load_example(planned: PlannedRecord, mmtt_root: str | Path, trust_multilabel
         "regions": regions,
         "method": method,
         "source": source_from_path(image_path),
+        "extra": extra_fields(record),
     }
+    return LoadedExample(example, comparison)
 
 
 def examples_to_table(examples: Iterable[dict]) -> pa.Table:

@@ -1,7 +1,8 @@
-"""Which split a released MMTT record lands in: the released files' split, or a test split carved from ids.
+"""Which split a released MMTT record lands in: its split file's split, or a test split carved from ids.
 
-The release has a train file and an eval file; the paper splits 8:1:1. When a test split is wanted, it is
-carved from the released **train** file only: a record goes to `test` when the stable hash of its `image_id`
+The release has a train file and an eval file (and its code reads a test file); the paper splits 8:1:1.
+`SPLIT_FILE_NAMES` lists the file names the release uses for each split. When a test split is wanted and no
+test file is given, it is carved from the **train** file only: a record goes to `test` when the stable hash of its `image_id`
 (`id_fraction`, uniform in [0, 1)) is below `test_fraction`. The default fraction 1/9 turns a 9:1 train/eval
 release into 8:1:1. The eval file always becomes `validation`, unchanged. The rule depends on nothing but the
 id, so it is the same on every run and machine, whatever the record order or the number of processes.
@@ -16,10 +17,12 @@ VALIDATION = "validation"
 TEST = "test"
 SPLITS: tuple[str, ...] = (TRAIN, VALIDATION, TEST)
 
-RELEASED_SPLIT_FILES: dict[str, str] = {
-    TRAIN: "train-mutilabel-simple.json",
-    VALIDATION: "eval-mutilabel-simple.json",
+SPLIT_FILE_NAMES: dict[str, tuple[str, ...]] = {
+    TRAIN: ("train-mutilabel-simple.json", "train-mutilabel.json"),
+    VALIDATION: ("eval-mutilabel-simple.json", "eval-mutilabel.json"),
+    TEST: ("test-mutilabel.json",),
 }
+"""Split → the file names of that split in the release (its README names the `-simple` files, its code the others)."""
 DEFAULT_TEST_FRACTION = 1 / 9
 
 
@@ -30,7 +33,7 @@ def id_fraction(image_id: str) -> float:
 
 
 def assign_split(released_split: str, image_id: str | None, test_fraction: float | None) -> str:
-    """The output split of a record from `released_split` (`train` or `validation`).
+    """The output split of a record from the split file of `released_split`.
 
     With `test_fraction` None no test split is carved. A record without a usable id stays in its released
     split (it is reported as bad anyway).

@@ -16,10 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ...image_utils import IMAGE_SUFFIXES, is_image_file, load_rgb
+
 logger = logging.getLogger(__name__)
 
 CROP_SIZE = 512
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 # Crop side over detector box width, measured on FFHQ-style crops of frontal faces (about 1.7); used only to
 # pick the detection scale, the real size check uses the landmarks.
 _CROP_TO_BOX = 1.7
@@ -101,22 +102,31 @@ class SkippedFace:
         return {"photo": self.photo, "reason": self.reason}
 
 
-def list_photos(faces_dir: Path) -> list[str]:
-    """File names (relative to `faces_dir`, sorted) of the files with an image suffix, searched recursively."""
-    return sorted(
-        path.relative_to(faces_dir).as_posix()
-        for path in faces_dir.rglob("*")
-        if path.is_file() and path.suffix.lower() in PHOTO_SUFFIXES
-    )
+def list_photos(faces_dir: Path) -> tuple[list[str], list[SkippedFace]]:
+    """The picture files under `faces_dir` (searched recursively) and the other files, which are not read.
+
+    Returns:
+        (file names relative to `faces_dir`, sorted, of the files with a picture suffix
+        (`forgerytalker.image_utils.IMAGE_SUFFIXES`); every other file as a `SkippedFace` with the reason).
+    """
+    photos, ignored = [], []
+    suffixes = " ".join(sorted(IMAGE_SUFFIXES))
+    for path in sorted(faces_dir.rglob("*")):
+        if not path.is_file():
+            continue
+        name = path.relative_to(faces_dir).as_posix()
+        if is_image_file(path):
+            photos.append(name)
+        else:
+            ignored.append(SkippedFace(name, f"not read: not a picture file (pictures end in {suffixes})"))
+    return photos, ignored
 
 
-def read_photo(path: Path) -> np.ndarray:
-    """Reads a photo as uint8 RGB of shape (H, W, 3); raises `ValueError` when it cannot be decoded."""
-    buffer = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
-    if image is None:
-        raise ValueError("unreadable or corrupt image file")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+def read_photo(source: Path | bytes, max_pixels: int | None = None, what: str | None = None) -> np.ndarray:
+    """Reads a photo as uint8 RGB of shape (H, W, 3) by the package's one reading rule (`image_utils.load_rgb`:
+    EXIF orientation applied, 16-bit, alpha and CMYK converted); `ImageReadError` (a `ValueError`) names the
+    file when it is unreadable, and `ImageTooLargeError` when it has more than `max_pixels` pixels."""
+    return np.array(load_rgb(source, max_pixels=max_pixels, what=what))
 
 
 def ffhq_crop_matrix(landmarks: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
@@ -197,11 +207,14 @@ class FaceAligner:
         ]
         return sorted(found, key=lambda item: -item[1])
 
-    def align_photo(self, faces_dir: Path, photo_name: str) -> tuple[list[FaceAlignment], list[SkippedFace]]:
-        """Aligns every usable face of one photo; unusable faces and unreadable photos come back as skipped."""
+    def align_photo(
+        self, photo: bytes, photo_name: str, max_pixels: int | None = None
+    ) -> tuple[list[FaceAlignment], list[SkippedFace]]:
+        """Aligns every usable face of one photo (its file's bytes); unusable faces and unreadable or too large
+        photos come back as skipped, with the reason."""
         try:
-            photo = read_photo(faces_dir / photo_name)
-        except (ValueError, OSError) as error:
+            photo = read_photo(photo, max_pixels, what=photo_name)
+        except ValueError as error:
             return [], [SkippedFace(photo_name, str(error))]
         alignments, skipped = [], []
         for box, score in self.detect(photo):

@@ -8,25 +8,24 @@ OUT/dataset/synthetic/<method>/masks/<image_id>.png    L, 255 where forged
 OUT/train-mutilabel-simple.json, OUT/eval-mutilabel-simple.json
 OUT/synthesis.json                                     parameters, counts, skipped photos, versions
 OUT/samples/<image_id>.json                            per-sample sidecar (regions, donor, measured flaws)
-OUT/cache/faces/<sha1 of photo name>.json              per-photo face alignments
+OUT/samples/parameters.json, OUT/samples/photos.json   what the samples were made with (`run_state`)
+OUT/cache/faces/<sha1 of photo name>.json              per-photo face alignments, keyed by the photo's SHA-256
 ```
 
 Sample `i` draws everything from `numpy.random.default_rng([seed, 1, i])` and faces are visited in seeded
 permutations, so a seed fixes every byte whatever the number of workers. Sample `i` goes to the eval split
 when `i % eval_every == eval_every - 1` (9:1 by default): the split is by sample, so one photo can feed both
-splits. A sample is finished when its sidecar exists; a re-run with the same arguments skips finished samples
-and rewrites the JSON files (atomically) from the sidecars.
+splits. A sample is finished when its sidecar exists (written last, atomically, like every file here); a
+re-run with the same arguments skips finished samples and rewrites the JSON files from the sidecars. A run
+that stops (killed, a lost worker process, a full disk) keeps its finished samples.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import multiprocessing
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,12 +34,19 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ...regions import caption_to_labels, caption_to_regions
-from ..methods import AUTHENTIC, CLASSICAL_INPAINTING, FACE_SWAP, REGION_TRANSPLANT
-from .faces import FaceAligner, FaceAlignment, SkippedFace, crop_face, landmark_box, list_photos, read_photo
+from ..errors import DataInputError
+from ..json_files import read_json, write_json_atomic
+from ..methods import AUTHENTIC, CLASSICAL_INPAINTING, FACE_SWAP
+from ..output_folders import check_output_folder, output_write_error
+from ..workers import run_tasks
+from .alignment import AlignedFolder, align_folder, init_process, worker_aligner
+from .config import SynthesisConfig
+from .faces import FaceAlignment, crop_face, landmark_box, read_photo
 from .landmark_regions import face_geometry, face_mask, region_masks
 from .manipulations import MANIPULATIONS
 from .measurements import measure_regions
 from .reports import authentic_report, select_swap_regions, write_report
+from .run_state import SAMPLE_PREFIX, check_parameters, check_photo_set
 
 logger = logging.getLogger(__name__)
 
@@ -48,120 +54,22 @@ TRAIN_FILE = "train-mutilabel-simple.json"
 EVAL_FILE = "eval-mutilabel-simple.json"
 SUMMARY_FILE = "synthesis.json"
 IMAGE_ROOT = "dataset"
-_CACHE_VERSION = 1
+_SIDECAR_HINT = "delete this file to make the sample again"
 
-
-@dataclass
-class SynthesisConfig:
-    """What to synthesize and how.
-
-    Args:
-        faces_dir (`Path`): folder of face photos (searched recursively).
-        output_dir (`Path`): where the released-layout dataset is written.
-        num_samples (`int`): number of samples (forged and authentic).
-        seed (`int`): fixes every sample.
-        authentic_rate (`float`): share of untouched photos with an empty mask.
-        whole_face_rate (`float`): share of forgeries that replace the whole face (the paper's 20%).
-        max_regions (`int`): upper end of the number k of regions edited in a local forgery (k ∈ [1, max_regions]).
-        local_methods (`tuple[str, ...]`): methods drawn uniformly for local (region) forgeries; each must be
-            registered in `manipulations.MANIPULATIONS`.
-        eval_every (`int`): every `eval_every`-th sample goes to the eval split (0: no eval split).
-        max_upscale (`float`): faces needing more enlargement than this to fill 512×512 are skipped.
-        min_detection_score (`float`): dlib detections scored below this are ignored.
-        num_workers (`int`): worker processes (1: in this process).
-        show_progress (`bool`): show tqdm progress bars.
-    """
-
-    faces_dir: Path
-    output_dir: Path
-    num_samples: int
-    seed: int = 0
-    authentic_rate: float = 0.1
-    whole_face_rate: float = 0.2
-    max_regions: int = 11
-    local_methods: tuple[str, ...] = (CLASSICAL_INPAINTING, REGION_TRANSPLANT)
-    eval_every: int = 10
-    max_upscale: float = 2.0
-    min_detection_score: float = 0.2
-    num_workers: int = 1
-    show_progress: bool = True
-
-    def sample_parameters(self) -> dict:
-        """The parameters that decide each sample's content (a resumed run must match them)."""
-        keep = ("seed", "authentic_rate", "whole_face_rate", "max_regions", "local_methods", "eval_every")
-        parameters = {key: value for key, value in asdict(self).items() if key in keep}
-        parameters["local_methods"] = list(self.local_methods)
-        return parameters
-
-    def face_parameters(self) -> dict:
-        return {"max_upscale": self.max_upscale, "min_detection_score": self.min_detection_score}
-
-    def aligner_key(self) -> tuple:
-        """The face parameters as a hashable key for the per-process `FaceAligner` cache."""
-        return tuple(sorted(self.face_parameters().items()))
-
-
-def _write_json_atomic(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+__all__ = ["EVAL_FILE", "IMAGE_ROOT", "SUMMARY_FILE", "TRAIN_FILE", "SynthesisConfig", "align_folder", "synthesize"]
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    """Writes uint8 RGB (H, W, 3) or L (H, W) as PNG; OpenCV's writer adds no time stamp, so bytes are reproducible."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Writes uint8 RGB (H, W, 3) or L (H, W) as PNG, atomically; OpenCV's encoder adds no time stamp, so bytes
+    are reproducible."""
     pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    if not cv2.imwrite(str(path), pixels):
-        raise OSError(f"could not write {path}")
-
-
-# ---------------------------------------------------------------- faces: detection and alignment, cached per photo
-
-
-def _align_cached(args: tuple[Path, Path, str, tuple]) -> tuple[list[FaceAlignment], list[SkippedFace]]:
-    faces_dir, cache_dir, photo, face_parameters = args
-    cache_file = cache_dir / (hashlib.sha1(photo.encode("utf-8")).hexdigest() + ".json")
-    file_size = (faces_dir / photo).stat().st_size
-    key = {"version": _CACHE_VERSION, "photo": photo, "bytes": file_size, **dict(face_parameters)}
-    if cache_file.exists():
-        cached = json.loads(cache_file.read_text(encoding="utf-8"))
-        if cached["key"] == key:
-            return [FaceAlignment.from_dict(a) for a in cached["faces"]], [SkippedFace(**s) for s in cached["skipped"]]
-    alignments, skipped = _worker_aligner(face_parameters).align_photo(faces_dir, photo)
-    entry = {"key": key, "faces": [a.to_dict() for a in alignments], "skipped": [s.to_dict() for s in skipped]}
-    _write_json_atomic(cache_file, entry)
-    return alignments, skipped
-
-
-@lru_cache(maxsize=2)
-def _worker_aligner(face_parameters: tuple) -> FaceAligner:
-    return FaceAligner(**dict(face_parameters))
-
-
-def _init_process() -> None:
-    cv2.setNumThreads(1)
-
-
-def align_folder(config: SynthesisConfig) -> tuple[list[FaceAlignment], list[SkippedFace], int]:
-    """Detects and aligns the faces of every photo (in parallel, cached under `OUT/cache/faces`).
-
-    Returns the usable faces (in photo-name order), the skipped photos/faces with reasons and the photo count.
-    """
-    photos = list_photos(config.faces_dir)
-    cache_dir = config.output_dir / "cache" / "faces"
-    jobs = [(config.faces_dir, cache_dir, photo, config.aligner_key()) for photo in photos]
-    progress = dict(total=len(jobs), desc="aligning faces", unit="photo", disable=not config.show_progress)
-    if config.num_workers > 1:
-        with multiprocessing.Pool(config.num_workers, initializer=_init_process) as pool:
-            results = list(tqdm(pool.imap(_align_cached, jobs), **progress))
-    else:
-        results = [_align_cached(job) for job in tqdm(jobs, **progress)]
-    faces = [alignment for found, _ in results for alignment in found]
-    skipped = [entry for _, lost in results for entry in lost]
-    for entry in skipped:
-        logger.warning("skipped %s: %s", entry.photo, entry.reason)
-    return faces, skipped, len(photos)
+    encoded, data = cv2.imencode(".png", pixels)
+    if not encoded:
+        raise ValueError(f"OpenCV could not encode {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data.tobytes())
+    os.replace(temporary, path)
 
 
 # ---------------------------------------------------------------- samples
@@ -179,7 +87,7 @@ _STATE: _WorkerState | None = None
 
 def _init_worker(config: SynthesisConfig, faces: list[FaceAlignment]) -> None:
     global _STATE
-    _init_process()
+    init_process()
     donors = [[j for j, other in enumerate(faces) if other.photo != face.photo] for face in faces]
     _STATE = _WorkerState(config, faces, donors)
     _load_face.cache_clear()
@@ -189,7 +97,8 @@ def _init_worker(config: SynthesisConfig, faces: list[FaceAlignment]) -> None:
 def _load_face(face_index: int):
     """The aligned crop of a face with its region masks and whole-face mask (cached per worker)."""
     alignment = _STATE.faces[face_index]
-    face = crop_face(read_photo(_STATE.config.faces_dir / alignment.photo), alignment)
+    photo = read_photo(_STATE.config.faces_dir / alignment.photo, _STATE.config.max_image_pixels, alignment.photo)
+    face = crop_face(photo, alignment)
     size = face.image.shape[0]
     return face, region_masks(face.landmarks, face.image), face_mask(face.landmarks, size)
 
@@ -201,7 +110,7 @@ def face_for_sample(index: int, num_faces: int, seed: int) -> int:
 
 
 def image_id_for(index: int, seed: int) -> str:
-    return f"syn{seed}-{index:07d}"
+    return f"{SAMPLE_PREFIX}{seed}-{index:07d}"
 
 
 def _choose_forgery(rng: np.random.Generator, regions: dict, has_donor: bool, config: SynthesisConfig):
@@ -240,7 +149,7 @@ def _forge(index: int, rng: np.random.Generator, face_index: int):
         mask = cv2.dilate(union.astype(np.uint8), kernel).astype(bool) & whole
     generated = MANIPULATIONS[method](face, mask, rng, donor)
     forged = np.where(mask[..., None], generated, face.image)
-    forged_landmarks = _worker_aligner(config.aligner_key()).landmarks(forged, landmark_box(face.landmarks))
+    forged_landmarks = worker_aligner(config.aligner_key()).landmarks(forged, landmark_box(face.landmarks))
     measured_names = list(regions) if chosen is None else chosen
     measured = measure_regions(forged, mask, {n: regions[n] for n in measured_names}, whole, forged_landmarks)
     if chosen is None:
@@ -287,7 +196,7 @@ def make_sample(index: int) -> dict:
     }
     if set(caption_to_regions(report)) != set(regions):
         raise RuntimeError(f"report of sample {index} names {caption_to_regions(report)}, not {regions}: {report!r}")
-    _write_json_atomic(config.output_dir / "samples" / f"{image_id}.json", sidecar)
+    write_json_atomic(config.output_dir / "samples" / f"{image_id}.json", sidecar)
     return sidecar
 
 
@@ -302,63 +211,40 @@ def _versions() -> dict:
     return {"forgerytalker": __version__, "opencv": cv2.__version__, "dlib": dlib.__version__, "numpy": np.__version__}
 
 
-def _check_resumable(config: SynthesisConfig) -> None:
-    """Records the sample parameters of this output folder, refusing to mix runs with different ones."""
-    parameters_file = config.output_dir / "samples" / "parameters.json"
-    parameters = config.sample_parameters()
-    if parameters_file.exists():
-        previous = json.loads(parameters_file.read_text(encoding="utf-8"))
-        if previous != parameters:
-            raise ValueError(
-                f"{config.output_dir} holds samples made with {previous}, not {parameters}; use another --out"
-            )
-    else:
-        _write_json_atomic(parameters_file, parameters)
+def _remove_unfinished(output_dir: Path) -> None:
+    """Deletes the temporary files a killed run left (every file here is written as `<name>.tmp` first)."""
+    for unfinished in output_dir.rglob("*.tmp"):
+        unfinished.unlink()
 
 
-def _sample_stream(config: SynthesisConfig, faces: list[FaceAlignment], todo: list[int]):
-    if config.num_workers > 1:
-        with multiprocessing.Pool(config.num_workers, initializer=_init_worker, initargs=(config, faces)) as pool:
-            yield from pool.imap_unordered(make_sample, todo, chunksize=4)
-    else:
-        _init_worker(config, faces)
-        yield from map(make_sample, todo)
-
-
-def synthesize(config: SynthesisConfig) -> dict:
-    """Runs (or resumes) a synthesis and writes the released layout; returns the summary written to `synthesis.json`.
-
-    Raises:
-        `ValueError`: no usable face in `faces_dir`, an unknown local method, or an output folder made with other
-            sample parameters.
-    """
-    unknown = [m for m in config.local_methods if m not in MANIPULATIONS]
-    if unknown:
-        raise ValueError(f"No manipulation registered for {unknown}; registered: {sorted(MANIPULATIONS)}")
-    config.output_dir.mkdir(parents=True, exist_ok=True)
-    _check_resumable(config)
-    for folder in (config.output_dir, config.output_dir / "samples", config.output_dir / "cache" / "faces"):
-        for unfinished in folder.glob("*.tmp"):  # left by a killed run
-            unfinished.unlink()
-    faces, skipped, num_photos = align_folder(config)
-    if not faces:
-        raise ValueError(f"No usable face in the {num_photos} photos of {config.faces_dir}")
+def _make_samples(config: SynthesisConfig, faces: list[FaceAlignment]) -> None:
     sidecar_dir = config.output_dir / "samples"
     todo = [i for i in range(config.num_samples) if not (sidecar_dir / f"{image_id_for(i, config.seed)}.json").exists()]
     if len(todo) < config.num_samples:
         logger.info("resuming: %d of %d samples already made", config.num_samples - len(todo), config.num_samples)
-    progress = dict(total=len(todo), desc="synthesizing", unit="sample", disable=not config.show_progress)
-    for _ in tqdm(_sample_stream(config, faces, todo), **progress):
-        pass
+    with tqdm(total=len(todo), desc="synthesizing", unit="sample", disable=not config.show_progress) as bar:
+        for _ in run_tasks(
+            make_sample,
+            todo,
+            num_workers=config.num_workers,
+            describe=lambda index: f"sample {index} ({image_id_for(index, config.seed)})",
+            initializer=_init_worker,
+            initargs=(config, faces),
+        ):
+            bar.update()
 
+
+def _write_layout(config: SynthesisConfig, aligned: AlignedFolder, mixed: bool) -> dict:
+    """Writes the two record files and `synthesis.json` from the sidecars; returns the summary."""
+    sidecar_dir = config.output_dir / "samples"
     sidecars = [
-        json.loads((sidecar_dir / f"{image_id_for(i, config.seed)}.json").read_text(encoding="utf-8"))
+        read_json(sidecar_dir / f"{image_id_for(i, config.seed)}.json", hint=_SIDECAR_HINT)
         for i in range(config.num_samples)
     ]
     train = [s["record"] for s in sidecars if s["split"] == "train"]
     evaluation = [{**s["record"], "instance_id": n} for n, s in enumerate(s for s in sidecars if s["split"] == "eval")]
-    _write_json_atomic(config.output_dir / TRAIN_FILE, train)
-    _write_json_atomic(config.output_dir / EVAL_FILE, evaluation)
+    write_json_atomic(config.output_dir / TRAIN_FILE, train)
+    write_json_atomic(config.output_dir / EVAL_FILE, evaluation)
     fallbacks = Counter(s["fallback"] for s in sidecars if s["fallback"])
     summary = {
         **config.sample_parameters(),
@@ -369,13 +255,43 @@ def synthesize(config: SynthesisConfig) -> dict:
             "methods": dict(sorted(Counter(s["method"] for s in sidecars).items())),
             "train": len(train),
             "eval": len(evaluation),
-            "photos": num_photos,
-            "usable_faces": len(faces),
+            "photos": len(aligned.photos),
+            "usable_faces": len(aligned.faces),
         },
-        "faces": [face.face_id for face in faces],
-        "skipped": [entry.to_dict() for entry in skipped],
+        "faces": [face.face_id for face in aligned.faces],
+        "skipped": [entry.to_dict() for entry in aligned.skipped],
+        "mixed_photo_sets": mixed,
         "fallbacks": dict(sorted(fallbacks.items())),
         "versions": _versions(),
     }
-    _write_json_atomic(config.output_dir / SUMMARY_FILE, summary)
+    write_json_atomic(config.output_dir / SUMMARY_FILE, summary)
     return summary
+
+
+def synthesize(config: SynthesisConfig) -> dict:
+    """Runs (or resumes) a synthesis and writes the released layout; returns the summary written to `synthesis.json`.
+
+    Raises:
+        DataInputError: an unusable setting (the message names it), an output folder that is a file, is read-only,
+            lies inside the photo folder or holds samples made with other parameters or photos, no usable face,
+            a corrupt JSON file of the folder, or a write that fails for lack of room.
+        WorkerDiedError: a worker process died; finished samples are kept for the next run.
+    """
+    config.validate()
+    check_output_folder(config.output_dir, "output_dir")
+    kept = "finished samples are kept; free space and run the same command again to resume"
+    try:
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        check_parameters(config)
+        _remove_unfinished(config.output_dir)
+        aligned = align_folder(config)
+        if not aligned.faces:
+            raise DataInputError(f"No usable face in the {len(aligned.photos)} photos of {config.faces_dir}")
+        mixed = check_photo_set(config, aligned.photos, [face.face_id for face in aligned.faces])
+        _make_samples(config, aligned.faces)
+        return _write_layout(config, aligned, mixed)
+    except OSError as error:
+        converted = output_write_error(error, "output_dir", kept)
+        if converted is None:
+            raise
+        raise converted from error

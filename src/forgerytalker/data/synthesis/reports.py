@@ -3,8 +3,9 @@
 Each statement says what is visibly wrong in named regions (blur, colour or lighting mismatch, seam, distorted
 shape), graded by the measured score, and regions that share a flaw share a sentence. The text names regions
 only through the nouns in `REGION_NOUNS`, so `caption_to_regions(report)` gives back exactly the regions written
-about; all other wording avoids every region word of the MMTT vocabulary (no "skin" in a texture phrase, no
-"brow", which MMTT counts as forehead). Reports never refer to an original image.
+about, with the project's additions as without (`include_additions`: no noun is one of them). All other wording avoids every synonym of either table (no "skin" in a texture phrase,
+no "brow", which MMTT counts as forehead, no "line", which it counts as wrinkle). Reports never refer to an
+original image.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ import numpy as np
 
 from .measurements import FLAW_KINDS, RegionFlaws
 
-# Region → (noun, is plural) choices; every noun maps back to its region in `forgerytalker.regions`.
+# Region → (noun, is plural) choices; every noun is in the release's table and maps back to its region.
 REGION_NOUNS: dict[str, tuple[tuple[str, bool], ...]] = {
     "eye": (("eyes", True),),
-    "pupil": (("pupils", True), ("irises", True)),
+    "pupil": (("pupils", True),),
     "lip": (("lips", True),),
     "mouth": (("mouth", False),),
     "nose": (("nose", False),),
-    "cheek": (("cheeks", True), ("cheekbones", True)),
+    "cheek": (("cheeks", True),),
     "forehead": (("forehead", False),),
     "chin": (("chin", False),),
-    "jaw": (("jaw", False), ("jawline", False)),
+    "jaw": (("jaw", False),),
     "eyebrow": (("eyebrows", True),),
     "tooth": (("teeth", True),),
     "skin": (("skin", False),),
@@ -69,7 +70,7 @@ _TEMPLATES = {
     "seam": (
         "A {adv} seam runs along the border of {s}.",
         "{S} {look} pasted in, with a {adv} edge at {its} boundary.",
-        "There is a {adv} line where {s} {meet} the surrounding area.",
+        "There is a {adv} edge where {s} {meet} the surrounding area.",
     ),
     "eye_size": ("The eyes are {adv} different in size.", "One eye looks {adv} larger than the other."),
     "eyebrow_height": ("The eyebrows sit at {adv} uneven heights.", "One eyebrow is {adv} higher than the other."),
