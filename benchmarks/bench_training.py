@@ -49,6 +49,7 @@ def make_dataset(folder: Path, samples: int, image_size: int = 64, seed: int = 0
         rows["regions"].append([REGION_TO_INDEX[name] for name in caption_to_regions(caption)])
         rows["method"].append(METHODS[index % 5])
         rows["source"].append("synthetic")
+        rows["extra"].append("{}")
     dataset = folder / "dataset"
     Dataset.from_dict(rows, features=MMTT_FEATURES).to_parquet(str(dataset / shard_file_name("train", 0, 1)))
     return dataset
