@@ -42,7 +42,7 @@ class ForgeryTalkerCollator:
         else:
             batch = self.processor(
                 images=images,
-                text=[example["caption"] for example in examples],
+                reports=[example["caption"] for example in examples],
                 region_labels=region_labels,
                 masks=[example["mask"] for example in examples],
             )
