@@ -31,8 +31,6 @@ PAPER_INSTRUCTBLIP_CONFIG = {
         "num_layers": 24,
         "num_heads": 32,
         "feed_forward_proj": "gated-gelu",
-        "dense_act_fn": "gelu",
-        "tie_word_embeddings": False,
         "pad_token_id": 0,
         "eos_token_id": 1,
         "bos_token_id": 1,

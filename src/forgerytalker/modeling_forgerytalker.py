@@ -437,10 +437,14 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         prompter_output = self.prompter(pixel_values, region_labels=region_labels, **output_flags)
         regions = self._instruction_regions(region_source, prompter_output.region_logits, region_labels, instruction_regions)
         language_inputs = self.build_language_inputs(instruction_input_ids, instruction_qformer_input_ids, regions, labels=labels)
-        backbone_output = self.instructblip(pixel_values=pixel_values, **language_inputs, **output_flags, return_dict=True)
+        image_features = self._image_features(pixel_values, language_inputs, **output_flags)
+        # InstructBLIP's forward would run its vision encoder and Q-Former without the output flags
+        backbone_output = self.instructblip(
+            pixel_values=None, mm_encoder_outputs={"image": image_features}, **language_inputs, **output_flags, return_dict=True
+        )
         pred_masks, iou_scores = self.mask_decoder(
-            backbone_output.vision_outputs.last_hidden_state,
-            backbone_output.qformer_outputs.last_hidden_state[:, : self.config.num_query_tokens],
+            image_features.last_hidden_state,
+            image_features.qformer_outputs.last_hidden_state[:, : self.config.num_query_tokens],
             prompter_output.last_hidden_state,
         )
         language_model_loss = backbone_output.loss if labels is not None else None
@@ -466,10 +470,20 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             iou_scores=iou_scores,
             region_logits=prompter_output.region_logits,
             instruction_regions=regions,
-            vision_outputs=backbone_output.vision_outputs,
-            qformer_outputs=backbone_output.qformer_outputs,
+            vision_outputs=image_features.vision_outputs,
+            qformer_outputs=image_features.qformer_outputs,
             language_model_outputs=backbone_output.language_model_outputs,
             prompter_outputs=prompter_output,
+        )
+
+    def _image_features(self, pixel_values: torch.Tensor, language_inputs: dict, **output_flags) -> ModelOutput:
+        """InstructBLIP's vision encoder, Q-Former (reading the instruction) and language projection."""
+        return self.instructblip.get_image_features(
+            pixel_values,
+            qformer_input_ids=language_inputs["qformer_input_ids"],
+            qformer_attention_mask=language_inputs["qformer_attention_mask"],
+            return_dict=True,
+            **output_flags,
         )
 
     def _generation_settings(self, generation_config: GenerationConfig | None, kwargs: dict) -> tuple[GenerationConfig, dict]:
@@ -537,12 +551,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             instruction_input_ids, instruction_qformer_input_ids, regions, for_generation=True
         )
         backbone = self.instructblip
-        image_features = backbone.get_image_features(
-            pixel_values,
-            qformer_input_ids=language_inputs["qformer_input_ids"],
-            qformer_attention_mask=language_inputs["qformer_attention_mask"],
-            return_dict=True,
-        )
+        image_features = self._image_features(pixel_values, language_inputs)
         pred_masks, iou_scores = self.mask_decoder(
             image_features.last_hidden_state,
             image_features.qformer_outputs.last_hidden_state[:, : self.config.num_query_tokens],
