@@ -193,6 +193,11 @@ def test_output_flags_reach_every_part(language_model):
     assert all(attention.dim() == 4 for attention in output.mask_decoder_attentions)
     assert plain.mask_decoder_attentions is None and plain.prompter_outputs.attentions is None
     assert plain.vision_outputs.attentions is None
+    model.config.output_hidden_states = True
+    with torch.no_grad():
+        from_config = model(**inputs)
+    assert len(from_config.prompter_outputs.hidden_states) == prompter_layers + 1
+    assert len(from_config.vision_outputs.hidden_states) == backbone.vision_config.num_hidden_layers + 1
     assert isinstance(as_tuple, tuple)
     torch.testing.assert_close(as_tuple[0], plain.loss)
     torch.testing.assert_close(output.logits, plain.logits)

@@ -433,7 +433,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             region_labels=region_labels,
             instruction_regions=instruction_regions,
         )
-        output_flags = {name: kwargs[name] for name in _OUTPUT_FLAGS if kwargs.get(name)}
+        output_flags = {name: True for name in _OUTPUT_FLAGS if kwargs.get(name, getattr(self.config, name, False))}
         prompter_output = self.prompter(pixel_values, region_labels=region_labels, **output_flags)
         regions = self._instruction_regions(region_source, prompter_output.region_logits, region_labels, instruction_regions)
         language_inputs = self.build_language_inputs(instruction_input_ids, instruction_qformer_input_ids, regions, labels=labels)
