@@ -71,7 +71,7 @@ def main() -> None:
     generation = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
     language_inputs = model.build_language_inputs(
         inputs["instruction_input_ids"], inputs["instruction_qformer_input_ids"], inputs["instruction_regions"],
-        args.batch_size, for_generation=True,
+        for_generation=True,
     )
 
     def forgerytalker():

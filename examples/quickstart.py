@@ -48,7 +48,7 @@ def main() -> None:
     result = processor.post_process_generation(outputs, target_sizes=[image.size[::-1]])[0]
 
     mask = result.pop("mask")
-    top_regions = dict(list(result.pop("region_probabilities").items())[:5])
+    top_regions = dict(sorted(result.pop("region_probabilities").items(), key=lambda item: -item[1])[:5])
     print(json.dumps({
         "image": args.image or "skimage.data.astronaut()",
         "model": model_path if args.model else "tiny untrained model (demo of the interface)",

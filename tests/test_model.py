@@ -27,7 +27,7 @@ def run_python(code: str) -> str:
 
 
 def outputs_of(model, processor, images) -> dict:
-    inputs = processor(images=images, text=["the left eye looks blurry"] * len(images))
+    inputs = processor(images=images, reports=["the left eye looks blurry"] * len(images))
     with torch.no_grad():
         logits = model(**inputs).logits
     generated = model.generate(**processor(images=images), max_new_tokens=MAX_NEW_TOKENS)
@@ -49,7 +49,7 @@ LOAD_AND_RUN = """
     processor = AutoProcessor.from_pretrained({path!r}{kwargs})
     print(json.dumps([type(model).__name__, type(processor).__name__]))
     images = [Image.fromarray(np.random.default_rng(seed).integers(0, 256, (40, 50, 3), dtype=np.uint8)) for seed in (0, 1)]
-    inputs = processor(images=images, text=["the left eye looks blurry"] * 2)
+    inputs = processor(images=images, reports=["the left eye looks blurry"] * 2)
     with torch.no_grad():
         logits = model(**inputs).logits
     generated = model.generate(**processor(images=images), max_new_tokens={max_new_tokens})
@@ -100,8 +100,9 @@ def test_batch_generation_matches_single_image_calls(tiny_model_and_processor, i
     sizes = [image.size[::-1] for image in images]
     batch_results = processor.post_process_generation(batch, target_sizes=sizes)
     if explicit:  # instructions of different lengths, so the batch really is left-padded
+        pieces = processor(images=images)
         attention_mask = model.build_language_inputs(
-            processor.instruction_input_ids, processor.instruction_qformer_input_ids, batch.instruction_regions, 3,
+            pieces["instruction_input_ids"], pieces["instruction_qformer_input_ids"], batch.instruction_regions,
             for_generation=True,
         )["attention_mask"]
         assert len(set(attention_mask.sum(-1).tolist())) > 1 and (attention_mask[:, 0] == 0).any()
@@ -119,9 +120,8 @@ def test_batch_generation_matches_single_image_calls(tiny_model_and_processor, i
 
 
 def decoded_instruction(model, processor, regions: torch.Tensor | None) -> tuple[str, str]:
-    inputs = model.build_language_inputs(
-        processor.instruction_input_ids, processor.instruction_qformer_input_ids, regions, batch_size=1
-    )
+    pieces = processor(images=[random_image(0, 8, 8)])
+    inputs = model.build_language_inputs(pieces["instruction_input_ids"], pieces["instruction_qformer_input_ids"], regions)
     return (
         processor.tokenizer.decode(inputs["input_ids"][0], skip_special_tokens=True),
         processor.qformer_tokenizer.decode(inputs["qformer_input_ids"][0], skip_special_tokens=True),
@@ -177,7 +177,7 @@ def training_batch(processor):
     masks[1][5:20, 30:50] = 255
     return processor(
         images=images,
-        text=["the left eye looks blurry and the lips are too smooth", "no signs of manipulation are visible"],
+        reports=["the left eye looks blurry and the lips are too smooth", "no signs of manipulation are visible"],
         region_labels=[["eye", "lip"], []],
         masks=masks,
     )
@@ -269,8 +269,8 @@ def test_from_instructblip_keeps_the_backbone_bit_for_bit(tmp_path, tiny_model_a
 
 def test_processor_rejects_counts_that_do_not_match_the_images(tiny_model_and_processor, images):
     _, processor = tiny_model_and_processor
-    with pytest.raises(ValueError, match=r"`text` has 2 entries but 3 images"):
-        processor(images=images, text=["a", "b"])
+    with pytest.raises(ValueError, match=r"`reports` has 2 entries but 3 images"):
+        processor(images=images, reports=["a", "b"])
     with pytest.raises(ValueError, match=r"`regions` has 1 entries but 3 images"):
         processor(images=images, regions=[["eye"]])
     with pytest.raises(ValueError, match=r"`masks` has 2 entries"):

@@ -596,7 +596,7 @@ def test_lora_adapts_only_the_language_model_and_is_merged_on_save(tmp_path):
     trainable = {name.removeprefix("base_model.model.") for name, p in adapted.named_parameters() if p.requires_grad}
     assert any(name.startswith("mask_decoder.") for name in trainable)  # the stage's own parameters still train
 
-    batch = processor(images=[np.zeros((32, 32, 3), np.uint8)], text=["the eye is blurry"], masks=[np.ones((32, 32))])
+    batch = processor(images=[np.zeros((32, 32, 3), np.uint8)], reports=["the eye is blurry"], masks=[np.ones((32, 32))])
     adapted(**batch).loss.backward()
     assert all(p.grad is not None for name, p in adapted.named_parameters() if "lora_B" in name)
 
@@ -613,7 +613,7 @@ def test_gradient_checkpointing_trains():
     model.freeze_for_stage("joint")
     model.activation_checkpointing_enable()
     model.train()
-    batch = processor(images=[np.zeros((32, 32, 3), np.uint8)], text=["the eye is blurry"], masks=[np.ones((32, 32))])
+    batch = processor(images=[np.zeros((32, 32, 3), np.uint8)], reports=["the eye is blurry"], masks=[np.ones((32, 32))])
     model(**batch).loss.backward()
     assert model.is_activation_checkpointing
     from transformers.modeling_layers import GradientCheckpointingLayer

@@ -4,12 +4,41 @@ from __future__ import annotations
 
 from dataclasses import field
 
+import sys
+
 from transformers import InstructBlipConfig, PreTrainedConfig, SamMaskDecoderConfig
+from transformers.configuration_utils import SubConfigSpec
 
 from .regions import REGION_NAMES
 
 REGION_SOURCES = ("predicted", "ground_truth", "none", "explicit")
 DEFAULT_MASK_THRESHOLD = 0.5
+DEFAULT_REGION_THRESHOLD = 0.5
+PIPELINE_TASK = "forgery-analysis"
+
+# The authors' released backbone, InstructBLIP with Flan-T5-XL (`Salesforce/instructblip-flan-t5-xl`): EVA ViT-g
+# (the InstructBLIP vision defaults), a BERT-base Q-Former with the extra "[DEC]" token (vocabulary 30523) and
+# Flan-T5-XL. `<image>` is added after the T5 tokenizer's 32100 entries (32000 pieces + 100 sentinels), so its id is
+# 32100, inside T5's 32128-row embedding.
+PAPER_INSTRUCTBLIP_CONFIG = {
+    "qformer_config": {"vocab_size": 30523},
+    "text_config": {
+        "model_type": "t5",
+        "vocab_size": 32128,
+        "d_model": 2048,
+        "d_kv": 64,
+        "d_ff": 5120,
+        "num_layers": 24,
+        "num_heads": 32,
+        "feed_forward_proj": "gated-gelu",
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "bos_token_id": 1,
+        "decoder_start_token_id": 0,
+    },
+    "num_query_tokens": 32,
+    "image_token_index": 32100,
+}
 
 
 class ForgeryTalkerPrompterConfig(PreTrainedConfig):
@@ -52,11 +81,13 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
         use_coord_conv (`bool`, *optional*, defaults to `True`):
             Whether the first convolution of the branch is a CoordConv (x/y coordinate channels appended).
         region_names (`list[str]`, *optional*, defaults to the 21 MMTT regions):
-            Names of the regions the head scores, in label order.
+            Names of the regions the head scores, in label order. Kept in the saved config to document the label
+            order; it must equal `forgerytalker.REGION_NAMES`, the one owner of the vocabulary.
         negative_weight (`float`, *optional*, defaults to 0.2):
             ω in the paper's Eq. 3: weight of the binary cross-entropy on regions that are not manipulated.
         region_threshold (`float`, *optional*, defaults to 0.5):
-            Probability above which a region counts as predicted (it then enters the instruction).
+            Probability above which a region counts as predicted (it then enters the instruction). The composite
+            model reads it as `ForgeryTalkerConfig.region_threshold`.
         dice_smooth (`float`, *optional*, defaults to 1.0):
             Smoothing term of the Dice loss (Eq. 4), which keeps it defined and informative for authentic images
             whose label vector is all zeros.
@@ -84,7 +115,7 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
     use_coord_conv: bool = True
     region_names: list[str] = field(default_factory=lambda: list(REGION_NAMES))
     negative_weight: float = 0.2
-    region_threshold: float = 0.5
+    region_threshold: float = DEFAULT_REGION_THRESHOLD
     dice_smooth: float = 1.0
     initializer_range: float = 0.02
 
@@ -92,6 +123,11 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self.conv_kernel_sizes = list(self.conv_kernel_sizes)
         self.region_names = list(self.region_names)
+        if self.region_names != list(REGION_NAMES):
+            raise ValueError(
+                f"`region_names` must be the {len(REGION_NAMES)} regions of forgerytalker.REGION_NAMES in their order "
+                f"({', '.join(REGION_NAMES)}), got {self.region_names}: this checkpoint scores another vocabulary"
+            )
         if not 0 <= self.num_conv_branch_layers <= self.num_hidden_layers:
             raise ValueError(
                 f"`num_conv_branch_layers` ({self.num_conv_branch_layers}) must lie between 0 and "
@@ -121,15 +157,17 @@ class ForgeryTalkerConfig(PreTrainedConfig):
     Configuration of [`ForgeryTalkerForConditionalGeneration`]: an InstructBLIP backbone, a Forgery Prompter
     Network that names suspicious regions, and a SAM-style mask decoder (paper §4).
 
-    The instruction template and its tokenisation belong to [`ForgeryTalkerProcessor`]; the config only says
-    where the regions in the instruction come from by default.
+    `ForgeryTalkerConfig()` with no arguments is the paper's model as the authors released it: InstructBLIP with
+    Flan-T5-XL (`PAPER_INSTRUCTBLIP_CONFIG`), the default prompter and a SAM mask decoder. The instruction template
+    and its tokenisation belong to [`ForgeryTalkerProcessor`]; the config says where the instruction's regions come
+    from by default, and owns both decision thresholds.
 
     Args:
         instructblip_config (`dict` or [`InstructBlipConfig`], *optional*):
             The backbone: vision encoder, Q-Former and language model (any LM InstructBLIP supports). Its
-            `image_token_index` must be set.
+            `image_token_index` must be set. Defaults to InstructBLIP-Flan-T5-XL.
         prompter_config (`dict` or [`ForgeryTalkerPrompterConfig`], *optional*):
-            The Forgery Prompter Network.
+            The Forgery Prompter Network. Its `region_threshold` is the model's region threshold.
         mask_decoder_config (`dict` or [`SamMaskDecoderConfig`], *optional*):
             SAM's two-way transformer and upscaling head. Its `hidden_size` is the width in which vision,
             Q-Former and prompter features are fused. ForgeryTalker predicts one mask, so
@@ -139,7 +177,8 @@ class ForgeryTalkerConfig(PreTrainedConfig):
             `"ground_truth"` (the paper's FPN-GT oracle, needs `region_labels`), `"none"` (the plain instruction
             of the paper's w/o-FPN ablation) or `"explicit"` (regions the caller names).
         mask_threshold (`float`, *optional*, defaults to 0.5):
-            Probability above which a pixel of the predicted mask counts as forged.
+            Probability above which a pixel of the predicted mask counts as forged. Post-processing, evaluation
+            and the pipeline use it unless told otherwise.
         mask_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the mask loss against the language-model loss (the paper's Eq. 7 uses 1).
         mask_dice_weight (`float`, *optional*, defaults to 1.0):
@@ -147,11 +186,14 @@ class ForgeryTalkerConfig(PreTrainedConfig):
         mask_iou_loss_weight (`float`, *optional*, defaults to 0.1):
             Weight of the mean-squared error between the decoder's IoU estimate and the IoU of its own mask. It
             trains SAM's IoU head into a per-image mask confidence, and gives every decoder parameter a gradient.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of the modules ForgeryTalker adds around the backbone
+            (the mask decoder and its projections). The backbone and the prompter use their own configs'.
     """
 
     model_type = "forgerytalker"
     sub_configs_defaults = {
-        "instructblip_config": InstructBlipConfig,
+        "instructblip_config": SubConfigSpec(config_class=InstructBlipConfig, init_kwargs=PAPER_INSTRUCTBLIP_CONFIG),
         "prompter_config": ForgeryTalkerPrompterConfig,
         "mask_decoder_config": SamMaskDecoderConfig,
     }
@@ -164,8 +206,14 @@ class ForgeryTalkerConfig(PreTrainedConfig):
     mask_loss_weight: float = 1.0
     mask_dice_weight: float = 1.0
     mask_iou_loss_weight: float = 0.1
+    initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
+        if _pipeline_task_registered():
+            # `save_pretrained` writes `custom_pipelines` so that `pipeline(..., trust_remote_code=True)` finds the
+            # pipeline's code in a process without this package; where the package registered the task, its own
+            # class is used instead (transformers would otherwise insist on `trust_remote_code`).
+            kwargs.pop("custom_pipelines", None)
         super().__post_init__(**kwargs)
         self.mask_decoder_config.num_multimask_outputs = 0
         if self.region_source not in REGION_SOURCES:
@@ -178,6 +226,10 @@ class ForgeryTalkerConfig(PreTrainedConfig):
                 "Q-Former's query outputs go with that token"
             )
 
+    def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
+        """The language model's config (generation, embedding resizing and weight tying read it)."""
+        return self.instructblip_config.get_text_config(decoder=decoder, encoder=encoder)
+
     @property
     def num_query_tokens(self) -> int:
         return self.instructblip_config.num_query_tokens
@@ -186,5 +238,23 @@ class ForgeryTalkerConfig(PreTrainedConfig):
     def region_names(self) -> list[str]:
         return self.prompter_config.region_names
 
+    @property
+    def region_threshold(self) -> float:
+        """Probability above which a region is flagged (stored in `prompter_config`, which a stage-1 prompter
+        checkpoint carries on its own)."""
+        return self.prompter_config.region_threshold
 
-__all__ = ["ForgeryTalkerConfig", "ForgeryTalkerPrompterConfig", "REGION_SOURCES"]
+    @region_threshold.setter
+    def region_threshold(self, value: float) -> None:
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"`region_threshold` must lie in (0, 1), got {value}")
+        self.prompter_config.region_threshold = value
+
+
+def _pipeline_task_registered() -> bool:
+    """Whether this process registered the ForgeryTalker pipeline task (i.e. imported the package)."""
+    pipelines = sys.modules.get("transformers.pipelines")
+    return pipelines is not None and PIPELINE_TASK in pipelines.PIPELINE_REGISTRY.supported_tasks
+
+
+__all__ = ["ForgeryTalkerConfig", "ForgeryTalkerPrompterConfig", "PAPER_INSTRUCTBLIP_CONFIG", "REGION_SOURCES"]

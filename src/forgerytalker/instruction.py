@@ -1,19 +1,30 @@
 """The region instruction (paper §4.3): its wording, its tokenised pieces and how they are assembled.
 
-The instruction names the regions the prompter (or the caller) flags. Because those regions are only known
-inside the model's forward pass, the processor tokenises the instruction once as *pieces* (prefix, separator,
-suffix, each region name, ...) and the model assembles each sample's token ids from the pieces. Training and
-generation both go through `assemble_instruction_ids`, so they see the same tokens by construction.
+The instruction names the regions the prompter (or the caller) flags. Those regions are only known inside the
+model's forward pass, so the processor tokenises the instruction once as *pieces* and the model assembles each
+sample's token ids from them. Training and generation both go through `assemble_instruction_ids`, so they see
+the same tokens by construction.
 
-Piece tensors have shape `(NUM_FIXED_PIECES + num_regions, max_piece_length)` and are padded with
-`PIECE_PADDING` (-1). Rows are laid out as the `*_ROW` constants say; region `i` is row `REGION_ROW_OFFSET + i`.
+The pieces are cut at the spaces of the rendered text, so that the ids of the pieces, put together, are the ids
+of the whole text for every tokenizer that splits words at spaces before it tokenises them (SentencePiece /
+Metaspace tokenizers like T5's and Llama's, byte-level BPE like OPT's and GPT-2's, BERT's WordPiece). For
+regions `r1 ... rn` the text is
+
+    prefix + " " + r1 + separator + " " + ... + " " + rn + suffix
+
+and its pieces are the prefix, `" r_i" + separator` for every region but the last, and `" r_n" + suffix` for
+the last. `ForgeryTalkerProcessor` checks at construction that its tokenizers really compose this way.
+
+Piece tensors have shape `(batch_size, NUM_PIECES, max_piece_length)` (one identical copy per sample, so that
+a batch can be sliced, collated and split like any other) and are padded with `PIECE_PADDING` (-1). Rows are
+laid out as the `*_ROW` constants say.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
+from .regions import NUM_REGIONS, REGION_NAMES
 
 DEFAULT_INSTRUCTION_PREFIX = "These facial areas may be manipulated by AI:"
 DEFAULT_INSTRUCTION_SUFFIX = ". Please describe the specific issues in these areas."
@@ -22,14 +33,19 @@ DEFAULT_NO_REGION_INSTRUCTION = "Is this face manipulated by AI? Please describe
 DEFAULT_EMPTY_REGIONS_TEXT = "none"
 
 PREFIX_ROW = 0
-SEPARATOR_ROW = 1
-SUFFIX_ROW = 2
-NO_REGION_ROW = 3
-EMPTY_REGIONS_ROW = 4
-REGION_ROW_OFFSET = 5
+"""The prefix, after the image tokens and the tokenizer's leading special tokens."""
+NO_REGION_ROW = 1
+"""The whole plain instruction (no prompter), with image tokens and leading and trailing special tokens."""
+EMPTY_REGIONS_ROW = 2
+"""`" " + empty_regions_text + suffix` and the trailing special tokens: the list when no region is named."""
+LISTED_REGION_ROW_OFFSET = 3
+"""Row `LISTED_REGION_ROW_OFFSET + i`: `" " + REGION_NAMES[i] + separator`, region i followed by another."""
+LAST_REGION_ROW_OFFSET = LISTED_REGION_ROW_OFFSET + NUM_REGIONS
+"""Row `LAST_REGION_ROW_OFFSET + i`: `" " + REGION_NAMES[i] + suffix` and the trailing special tokens."""
+NUM_PIECES = LAST_REGION_ROW_OFFSET + NUM_REGIONS
 PIECE_PADDING = -1
-# Label value of tokens the language-model loss ignores (report padding, the instruction itself).
 IGNORE_INDEX = -100
+"""Label value of tokens the language-model loss ignores (report padding, the instruction itself)."""
 
 
 def render_instruction(
@@ -51,32 +67,43 @@ def render_instruction(
     return f"{prefix} {listed}{suffix}"
 
 
-def pieces_to_lists(pieces: torch.Tensor) -> list[list[int]]:
-    """Unpads a piece tensor `(num_pieces, max_piece_length)` into one list of token ids per piece."""
+def instruction_piece_texts(
+    prefix: str = DEFAULT_INSTRUCTION_PREFIX,
+    separator: str = DEFAULT_REGION_SEPARATOR,
+    suffix: str = DEFAULT_INSTRUCTION_SUFFIX,
+    no_region_instruction: str = DEFAULT_NO_REGION_INSTRUCTION,
+    empty_regions_text: str = DEFAULT_EMPTY_REGIONS_TEXT,
+) -> list[str]:
+    """The text of every piece, in row order (`NUM_PIECES` strings; special tokens are added by the processor)."""
+    texts = [""] * NUM_PIECES
+    texts[PREFIX_ROW] = prefix
+    texts[NO_REGION_ROW] = no_region_instruction
+    texts[EMPTY_REGIONS_ROW] = f" {empty_regions_text}{suffix}"
+    for index, name in enumerate(REGION_NAMES):
+        texts[LISTED_REGION_ROW_OFFSET + index] = f" {name}{separator}"
+        texts[LAST_REGION_ROW_OFFSET + index] = f" {name}{suffix}"
+    return texts
+
+
+def piece_rows(pieces) -> list[list[int]]:
+    """One sample's pieces, `(NUM_PIECES, max_piece_length)` padded with -1, as one list of ids per piece."""
     return [[int(token) for token in row if token != PIECE_PADDING] for row in pieces.tolist()]
 
 
-def assemble_instruction_ids(pieces: list[list[int]], regions: torch.Tensor | None, batch_size: int) -> list[list[int]]:
-    """Token ids of each sample's instruction.
+def assemble_instruction_ids(pieces: list[list[int]], flagged: Sequence[int | bool] | None) -> list[int]:
+    """The token ids of one sample's instruction.
 
     Args:
-        pieces: the unpadded pieces of one tokenizer (see `pieces_to_lists`); the prefix and the no-region
-            rows carry the tokenizer's leading special tokens, the suffix and no-region rows its trailing ones.
-        regions: `(batch_size, num_regions)` 0/1 tensor of the regions to name, or `None` for the plain
-            instruction of every sample.
-        batch_size: number of samples (used when `regions` is `None`).
+        pieces: that sample's unpadded pieces for one tokenizer (`piece_rows`).
+        flagged: 0/1 per region (`NUM_REGIONS` entries) naming the regions to list, or `None` for the plain
+            instruction without regions.
     """
-    if regions is None:
-        return [list(pieces[NO_REGION_ROW]) for _ in range(batch_size)]
-    assembled = []
-    for row in regions.bool().tolist():
-        named = [index for index, flagged in enumerate(row) if flagged]
-        listed: list[int] = []
-        for position, index in enumerate(named):
-            if position:
-                listed += pieces[SEPARATOR_ROW]
-            listed += pieces[REGION_ROW_OFFSET + index]
-        if not named:
-            listed = list(pieces[EMPTY_REGIONS_ROW])
-        assembled.append(pieces[PREFIX_ROW] + listed + pieces[SUFFIX_ROW])
-    return assembled
+    if flagged is None:
+        return list(pieces[NO_REGION_ROW])
+    named = [index for index, value in enumerate(flagged) if value]
+    if not named:
+        return pieces[PREFIX_ROW] + pieces[EMPTY_REGIONS_ROW]
+    ids = list(pieces[PREFIX_ROW])
+    for index in named[:-1]:
+        ids += pieces[LISTED_REGION_ROW_OFFSET + index]
+    return ids + pieces[LAST_REGION_ROW_OFFSET + named[-1]]

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import InstructBlipForConditionalGeneration, PreTrainedModel
+from transformers import GenerationConfig, GenerationMixin, InstructBlipForConditionalGeneration, PreTrainedModel
+from transformers import initialization as init
+from transformers.models.sam.modeling_sam import SamAttention, SamLayerNorm
 from transformers.utils import ModelOutput
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .configuration_forgerytalker import ForgeryTalkerConfig
-from .instruction import IGNORE_INDEX, assemble_instruction_ids, pieces_to_lists
+from .configuration_forgerytalker import PIPELINE_TASK, ForgeryTalkerConfig
+from .instruction import IGNORE_INDEX, assemble_instruction_ids, piece_rows
 from .modeling_forgerytalker_mask_decoder import ForgeryTalkerMaskDecoder, forgery_mask_loss
-from .modeling_forgerytalker_prompter import ForgeryPrompterNetwork
+from .modeling_forgerytalker_prompter import ForgeryPrompterNetwork, ForgeryPrompterOutput
 
 logger = logging.getLogger(__name__)
 
 TRAINING_STAGES = ("prompter", "joint")
+GENERATION_DEFAULTS = {"num_beams": 5, "max_new_tokens": 100, "min_new_tokens": 5, "repetition_penalty": 1.5}
+"""The authors' released inference settings (beam search with 5 beams, 5 to 100 report tokens, penalty 1.5)."""
+_OUTPUT_FLAGS = ("output_attentions", "output_hidden_states")
 
 
 @dataclass
@@ -43,6 +50,17 @@ class ForgeryTalkerOutput(ModelOutput):
         The prompter's logits for each facial region.
     instruction_regions (`torch.LongTensor` of shape `(batch_size, num_regions)`, *optional*):
         The 0/1 regions named in each sample's instruction; `None` for the plain (`"none"`) instruction.
+    vision_outputs (`BaseModelOutputWithPooling`):
+        The vision encoder's outputs (`hidden_states` / `attentions` when asked).
+    qformer_outputs (`BaseModelOutputWithPoolingAndCrossAttentions`):
+        The Q-Former's outputs (`hidden_states` / `attentions` / `cross_attentions` when asked).
+    language_model_outputs (`CausalLMOutputWithPast` or `Seq2SeqLMOutput`):
+        The language model's outputs (`hidden_states` / `attentions` when asked).
+    prompter_outputs ([`ForgeryPrompterOutput`]):
+        The prompter's outputs (`hidden_states` / `attentions` when asked).
+    mask_decoder_attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+        Attention weights of every attention layer of the mask decoder (prompt fusion, two-way blocks, final
+        token-to-image attention), in call order; they need `attn_implementation="eager"`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -54,13 +72,22 @@ class ForgeryTalkerOutput(ModelOutput):
     iou_scores: torch.FloatTensor | None = None
     region_logits: torch.FloatTensor | None = None
     instruction_regions: torch.LongTensor | None = None
+    vision_outputs: ModelOutput | None = None
+    qformer_outputs: ModelOutput | None = None
+    language_model_outputs: ModelOutput | None = None
+    prompter_outputs: ForgeryPrompterOutput | None = None
+    mask_decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+    def to_tuple(self) -> tuple:
+        return tuple(value.to_tuple() if isinstance(value, ModelOutput) else value for value in super().to_tuple())
 
 
 @dataclass
 class ForgeryTalkerGenerationOutput(ModelOutput):
     r"""
-    sequences (`torch.LongTensor` of shape `(batch_size, report_length)`):
-        The generated report tokens, without the instruction (decode with `processor.batch_decode`).
+    sequences (`torch.LongTensor` of shape `(batch_size * num_return_sequences, report_length)`):
+        The generated report tokens only: neither the instruction nor the decoder's start token (decode with
+        `processor.batch_decode`). Row `i * num_return_sequences + j` is image `i`'s `j`-th report.
     pred_masks (`torch.FloatTensor` of shape `(batch_size, 1, mask_height, mask_width)`):
         Mask logits at 4× the vision patch grid.
     iou_scores (`torch.FloatTensor` of shape `(batch_size, 1)`):
@@ -70,9 +97,20 @@ class ForgeryTalkerGenerationOutput(ModelOutput):
     region_probs (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
         `sigmoid(region_logits)`: per-region probability of manipulation.
     predicted_regions (`torch.LongTensor` of shape `(batch_size, num_regions)`):
-        0/1: the regions whose probability exceeds `config.prompter_config.region_threshold`.
+        0/1: the regions whose probability exceeds `region_threshold`.
     instruction_regions (`torch.LongTensor` of shape `(batch_size, num_regions)`, *optional*):
         The regions named in the instruction the report was written from (`None` for the plain instruction).
+    mask_threshold (`float`):
+        The model's mask threshold (`config.mask_threshold`); post-processing uses it unless told otherwise.
+    region_threshold (`float`):
+        The region threshold that made `predicted_regions` (`config.region_threshold`).
+    scores, logits (`tuple(torch.FloatTensor)`, *optional*, with `return_dict_in_generate=True` and `output_scores` / `output_logits`):
+        One `(batch_size * num_beams_or_return_sequences, vocab_size)` tensor per generated token, as the
+        language model's `generate` returns them; entry `t` belongs to column `t` of `sequences`.
+    sequences_scores (`torch.FloatTensor` of shape `(batch_size * num_return_sequences,)`, *optional*):
+        Beam search: the final score of each returned report.
+    beam_indices (`torch.LongTensor`, *optional*):
+        Beam search: the beam each token of each report came from.
     """
 
     sequences: torch.LongTensor | None = None
@@ -82,6 +120,12 @@ class ForgeryTalkerGenerationOutput(ModelOutput):
     region_probs: torch.FloatTensor | None = None
     predicted_regions: torch.LongTensor | None = None
     instruction_regions: torch.LongTensor | None = None
+    mask_threshold: float | None = None
+    region_threshold: float | None = None
+    scores: tuple[torch.FloatTensor, ...] | None = None
+    logits: tuple[torch.FloatTensor, ...] | None = None
+    sequences_scores: torch.FloatTensor | None = None
+    beam_indices: torch.LongTensor | None = None
 
 
 def resolve_local_path(path: str | os.PathLike, argument: str = "pretrained_model_name_or_path") -> str:
@@ -110,15 +154,35 @@ class ForgeryTalkerPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _no_split_modules = ["ForgeryTalkerMaskDecoder", "ForgeryPrompterNetwork"]
+    # The backbone's and the prompter's own lists are gathered from them by `post_init`.
+    _no_split_modules = ["ForgeryTalkerMaskDecoder"]
+    _can_record_outputs = {"mask_decoder_attentions": OutputRecorder(SamAttention, index=1)}
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """Initialises what ForgeryTalker adds around its sub-models (the mask decoder and its projections) from
+        `config.initializer_range`; the backbone and the prompter are initialised by their own `_init_weights`."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):  # SAM's IoU and mask output tokens
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, (nn.LayerNorm, SamLayerNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
 
 
-class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
+class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, GenerationMixin):
     """ForgeryTalker: a face image in; a forgery mask, per-region probabilities and a written report out.
 
     The prompter scores the 21 facial regions; the regions it flags (or the ground truth, none, or regions
     the caller names) fill the instruction given to InstructBLIP's Q-Former and language model; the mask
-    decoder fuses vision, Q-Former and prompter features into a mask.
+    decoder fuses vision, Q-Former and prompter features into a mask. `generate` uses `generation_config`
+    (by default the authors' settings, `GENERATION_DEFAULTS`), saved with every checkpoint.
     """
 
     def __init__(self, config: ForgeryTalkerConfig, instructblip: InstructBlipForConditionalGeneration | None = None):
@@ -128,11 +192,37 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
         self.instructblip = instructblip if instructblip is not None else InstructBlipForConditionalGeneration(config.instructblip_config)
         self.prompter = ForgeryPrompterNetwork(config.prompter_config)
         self.mask_decoder = ForgeryTalkerMaskDecoder(config)
+        self.generation_config.update(**GENERATION_DEFAULTS)
         self.post_init()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        return super().from_pretrained(resolve_local_path(pretrained_model_name_or_path), *args, **kwargs)
+        if pretrained_model_name_or_path is not None:
+            pretrained_model_name_or_path = resolve_local_path(pretrained_model_name_or_path)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus what `trust_remote_code` users need: the task Auto class and
+        the `forgery-analysis` pipeline (its code is copied next to the model's)."""
+        from transformers.dynamic_module_utils import custom_object_save
+
+        from .pipeline_forgerytalker import ForgeryAnalysisPipeline
+
+        module = type(self).__module__.split(".")[-1]
+        self.config.auto_map = {
+            **(getattr(self.config, "auto_map", None) or {}),
+            "AutoModelForImageTextToText": f"{module}.{type(self).__name__}",
+        }
+        self.config.custom_pipelines = {
+            PIPELINE_TASK: {
+                "impl": f"{ForgeryAnalysisPipeline.__module__.split('.')[-1]}.{ForgeryAnalysisPipeline.__name__}",
+                "pt": ["AutoModel"],
+                "type": "multimodal",
+            }
+        }
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            custom_object_save(ForgeryAnalysisPipeline, save_directory)
 
     @classmethod
     def from_instructblip(
@@ -162,8 +252,6 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
     def load_prompter(self, prompter_name_or_path: str | os.PathLike) -> None:
         """Replaces the prompter with a stage-1 one saved by `ForgeryPrompterNetwork.save_pretrained`."""
         prompter = ForgeryPrompterNetwork.from_pretrained(resolve_local_path(prompter_name_or_path, "prompter_name_or_path"))
-        if prompter.config.region_names != self.config.prompter_config.region_names:
-            raise ValueError("The prompter checkpoint scores other regions than this model")
         self.prompter = prompter.to(device=self.device, dtype=self.dtype)
         self.config.prompter_config = prompter.config
 
@@ -187,6 +275,20 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
         backbone.vision_model.requires_grad_(train_vision_encoder)
         backbone.language_model.requires_grad_(train_language_model)
 
+    # -- the language model's embeddings ---------------------------------------------------------------------
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.instructblip.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.instructblip.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return self.instructblip.get_output_embeddings()
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.instructblip.set_output_embeddings(new_embeddings)
+
     # -- instruction assembly ------------------------------------------------------------------------------
 
     def _instruction_regions(
@@ -199,7 +301,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
         if region_source is None:
             region_source = "explicit" if instruction_regions is not None else self.config.region_source
         if region_source == "predicted":
-            return (torch.sigmoid(region_logits) > self.config.prompter_config.region_threshold).long()
+            return (torch.sigmoid(region_logits) > self.config.region_threshold).long()
         if region_source == "ground_truth":
             if region_labels is None:
                 raise ValueError('`region_source="ground_truth"` needs `region_labels`')
@@ -227,28 +329,44 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
         instruction_input_ids: torch.Tensor,
         instruction_qformer_input_ids: torch.Tensor,
         regions: torch.Tensor | None,
-        batch_size: int,
         labels: torch.Tensor | None = None,
         for_generation: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """Token ids for the Q-Former and the language model, with the instruction naming `regions`.
+        """Token ids for the Q-Former and the language model, with each sample's instruction naming its `regions`.
+
+        Args:
+            instruction_input_ids, instruction_qformer_input_ids: `(batch, NUM_PIECES, piece_length)` pieces.
+            regions: `(batch, num_regions)` 0/1, or `None` for the plain instruction.
+            labels: `(batch, report_length)` report ids padded with -100 (training).
+            for_generation: left-pad the language model's prompt (decoder-only LMs).
 
         Decoder-only LMs get `image tokens + instruction (+ report)`, right-padded for training with the
         instruction masked out of the labels, left-padded for generation. Encoder-decoder LMs get the image
         tokens and instruction in the encoder and the report as `labels`.
         """
+        for name, pieces in (("instruction_input_ids", instruction_input_ids), ("instruction_qformer_input_ids", instruction_qformer_input_ids)):
+            if pieces.dim() != 3:
+                raise ValueError(
+                    f"`{name}` must be batch-first, (batch, num_pieces, piece_length), got shape {tuple(pieces.shape)}: "
+                    "make the inputs with this version's ForgeryTalkerProcessor"
+                )
         device = instruction_input_ids.device
-        qformer_ids = assemble_instruction_ids(pieces_to_lists(instruction_qformer_input_ids), regions, batch_size)
-        prompts = assemble_instruction_ids(pieces_to_lists(instruction_input_ids), regions, batch_size)
+        flagged = [None] * len(instruction_input_ids) if regions is None else regions.bool().tolist()
+        qformer_ids = [assemble_instruction_ids(piece_rows(p), f) for p, f in zip(instruction_qformer_input_ids, flagged)]
+        prompts = [assemble_instruction_ids(piece_rows(p), f) for p, f in zip(instruction_input_ids, flagged)]
         self._check_image_tokens(prompts[0])
         inputs = dict(zip(("qformer_input_ids", "qformer_attention_mask"), _pad(qformer_ids, 0, "right", device)))
-        text_pad = self.config.instructblip_config.text_config.pad_token_id or 0
+        text_pad = self.config.get_text_config().pad_token_id or 0
         decoder_only = self.config.instructblip_config.use_decoder_only_language_model
         if labels is None or not decoder_only:
             side = "left" if for_generation and decoder_only else "right"
             inputs["input_ids"], inputs["attention_mask"] = _pad(prompts, text_pad, side, device)
             if labels is not None:
                 inputs["labels"] = labels
+            elif not decoder_only and not for_generation:
+                # without a report, an encoder-decoder LM's forward scores the first report token
+                start = self.config.get_text_config().decoder_start_token_id
+                inputs["decoder_input_ids"] = torch.full((len(prompts), 1), start, dtype=torch.long, device=device)
             return inputs
         reports = [[token for token in row if token != IGNORE_INDEX] for row in labels.tolist()]
         sequences = [prompt + report for prompt, report in zip(prompts, reports)]
@@ -259,6 +377,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
 
     # -- forward and generate ------------------------------------------------------------------------------
 
+    @capture_outputs
     def forward(
         self,
         pixel_values: torch.FloatTensor,
@@ -269,14 +388,18 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
         region_labels: torch.Tensor | None = None,
         instruction_regions: torch.Tensor | None = None,
         region_source: str | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        **kwargs,
     ) -> ForgeryTalkerOutput:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
                 Images from `ForgeryTalkerProcessor`.
-            instruction_input_ids (`torch.LongTensor` of shape `(num_pieces, piece_length)`):
+            instruction_input_ids (`torch.LongTensor` of shape `(batch_size, num_pieces, piece_length)`):
                 The instruction's pieces in the language model's vocabulary (from the processor).
-            instruction_qformer_input_ids (`torch.LongTensor` of shape `(num_pieces, piece_length)`):
+            instruction_qformer_input_ids (`torch.LongTensor` of shape `(batch_size, num_pieces, piece_length)`):
                 The instruction's pieces in the Q-Former's vocabulary (from the processor).
             labels (`torch.LongTensor` of shape `(batch_size, report_length)`, *optional*):
                 Report token ids ending with EOS, padded with -100.
@@ -288,18 +411,40 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
                 0/1 regions the caller names; given alone it selects the `"explicit"` region source.
             region_source (`str`, *optional*):
                 `"predicted"`, `"ground_truth"`, `"none"` or `"explicit"`; defaults to `config.region_source`.
+            input_ids, attention_mask, inputs_embeds:
+                Accepted so that wrappers written for causal LMs (PEFT's `task_type="CAUSAL_LM"`) can pass them
+                as `None`; the model builds the language model's inputs from the instruction pieces itself.
+            output_attentions, output_hidden_states, return_dict:
+                As in transformers: they reach the vision encoder, Q-Former, language model, prompter and
+                (attentions) mask decoder.
         """
-        _check_batch(pixel_values, labels=labels, masks=masks, region_labels=region_labels, instruction_regions=instruction_regions)
-        batch_size = pixel_values.shape[0]
-        prompter_output = self.prompter(pixel_values, region_labels=region_labels)
-        regions = self._instruction_regions(region_source, prompter_output.region_logits, region_labels, instruction_regions)
-        language_inputs = self.build_language_inputs(
-            instruction_input_ids, instruction_qformer_input_ids, regions, batch_size, labels=labels
+        for name, value in (("input_ids", input_ids), ("attention_mask", attention_mask), ("inputs_embeds", inputs_embeds)):
+            if value is not None:
+                raise ValueError(
+                    f"ForgeryTalker builds the language model's `{name}` from the instruction pieces; pass the "
+                    "processor's outputs (pixel_values, instruction_input_ids, instruction_qformer_input_ids) instead"
+                )
+        _check_batch(
+            pixel_values,
+            instruction_input_ids=instruction_input_ids,
+            instruction_qformer_input_ids=instruction_qformer_input_ids,
+            labels=labels,
+            masks=masks,
+            region_labels=region_labels,
+            instruction_regions=instruction_regions,
         )
-        backbone_output = self.instructblip(pixel_values=pixel_values, **language_inputs)
+        output_flags = {name: True for name in _OUTPUT_FLAGS if kwargs.get(name, getattr(self.config, name, False))}
+        prompter_output = self.prompter(pixel_values, region_labels=region_labels, **output_flags)
+        regions = self._instruction_regions(region_source, prompter_output.region_logits, region_labels, instruction_regions)
+        language_inputs = self.build_language_inputs(instruction_input_ids, instruction_qformer_input_ids, regions, labels=labels)
+        image_features = self._image_features(pixel_values, language_inputs, **output_flags)
+        # InstructBLIP's forward would run its vision encoder and Q-Former without the output flags
+        backbone_output = self.instructblip(
+            pixel_values=None, mm_encoder_outputs={"image": image_features}, **language_inputs, **output_flags, return_dict=True
+        )
         pred_masks, iou_scores = self.mask_decoder(
-            backbone_output.vision_outputs.last_hidden_state,
-            backbone_output.qformer_outputs.last_hidden_state[:, : self.config.num_query_tokens],
+            image_features.last_hidden_state,
+            image_features.qformer_outputs.last_hidden_state[:, : self.config.num_query_tokens],
             prompter_output.last_hidden_state,
         )
         language_model_loss = backbone_output.loss if labels is not None else None
@@ -325,7 +470,46 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
             iou_scores=iou_scores,
             region_logits=prompter_output.region_logits,
             instruction_regions=regions,
+            vision_outputs=image_features.vision_outputs,
+            qformer_outputs=image_features.qformer_outputs,
+            language_model_outputs=backbone_output.language_model_outputs,
+            prompter_outputs=prompter_output,
         )
+
+    def _image_features(self, pixel_values: torch.Tensor, language_inputs: dict, **output_flags) -> ModelOutput:
+        """InstructBLIP's vision encoder, Q-Former (reading the instruction) and language projection."""
+        return self.instructblip.get_image_features(
+            pixel_values,
+            qformer_input_ids=language_inputs["qformer_input_ids"],
+            qformer_attention_mask=language_inputs["qformer_attention_mask"],
+            return_dict=True,
+            **output_flags,
+        )
+
+    def _generation_settings(self, generation_config: GenerationConfig | None, kwargs: dict) -> tuple[GenerationConfig, dict]:
+        """`generation_config` (default: the model's) updated with the call's kwargs; returns it and the kwargs
+        that are not generation settings.
+
+        `max_length` and `min_length` count report tokens, as a user reads them: they become `max_new_tokens`
+        and `min_new_tokens` (the language model would otherwise also count the hidden instruction).
+        """
+        config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
+        max_length, min_length = kwargs.pop("max_length", None), kwargs.pop("min_length", None)
+        model_kwargs = config.update(**kwargs)
+        if max_length is not None and "max_new_tokens" not in kwargs:
+            config.max_new_tokens = max_length
+        elif config.max_new_tokens is None and config.max_length is not None:
+            config.max_new_tokens = config.max_length
+        if min_length is not None and "min_new_tokens" not in kwargs:
+            config.min_new_tokens = min_length
+        elif config.min_new_tokens is None and config.min_length:
+            config.min_new_tokens = config.min_length
+        config.max_length = config.min_length = None
+        asked_for_minimum = min_length is not None or "min_new_tokens" in kwargs
+        if not asked_for_minimum and config.min_new_tokens and config.max_new_tokens is not None:
+            # a call asking for fewer tokens than the default minimum gets what it asked for
+            config.min_new_tokens = min(config.min_new_tokens, config.max_new_tokens)
+        return config, model_kwargs
 
     @torch.no_grad()
     def generate(
@@ -336,43 +520,62 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
         region_labels: torch.Tensor | None = None,
         instruction_regions: torch.Tensor | None = None,
         region_source: str | None = None,
-        **generate_kwargs,
+        generation_config: GenerationConfig | None = None,
+        **kwargs,
     ) -> ForgeryTalkerGenerationOutput:
         """Writes the report and predicts the mask and regions in one call.
 
         Takes the inputs of `forward` (without targets) and the usual generation arguments (`max_new_tokens`,
-        `num_beams`, ...), which go to the language model's `generate`. Returns a
-        [`ForgeryTalkerGenerationOutput`].
+        `num_beams`, `num_return_sequences`, `return_dict_in_generate`, `output_scores`, ...), which override
+        `generation_config` (default: `self.generation_config`). `max_length` / `min_length` count report tokens.
+        The language model receives the prompt ids together with their embeddings, as InstructBLIP passes them,
+        so that `repetition_penalty` sees the instruction; padding positions hold the image token, which every
+        prompt already contains, so a sample is penalised the same in a batch as alone.
+
+        Returns:
+            [`ForgeryTalkerGenerationOutput`] (whatever `return_dict_in_generate` says: the mask and regions are
+            always returned).
         """
-        _check_batch(pixel_values, region_labels=region_labels, instruction_regions=instruction_regions)
-        batch_size = pixel_values.shape[0]
+        _check_batch(
+            pixel_values,
+            instruction_input_ids=instruction_input_ids,
+            instruction_qformer_input_ids=instruction_qformer_input_ids,
+            region_labels=region_labels,
+            instruction_regions=instruction_regions,
+        )
+        generation_config, model_kwargs = self._generation_settings(generation_config, kwargs)
         prompter_output = self.prompter(pixel_values)
         region_logits = prompter_output.region_logits
         regions = self._instruction_regions(region_source, region_logits, region_labels, instruction_regions)
         language_inputs = self.build_language_inputs(
-            instruction_input_ids, instruction_qformer_input_ids, regions, batch_size, for_generation=True
+            instruction_input_ids, instruction_qformer_input_ids, regions, for_generation=True
         )
         backbone = self.instructblip
-        image_features = backbone.get_image_features(
-            pixel_values,
-            qformer_input_ids=language_inputs["qformer_input_ids"],
-            qformer_attention_mask=language_inputs["qformer_attention_mask"],
-            return_dict=True,
-        )
+        image_features = self._image_features(pixel_values, language_inputs)
         pred_masks, iou_scores = self.mask_decoder(
             image_features.last_hidden_state,
             image_features.qformer_outputs.last_hidden_state[:, : self.config.num_query_tokens],
             prompter_output.last_hidden_state,
         )
-        input_ids = language_inputs["input_ids"]
+        input_ids, attention_mask = language_inputs["input_ids"], language_inputs["attention_mask"]
         inputs_embeds = backbone.get_input_embeddings()(input_ids)
         image_positions = backbone.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds)
         inputs_embeds = inputs_embeds.masked_scatter(
             image_positions, image_features.pooler_output.to(inputs_embeds.device, inputs_embeds.dtype)
         )
-        sequences = backbone.language_model.generate(
-            inputs_embeds=inputs_embeds, attention_mask=language_inputs["attention_mask"], **generate_kwargs
+        language_model_inputs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+        decoder_only = self.config.instructblip_config.use_decoder_only_language_model
+        if decoder_only:
+            image_token_id = self.config.instructblip_config.image_token_index
+            language_model_inputs["input_ids"] = torch.where(attention_mask.bool(), input_ids, image_token_id)
+        if hasattr(backbone.language_model, "_hf_hook"):  # accelerate device map: give outputs back on our device
+            backbone.language_model._hf_hook.io_same_device = True
+        generated = backbone.language_model.generate(
+            **language_model_inputs, generation_config=generation_config, **model_kwargs
         )
+        sequences = generated if isinstance(generated, torch.Tensor) else generated.sequences
+        # the language model returns the prompt ids (decoder-only) or the decoder's start token first
+        sequences = sequences[:, input_ids.shape[1] :] if decoder_only else sequences[:, 1:]
         region_probs = torch.sigmoid(region_logits)
         return ForgeryTalkerGenerationOutput(
             sequences=sequences,
@@ -380,8 +583,14 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel):
             iou_scores=iou_scores,
             region_logits=region_logits,
             region_probs=region_probs,
-            predicted_regions=(region_probs > self.config.prompter_config.region_threshold).long(),
+            predicted_regions=(region_probs > self.config.region_threshold).long(),
             instruction_regions=regions,
+            mask_threshold=self.config.mask_threshold,
+            region_threshold=self.config.region_threshold,
+            **{
+                name: getattr(generated, name, None)
+                for name in ("scores", "logits", "sequences_scores", "beam_indices")
+            },
         )
 
 
@@ -405,6 +614,7 @@ def _check_batch(pixel_values: torch.Tensor, **per_sample: torch.Tensor | None) 
 
 
 __all__ = [
+    "GENERATION_DEFAULTS",
     "ForgeryTalkerForConditionalGeneration",
     "ForgeryTalkerGenerationOutput",
     "ForgeryTalkerOutput",

@@ -84,6 +84,10 @@ class ForgeryTalkerMaskDecoder(nn.Module):
        added as a dense prompt; a fixed 2-D sine/cosine encoding gives the grid positions.
     3. SAM's two-way transformer and convolutional upscaling produce mask logits at 4× the patch grid, and
        SAM's IoU head a confidence for the mask.
+
+    SAM's modules (`decoder`, a `SamMaskDecoder` with one mask token) are run here one by one rather than through
+    `SamMaskDecoder.forward`, which reads its output tokens' `.weight` directly: under an accelerate device map
+    that offloads the decoder, weights only arrive when a module's own forward runs.
     """
 
     def __init__(self, config: ForgeryTalkerConfig):
@@ -114,27 +118,44 @@ class ForgeryTalkerMaskDecoder(nn.Module):
         prompter_tokens = self.prompter_projection(prompter_hidden_states)
         prompt_tokens = self.qformer_projection(qformer_query_output)
         # SAM's attention works on (batch, point_batch, tokens, channels)
-        attended = self.prompt_fusion(
-            query=prompt_tokens[:, None], key=prompter_tokens[:, None], value=prompter_tokens[:, None]
-        )
-        if isinstance(attended, tuple):
-            attended = attended[0]
-        attended = attended[:, 0]
-        prompt_tokens = self.prompt_fusion_layer_norm(prompt_tokens + attended)
+        attended, _ = self.prompt_fusion(query=prompt_tokens[:, None], key=prompter_tokens[:, None], value=prompter_tokens[:, None])
+        prompt_tokens = self.prompt_fusion_layer_norm(prompt_tokens + attended[:, 0])
 
         dense_prompt = tokens_to_grid(prompter_tokens[:, 1:])
         if dense_prompt.shape[-2:] != image_embeddings.shape[-2:]:
             dense_prompt = F.interpolate(dense_prompt, size=image_embeddings.shape[-2:], mode="bilinear", align_corners=False)
         batch_size, channels, height, width = image_embeddings.shape
-        positions = grid_positional_embedding(channels, height, width, image_embeddings)
-        masks, iou_scores = self.decoder(
+        positions = grid_positional_embedding(channels, height, width, image_embeddings).expand(batch_size, -1, -1, -1)
+        return self._decode(image_embeddings + dense_prompt, positions, prompt_tokens)
+
+    def _decode(
+        self, image_embeddings: torch.Tensor, positions: torch.Tensor, prompt_tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's mask decoding for one prompt set and one mask per image.
+
+        Args:
+            image_embeddings: `(batch, channels, height, width)` the image grid with the dense prompt added.
+            positions: `(batch, channels, height, width)` its positional encoding.
+            prompt_tokens: `(batch, num_prompt_tokens, channels)` the sparse prompt.
+        """
+        decoder = self.decoder
+        batch_size, channels, height, width = image_embeddings.shape
+        first = torch.zeros(1, dtype=torch.long, device=image_embeddings.device)
+        output_tokens = torch.cat([decoder.iou_token(first), decoder.mask_tokens(first)]).to(prompt_tokens.dtype)
+        tokens = torch.cat([output_tokens.expand(batch_size, -1, -1), prompt_tokens], dim=1)[:, None]
+        queries, image_tokens = decoder.transformer(
+            point_embeddings=tokens,
             image_embeddings=image_embeddings,
-            image_positional_embeddings=positions.expand(batch_size, -1, -1, -1),
-            sparse_prompt_embeddings=prompt_tokens[:, None],
-            dense_prompt_embeddings=dense_prompt,
-            multimask_output=False,
+            image_positional_embeddings=positions,
+            attention_similarity=None,
         )
-        return masks[:, 0], iou_scores[:, 0]
+        iou_token, mask_token = queries[:, 0, 0], queries[:, 0, 1]
+        grid = image_tokens[:, 0].transpose(1, 2).reshape(batch_size, channels, height, width)
+        upscaled = decoder.activation(decoder.upscale_layer_norm(decoder.upscale_conv1(grid)))
+        upscaled = decoder.activation(decoder.upscale_conv2(upscaled))
+        weights = decoder.output_hypernetworks_mlps[0](mask_token)
+        mask_logits = torch.einsum("bc,bchw->bhw", weights, upscaled)[:, None]
+        return mask_logits, decoder.iou_prediction_head(iou_token)
 
 
 __all__ = ["ForgeryTalkerMaskDecoder", "forgery_mask_loss", "grid_positional_embedding"]

@@ -10,8 +10,9 @@ from torch import nn
 from transformers import PreTrainedModel, ViTConfig
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
+from transformers.models.vit.modeling_vit import ViTAttention, ViTEmbeddings, ViTLayer
 from transformers.utils import ModelOutput
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_forgerytalker import ForgeryTalkerPrompterConfig
 
@@ -26,11 +27,19 @@ class ForgeryPrompterOutput(ModelOutput):
     last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 1 + num_patches, hidden_size)`):
         The fused global/local tokens (class token first) after the final layer norm. The mask decoder attends
         to them.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+        The tokens entering the first block (with the first convolution branch output added) and the output of
+        every block, each `(batch_size, 1 + num_patches, hidden_size)`.
+    attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+        Each block's attention weights, `(batch_size, num_heads, 1 + num_patches, 1 + num_patches)` (they need
+        `attn_implementation="eager"`).
     """
 
     loss: torch.FloatTensor | None = None
     region_logits: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 def forgery_prompter_loss(
@@ -103,6 +112,7 @@ class ForgeryPrompterNetwork(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["ViTEmbeddings", "ViTLayer"]
+    _can_record_outputs = {"hidden_states": ViTLayer, "attentions": ViTAttention}
 
     def __init__(self, config: ForgeryTalkerPrompterConfig):
         super().__init__(config)
@@ -144,6 +154,7 @@ class ForgeryPrompterNetwork(PreTrainedModel):
             init.trunc_normal_(module.position_embeddings, mean=0.0, std=self.config.initializer_range)
             init.trunc_normal_(module.cls_token, mean=0.0, std=self.config.initializer_range)
 
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self, pixel_values: torch.Tensor, region_labels: torch.Tensor | None = None, **kwargs
     ) -> ForgeryPrompterOutput:
@@ -153,6 +164,8 @@ class ForgeryPrompterNetwork(PreTrainedModel):
                 Normalised images; resized to `config.image_size` when they have another size.
             region_labels (`torch.Tensor` of shape `(batch_size, num_regions)`, *optional*):
                 0/1 targets; when given, the output carries the loss.
+            output_attentions, output_hidden_states, return_dict:
+                As in transformers (see [`ForgeryPrompterOutput`]).
         """
         size = self.config.image_size
         if pixel_values.shape[-2:] != (size, size):

@@ -1,4 +1,4 @@
-"""Processor for ForgeryTalker: images, instruction, reports, masks and region labels in; readable results out."""
+"""Processor for ForgeryTalker: images, reports, masks and region labels in; readable results out."""
 
 from __future__ import annotations
 
@@ -9,22 +9,44 @@ from functools import cached_property
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
+from transformers.processing_utils import ProcessingKwargs, Unpack
 
 from .configuration_forgerytalker import DEFAULT_MASK_THRESHOLD
+from .image_utils import forged_pixels, to_rgb
 from .instruction import (
     DEFAULT_EMPTY_REGIONS_TEXT,
     DEFAULT_INSTRUCTION_PREFIX,
     DEFAULT_INSTRUCTION_SUFFIX,
     DEFAULT_NO_REGION_INSTRUCTION,
     DEFAULT_REGION_SEPARATOR,
+    EMPTY_REGIONS_ROW,
     IGNORE_INDEX,
+    LAST_REGION_ROW_OFFSET,
+    NO_REGION_ROW,
     PIECE_PADDING,
+    PREFIX_ROW,
+    assemble_instruction_ids,
+    instruction_piece_texts,
+    piece_rows,
     render_instruction,
 )
 from .modeling_forgerytalker import resolve_local_path
 from .regions import REGION_NAMES, labels_to_regions, regions_to_labels
+
+
+class ForgeryTalkerProcessorKwargs(ProcessingKwargs, total=False):
+    """`text_kwargs` (`padding`, `truncation`, `max_length`, `return_tensors`) apply to the training reports;
+    `images_kwargs` go to the image processor."""
+
+
+# Region sets the processor checks its tokenizers on (besides "no regions at all", `None`).
+_CHECKED_REGION_SETS: tuple[tuple[str, ...], ...] = (
+    (),
+    *((name,) for name in REGION_NAMES),
+    (REGION_NAMES[0], REGION_NAMES[2]),
+    REGION_NAMES,
+)
 
 
 class ForgeryTalkerProcessor(ProcessorMixin):
@@ -36,7 +58,7 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         image_processor ([`BlipImageProcessor`]):
             Resizes and normalises images for the vision encoder (and the prompter).
         tokenizer ([`PreTrainedTokenizerBase`]):
-            The language model's tokenizer; it must know `image_token`.
+            The language model's tokenizer; `image_token` is added to it if it lacks it.
         qformer_tokenizer ([`PreTrainedTokenizerBase`]):
             The Q-Former's (BERT-style) tokenizer.
         num_query_tokens (`int`, *optional*, defaults to 32):
@@ -48,8 +70,16 @@ class ForgeryTalkerProcessor(ProcessorMixin):
             paper's "These facial areas may be manipulated by AI: [R]. Please describe the specific issues in
             these areas."
         max_report_length (`int`, *optional*, defaults to 160):
-            Report tokens kept for training (longer reports are truncated; the EOS token is always kept).
+            Report tokens kept for training when the call gives no `max_length` (the EOS token is always kept).
+
+    Raises:
+        ValueError: a tokenizer does not tokenise the instruction's pieces into the ids of the whole text (see
+            `forgerytalker.instruction`); the message names the tokenizer and a region set where it differs.
     """
+
+    valid_processor_kwargs = ForgeryTalkerProcessorKwargs
+    text_kwargs = {"padding": "longest", "truncation": True, "return_tensors": "pt"}
+    images_kwargs = {"return_tensors": "pt"}
 
     def __init__(
         self,
@@ -77,6 +107,7 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         self.empty_regions_text = empty_regions_text
         self.max_report_length = max_report_length
         super().__init__(image_processor, tokenizer, qformer_tokenizer, **kwargs)
+        self.check_instruction_tokenization()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -109,99 +140,181 @@ class ForgeryTalkerProcessor(ProcessorMixin):
             self.empty_regions_text,
         )
 
+    @property
+    def image_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(self.image_token)
+
     @cached_property
     def instruction_input_ids(self) -> torch.Tensor:
-        """The instruction's pieces in the language model's vocabulary, `(num_pieces, piece_length)`."""
-        image_token_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
-        return self._instruction_pieces(self.tokenizer, [image_token_id] * self.num_query_tokens)
+        """One sample's instruction pieces in the language model's vocabulary, `(NUM_PIECES, piece_length)`."""
+        return self._instruction_pieces(self.tokenizer, [self.image_token_id] * self.num_query_tokens)
 
     @cached_property
     def instruction_qformer_input_ids(self) -> torch.Tensor:
-        """The instruction's pieces in the Q-Former's vocabulary, `(num_pieces, piece_length)`."""
+        """One sample's instruction pieces in the Q-Former's vocabulary, `(NUM_PIECES, piece_length)`."""
         return self._instruction_pieces(self.qformer_tokenizer, [])
 
     def _instruction_pieces(self, tokenizer, image_tokens: list[int]) -> torch.Tensor:
         leading, trailing = _special_tokens_around(tokenizer)
-
-        def encode(text: str) -> list[int]:
-            return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-        rows = [
-            image_tokens + leading + encode(self.instruction_prefix),
-            encode(self.region_separator),
-            encode(self.instruction_suffix) + trailing,
-            image_tokens + leading + encode(self.no_region_instruction) + trailing,
-            encode(" " + self.empty_regions_text),
-        ] + [encode(" " + name) for name in REGION_NAMES]
+        texts = instruction_piece_texts(
+            self.instruction_prefix,
+            self.region_separator,
+            self.instruction_suffix,
+            self.no_region_instruction,
+            self.empty_regions_text,
+        )
+        rows = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+        rows[PREFIX_ROW] = image_tokens + leading + rows[PREFIX_ROW]
+        rows[NO_REGION_ROW] = image_tokens + leading + rows[NO_REGION_ROW] + trailing
+        for row in [EMPTY_REGIONS_ROW, *range(LAST_REGION_ROW_OFFSET, len(rows))]:
+            rows[row] = rows[row] + trailing
         pieces = torch.full((len(rows), max(len(row) for row in rows)), PIECE_PADDING, dtype=torch.long)
         for index, row in enumerate(rows):
             pieces[index, : len(row)] = torch.tensor(row, dtype=torch.long)
         return pieces
+
+    def expected_instruction_ids(self, regions: Sequence[str] | None) -> tuple[list[int], list[int]]:
+        """The ids the language model and the Q-Former must see for `regions`, from the whole text.
+
+        The language model's are `num_query_tokens` image tokens followed by `tokenizer(instruction)`, as
+        `InstructBlipProcessor` builds them; the Q-Former's are `qformer_tokenizer(instruction)`.
+        """
+        text = self.build_instruction(regions)
+        image_tokens = [self.image_token_id] * self.num_query_tokens
+        return image_tokens + self.tokenizer(text)["input_ids"], self.qformer_tokenizer(text)["input_ids"]
+
+    def check_instruction_tokenization(self) -> None:
+        """Raises a `ValueError` unless the assembled pieces equal the whole text's ids for every checked set.
+
+        Checked: no regions (the plain instruction), an empty list, each single region, a pair and all 21.
+        """
+        pieces = {"tokenizer": piece_rows(self.instruction_input_ids), "qformer_tokenizer": piece_rows(self.instruction_qformer_input_ids)}
+        for regions in (None, *_CHECKED_REGION_SETS):
+            flagged = None if regions is None else regions_to_labels(regions)
+            expected = dict(zip(pieces, self.expected_instruction_ids(regions)))
+            for name, rows in pieces.items():
+                assembled = assemble_instruction_ids(rows, flagged)
+                if assembled != expected[name]:
+                    tokenizer = getattr(self, name)
+                    raise ValueError(
+                        f"The processor's {name} ({type(tokenizer).__name__}, {tokenizer.name_or_path!r}) does not "
+                        f"tokenise the instruction in pieces the way it tokenises the whole text: for regions "
+                        f"{None if regions is None else list(regions)} the pieces give {assembled} but "
+                        f"{self.build_instruction(regions)!r} gives {expected[name]}. ForgeryTalker needs tokenizers "
+                        "that split words at spaces before tokenising them (SentencePiece/Metaspace, byte-level BPE, "
+                        "WordPiece)."
+                    )
 
     # -- inputs --------------------------------------------------------------------------------------------
 
     def __call__(
         self,
         images=None,
-        text: str | Sequence[str] | None = None,
-        regions: Sequence[Sequence[str]] | None = None,
+        text=None,
+        reports: str | Sequence[str] | None = None,
+        regions: Sequence[str] | Sequence[Sequence[str]] | None = None,
         region_labels=None,
         masks=None,
-        return_tensors: str = "pt",
-        **kwargs,
+        **kwargs: Unpack[ForgeryTalkerProcessorKwargs],
     ) -> BatchFeature:
         r"""
-        Prepares a batch for [`ForgeryTalkerForConditionalGeneration`].
+        Prepares a batch for [`ForgeryTalkerForConditionalGeneration`]. Every tensor it returns has one row per
+        image, so a batch can be sliced, collated (`default_data_collator`) and split like any other.
 
         Args:
             images (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
-                The face images, of any sizes.
-            text (`str` or `list[str]`, *optional*):
-                Reference reports (training targets), one per image; they become `labels`.
-            regions (`list[list[str]]`, *optional*):
-                Regions to name in each image's instruction instead of the prompter's prediction (a user
-                correcting the model); they become `instruction_regions`.
+                The face images, of any sizes and modes: each is made 8-bit RGB by `image_utils.to_rgb`
+                (16-bit scaled by its range, transparency composited on white, grayscale/CMYK converted, EXIF
+                orientation applied).
+            text:
+                Not used: ForgeryTalker writes its own instruction. Passing it is an error (give training
+                reports as `reports`).
+            reports (`str` or `list[str]`, *optional*):
+                Reference reports (training targets), one per image; they become `labels` (EOS-terminated,
+                padded with -100). `padding`, `truncation` and `max_length` apply to them; `max_length`
+                defaults to `max_report_length`.
+            regions (`list[str]` or `list[list[str]]`, *optional*):
+                Regions to name in the instruction instead of the prompter's prediction (a user correcting the
+                model): one list per image, or one list of names for every image. They become
+                `instruction_regions`.
             region_labels (`list[list[str]]` or a `(batch, 21)` 0/1 array, *optional*):
                 Ground-truth regions, for the prompter's loss and the `"ground_truth"` region source.
             masks (`PIL.Image.Image`, `np.ndarray` or a list of them, *optional*):
-                Ground-truth masks (pixel > 0 means forged), resized with nearest neighbour to the model input.
+                Ground-truth masks at their image's size; a pixel is forged where `image_utils.forged_pixels`
+                says so (any colour band > 0). Resized with nearest neighbour to the model input.
 
         Returns:
-            [`BatchFeature`] with `pixel_values` `(batch, 3, size, size)`, the instruction pieces, and
-            `labels` `(batch, length)`, `instruction_regions` `(batch, 21)`, `region_labels` `(batch, 21)`,
-            `masks` `(batch, 1, size, size)` for the arguments given.
+            [`BatchFeature`] with `pixel_values` `(batch, 3, size, size)`, `instruction_input_ids`
+            `(batch, NUM_PIECES, piece_length)`, `instruction_qformer_input_ids` `(batch, NUM_PIECES,
+            qformer_piece_length)`, and for the arguments given `labels` `(batch, length)`,
+            `instruction_regions` `(batch, 21)`, `region_labels` `(batch, 21)`, `masks` `(batch, 1, size, size)`.
         """
+        if text is not None:
+            raise ValueError(
+                "ForgeryTalkerProcessor does not take `text`: the model writes its own instruction from the regions. "
+                "Give training reports as `reports=`, and regions to name as `regions=`."
+            )
         if images is None:
             raise ValueError("`images` is required: ForgeryTalker analyses face images")
         images = _as_list(images)
-        count = len(images)
+        if not images:
+            raise ValueError("`images` is empty: give at least one face image")
+        rgb = []
+        for index, image in enumerate(images):
+            try:
+                rgb.append(to_rgb(image))
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"`images[{index}]`: {error}") from error
+        count = len(rgb)
+        output_kwargs = self._merge_kwargs(ForgeryTalkerProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+        text_kwargs = output_kwargs["text_kwargs"]
+        return_tensors = text_kwargs.pop("return_tensors", "pt")
+        images_kwargs = {**output_kwargs["images_kwargs"], "return_tensors": "pt"}
         data = {
-            "pixel_values": self.image_processor(images, return_tensors="pt", **kwargs)["pixel_values"],
-            "instruction_input_ids": self.instruction_input_ids,
-            "instruction_qformer_input_ids": self.instruction_qformer_input_ids,
+            "pixel_values": self.image_processor(rgb, **images_kwargs)["pixel_values"],
+            "instruction_input_ids": self.instruction_input_ids.expand(count, -1, -1).clone(),
+            "instruction_qformer_input_ids": self.instruction_qformer_input_ids.expand(count, -1, -1).clone(),
         }
-        if text is not None:
-            data["labels"] = self._encode_reports(_matching(text, count, "text", str))
+        if reports is not None:
+            data["labels"] = self._encode_reports(_matching(reports, count, "reports", str), **text_kwargs)
         if regions is not None:
+            if all(isinstance(name, str) for name in regions):
+                regions = [list(regions)] * count
             data["instruction_regions"] = torch.tensor(
                 [regions_to_labels(names) for names in _matching(regions, count, "regions")], dtype=torch.long
             )
         if region_labels is not None:
             data["region_labels"] = _region_label_tensor(_matching(region_labels, count, "region_labels"))
         if masks is not None:
-            size = data["pixel_values"].shape[-2:]
-            data["masks"] = torch.stack([_mask_tensor(mask, size) for mask in _matching(masks, count, "masks")])
+            size = tuple(data["pixel_values"].shape[-2:])
+            data["masks"] = torch.stack(
+                [_mask_tensor(mask, image, size, index) for index, (mask, image) in enumerate(zip(_matching(masks, count, "masks"), rgb))]
+            )
         return BatchFeature(data, tensor_type=return_tensors)
 
-    def _encode_reports(self, reports: list[str]) -> torch.Tensor:
+    def _encode_reports(
+        self, reports: list[str], padding="longest", truncation=True, max_length: int | None = None, **_
+    ) -> torch.Tensor:
+        """`(batch, length)` report ids ending with EOS, padded with -100 (`padding` `"longest"` or `"max_length"`)."""
         eos = self.tokenizer.eos_token_id
         if eos is None:
             raise ValueError("The language model's tokenizer has no EOS token, so reports cannot end")
-        rows = [
-            self.tokenizer(report.strip(), add_special_tokens=False)["input_ids"][: self.max_report_length - 1] + [eos]
-            for report in reports
-        ]
-        labels = torch.full((len(rows), max(len(row) for row in rows)), IGNORE_INDEX, dtype=torch.long)
+        max_length = self.max_report_length if max_length is None else max_length
+        rows = []
+        for report in reports:
+            ids = self.tokenizer(report.strip(), add_special_tokens=False)["input_ids"]
+            if truncation not in (False, "do_not_truncate"):
+                ids = ids[: max_length - 1]
+            rows.append(ids + [eos])
+        if padding in (True, "longest"):
+            length = max(len(row) for row in rows)
+        elif padding == "max_length":
+            length = max(max_length, max(len(row) for row in rows))
+        elif len({len(row) for row in rows}) == 1:
+            length = len(rows[0])
+        else:
+            raise ValueError(f"`padding={padding!r}` leaves reports of different lengths; use 'longest' or 'max_length'")
+        labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
         for index, row in enumerate(rows):
             labels[index, : len(row)] = torch.tensor(row, dtype=torch.long)
         return labels
@@ -209,7 +322,11 @@ class ForgeryTalkerProcessor(ProcessorMixin):
     # -- outputs -------------------------------------------------------------------------------------------
 
     def batch_decode(self, sequences, **kwargs) -> list[str]:
-        """Report texts of generated token ids (special tokens and surrounding spaces removed)."""
+        """Report texts of generated token ids, or of `generate`'s output object (its `sequences`).
+
+        Special tokens and surrounding spaces are removed.
+        """
+        sequences = getattr(sequences, "sequences", sequences)
         kwargs.setdefault("skip_special_tokens", True)
         return [text.strip() for text in self.tokenizer.batch_decode(sequences, **kwargs)]
 
@@ -217,18 +334,19 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         self,
         pred_masks: torch.Tensor,
         target_sizes: Sequence[tuple[int, int]] | None = None,
-        threshold: float | None = DEFAULT_MASK_THRESHOLD,
+        mask_threshold: float = DEFAULT_MASK_THRESHOLD,
+        binarize: bool = True,
     ) -> list[torch.Tensor]:
-        """Resizes mask logits to each image's size and thresholds them.
+        """Resizes mask logits to each image's size (bilinear) and thresholds their probabilities.
 
         Args:
             pred_masks: `(batch, 1, h, w)` mask logits from the model.
             target_sizes: `(height, width)` of each original image; `None` keeps the model's resolution.
-            threshold: probability above which a pixel is forged (pass `model.config.mask_threshold` if you
-                changed it); `None` returns probabilities instead.
+            mask_threshold: probability above which a pixel is forged (a model's is `config.mask_threshold`).
+            binarize: `False` returns the probabilities instead of the boolean mask.
 
         Returns:
-            One `(height, width)` tensor per image: boolean, or float probabilities when `threshold` is `None`.
+            One `(height, width)` tensor per image: boolean, or float32 probabilities when `binarize=False`.
         """
         if target_sizes is not None and len(target_sizes) != len(pred_masks):
             raise ValueError(f"`target_sizes` has {len(target_sizes)} entries but there are {len(pred_masks)} masks")
@@ -239,36 +357,88 @@ class ForgeryTalkerProcessor(ProcessorMixin):
                 height, width = (int(v) for v in target_sizes[index])
                 logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
             probabilities = torch.sigmoid(logits[0, 0])
-            results.append(probabilities if threshold is None else probabilities > threshold)
+            results.append(probabilities > mask_threshold if binarize else probabilities)
         return results
 
-    def post_process_regions(self, outputs) -> list[dict]:
-        """Per image: the flagged region names and every region's probability (highest first)."""
+    def post_process_regions(self, outputs, region_threshold: float | None = None) -> list[dict]:
+        """Per image: the flagged region names and every region's probability, both in `REGION_NAMES` order.
+
+        `region_threshold` defaults to the one `generate` used (`outputs.region_threshold`).
+        """
+        threshold = _threshold(region_threshold, outputs, "region_threshold")
         results = []
-        for probabilities, flagged in zip(outputs.region_probs.tolist(), outputs.predicted_regions.tolist()):
-            ranked = sorted(zip(REGION_NAMES, probabilities), key=lambda item: -item[1])
-            results.append({"regions": labels_to_regions(flagged), "probabilities": dict(ranked)})
+        for probabilities in outputs.region_probs.float().tolist():
+            results.append(
+                {
+                    "regions": [name for name, p in zip(REGION_NAMES, probabilities) if p > threshold],
+                    "probabilities": dict(zip(REGION_NAMES, probabilities)),
+                }
+            )
         return results
 
     def post_process_generation(
-        self, outputs, target_sizes: Sequence[tuple[int, int]] | None = None, threshold: float = DEFAULT_MASK_THRESHOLD
+        self,
+        outputs,
+        target_sizes: Sequence[tuple[int, int]] | None = None,
+        mask_threshold: float | None = None,
+        region_threshold: float | None = None,
+        return_mask_probabilities: bool = False,
     ) -> list[dict]:
-        """Everything `generate` answered, per image: report, regions, probabilities, mask and its confidence."""
+        """Everything `generate` answered, one dict per generated report.
+
+        With `num_return_sequences=k`, result `i * k + j` is image `i`'s `j`-th report, paired with image `i`'s
+        mask and regions. Thresholds default to the ones `generate` used (the checkpoint's config); an explicit
+        argument overrides them.
+
+        Args:
+            outputs ([`ForgeryTalkerGenerationOutput`]): what `model.generate` returned.
+            target_sizes: `(height, width)` of each image (one per image, not per report).
+            mask_threshold, region_threshold: override the thresholds of `outputs`.
+            return_mask_probabilities: also return each pixel's probability (`mask_probabilities`).
+
+        Returns:
+            Dicts with `report`, `regions`, `region_probabilities` (all 21, `REGION_NAMES` order),
+            `instruction_regions` (`None` for the plain instruction), `mask` (bool `(H, W)`), `mask_confidence`,
+            `mask_threshold`, `region_threshold` (the values used) and, if asked, `mask_probabilities`
+            (float32 `(H, W)`).
+        """
+        num_images = len(outputs.pred_masks)
         reports = self.batch_decode(outputs.sequences)
-        masks = self.post_process_masks(outputs.pred_masks, target_sizes, threshold)
-        regions = self.post_process_regions(outputs)
+        if len(reports) % num_images:
+            raise ValueError(f"{len(reports)} generated reports cannot be shared out over {num_images} images")
+        per_image = len(reports) // num_images
+        mask_threshold = _threshold(mask_threshold, outputs, "mask_threshold")
+        region_threshold = _threshold(region_threshold, outputs, "region_threshold")
+        probabilities = self.post_process_masks(outputs.pred_masks, target_sizes, binarize=False)
+        regions = self.post_process_regions(outputs, region_threshold)
         instruction = outputs.instruction_regions
-        return [
-            {
+        results = []
+        for index, report in enumerate(reports):
+            image = index // per_image
+            result = {
                 "report": report,
-                "regions": region["regions"],
-                "region_probabilities": region["probabilities"],
-                "instruction_regions": None if instruction is None else labels_to_regions(instruction[index].tolist()),
-                "mask": mask,
-                "mask_confidence": float(outputs.iou_scores[index, 0]),
+                "regions": regions[image]["regions"],
+                "region_probabilities": regions[image]["probabilities"],
+                "instruction_regions": None if instruction is None else labels_to_regions(instruction[image].tolist()),
+                "mask": probabilities[image] > mask_threshold,
+                "mask_confidence": float(outputs.iou_scores[image, 0]),
+                "mask_threshold": mask_threshold,
+                "region_threshold": region_threshold,
             }
-            for index, (report, mask, region) in enumerate(zip(reports, masks, regions))
-        ]
+            if return_mask_probabilities:
+                result["mask_probabilities"] = probabilities[image]
+            results.append(result)
+        return results
+
+
+def _threshold(explicit: float | None, outputs, name: str) -> float:
+    """The explicit threshold, else the one carried by `outputs`, else a clear error naming the argument."""
+    if explicit is not None:
+        return float(explicit)
+    carried = getattr(outputs, name, None)
+    if carried is None:
+        raise ValueError(f"`{name}` is needed: these outputs do not say which one the model used")
+    return float(carried)
 
 
 def _special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
@@ -313,15 +483,16 @@ def _region_label_tensor(rows: list) -> torch.Tensor:
     return torch.tensor(vectors, dtype=torch.float32)
 
 
-def _mask_tensor(mask, size: tuple[int, int]) -> torch.Tensor:
+def _mask_tensor(mask, image, size: tuple[int, int], index: int) -> torch.Tensor:
     """A ground-truth mask as a `(1, height, width)` 0/1 float tensor at the model's input size."""
-    if isinstance(mask, Image.Image):
-        mask = np.asarray(mask.convert("L"))
-    array = torch.from_numpy(np.array(mask))
-    if array.ndim == 3:
-        array = array.amax(dim=-1) if array.shape[-1] in (1, 3, 4) else array[0]
-    forged = (array > 0).float()[None, None]
-    return F.interpolate(forged, size=tuple(size), mode="nearest")[0]
+    forged = forged_pixels(mask)
+    if forged.shape != (image.height, image.width):
+        raise ValueError(
+            f"`masks[{index}]` is {forged.shape[1]}×{forged.shape[0]} but `images[{index}]` is "
+            f"{image.width}×{image.height}; a mask must have its image's size"
+        )
+    tensor = torch.from_numpy(forged.astype(np.float32))[None, None]
+    return F.interpolate(tensor, size=size, mode="nearest")[0]
 
 
-__all__ = ["ForgeryTalkerProcessor"]
+__all__ = ["ForgeryTalkerProcessor", "ForgeryTalkerProcessorKwargs"]

