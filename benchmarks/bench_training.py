@@ -28,7 +28,7 @@ def make_dataset(folder: Path, samples: int, image_size: int = 64, seed: int = 0
     `forgerytalker.data.features.MMTT_FEATURES`)."""
     from datasets import Dataset
 
-    from forgerytalker.data.card import shard_file_name
+    from forgerytalker.hub_cards.dataset_card import shard_file_name
     from forgerytalker.data.features import MMTT_FEATURES
     from forgerytalker.data.methods import METHODS
     from forgerytalker.regions import REGION_NAMES, REGION_TO_INDEX, caption_to_regions

@@ -9,6 +9,7 @@ with `trust_remote_code=True` in a process that never imported this package.
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .analysis import ForgeryAnalysis, analyze
 from .configuration_forgerytalker import PIPELINE_TASK, ForgeryTalkerConfig, ForgeryTalkerPrompterConfig
 from .modeling_forgerytalker import (
     GENERATION_DEFAULTS,
@@ -43,6 +44,7 @@ __all__ = [
     "NUM_REGIONS",
     "PIPELINE_TASK",
     "REGION_NAMES",
+    "ForgeryAnalysis",
     "ForgeryAnalysisPipeline",
     "ForgeryPrompterNetwork",
     "ForgeryPrompterOutput",
@@ -53,6 +55,7 @@ __all__ = [
     "ForgeryTalkerPreTrainedModel",
     "ForgeryTalkerProcessor",
     "ForgeryTalkerPrompterConfig",
+    "analyze",
     "caption_to_labels",
     "caption_to_regions",
 ]

@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-COMMAND_MODULES = ("data", "evaluate")
+COMMAND_MODULES = ("analyze", "data", "demo", "evaluate", "push")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..regions import REGION_NAMES
-from .card import DATA_DIR, CardFacts, shard_file_name, write_dataset_card
+from ..hub_cards.dataset_card import DATA_DIR, CardFacts, shard_file_name, write_dataset_card
 from .errors import DataInputError, option
 from .features import MMTT_FEATURES
 from .json_files import read_json, write_json_atomic
@@ -384,6 +384,10 @@ def _finish_staging(staging_dir: Path, results: list[_ShardResult], result: Conv
                     (staging_dir / shard.file_name).unlink(missing_ok=True)
     shutil.rmtree(staging_dir / STATE_DIR)
     stats = result.stats.to_dict()
+    per_split = {split: ShardStats() for split in split_sizes}
+    for shard in results:
+        if shard.split in per_split:
+            per_split[shard.split].merge(shard.stats)
     facts = CardFacts(
         split_sizes=split_sizes,
         download_size=sum(shard.file_size for shard in results if shard.split in split_sizes),
@@ -395,6 +399,7 @@ def _finish_staging(staging_dir: Path, results: list[_ShardResult], result: Conv
         compared=stats["compared"],
         methods=stats["methods"],
         sources=stats["sources"],
+        methods_per_split={split: split_stats.to_dict()["methods"] for split, split_stats in per_split.items()},
     )
     write_dataset_card(staging_dir, facts)
     result.files = {

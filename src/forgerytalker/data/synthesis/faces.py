@@ -170,7 +170,45 @@ def landmark_box(landmarks: np.ndarray) -> tuple[int, int, int, int]:
     return int(round(left)), int(round(top)), int(round(right)), int(round(bottom))
 
 
-class FaceAligner:
+class FaceDetector:
+    """dlib's HOG frontal-face detector, run on a copy of the photo scaled by `detection_scale`.
+
+    Args:
+        detection_scale (`float`): the photo is resized by this before detection (dlib finds faces of about
+            80 px and larger at its native scale).
+        min_detection_score (`float`): detector scores below this are taken for false detections.
+    """
+
+    def __init__(self, detection_scale: float = 1.0, min_detection_score: float = 0.2):
+        import dlib
+
+        self.detection_scale = detection_scale
+        self.min_detection_score = min_detection_score
+        self.detector = dlib.get_frontal_face_detector()
+
+    def detect(self, photo: np.ndarray, scale: float | None = None) -> list[tuple[tuple[int, int, int, int], float]]:
+        """Face boxes (left, top, right, bottom) in photo pixels with their detector scores, best first.
+
+        Args:
+            photo: uint8 RGB `(H, W, 3)`.
+            scale: overrides `detection_scale` for this photo.
+        """
+        scale = self.detection_scale if scale is None else scale
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=interpolation)
+        boxes, scores, _ = self.detector.run(small, 0, -0.5)
+        found = [
+            ((int(b.left() / scale), int(b.top() / scale), int(b.right() / scale), int(b.bottom() / scale)), score)
+            for b, score in zip(boxes, scores)
+        ]
+        return sorted(found, key=lambda item: -item[1])
+
+    def count_faces(self, photo: np.ndarray, scale: float | None = None) -> int:
+        """Number of detections scoring at least `min_detection_score`."""
+        return sum(score >= self.min_detection_score for _, score in self.detect(photo, scale))
+
+
+class FaceAligner(FaceDetector):
     """Finds the faces of a photo and aligns them to 512×512 crops.
 
     Args:
@@ -181,12 +219,10 @@ class FaceAligner:
     def __init__(self, max_upscale: float = 2.0, min_detection_score: float = 0.2):
         import dlib
 
-        self.max_upscale = max_upscale
-        self.min_detection_score = min_detection_score
-        self.detector = dlib.get_frontal_face_detector()
-        self.predictor = dlib.shape_predictor(str(landmark_model_path()))
         # Detect on a copy scaled so that the smallest face worth cropping is about `_DETECTABLE_BOX` pixels.
-        self.detection_scale = min(2.0, _DETECTABLE_BOX * max_upscale * _CROP_TO_BOX / CROP_SIZE)
+        super().__init__(min(2.0, _DETECTABLE_BOX * max_upscale * _CROP_TO_BOX / CROP_SIZE), min_detection_score)
+        self.max_upscale = max_upscale
+        self.predictor = dlib.shape_predictor(str(landmark_model_path()))
 
     def landmarks(self, image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         """The 68 landmarks (float32 (68, 2)) of the face in `box` = (left, top, right, bottom) of a uint8 RGB image."""
@@ -194,18 +230,6 @@ class FaceAligner:
 
         shape = self.predictor(image, dlib.rectangle(*box))
         return np.float32([(point.x, point.y) for point in shape.parts()])
-
-    def detect(self, photo: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
-        """Face boxes (left, top, right, bottom) in photo pixels with their detector scores, best first."""
-        scale = self.detection_scale
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=interpolation)
-        boxes, scores, _ = self.detector.run(small, 0, -0.5)
-        found = [
-            ((int(b.left() / scale), int(b.top() / scale), int(b.right() / scale), int(b.bottom() / scale)), score)
-            for b, score in zip(boxes, scores)
-        ]
-        return sorted(found, key=lambda item: -item[1])
 
     def align_photo(
         self, photo: bytes, photo_name: str, max_pixels: int | None = None

@@ -1,4 +1,7 @@
-"""The README.md dataset card of a converted MMTT folder: YAML that `datasets.load_dataset` reads, and prose."""
+"""The README.md dataset card of a converted MMTT folder: YAML that `datasets.load_dataset` reads, and prose.
+
+`forgerytalker data convert` writes it; `forgerytalker push --dataset` uploads it with the data.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ from datasets.splits import SplitDict, SplitInfo
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCardData
 
+from ..data.features import MMTT_FEATURES
+from ..data.splits import TEST, TRAIN
 from ..regions import REGION_NAMES
-from .features import MMTT_FEATURES
-from .splits import TEST, TRAIN
 
 DATA_DIR = "data"
 CARD_FILE = "README.md"
@@ -56,6 +59,7 @@ class CardFacts:
         compared: number of kept records that have both labels.
         methods: method → number of examples.
         sources: top image folder → number of examples.
+        methods_per_split: split → method → number of examples.
     """
 
     split_sizes: Mapping[str, tuple[int, int]]
@@ -68,6 +72,7 @@ class CardFacts:
     compared: int
     methods: Mapping[str, int]
     sources: Mapping[str, int]
+    methods_per_split: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
 
 
 def shard_file_name(split: str, shard_index: int, num_shards: int) -> str:
@@ -145,7 +150,12 @@ def _licence_section(facts: CardFacts) -> str:
 
 def _card_body(facts: CardFacts) -> str:
     split_rows = [(name, count, facts.skipped.get(name, 0)) for name, (count, _) in facts.split_sizes.items()]
-    method_rows = list(facts.methods.items())
+    splits = [name for name in facts.split_sizes if name in facts.methods_per_split]
+    method_rows = [
+        (method, count, *(facts.methods_per_split[split].get(method, 0) for split in splits))
+        for method, count in facts.methods.items()
+    ]
+    method_header = ("method", "examples", *splits)
     return f"""
 # MMTT (Multi-Modal Tamper Tracing)
 
@@ -173,7 +183,7 @@ dataset = load_dataset("path/to/this/folder")
 
 ## Methods
 
-{_table(("method", "examples"), method_rows)}
+{_table(method_header, method_rows)}
 
 ## Labels
 

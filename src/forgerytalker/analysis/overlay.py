@@ -1,0 +1,161 @@
+"""The heatmap figure of an analysis, drawn with Pillow: the photo with the forgery probability tinted on it,
+the 21 region probabilities as a bar chart beside it, and the report below.
+
+    ┌──────────────────────────── file name · manipulation score ──────────────────────────┐
+    │  photo + heatmap (longer side PHOTO_SIDE px)   │  eye      ███████▌        0.81        │
+    │  white outline: the binary mask                │  pupil    ██▏             0.22        │
+    │  colour scale 0 … 1                            │  ...  (flagged regions in red)        │
+    ├───────────────────────────────────────────────────────────────────────────────────────┤
+    │  report, wrapped                                                                       │
+    └───────────────────────────────────────────────────────────────────────────────────────┘
+
+The binary mask PNG keeps the photo's resolution; this figure is for reading, so its photo panel is scaled to
+`PHOTO_SIDE` pixels on its longer side.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from ..regions import REGION_NAMES
+
+PHOTO_SIDE = 512
+BAR_PANEL_WIDTH = 360
+MARGIN = 12
+TINT_OPACITY = 0.6
+"""Opacity of the heatmap colour where the probability is 1 (it fades linearly to 0 with the probability)."""
+BACKGROUND = (255, 255, 255)
+TEXT = (20, 20, 20)
+MUTED = (110, 110, 110)
+FLAGGED = (200, 30, 30)
+UNFLAGGED = (90, 120, 170)
+# Anchor colours of the heatmap, low to high probability (dark purple, red, orange, pale yellow: like "inferno").
+_HEAT_ANCHORS = np.array([[40, 10, 90], [180, 30, 70], [245, 120, 20], [252, 240, 150]], dtype=np.float64)
+
+
+@lru_cache(maxsize=8)
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled scalable font at `size` pixels (no system font is needed)."""
+    return ImageFont.load_default(size=size)
+
+
+@lru_cache(maxsize=1)
+def heat_lut() -> np.ndarray:
+    """uint8 `(256, 3)`: the colour of each probability level."""
+    positions = np.linspace(0, 1, len(_HEAT_ANCHORS))
+    levels = np.linspace(0, 1, 256)
+    return np.stack([np.interp(levels, positions, _HEAT_ANCHORS[:, c]) for c in range(3)], axis=1).astype(np.uint8)
+
+
+def heatmap_overlay(photo: Image.Image, probabilities: np.ndarray, mask: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The photo at `size` (width, height) with the probabilities tinted on it and the mask's outline in white.
+
+    Args:
+        photo: RGB picture.
+        probabilities: float32 `(H, W)` in [0, 1], at the photo's size.
+        mask: "L" 0/255 picture at the photo's size.
+    """
+    base = np.asarray(photo.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+    heat = np.asarray(Image.fromarray(probabilities.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
+    heat = np.clip(heat, 0.0, 1.0)
+    colours = heat_lut()[np.rint(heat * 255).astype(np.uint8)].astype(np.float32)
+    alpha = (TINT_OPACITY * heat)[..., None]
+    blended = base * (1 - alpha) + colours * alpha
+    outline = np.asarray(mask.resize(size, Image.Resampling.NEAREST).filter(ImageFilter.FIND_EDGES)) > 0
+    blended[outline] = 255
+    return Image.fromarray(np.rint(blended).astype(np.uint8), mode="RGB")
+
+
+def _panel_size(width: int, height: int) -> tuple[int, int]:
+    scale = PHOTO_SIDE / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _draw_bars(draw: ImageDraw.ImageDraw, left: int, top: int, height: int, analysis) -> None:
+    row = height / len(REGION_NAMES)
+    label_font, value_font = font(max(10, min(15, int(row * 0.7)))), font(max(9, min(13, int(row * 0.6))))
+    label_width, value_width = 78, 44
+    bar_left, bar_right = left + label_width, left + BAR_PANEL_WIDTH - value_width
+    for index, name in enumerate(REGION_NAMES):
+        probability = analysis.region_probabilities[name]
+        y = top + index * row
+        flagged = name in analysis.regions
+        draw.text((left, y + row / 2), name, fill=FLAGGED if flagged else TEXT, font=label_font, anchor="lm")
+        draw.rectangle((bar_left, y + row * 0.2, bar_right, y + row * 0.8), fill=(235, 235, 235))
+        end = bar_left + (bar_right - bar_left) * probability
+        if end > bar_left:
+            draw.rectangle((bar_left, y + row * 0.2, end, y + row * 0.8), fill=FLAGGED if flagged else UNFLAGGED)
+        draw.text((bar_right + 6, y + row / 2), f"{probability:.2f}", fill=TEXT, font=value_font, anchor="lm")
+    threshold_x = bar_left + (bar_right - bar_left) * analysis.region_threshold
+    for y in range(top, top + height, 6):
+        draw.line((threshold_x, y, threshold_x, min(y + 3, top + height)), fill=MUTED, width=1)
+
+
+def _draw_colour_scale(canvas: Image.Image, draw: ImageDraw.ImageDraw, left: int, top: int, width: int) -> None:
+    ramp = np.repeat(heat_lut()[None, np.linspace(0, 255, width).astype(np.uint8)], 10, axis=0)
+    canvas.paste(Image.fromarray(ramp, mode="RGB"), (left, top))
+    small = font(12)
+    draw.text((left, top + 12), "0", fill=MUTED, font=small, anchor="lt")
+    draw.text((left + width // 2, top + 12), "forgery probability", fill=MUTED, font=small, anchor="mt")
+    draw.text((left + width, top + 12), "1", fill=MUTED, font=small, anchor="rt")
+
+
+def _wrap(text: str, width_px: int, text_font) -> list[str]:
+    average = max(1.0, text_font.getlength("abcdefghijklmnopqrstuvwxyz ") / 27)
+    lines = []
+    for paragraph in (text or "(empty report)").splitlines() or [""]:
+        lines += textwrap.wrap(paragraph, max(10, int(width_px / average))) or [""]
+    return lines
+
+
+def draw_analysis_figure(photo: Image.Image, analysis, title: str | None = None) -> Image.Image:
+    """The figure of one analysis (module docstring).
+
+    Args:
+        photo: the RGB photo that was analysed, as displayed.
+        analysis: its `ForgeryAnalysis`.
+        title: the first line (default: the analysis's file name, or "photo").
+    """
+    panel_width, panel_height = _panel_size(*photo.size)
+    panel_height = max(panel_height, 21 * 16)
+    width = MARGIN * 3 + max(panel_width, 200) + BAR_PANEL_WIDTH
+    title_font, body_font = font(16), font(15)
+    verdict = "manipulated" if analysis.manipulated else "no region above the threshold"
+    heading = title or analysis.image or "photo"
+    summary = (
+        f"manipulation score {analysis.manipulation_score:.2f} ({verdict}) · mask {100 * analysis.mask_area_fraction:.1f}% "
+        f"of the photo · mask confidence {analysis.mask_confidence:.2f}"
+    )
+    report_lines = _wrap(analysis.report, width - 2 * MARGIN, body_font)
+    line_height = 20
+    top = MARGIN + 2 * line_height + 6
+    scale_top = top + panel_height + 8
+    report_top = scale_top + 36
+    height = report_top + line_height * (len(report_lines) + 1) + MARGIN
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((MARGIN, MARGIN), _clip(heading, width - 2 * MARGIN, title_font), fill=TEXT, font=title_font)
+    draw.text((MARGIN, MARGIN + line_height), summary, fill=MUTED, font=font(13))
+    photo_size = _panel_size(*photo.size)
+    canvas.paste(heatmap_overlay(photo, analysis.mask_probabilities, analysis.mask, photo_size), (MARGIN, top))
+    _draw_colour_scale(canvas, draw, MARGIN, scale_top, photo_size[0])
+    _draw_bars(draw, MARGIN * 2 + max(panel_width, 200), top, panel_height, analysis)
+    draw.text((MARGIN, report_top), "Report", fill=TEXT, font=title_font)
+    for index, line in enumerate(report_lines):
+        draw.text((MARGIN, report_top + line_height * (index + 1)), line, fill=TEXT, font=body_font)
+    return canvas
+
+
+def _clip(text: str, width_px: int, text_font) -> str:
+    if text_font.getlength(text) <= width_px:
+        return text
+    while text and text_font.getlength("…" + text) > width_px:
+        text = text[1:]
+    return "…" + text
+
+
+__all__ = ["PHOTO_SIDE", "draw_analysis_figure", "heatmap_overlay"]

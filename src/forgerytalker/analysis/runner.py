@@ -1,0 +1,218 @@
+"""The loop behind `forgerytalker analyze`: photos in, per photo a mask, a heatmap figure and a JSON record out.
+
+Reading (decoding, the face check) runs in a background thread a few batches ahead of the model, and writing
+(the mask PNG, the figure, the record) in another behind it, so the model is rarely kept waiting. Photos that
+cannot be read get an error record and the run goes on. Under `accelerate launch` each process takes every
+n-th unfinished photo; the caller merges `results.jsonl` once all are done (`outputs.write_results`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .faces import FaceCounter, face_warnings
+from .inputs import PhotoInput
+from .outputs import atomic_write_json, atomic_write_png, is_finished, read_record
+from .overlay import draw_analysis_figure
+from .photos import Photo, read_photo
+from .records import ForgeryAnalysis, error_record
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AnalysisOptions:
+    """How each photo is analysed.
+
+    Attributes:
+        regions: regions to name in the instruction instead of the prompter's (`None`: the prompter's).
+        mask_threshold: overrides the checkpoint's `config.mask_threshold`.
+        generate_kwargs: generation arguments overriding the checkpoint's `generation_config`.
+        batch_size: photos per `generate` call.
+        check_faces: count faces with dlib's detector and warn about none or several.
+        max_image_pixels: pixel limit checked before decoding (`None`: `image_utils.max_image_pixels()`).
+    """
+
+    regions: list[str] | None = None
+    mask_threshold: float | None = None
+    generate_kwargs: dict | None = None
+    batch_size: int = 1
+    check_faces: bool = True
+    max_image_pixels: int | None = None
+
+
+def pipeline_kwargs(options: AnalysisOptions) -> dict:
+    """The keyword arguments of a `forgery-analysis` pipeline call for `options` (batch size aside)."""
+    kwargs = dict(options.generate_kwargs or {})
+    if options.regions is not None:
+        kwargs["regions"] = list(options.regions)
+    if options.mask_threshold is not None:
+        kwargs["mask_threshold"] = options.mask_threshold
+    return kwargs
+
+
+class PhotoReader:
+    """Reads photos for analysis: `photos.read_photo`, then the face check."""
+
+    def __init__(self, check_faces: bool = True, max_image_pixels: int | None = None):
+        self.count_faces = FaceCounter() if check_faces else None
+        self.max_image_pixels = max_image_pixels
+
+    def __call__(self, source, name: str | None = None) -> Photo:
+        photo = read_photo(source, max_pixels=self.max_image_pixels, name=name)
+        if self.count_faces is not None:
+            photo.faces = self.count_faces(photo.image)
+        return photo
+
+
+def model_name(pipe) -> str:
+    return str(getattr(pipe.model, "name_or_path", "") or type(pipe.model).__name__)
+
+
+def analyses(pipe, photos: Iterable[Photo], options: AnalysisOptions) -> Iterator[tuple[Photo, ForgeryAnalysis]]:
+    """Runs the pipeline over `photos` (a stream), `options.batch_size` at a time; yields each with its analysis."""
+    pending: deque[Photo] = deque()
+    name = model_name(pipe)
+
+    def stream():
+        for photo in photos:
+            pending.append(photo)
+            yield photo.image
+
+    results = pipe(stream(), batch_size=options.batch_size, **pipeline_kwargs(options))
+    for result in results:
+        photo = pending.popleft()
+        yield photo, ForgeryAnalysis.from_pipeline_result(
+            result,
+            image=photo.name,
+            faces=photo.faces,
+            warnings=photo.notes + face_warnings(photo.faces),
+            model=name,
+        )
+
+
+def _read_ahead(reader: PhotoReader, items: Sequence[PhotoInput], lookahead: int) -> Iterator[tuple[PhotoInput, Future]]:
+    """`(item, future of its Photo)` in order, reading at most `lookahead` photos ahead in a background thread."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze-read") as pool:
+        queue: deque[tuple[PhotoInput, Future]] = deque()
+        for item in items:
+            queue.append((item, pool.submit(reader, item.path, item.path)))
+            if len(queue) > lookahead:
+                yield queue.popleft()
+        while queue:
+            yield queue.popleft()
+
+
+def write_photo_outputs(out_dir: Path, item: PhotoInput, photo: Photo, analysis: ForgeryAnalysis) -> dict:
+    """Writes the mask, the figure, then the record (the finished mark) of one photo; returns the record."""
+    outputs = {kind: item.output(kind) for kind in ("mask", "overlay", "record")}
+    atomic_write_png(out_dir / outputs["mask"], analysis.mask)
+    atomic_write_png(out_dir / outputs["overlay"], draw_analysis_figure(photo.image, analysis, title=item.path))
+    record = analysis.to_record(outputs)
+    atomic_write_json(out_dir / outputs["record"], record)
+    (out_dir / item.output("error")).unlink(missing_ok=True)
+    return record
+
+
+def write_error(out_dir: Path, item: PhotoInput, message: str, model: str) -> dict:
+    record = error_record(item.path, message, model)
+    try:
+        atomic_write_json(out_dir / item.output("error"), record)
+    except OSError as error:
+        logger.error("Cannot write the error record of %s: %s", item.path, error)
+    return record
+
+
+def run_analysis(
+    pipe,
+    photos: Sequence[PhotoInput],
+    out_dir: Path,
+    options: AnalysisOptions,
+    *,
+    redo_finished: bool = False,
+    process_index: int = 0,
+    num_processes: int = 1,
+    on_record: Callable[[dict, bool], None] | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Analyses this process's share of `photos` into `out_dir`.
+
+    Args:
+        pipe: a `forgery-analysis` pipeline.
+        photos: every photo of the run (all processes), in input order.
+        out_dir: the output folder (`outputs.py` for its layout).
+        options: how each photo is analysed.
+        redo_finished: analyse photos whose record exists again (`--overwrite`); otherwise they are skipped.
+        process_index, num_processes: this process takes every `num_processes`-th unfinished photo and reports
+            every `num_processes`-th finished one.
+        on_record: called with `(record, skipped)` for each photo of this process's share as it is done.
+        progress: show a progress bar.
+
+    Returns:
+        The records of this process's share (skipped photos' stored records included), in completion order.
+    """
+    report = on_record or (lambda record, skipped: None)
+    finished = [photo for photo in photos if not redo_finished and is_finished(out_dir, photo)]
+    done = {photo.name for photo in finished}
+    todo = [photo for photo in photos if photo.name not in done][process_index::num_processes]
+    records = []
+    for photo in finished[process_index::num_processes]:
+        record = read_record(out_dir, photo)
+        records.append(record)
+        report(record, True)
+    if finished:
+        logger.info("Skipping %d photo(s) analysed by an earlier run (--overwrite redoes them)", len(finished))
+    reader = PhotoReader(options.check_faces, options.max_image_pixels)
+    name = model_name(pipe)
+    bar = tqdm(total=len(todo), unit="photo", desc="analyze", disable=not progress)
+    lookahead = 2 * options.batch_size + 1
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze-write") as writer:
+        writing: deque[Future] = deque()
+
+        def finish(future: Future) -> None:
+            record = future.result()
+            records.append(record)
+            report(record, False)
+            bar.update(1)
+
+        def submit(function, *args) -> None:
+            writing.append(writer.submit(function, *args))
+            while writing and (writing[0].done() or len(writing) > lookahead):
+                finish(writing.popleft())
+
+        def readable() -> Iterator[Photo]:
+            for item, future in _read_ahead(reader, todo, lookahead):
+                try:
+                    photo = future.result()
+                except ValueError as error:  # ImageReadError and its kinds name the file
+                    logger.debug("%s", error)
+                    submit(write_error, out_dir, item, str(error), name)
+                    continue
+                photo.item = item
+                yield photo
+
+        for photo, analysis in analyses(pipe, readable(), options):
+            submit(_write_or_record_error, out_dir, photo, analysis, name)
+        while writing:
+            finish(writing.popleft())
+    bar.close()
+    return records
+
+
+def _write_or_record_error(out_dir: Path, photo: Photo, analysis: ForgeryAnalysis, model: str) -> dict:
+    try:
+        return write_photo_outputs(out_dir, photo.item, photo, analysis)
+    except OSError as error:
+        message = f"{photo.item.path}: the outputs cannot be written ({error})"
+        logger.error("%s", message)
+        return write_error(out_dir, photo.item, message, model)
+
+
+__all__ = ["AnalysisOptions", "PhotoReader", "analyses", "pipeline_kwargs", "run_analysis", "write_photo_outputs"]

@@ -1,0 +1,253 @@
+"""`forgerytalker analyze`: face photos in; per photo a mask, a heatmap figure and a JSON record out.
+
+Under `accelerate launch -m forgerytalker.cli analyze ...` every process takes its share of the photos and the
+first one merges `results.jsonl` when all are done. Exit codes: 0 when every photo was analysed, 1 when any
+failed (its error record says why), 2 for a bad argument (the flag is named).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DEFAULT_OUT = "forgerytalker-results"
+USAGE_ERROR = 2
+FAILED = 1
+
+
+class UsageError(Exception):
+    """A command-line argument that cannot be used; the message starts with the argument's name."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value:g}")
+    return value
+
+
+def _region_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one region, e.g. --regions eye,nose")
+    return names
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "analyze",
+        help="analyse face photos: forgery mask, heatmap figure, region probabilities and a written report",
+        description=(
+            "Analyses each photo and writes into --out: <name>.mask.png (binary mask at the photo's resolution), "
+            "<name>.overlay.png (forgery probability tinted on the photo, the 21 region probabilities as bars, the "
+            "report below), <name>.json (the record) and results.jsonl (every record). A re-run skips photos whose "
+            "outputs exist. Multi-process: accelerate launch -m forgerytalker.cli analyze ..."
+        ),
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="photo files, folders (searched recursively) or quoted globs")
+    parser.add_argument(
+        "--model", help="ForgeryTalker checkpoint folder or hub id (required until a default model ships)"
+    )
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: ./{DEFAULT_OUT})")
+    parser.add_argument("--json", action="store_true", help="print each record as a JSON line instead of a summary")
+    parser.add_argument(
+        "--regions",
+        type=_region_list,
+        metavar="NAME,NAME",
+        help="write the report for these regions instead of the prompter's (correcting the model), e.g. eye,nose",
+    )
+    parser.add_argument(
+        "--threshold", type=_probability, metavar="P", help="mask threshold (default: the checkpoint's config)"
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: a GPU when there is one)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument("--batch-size", type=_positive_int, default=1, help="photos per generate call (default 1)")
+    parser.add_argument("--max-new-tokens", type=_positive_int, help="longest report (default: the checkpoint's)")
+    parser.add_argument(
+        "--num-threads",
+        type=_positive_int,
+        help="torch's CPU threads per process (default: OMP_NUM_THREADS if set, else torch's default); 1 avoids "
+        "spin-waiting on cores shared with other work",
+    )
+    parser.add_argument(
+        "--max-image-pixels",
+        type=_positive_int,
+        help="refuse pictures of more pixels than this before decoding them (default: 100,000,000, or "
+        "FORGERYTALKER_MAX_IMAGE_PIXELS)",
+    )
+    parser.add_argument(
+        "--face-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="count faces with dlib's detector and warn about photos with none or several (default: on)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="analyse photos again even if their outputs exist")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run_analyze)
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..analysis.inputs import InputPathError, collect_photos
+    from ..analysis.outputs import OutputFolderError, check_settings, write_results, write_settings
+    from ..analysis.runner import AnalysisOptions, run_analysis
+
+    regions = _check_regions(args.regions)
+    model = _model_argument(args.model)
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out: {out_dir} is a file, not a folder")
+    try:
+        photos = collect_photos(args.paths, exclude=out_dir)
+    except InputPathError as error:
+        raise UsageError(f"PATH: {error}") from None
+    generate_kwargs = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
+    settings = {
+        "model": model,
+        "regions": regions,
+        "mask_threshold": args.threshold,
+        "generate_kwargs": generate_kwargs,
+        "dtype": args.dtype,
+        "face_check": args.face_check,
+    }
+    try:
+        keep_finished = check_settings(out_dir, settings, args.overwrite)
+    except OutputFolderError as error:
+        raise UsageError(f"--out: {error}") from None
+    if args.num_threads:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
+    state = _distributed_state()
+    pipe = _load_pipeline(model, args.device if state is None or args.device != "auto" else str(state.device), args.dtype)
+    from .. import __version__
+
+    if _is_main(state):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_settings(out_dir, {**settings, "forgerytalker_version": __version__})
+    options = AnalysisOptions(
+        regions=regions,
+        mask_threshold=args.threshold,
+        generate_kwargs=generate_kwargs,
+        batch_size=args.batch_size,
+        check_faces=args.face_check,
+        max_image_pixels=args.max_image_pixels,
+    )
+    counts = {"analysed": 0, "skipped": 0, "failed": 0}
+
+    def on_record(record: dict, skipped: bool) -> None:
+        counts["failed" if record["status"] == "error" else "skipped" if skipped else "analysed"] += 1
+        print(_json_line(record) if args.json else _summary_line(record, skipped), flush=True)
+
+    records = run_analysis(
+        pipe,
+        photos,
+        out_dir,
+        options,
+        redo_finished=not keep_finished,
+        process_index=0 if state is None else state.process_index,
+        num_processes=1 if state is None else state.num_processes,
+        on_record=on_record,
+        progress=not args.no_progress and _is_main(state),
+    )
+    if state is not None:
+        state.wait_for_everyone()
+    if not _is_main(state):
+        return FAILED if any(record["status"] == "error" for record in records) else 0
+    merged = write_results(out_dir, photos)
+    failed = sum(record["status"] == "error" for record in merged)
+    print(
+        f"{len(merged) - failed} of {len(photos)} photo(s) analysed ({counts['skipped']} kept from an earlier run), "
+        f"{failed} failed; records in {out_dir / 'results.jsonl'}",
+        file=sys.stderr,
+    )
+    return FAILED if failed else 0
+
+
+def _check_regions(names: list[str] | None) -> list[str] | None:
+    if names is None:
+        return None
+    from ..regions import validate_region_names
+
+    try:
+        return validate_region_names(names, "--regions")
+    except ValueError as error:
+        raise UsageError(f"--regions: {error}") from None
+
+
+def _model_argument(model: str | None) -> str:
+    from ..analysis.api import model_location
+    from ..analysis.defaults import NoDefaultModelError, resolve_model
+
+    try:
+        model = resolve_model(model)
+    except NoDefaultModelError as error:
+        raise UsageError(f"--model: {error}") from None
+    if not os.path.exists(model) and (model.startswith((".", "/", "~")) or model.count("/") > 1):
+        raise UsageError(f"--model: no such folder: {model}")
+    return model_location(model)
+
+
+def _load_pipeline(model: str, device: str, dtype: str):
+    from ..analysis.api import load_analyzer
+
+    try:
+        return load_analyzer(model, device=device, dtype=dtype)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--model: cannot load a ForgeryTalker model from {model!r}: {error}") from error
+
+
+def _distributed_state():
+    """accelerate's `PartialState` when launched as several processes, else `None`."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def _is_main(state) -> bool:
+    return state is None or state.is_main_process
+
+
+def _json_line(record: dict) -> str:
+    import json
+
+    return json.dumps(record, ensure_ascii=False)
+
+
+def _summary_line(record: dict, skipped: bool) -> str:
+    if record["status"] == "error":
+        return f"FAILED: {record['error']}"  # the message names the file
+    verdict = "manipulated" if record["manipulated"] else "no region above the threshold"
+    regions = ", ".join(record["regions"]) or "none"
+    lines = [
+        f"{record['image']}: {verdict} (score {record['manipulation_score']:.2f}); regions: {regions}; "
+        f"mask {100 * record['mask_area_fraction']:.1f}% of the photo" + (" [from an earlier run]" if skipped else ""),
+        f"  report: {record['report']}",
+    ]
+    lines += [f"  warning: {warning}" for warning in record["warnings"]]
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""`forgerytalker demo`: the Gradio web demo on this machine (needs `pip install forgerytalker[demo]`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .analyze import UsageError, _load_pipeline, _model_argument, _positive_int
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be at most 65535, got {value}")
+    return value
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="start the web demo: upload a face, see the heatmap, the region bars and the report",
+        description="Starts a Gradio app on this machine (http://HOST:PORT); Ctrl-C stops it.",
+    )
+    parser.add_argument("--model", help="ForgeryTalker checkpoint folder or hub id (required until a default model ships)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
+    parser.add_argument(
+        "--share",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also open a public gradio.live link (default: off; needs internet)",
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--num-threads", type=_positive_int, help="torch's CPU threads (default: torch's)")
+    parser.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        print("error: the demo needs Gradio: pip install 'forgerytalker[demo]'", file=sys.stderr)
+        return 2
+    try:
+        model = _model_argument(args.model)
+        if args.num_threads:
+            import torch
+
+            torch.set_num_threads(args.num_threads)
+        pipe = _load_pipeline(model, args.device, "float32")
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from ..demo import build_demo
+
+    build_demo(pipe).launch(server_name=args.host, server_port=args.port, share=args.share)
+    return 0

@@ -1,0 +1,87 @@
+"""The Gradio web demo: upload a face, see the heatmap, the region bars and the report.
+
+    from forgerytalker.demo import build_demo
+    build_demo(pipe).launch()                      # pipe: forgerytalker.analysis.load_analyzer(model)
+
+The page's one endpoint, `/analyze`, takes a picture file and optional region names, and answers the heatmap
+overlay (a PNG), the 21 region probabilities, the report and the JSON record; `gradio_client` can call it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ..analysis.faces import face_warnings
+from ..analysis.overlay import heatmap_overlay
+from ..analysis.records import ForgeryAnalysis
+from ..analysis.runner import PhotoReader, model_name
+from ..image_utils import ImageReadError
+from ..regions import REGION_NAMES
+from .examples import write_example_faces
+
+TITLE = "ForgeryTalker: where was this face edited, and how?"
+DESCRIPTION = """Upload a face photo. The model answers with a **heatmap** of the forgery probability of every pixel
+(the white outline is the binary mask), the probability of each of the 21 facial **regions**, and a written
+**report**. To correct the model, tick the regions you want the report to describe: the report is then written
+for those regions instead of the ones the model found."""
+
+
+def analyse_upload(pipe, reader: PhotoReader, path: str | None, regions: list[str] | None):
+    """One request: (heatmap overlay PIL image, {region: probability}, report, record)."""
+    import gradio as gr
+
+    if not path:
+        raise gr.Error("Upload a face photo first.")
+    try:
+        photo = reader(path, name=Path(path).name)
+    except ImageReadError as error:
+        raise gr.Error(str(error)) from None
+    kwargs = {"regions": list(regions)} if regions else {}
+    result = pipe(photo.image, **kwargs)
+    analysis = ForgeryAnalysis.from_pipeline_result(
+        result, image=photo.name, faces=photo.faces, warnings=photo.notes + face_warnings(photo.faces), model=model_name(pipe)
+    )
+    scale = min(1.0, 768 / max(photo.image.size))
+    size = (max(1, round(photo.image.width * scale)), max(1, round(photo.image.height * scale)))
+    overlay = heatmap_overlay(photo.image, analysis.mask_probabilities, analysis.mask, size)
+    return overlay, analysis.region_probabilities, analysis.report, analysis.to_record()
+
+
+def build_demo(pipe, examples_dir: str | Path | None = None, check_faces: bool = True):
+    """The Gradio `Blocks` app around a `forgery-analysis` pipeline.
+
+    Args:
+        pipe: the pipeline (loaded once, shared by every request).
+        examples_dir: where the drawn example faces are written (default: a temporary folder).
+        check_faces: count faces in each upload and warn about none or several.
+    """
+    import gradio as gr
+
+    reader = PhotoReader(check_faces)
+    examples = write_example_faces(examples_dir or Path(tempfile.gettempdir()) / "forgerytalker-demo-examples")
+
+    def analyse(path, regions):
+        return analyse_upload(pipe, reader, path, regions)
+
+    with gr.Blocks(title="ForgeryTalker") as demo:
+        gr.Markdown(f"# {TITLE}\n\n{DESCRIPTION}")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(type="filepath", image_mode=None, label="Face photo", sources=["upload", "clipboard"])
+                regions = gr.CheckboxGroup(
+                    list(REGION_NAMES), label="Regions to describe (optional: correct the model)"
+                )
+                button = gr.Button("Analyze", variant="primary")
+                gr.Examples([[str(path)] for path in examples], inputs=[image], label="Example faces (drawn, not real people)")
+            with gr.Column(scale=1):
+                heatmap = gr.Image(type="pil", format="png", label="Forgery heatmap (white outline: mask)", interactive=False)
+                report = gr.Textbox(label="Report", lines=3, interactive=False)
+                bars = gr.Label(num_top_classes=len(REGION_NAMES), label="Region probabilities")
+                with gr.Accordion("JSON record", open=False):
+                    record = gr.JSON(label="Record")
+        button.click(analyse, inputs=[image, regions], outputs=[heatmap, bars, report, record], api_name="analyze")
+    return demo
+
+
+__all__ = ["analyse_upload", "build_demo"]
