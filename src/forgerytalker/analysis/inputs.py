@@ -51,9 +51,10 @@ def _inside(path: str, folder: str | None) -> bool:
 
 def _expand(argument: str, exclude: str | None) -> list[str]:
     if os.path.isdir(argument):
-        found = [str(path) for path in Path(argument).rglob("*") if path.is_file() and is_image_file(path)]
+        # a broken link is a photo that cannot be read: it gets an error record rather than silence
+        found = [str(path) for path in Path(argument).rglob("*") if (path.is_file() or path.is_symlink()) and is_image_file(path)]
         return sorted(path for path in found if not _inside(path, exclude))
-    if os.path.exists(argument):
+    if os.path.lexists(argument):
         return [argument]
     if _GLOB_CHARACTERS & set(argument):
         matches = sorted(glob.glob(argument, recursive=True))

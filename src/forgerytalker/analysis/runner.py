@@ -141,6 +141,7 @@ def run_analysis(
     num_processes: int = 1,
     on_record: Callable[[dict, bool], None] | None = None,
     progress: bool = True,
+    wait_for_everyone: Callable[[], None] | None = None,
 ) -> list[dict]:
     """Analyses this process's share of `photos` into `out_dir`.
 
@@ -154,6 +155,8 @@ def run_analysis(
             every `num_processes`-th finished one.
         on_record: called with `(record, skipped)` for each photo of this process's share as it is done.
         progress: show a progress bar.
+        wait_for_everyone: the processes' barrier; called once every process has seen which photos are finished,
+            so that all of them split the same list.
 
     Returns:
         The records of this process's share (skipped photos' stored records included), in completion order.
@@ -162,6 +165,8 @@ def run_analysis(
     finished = [photo for photo in photos if not redo_finished and is_finished(out_dir, photo)]
     done = {photo.name for photo in finished}
     todo = [photo for photo in photos if photo.name not in done][process_index::num_processes]
+    if wait_for_everyone is not None:
+        wait_for_everyone()
     records = []
     for photo in finished[process_index::num_processes]:
         record = read_record(out_dir, photo)

@@ -142,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.num_threads)
     state = _distributed_state()
-    pipe = _load_pipeline(model, args.device if state is None or args.device != "auto" else str(state.device), args.dtype)
+    pipe = _load_pipeline(model, _device(args.device, state), args.dtype)
     from .. import __version__
 
     if _is_main(state):
@@ -172,6 +172,7 @@ def _run(args: argparse.Namespace) -> int:
         num_processes=1 if state is None else state.num_processes,
         on_record=on_record,
         progress=not args.no_progress and _is_main(state),
+        wait_for_everyone=None if state is None else state.wait_for_everyone,
     )
     if state is not None:
         state.wait_for_everyone()
@@ -225,8 +226,21 @@ def _distributed_state():
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    return PartialState()
+    # `Accelerator` reads ACCELERATE_USE_CPU itself; a bare `PartialState()` would fall back to one process
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def _device(device: str, state) -> str:
+    """`--device`, checked; `auto` under several processes is each process's own device."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        raise UsageError(f"--device: expected cpu, cuda, cuda:N or auto, got {device!r}")
+    if device == "auto" and state is not None:
+        return "cpu" if state.device.type == "cpu" else str(state.device)
+    return device
 
 
 def _is_main(state) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .analyze import UsageError, _load_pipeline, _model_argument, _positive_int
+from .analyze import UsageError, _device, _load_pipeline, _model_argument, _positive_int
 
 
 def _port(text: str) -> int:
@@ -47,7 +47,7 @@ def run_demo(args: argparse.Namespace) -> int:
             import torch
 
             torch.set_num_threads(args.num_threads)
-        pipe = _load_pipeline(model, args.device, "float32")
+        pipe = _load_pipeline(model, _device(args.device, None), "float32")
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,351 @@
+"""`forgerytalker analyze` and `forgerytalker.analyze` with a tiny saved model, loaded the way a user loads one."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import random_image
+from PIL import Image
+
+import forgerytalker
+from forgerytalker import REGION_NAMES
+from forgerytalker.analysis import outputs as analysis_outputs
+from forgerytalker.analysis import runner as analysis_runner
+from forgerytalker.cli import main
+from forgerytalker.image_utils import ImageReadError
+
+MAX_NEW_TOKENS = ["--max-new-tokens", "4"]
+RECORD_FIELDS = {
+    "record_version": int,
+    "status": str,
+    "image": str,
+    "width": int,
+    "height": int,
+    "report": str,
+    "regions": list,
+    "region_probabilities": dict,
+    "instruction_regions": list,
+    "mask_area_fraction": float,
+    "mask_confidence": float,
+    "manipulation_score": float,
+    "manipulated": bool,
+    "manipulation_score_rule": str,
+    "mask_threshold": float,
+    "region_threshold": float,
+    "faces": int,
+    "warnings": list,
+    "model": str,
+    "forgerytalker_version": str,
+    "outputs": dict,
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from forgerytalker.tiny import build_tiny_model_and_processor
+
+    model, processor = build_tiny_model_and_processor("llama", seed=0)
+    folder = tmp_path_factory.mktemp("analyze-model") / "tiny"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def photos(tmp_path, face_photos_dir) -> Path:
+    """A folder of three photos (two faces, one noise picture of an odd size) and a sub-folder with one more."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(face_photos_dir / "astronaut.png", folder / "astronaut.png")
+    Image.open(face_photos_dir / "grace_hopper.jpg").resize((240, 300)).save(folder / "grace.jpg")
+    random_image(3, 45, 70).save(folder / "noise.png")
+    random_image(4, 64, 48).save(folder / "sub" / "noise.png")
+    return folder
+
+
+def run_cli(*arguments: str, capsys) -> tuple[int, str, str]:
+    code = main(["analyze", *arguments, "--no-progress", "--num-threads", "1", *MAX_NEW_TOKENS])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def records_of(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def check_record(record: dict, out: Path, photo: Path) -> None:
+    for key, kind in RECORD_FIELDS.items():
+        assert isinstance(record[key], kind), (key, record[key])
+    assert record["status"] == "ok"
+    assert list(record["region_probabilities"]) == list(REGION_NAMES)
+    assert record["regions"] == [name for name, p in record["region_probabilities"].items() if p > record["region_threshold"]]
+    assert record["manipulation_score"] == max(record["region_probabilities"].values())
+    assert record["manipulated"] == (record["manipulation_score"] > record["region_threshold"])
+    with Image.open(photo) as original:
+        size = original.size
+    assert (record["width"], record["height"]) == size
+    with Image.open(out / record["outputs"]["mask"]) as mask:
+        assert mask.mode == "L" and mask.size == size
+        forged = np.asarray(mask) > 0
+    assert set(np.unique(np.asarray(Image.open(out / record["outputs"]["mask"])))) <= {0, 255}
+    assert record["mask_area_fraction"] == pytest.approx(forged.mean())
+    if forged.any():
+        rows, columns = np.flatnonzero(forged.any(1)), np.flatnonzero(forged.any(0))
+        assert record["mask_bbox"] == [columns[0], rows[0], columns[-1] + 1, rows[-1] + 1]
+    else:
+        assert record["mask_bbox"] is None
+    with Image.open(out / record["outputs"]["overlay"]) as figure:
+        assert figure.format == "PNG" and figure.width > 512
+    assert json.loads((out / record["outputs"]["record"]).read_text()) == record
+
+
+def test_files_a_folder_and_a_glob(tmp_path, checkpoint, photos, capsys):
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli(
+        str(photos / "astronaut.png"), str(photos / "sub"), str(photos / "*.jpg"), "--model", str(checkpoint),
+        "--out", str(out), "--batch-size", "2", "--json", capsys=capsys,
+    )
+    assert code == 0, stderr
+    records = records_of(out)
+    expected = [photos / "astronaut.png", photos / "sub" / "noise.png", photos / "grace.jpg"]
+    assert [record["image"] for record in records] == [str(path) for path in expected]
+    assert [record["outputs"]["record"] for record in records] == ["astronaut.png.json", "sub/noise.png.json", "grace.jpg.json"]
+    for record, path in zip(records, expected):
+        check_record(record, out, path)
+    printed = [json.loads(line) for line in stdout.splitlines()]
+    assert sorted(r["image"] for r in printed) == sorted(r["image"] for r in records)
+    assert [record["faces"] for record in records] == [1, 0, 1]
+    assert "no face found" in records[1]["warnings"][0] and records[0]["warnings"] == []
+    assert json.loads((out / "run.json").read_text())["model"] == str(checkpoint)
+
+
+def test_batched_analysis_equals_one_photo_at_a_time(checkpoint, photos):
+    paths = sorted(str(path) for path in photos.rglob("*.png")) + [str(photos / "grace.jpg")]
+    alone = [forgerytalker.analyze(path, model=checkpoint, max_new_tokens=4) for path in paths]
+    together = forgerytalker.analyze(paths, model=checkpoint, batch_size=3, max_new_tokens=4)
+    assert isinstance(alone[0], forgerytalker.ForgeryAnalysis) and len(together) == len(paths)
+    for single, batched in zip(alone, together):
+        assert single.report == batched.report and single.regions == batched.regions
+        np.testing.assert_allclose(single.mask_probabilities, batched.mask_probabilities, atol=1e-5)
+        # batched float arithmetic differs in the last bits: only pixels within 1e-4 of the threshold may flip
+        settled = np.abs(single.mask_probabilities - single.mask_threshold) > 1e-4
+        assert np.array_equal((np.asarray(single.mask) > 0)[settled], (np.asarray(batched.mask) > 0)[settled])
+        assert single.manipulation_score == pytest.approx(batched.manipulation_score, abs=1e-6)
+        assert single.image == batched.image
+    # the model is loaded once and kept for the next call
+    assert forgerytalker.analysis.load_analyzer(checkpoint) is forgerytalker.analysis.load_analyzer(str(checkpoint))
+
+
+def test_the_python_api_takes_pictures_bytes_and_analyst_regions(checkpoint, face_photos_dir):
+    picture = Image.open(face_photos_dir / "astronaut.png")
+    data = (face_photos_dir / "astronaut.png").read_bytes()
+    from_picture, from_bytes = forgerytalker.analyze([picture, data], model=checkpoint, max_new_tokens=4)
+    assert from_picture.report == from_bytes.report and from_picture.image is None and from_picture.faces == 1
+    corrected = forgerytalker.analyze(picture, model=checkpoint, regions=["eye", "nose"], max_new_tokens=4)
+    assert corrected.instruction_regions == ["eye", "nose"]
+    record = corrected.to_record()
+    assert "mask" not in record and json.loads(json.dumps(record)) == record
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        broken = face_photos_dir.parent / "broken.jpg"
+        broken.write_bytes(b"not a picture")
+        try:
+            forgerytalker.analyze(str(broken), model=checkpoint)
+        finally:
+            broken.unlink()
+
+
+def test_analyst_regions_on_the_command_line(tmp_path, checkpoint, photos, capsys):
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(str(photos / "grace.jpg"), "--model", str(checkpoint), "--out", str(out), "--regions", "Eye, nose", capsys=capsys)
+    assert code == 0
+    assert records_of(out)[0]["instruction_regions"] == ["eye", "nose"]
+    assert "grace.jpg: " in stdout and "report: " in stdout
+    code, _, stderr = run_cli(str(photos / "grace.jpg"), "--model", str(checkpoint), "--out", str(tmp_path / "o2"), "--regions", "eye,nse", capsys=capsys)
+    assert code == 2 and "--regions" in stderr and "nse" in stderr and "dimple" in stderr
+
+
+def test_a_rerun_skips_finished_photos_and_overwrite_redoes_them(tmp_path, checkpoint, photos, capsys):
+    out = tmp_path / "out"
+    arguments = (str(photos), "--model", str(checkpoint), "--out", str(out))
+    assert run_cli(*arguments, capsys=capsys)[0] == 0
+    first = records_of(out)
+    stamps = {path: path.stat().st_mtime_ns for path in out.rglob("*.png")}
+    (out / "grace.jpg.json").unlink()  # as if the run had been killed before this photo's record was written
+    code, stdout, stderr = run_cli(*arguments, capsys=capsys)
+    assert code == 0 and "3 kept from an earlier run" in stderr and stdout.count("[from an earlier run]") == 3
+    assert records_of(out) == first
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*.png") if "grace" not in path.name} == {
+        path: stamp for path, stamp in stamps.items() if "grace" not in path.name
+    }
+    code, _, stderr = run_cli(*arguments, "--regions", "lip", capsys=capsys)
+    assert code == 2 and "--out" in stderr and "regions" in stderr and "--overwrite" in stderr
+    code, _, stderr = run_cli(*arguments, "--regions", "lip", "--overwrite", capsys=capsys)
+    assert code == 0 and "0 kept" in stderr
+    assert all(record["instruction_regions"] == ["lip"] for record in records_of(out))
+
+
+def test_a_run_killed_half_way_leaves_only_complete_files_and_resumes(tmp_path, checkpoint, photos, capsys, monkeypatch):
+    out = tmp_path / "out"
+    arguments = (str(photos), "--model", str(checkpoint), "--out", str(out), "--batch-size", "2")
+    draw = analysis_runner.draw_analysis_figure
+    calls = []
+
+    def killed_on_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(analysis_runner, "draw_analysis_figure", killed_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(*arguments, capsys=capsys)
+    monkeypatch.undo()
+    finished = [path for path in out.rglob("*.json") if path.name != "run.json"]
+    assert 2 <= len(finished) < 4 and not list(out.rglob("*.tmp")) and not (out / "results.jsonl").exists()
+    for path in out.rglob("*.png"):
+        Image.open(path).load()  # every file there is complete
+    for path in finished:
+        record = json.loads(path.read_text())
+        assert all((out / name).is_file() for name in record["outputs"].values())
+    code, _, stderr = run_cli(*arguments, capsys=capsys)
+    assert code == 0 and f"{len(finished)} kept from an earlier run" in stderr and len(records_of(out)) == 4
+
+
+def test_atomic_writes_never_leave_a_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "record.json"
+    analysis_outputs.atomic_write_json(target, {"old": True})
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError):
+        analysis_outputs.atomic_write_json(target, {"new": True})
+    assert json.loads(target.read_text()) == {"old": True} and [p.name for p in tmp_path.iterdir()] == ["record.json"]
+
+
+def bad_inputs(folder: Path, face_photos_dir: Path) -> dict[str, str | None]:
+    """Writes one photo of each kind of bad input; name → the error expected (None: analysed, with a warning)."""
+    folder.mkdir()
+    astronaut = Image.open(face_photos_dir / "astronaut.png").convert("RGB").resize((160, 160))
+    data = io.BytesIO()
+    astronaut.save(data, format="JPEG")
+    (folder / "truncated.jpg").write_bytes(data.getvalue()[: len(data.getvalue()) // 2])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not a picture")
+    os.symlink(folder / "gone.png", folder / "dangling.png")
+    random_image(5, 20, 40).save(folder / "tiny.png")
+    Image.new("L", (3000, 3000)).save(folder / "bomb.png")  # a few kB, 9 megapixels: over the limit below
+    random_image(6, 60, 80).save(folder / "no_face.png")
+    grace = Image.open(face_photos_dir / "grace_hopper.jpg").convert("RGB").resize((240, 280))
+    two = Image.new("RGB", (480, 280))
+    two.paste(grace, (0, 0))
+    two.paste(grace.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (240, 0))
+    two.save(folder / "two_faces.png")
+    astronaut.convert("L").save(folder / "gray.png")
+    rgba = astronaut.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(folder / "rgba.png")
+    Image.fromarray((np.asarray(astronaut.convert("L"), dtype=np.uint16) * 257)).save(folder / "sixteen_bit.png")
+    astronaut.convert("CMYK").save(folder / "cmyk.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    astronaut.resize((160, 120)).save(folder / "rotated.jpg", exif=exif)
+    return {
+        "truncated.jpg": "cannot be decoded",
+        "empty.png": "not a readable picture",
+        "notes.jpg": "not a readable picture",
+        "dangling.png": "no such file",
+        "tiny.png": "too small to analyse",
+        "bomb.png": "over the limit of 1,000,000 pixels (refused before decoding",
+        "no_face.png": "no face found",
+        "two_faces.png": "2 faces found",
+        "gray.png": "grayscale picture",
+        "rgba.png": "transparent picture",
+        "sixteen_bit.png": "16-bit picture",
+        "cmyk.jpg": "CMYK picture",
+        "rotated.jpg": "EXIF orientation 6",
+    }
+
+
+def test_every_kind_of_bad_input_gets_its_record_and_the_run_goes_on(tmp_path, checkpoint, face_photos_dir, capsys):
+    folder = tmp_path / "bad"
+    expected = bad_inputs(folder, face_photos_dir)
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(
+        str(folder), *[str(folder / name) for name in ("notes.jpg", "dangling.png")], "--model", str(checkpoint),
+        "--out", str(out), "--max-image-pixels", "1000000", "--batch-size", "4", capsys=capsys,
+    )
+    assert code == 1  # some photos failed
+    records = {Path(record["image"]).name: record for record in records_of(out)}
+    assert set(records) == set(expected)
+    for name, message in expected.items():
+        record = records[name]
+        if record["status"] == "error":
+            assert message in record["error"] and name in record["error"], (name, record)
+            assert f"FAILED: {record['error']}" in stdout
+        else:
+            assert any(message in warning for warning in record["warnings"]), (name, record["warnings"])
+    failed = {name for name, record in records.items() if record["status"] == "error"}
+    assert failed == {"truncated.jpg", "empty.png", "notes.jpg", "dangling.png", "tiny.png", "bomb.png"}
+    assert records["two_faces.png"]["faces"] == 2 and records["no_face.png"]["faces"] == 0
+    assert (records["rotated.jpg"]["width"], records["rotated.jpg"]["height"]) == (120, 160)  # shown upright
+    with Image.open(out / records["rotated.jpg"]["outputs"]["mask"]) as mask:
+        assert mask.size == (120, 160)
+    for name in failed:
+        assert (out / f"{name}.error.json").is_file() and not (out / f"{name}.json").exists()
+
+
+def test_bad_arguments_name_their_flag(tmp_path, checkpoint, photos, capsys):
+    code, _, stderr = run_cli(str(photos), "--out", str(tmp_path / "o"), capsys=capsys)
+    assert code == 2 and "--model" in stderr and "default model" in stderr
+    code, _, stderr = run_cli(str(tmp_path / "missing.jpg"), "--model", str(checkpoint), capsys=capsys)
+    assert code == 2 and "PATH" in stderr and "missing.jpg" in stderr
+    code, _, stderr = run_cli(str(photos), "--model", str(tmp_path / "no-model"), capsys=capsys)
+    assert code == 2 and "--model" in stderr
+    (tmp_path / "empty").mkdir()
+    code, _, stderr = run_cli(str(tmp_path / "empty"), "--model", str(checkpoint), capsys=capsys)
+    assert code == 2 and "holds no picture" in stderr
+    for flag, value in (("--threshold", "1.5"), ("--batch-size", "0"), ("--max-image-pixels", "-3")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(str(photos), "--model", str(checkpoint), flag, value, capsys=capsys)
+        assert exit_info.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_the_output_folder_is_not_read_as_input(tmp_path, checkpoint, photos, capsys):
+    out = photos / "results"
+    for _ in range(2):
+        assert run_cli(str(photos), "--model", str(checkpoint), "--out", str(out), capsys=capsys)[0] == 0
+    assert len(records_of(out)) == 4
+
+
+@pytest.mark.slow
+def test_two_processes_split_the_photos_and_merge_one_results_file(tmp_path, checkpoint, photos):
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "forgerytalker.cli", "analyze", str(photos),
+        "--model", str(checkpoint), "--out", str(out), "--num-threads", "1", "--no-progress", "--json", *MAX_NEW_TOKENS,
+    ]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", TMPDIR=str(scratch), PYTHONUNBUFFERED="1")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = records_of(out)
+    expected = [str(path) for path in sorted(photos.rglob("*")) if path.is_file()]
+    assert sorted(record["image"] for record in records) == sorted(expected) and len(records) == 4
+    printed = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert sorted(record["image"] for record in printed) == sorted(expected)  # each photo once, by one process
+    single = tmp_path / "single"
+    assert main(["analyze", str(photos), "--model", str(checkpoint), "--out", str(single), "--no-progress", *MAX_NEW_TOKENS]) == 0
+    for split, alone in zip(records, records_of(single)):
+        assert (split["image"], split["report"], split["regions"]) == (alone["image"], alone["report"], alone["regions"])
