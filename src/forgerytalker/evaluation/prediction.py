@@ -260,9 +260,7 @@ def predict_records(
             while pending:
                 collect(pending.popleft())
         finally:
-            for future in pending:
-                future.cancel()
-            bar.close()
+            bar.close()  # on an error, leaving the pool still finishes (and records) the batches generated
     return records
 
 
