@@ -202,9 +202,10 @@ def _log(accelerator: Accelerator, output_dir: Path, record: dict) -> None:
 
 
 def _validate_and_keep_best(accelerator, model, processor, split, args, state: TrainerState, output_dir: Path) -> None:
+    base = accelerator.unwrap_model(model)
+    if args.stage != "prompter" or accelerator.is_main_process:  # stage 2: every process evaluates its shard
+        metrics = validate(base, processor, split, args, accelerator)
     if accelerator.is_main_process:
-        base = accelerator.unwrap_model(model)
-        metrics = validate(base, processor, split, args)
         base.train()
         _log(accelerator, output_dir, {"step": state.step, "validation": metrics})
         value = metrics.get(args.best_metric)

@@ -26,8 +26,12 @@ def validate_prompter(model, processor, split, batch_size: int) -> dict[str, flo
     return {"PLM": positive_label_matching(predicted, np.concatenate(targets)), "region_loss": float(np.mean(losses))}
 
 
-def validate(model, processor, split, args) -> dict[str, float]:
-    """The validation metrics of the stage being trained, as one flat dict of numbers."""
+def validate(model, processor, split, args, accelerator=None) -> dict[str, float]:
+    """The validation metrics of the stage being trained, as one flat dict of numbers.
+
+    Stage 2 runs `run_evaluation`, which every process must call with the `accelerator`: each predicts its
+    shard of the split and all get the same metrics.
+    """
     if args.stage == "prompter":
         return validate_prompter(model, processor, split, args.per_device_eval_batch_size)
     from ..evaluation.runner import run_evaluation
@@ -40,5 +44,6 @@ def validate(model, processor, split, args) -> dict[str, float]:
         batch_size=args.per_device_eval_batch_size,
         max_new_tokens=args.generation_max_new_tokens,
         progress=False,
+        accelerator=accelerator,
     )
     return {name: value for name, value in document["overall"].items() if isinstance(value, (int, float))}
