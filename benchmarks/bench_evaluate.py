@@ -11,7 +11,7 @@ process so that both see the same machine load:
 Target: loop <= 1.15x generate (decoding, resizing and writing are not the bottleneck). The images are generated
 here (smooth random "faces" with elliptic masks, stored as PNG at MMTT's 512 x 512), so no test extras are needed.
 
-    python benchmarks/bench_evaluate.py --images 32 --batch-size 8 --num-threads 1
+    python benchmarks/bench_evaluate.py --preset small --images 32 --batch-size 8 --num-threads 1
 """
 
 from __future__ import annotations
@@ -71,8 +71,15 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--photo-size", type=int, default=512, help="side of the stored images (MMTT: 512)")
-    parser.add_argument("--image-size", type=int, default=64, help="the tiny model's input side")
-    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument(
+        "--preset",
+        choices=("tiny", "small"),
+        default="small",
+        help="small: bench_generate.py's model with the real model's proportions (224 px, the language model "
+        "dominating); tiny: --image-size/--hidden-size",
+    )
+    parser.add_argument("--image-size", type=int, default=64, help="the tiny preset's input side")
+    parser.add_argument("--hidden-size", type=int, default=64, help="the tiny preset's width")
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-threads", type=int, help="torch intra-op threads (default: torch's)")
@@ -82,7 +89,14 @@ def main() -> None:
 
     dataset = synthetic_split(args.images, args.photo_size)
     texts = list(dataset["caption"])
-    model, processor = build_tiny_model_and_processor("llama", image_size=args.image_size, hidden_size=args.hidden_size, texts=texts)
+    if args.preset == "small":
+        from bench_generate import build  # the proportions of the real model, scaled to a CPU (same folder)
+
+        model, processor = build("small")
+    else:
+        model, processor = build_tiny_model_and_processor(
+            "llama", image_size=args.image_size, hidden_size=args.hidden_size, texts=texts
+        )
     model.eval()
     settings = PredictionSettings("predicted", args.max_new_tokens, model_thresholds(model)["mask_threshold"], args.batch_size)
     indices = list(range(len(dataset)))
@@ -124,7 +138,8 @@ def main() -> None:
         "images": args.images,
         "batch_size": args.batch_size,
         "photo_size": args.photo_size,
-        "model_image_size": args.image_size,
+        "preset": args.preset,
+        "model_image_size": model.config.prompter_config.image_size,
         "max_new_tokens": args.max_new_tokens,
         "repeats": args.repeats,
         "torch_threads": torch.get_num_threads(),

@@ -216,6 +216,8 @@ def test_plm_thresholds_probabilities_at_the_models_region_threshold():
     assert per_region_metrics(probabilities, labels("eye", "pupil"), threshold=0.4)["pupil"]["predicted"] == 1
     with pytest.raises(ValueError, match="region_threshold"):
         positive_label_matching(probabilities, labels("eye", "pupil"))
+    float_labels = np.asarray(labels("eye", "pupil"), dtype=np.float32)  # 0/1 labels need no threshold
+    assert positive_label_matching(float_labels, float_labels) == 100.0
 
 
 def test_plm_rejects_wrong_label_count():

@@ -105,7 +105,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.samples import UnreadableImageError
     from ..evaluation.text_metrics import JavaNotFoundError, require_java
 
-    processes = None
     try:
         _check_arguments(args)
         processes = EvaluationProcesses()

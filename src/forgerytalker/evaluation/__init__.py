@@ -30,9 +30,11 @@ from .mask_metrics import (
     resize_nearest,
     summarize_mask_counts,
 )
+from .output_folder import OutputFolderError, OutputWriteError
 from .region_metrics import per_region_metrics, plm_per_sample, positive_label_matching
 from .report import PAPER_REFERENCE_ROWS, metrics_document, render_markdown, write_report
 from .runner import run_evaluation
+from .samples import UnreadableImageError
 from .text_metrics import (
     JavaNotFoundError,
     PTBAlignmentError,

@@ -139,7 +139,8 @@ def binarize(values, what: str, threshold: float | None = None) -> np.ndarray:
             are probabilities in [0, 1], positive where `p > threshold`.
         what: names the input in error messages (e.g. "prediction for image 'abc'").
         threshold: the model's threshold for these probabilities (`config.mask_threshold` for masks,
-            `config.prompter_config.region_threshold` for regions); required when `values` are floating point.
+            `config.prompter_config.region_threshold` for regions); required when `values` are floating point
+            other than exactly 0 and 1 (0/1 labels give the same result at every threshold).
 
     Returns:
         `np.ndarray` of dtype bool with the shape of `values`.
@@ -159,6 +160,8 @@ def binarize(values, what: str, threshold: float | None = None) -> np.ndarray:
                 "[0, 1] (apply a sigmoid to logits, or pass a boolean mask)"
             )
     if threshold is None:
+        if np.isin(array, (0.0, 1.0)).all():
+            return array == 1.0  # 0/1 labels: the same for every threshold in (0, 1)
         raise ValueError(
             f"The {what} holds probabilities: pass the model's threshold for them (`threshold=model.config."
             "mask_threshold` for masks, `model.config.prompter_config.region_threshold` for regions)"

@@ -114,11 +114,9 @@ class OutputFolder:
 
     Attributes:
         root: the folder the user named.
-        resumed: whether an unfinished run with the same settings was found and is being continued.
     """
 
     root: Path
-    resumed: bool = False
 
     @property
     def partial(self) -> Path:
@@ -149,7 +147,7 @@ def check_output_folder(output_dir: str | os.PathLike, overwrite: bool) -> None:
     if not existing.is_dir():
         raise OutputFolderError(f"cannot create {root}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputFolderError(f"cannot write into {existing}: it is read-only")
+        raise OutputFolderError(f"cannot write into {existing}: it is read-only or not writable by this user")
     if not root.exists():
         return
     folder = OutputFolder(root)
@@ -187,7 +185,7 @@ def prepare_output_folder(output_dir: str | os.PathLike, fingerprint: Mapping, o
     state = _read_state(folder.partial)
     if state is not None and state.get("fingerprint") == dict(fingerprint):
         logger.info("Resuming the unfinished run in %s", folder.partial)
-        return OutputFolder(root, resumed=True)
+        return folder
     if state is not None and not overwrite:
         earlier = state.get("fingerprint", {})
         differences = sorted(key for key in {*earlier, *fingerprint} if earlier.get(key) != fingerprint.get(key))

@@ -102,7 +102,7 @@ def iter_samples(
         image_id = str(row["image_id"])
         try:
             image = image_utils.to_rgb(image_utils.open_image(_source(row["image"]), what=_name(row["image"])))
-        except (image_utils.ImageReadError, ValueError) as error:
+        except ValueError as error:  # image_utils.ImageReadError (it names the file), or an unusable picture
             if skipped is None:
                 raise UnreadableImageError(image_id, str(error)) from error
             logger.warning("The image of sample %r cannot be decoded (%s); left out of the evaluation", image_id, error)
