@@ -285,7 +285,9 @@ def test_a_checkpoint_with_tuned_thresholds_is_evaluated_with_them(model_dir, ti
 # ------------------------------------------------------------------------------------------- several processes (issue 7.3)
 
 
-def launch_two_processes(arguments: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+def launch_two_processes(arguments: list[str], scratch: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`accelerate launch` of two CPU processes; `scratch` receives the temporary files of torch's launcher."""
+    import os
     import socket
 
     with socket.socket() as probe:  # a free port: other test runs on the machine may use accelerate's default
@@ -294,7 +296,8 @@ def launch_two_processes(arguments: list[str], timeout: float = 600) -> subproce
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(port), *arguments]
-    environment = {**__import__("os").environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    scratch.mkdir(exist_ok=True)
+    environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
 
 
@@ -303,7 +306,8 @@ def test_two_processes_give_the_metrics_and_files_of_one(model_dir, tiny_dataset
     one, two = tmp_path / "one", tmp_path / "two"
     extra = ("--no-meteor", "--batch-size", "3", "--degrade", "jpeg:75", "--num-threads", "1")
     assert main(evaluate_arguments(model_dir, tiny_dataset_dir, one, *extra)) == 0
-    result = launch_two_processes(["-m", "forgerytalker.cli", *evaluate_arguments(model_dir, tiny_dataset_dir, two, *extra)])
+    result = launch_two_processes(["-m", "forgerytalker.cli", *evaluate_arguments(model_dir, tiny_dataset_dir, two, *extra)],
+                                  tmp_path / "launcher")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("images of split validation") == 1  # only the main process prints the summary
     documents = [json.loads((folder / "metrics.json").read_text()) for folder in (one, two)]
@@ -332,7 +336,7 @@ def test_java_missing_on_one_process_fails_every_process(model_dir, tiny_dataset
     script = tmp_path / "evaluate_without_java_on_process_1.py"
     script.write_text(SCRIPT_WITHOUT_JAVA_ON_PROCESS_1)
     result = launch_two_processes([str(script), *evaluate_arguments(model_dir, tiny_dataset_dir, tmp_path / "out")],
-                                  timeout=180)
+                                  tmp_path / "launcher", timeout=180)
     assert result.returncode != 0
     assert result.stderr.count("error: The report metrics (PTB tokenizer) needs Java") == 2, result.stderr[-3000:]
     assert not (tmp_path / "out").exists()
