@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -25,7 +26,7 @@ def imported_heavy_modules(*argv: str) -> list[str]:
     )
     result = run_python(code)
     assert result.returncode == 0, result.stderr
-    return eval(result.stdout.strip().splitlines()[-1])
+    return ast.literal_eval(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize(
