@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.methods import METHODS
-from .conventions import ALL_METRICS, REGION_DETECTION_THRESHOLD, check_image_ids
+from .conventions import ALL_METRICS, check_image_ids
 from .detection_metrics import detection_metrics, forged_labels
 from .mask_metrics import MaskCounts, summarize_mask_counts
 from .region_metrics import positive_label_matching
@@ -38,7 +38,11 @@ class EvaluationRecords:
         predicted_regions: image_id -> region labels or probabilities, shape (21,).
         target_regions: image_id -> ground-truth region labels, shape (21,) (given with `predicted_regions`).
         detection_scores: image_id -> image-level score (higher: more likely forged).
-        detection_threshold: an image is called forged when its score is above this (`conventions.py`).
+        detection_threshold: an image is called forged when its score is above this (given with
+            `detection_scores`): the model's region threshold for the highest region probability, 0 for the
+            mask area (`conventions.MASK_AREA_DETECTION_THRESHOLD`).
+        region_threshold: the model's `config.prompter_config.region_threshold`, above which a region
+            probability of `predicted_regions` counts as predicted (needed when those are probabilities).
     """
 
     methods: Mapping[str, str]
@@ -48,7 +52,8 @@ class EvaluationRecords:
     predicted_regions: Mapping[str, Sequence[float]] | None = None
     target_regions: Mapping[str, Sequence[float]] | None = None
     detection_scores: Mapping[str, float] | None = None
-    detection_threshold: float = REGION_DETECTION_THRESHOLD
+    detection_threshold: float | None = None
+    region_threshold: float | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods.values()) - set(METHODS))
@@ -57,6 +62,8 @@ class EvaluationRecords:
         for first, second in (("predicted_reports", "reference_reports"), ("predicted_regions", "target_regions")):
             if (getattr(self, first) is None) != (getattr(self, second) is None):
                 raise ValueError(f"`{first}` and `{second}` must be given together")
+        if self.detection_scores is not None and self.detection_threshold is None:
+            raise ValueError("`detection_scores` need the `detection_threshold` above which an image is called forged")
         for name in (
             "predicted_reports",
             "reference_reports",
@@ -147,6 +154,7 @@ def _evaluate(
         result["PLM"] = positive_label_matching(
             np.stack([np.asarray(records.predicted_regions[i]) for i in image_ids]),
             np.stack([np.asarray(records.target_regions[i]) for i in image_ids]),
+            records.region_threshold,
         )
     if records.detection_scores is not None:
         result.update(
