@@ -484,9 +484,17 @@ def test_breakdown_text_metrics_equal_metrics_of_the_group_alone():
     assert face_swap == pytest.approx(alone)
 
 
-def test_records_check_methods_and_ids():
-    with pytest.raises(ValueError, match="Unknown manipulation method"):
-        EvaluationRecords(methods={"a": "gan"})
+def test_methods_the_package_does_not_know_get_their_own_rows_after_the_known_ones():
+    records = EvaluationRecords(
+        methods={"a": "StyleGAN3 edit", "b": FACE_SWAP, "c": AUTHENTIC, "d": "StyleGAN3 edit"},
+        mask_counts={key: MaskCounts(key, 1, 1, 2) for key in "abcd"},
+    )
+    per_method = breakdown_by_method(records)
+    assert list(per_method) == [FACE_SWAP, AUTHENTIC, "StyleGAN3 edit"]
+    assert per_method["StyleGAN3 edit"]["num_images"] == 2
+
+
+def test_records_check_ids():
     with pytest.raises(ImageIdMismatchError, match="mask_counts.*'b'"):
         EvaluationRecords(methods={"a": FACE_SWAP, "b": FACE_SWAP}, mask_counts={"a": MaskCounts("a", 0, 0, 0)})
     with pytest.raises(ValueError, match="together"):
