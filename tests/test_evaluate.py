@@ -252,7 +252,7 @@ def test_a_checkpoint_with_tuned_thresholds_is_evaluated_with_them(model_dir, ti
     images = [sample["image"].convert("RGB") for sample in split]
     with torch.inference_mode():
         outputs = model.generate(**processor(images=images), max_new_tokens=5)
-    probabilities = processor.post_process_masks(outputs.pred_masks, [(i.height, i.width) for i in images], None)
+    probabilities = processor.post_process_masks(outputs.pred_masks, [(i.height, i.width) for i in images], binarize=False)
     pixels = np.concatenate([p.flatten().numpy() for p in probabilities])
     mask_threshold = float(np.quantile(pixels, 0.3))  # a "tuned" value that changes the masks (p are all near 0.5)
     region_threshold = float(np.median(outputs.region_probs.numpy()))
@@ -261,7 +261,7 @@ def test_a_checkpoint_with_tuned_thresholds_is_evaluated_with_them(model_dir, ti
     model.config.prompter_config.region_threshold = region_threshold
     with torch.inference_mode():  # the instruction, hence the mask, follows the regions above the new threshold
         outputs = model.generate(**processor(images=images), max_new_tokens=5)
-    probabilities = processor.post_process_masks(outputs.pred_masks, [(i.height, i.width) for i in images], None)
+    probabilities = processor.post_process_masks(outputs.pred_masks, [(i.height, i.width) for i in images], binarize=False)
     tuned = tmp_path / "tuned-model"
     model.save_pretrained(tuned)
     processor.save_pretrained(tuned)
