@@ -53,5 +53,5 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     from ..demo import build_demo
 
-    build_demo(pipe).launch(server_name=args.host, server_port=args.port, share=args.share)
+    build_demo(pipe).launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True)
     return 0

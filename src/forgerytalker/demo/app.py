@@ -48,13 +48,14 @@ def analyse_upload(pipe, reader: PhotoReader, path: str | None, regions: list[st
     return overlay, analysis.region_probabilities, analysis.report, analysis.to_record()
 
 
-def build_demo(pipe, examples_dir: str | Path | None = None, check_faces: bool = True):
+def build_demo(pipe, examples_dir: str | Path | None = None, check_faces: bool = True, analyse_example_on_load: bool = True):
     """The Gradio `Blocks` app around a `forgery-analysis` pipeline.
 
     Args:
         pipe: the pipeline (loaded once, shared by every request).
         examples_dir: where the drawn example faces are written (default: a temporary folder).
         check_faces: count faces in each upload and warn about none or several.
+        analyse_example_on_load: open the page with an example face analysed (computed once, when the app is built).
     """
     import gradio as gr
 
@@ -64,22 +65,33 @@ def build_demo(pipe, examples_dir: str | Path | None = None, check_faces: bool =
     def analyse(path, regions):
         return analyse_upload(pipe, reader, path, regions)
 
+    shown = examples[1] if analyse_example_on_load else None
+    initial = analyse(str(shown), []) if shown is not None else (None, None, None, None)
+
     with gr.Blocks(title="ForgeryTalker") as demo:
         gr.Markdown(f"# {TITLE}\n\n{DESCRIPTION}")
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="filepath", image_mode=None, label="Face photo", sources=["upload", "clipboard"])
+                image = gr.Image(
+                    value=None if shown is None else str(shown),
+                    type="filepath",
+                    image_mode=None,
+                    label="Face photo",
+                    sources=["upload", "clipboard"],
+                )
                 regions = gr.CheckboxGroup(
                     list(REGION_NAMES), label="Regions to describe (optional: correct the model)"
                 )
                 button = gr.Button("Analyze", variant="primary")
                 gr.Examples([[str(path)] for path in examples], inputs=[image], label="Example faces (drawn, not real people)")
             with gr.Column(scale=1):
-                heatmap = gr.Image(type="pil", format="png", label="Forgery heatmap (white outline: mask)", interactive=False)
-                report = gr.Textbox(label="Report", lines=3, interactive=False)
-                bars = gr.Label(num_top_classes=len(REGION_NAMES), label="Region probabilities")
+                heatmap = gr.Image(
+                    value=initial[0], type="pil", format="png", label="Forgery heatmap (white outline: mask)", interactive=False
+                )
+                report = gr.Textbox(value=initial[2], label="Report", lines=3, interactive=False)
+                bars = gr.Label(value=initial[1], num_top_classes=len(REGION_NAMES), label="Region probabilities")
                 with gr.Accordion("JSON record", open=False):
-                    record = gr.JSON(label="Record")
+                    record = gr.JSON(value=initial[3], label="Record")
         button.click(analyse, inputs=[image, regions], outputs=[heatmap, bars, report, record], api_name="analyze")
     return demo
 

@@ -1,0 +1,82 @@
+"""The web demo answers a real HTTP request: `forgerytalker demo` in its own process, called with gradio_client."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client", reason="the demo needs the `demo` extra (gradio)")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str, server: subprocess.Popen, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"the demo exited with {server.returncode}: {server.stderr.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"the demo did not answer at {url} within {seconds} s")
+
+
+@pytest.fixture
+def demo_server(tmp_path):
+    from forgerytalker.tiny import build_tiny_model_and_processor
+
+    model, processor = build_tiny_model_and_processor("llama", seed=0)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    port = free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(tmp_path / "gradio"))
+    command = [sys.executable, "-m", "forgerytalker.cli", "demo", "--model", str(tmp_path / "model"), "--port", str(port),
+               "--num-threads", "1"]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for(url, server)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        server.stdout.close()
+        server.stderr.close()
+
+
+@pytest.mark.slow
+def test_the_demo_answers_a_request_over_http(demo_server, tmp_path, face_photos_dir):
+    client = gradio_client.Client(demo_server, download_files=str(tmp_path / "downloads"), verbose=False)
+    photo = face_photos_dir / "grace_hopper.jpg"
+    heatmap, bars, report, record = client.predict(
+        gradio_client.handle_file(str(photo)), ["eye", "nose"], api_name="/analyze"
+    )
+    with Image.open(photo) as original, Image.open(heatmap) as overlay:
+        assert overlay.format == "PNG" and overlay.size == original.size  # 512 × 600, under the 768 px display cap
+    assert {item["label"] for item in bars["confidences"]} == set(record["region_probabilities"])
+    assert len(bars["confidences"]) == 21
+    assert isinstance(report, str) and report == record["report"]
+    assert record["instruction_regions"] == ["eye", "nose"] and record["faces"] == 1
+    assert record["status"] == "ok" and 0.0 <= record["manipulation_score"] <= 1.0
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    with pytest.raises(Exception, match="(?i)image|picture"):  # the reason reaches the page, not a generic error
+        client.predict(gradio_client.handle_file(str(broken)), [], api_name="/analyze")
