@@ -170,8 +170,8 @@ def card_text(facts: ModelCardFacts) -> str:
     return f"""
 # {name}
 
-A [ForgeryTalker](https://arxiv.org/abs/2412.19685) model for interpretable face-forgery localization, packaged
-with [forgerytalker](https://pypi.org/project/forgerytalker/). For a face photo it gives a pixel **mask** of the
+A [ForgeryTalker](https://arxiv.org/abs/2412.19685) model for interpretable face-forgery localization, for the
+`forgerytalker` Python package (its code also travels with this checkpoint: `trust_remote_code=True`). For a face photo it gives a pixel **mask** of the
 manipulated area, the probability of each of 21 facial **regions** (eye, pupil, lip, mouth, nose, ear, cheek,
 forehead, chin, jaw, eyebrow, tooth, tongue, beard, mustache, skin, hair, wrinkle, freckle, scar, dimple) and a
 written **report** of what looks manipulated and why.
@@ -179,7 +179,6 @@ written **report** of what looks manipulated and why.
 ## How to use
 
 ```bash
-pip install forgerytalker
 forgerytalker analyze face.jpg --model {facts.repo_id} --out results/
 ```
 
