@@ -349,3 +349,10 @@ def test_two_processes_split_the_photos_and_merge_one_results_file(tmp_path, che
     assert main(["analyze", str(photos), "--model", str(checkpoint), "--out", str(single), "--no-progress", *MAX_NEW_TOKENS]) == 0
     for split, alone in zip(records, records_of(single)):
         assert (split["image"], split["report"], split["regions"]) == (alone["image"], alone["report"], alone["regions"])
+
+
+@pytest.mark.parametrize("argv", [("analyze", "--help"), ("demo", "--help"), ("push", "--help")])
+def test_the_help_of_these_commands_imports_no_torch(argv):
+    from test_cli import imported_heavy_modules
+
+    assert imported_heavy_modules(*argv) == []

@@ -38,6 +38,8 @@ class AnalysisOptions:
         batch_size: photos per `generate` call.
         check_faces: count faces with dlib's detector and warn about none or several.
         max_image_pixels: pixel limit checked before decoding (`None`: `image_utils.max_image_pixels()`).
+        draw_overlay: write each photo's heatmap figure (drawing and encoding it costs about 50 ms a photo on
+            one core; very large runs may leave it out).
     """
 
     regions: list[str] | None = None
@@ -46,6 +48,7 @@ class AnalysisOptions:
     batch_size: int = 1
     check_faces: bool = True
     max_image_pixels: int | None = None
+    draw_overlay: bool = True
 
 
 def pipeline_kwargs(options: AnalysisOptions) -> dict:
@@ -110,11 +113,14 @@ def _read_ahead(reader: PhotoReader, items: Sequence[PhotoInput], lookahead: int
             yield queue.popleft()
 
 
-def write_photo_outputs(out_dir: Path, item: PhotoInput, photo: Photo, analysis: ForgeryAnalysis) -> dict:
+def write_photo_outputs(
+    out_dir: Path, item: PhotoInput, photo: Photo, analysis: ForgeryAnalysis, draw_overlay: bool = True
+) -> dict:
     """Writes the mask, the figure, then the record (the finished mark) of one photo; returns the record."""
-    outputs = {kind: item.output(kind) for kind in ("mask", "overlay", "record")}
+    outputs = {kind: item.output(kind) for kind in ("mask", "overlay", "record") if draw_overlay or kind != "overlay"}
     atomic_write_png(out_dir / outputs["mask"], analysis.mask)
-    atomic_write_png(out_dir / outputs["overlay"], draw_analysis_figure(photo.image, analysis, title=item.path))
+    if draw_overlay:
+        atomic_write_png(out_dir / outputs["overlay"], draw_analysis_figure(photo.image, analysis, title=item.path))
     record = analysis.to_record(outputs)
     atomic_write_json(out_dir / outputs["record"], record)
     (out_dir / item.output("error")).unlink(missing_ok=True)
@@ -204,16 +210,16 @@ def run_analysis(
                 yield photo
 
         for photo, analysis in analyses(pipe, readable(), options):
-            submit(_write_or_record_error, out_dir, photo, analysis, name)
+            submit(_write_or_record_error, out_dir, photo, analysis, name, options.draw_overlay)
         while writing:
             finish(writing.popleft())
     bar.close()
     return records
 
 
-def _write_or_record_error(out_dir: Path, photo: Photo, analysis: ForgeryAnalysis, model: str) -> dict:
+def _write_or_record_error(out_dir: Path, photo: Photo, analysis: ForgeryAnalysis, model: str, draw_overlay: bool) -> dict:
     try:
-        return write_photo_outputs(out_dir, photo.item, photo, analysis)
+        return write_photo_outputs(out_dir, photo.item, photo, analysis, draw_overlay)
     except OSError as error:
         message = f"{photo.item.path}: the outputs cannot be written ({error})"
         logger.error("%s", message)

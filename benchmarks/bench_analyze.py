@@ -1,0 +1,121 @@
+"""Times `forgerytalker analyze`: batch 1 vs batch 8, its whole loop vs `model.generate` alone, start-up, `--help`.
+
+- *images/s*: `analysis.runner.run_analysis` (what the command runs: decoding, the face check, `generate`, post-
+  processing, mask PNG, heatmap figure, record) over `--images` drawn 256 px faces, at batch 1 and at batch 8.
+  Target: batch 8 >= 2.5x batch 1 with the tiny model.
+- *overhead*: the same loop at batch 8 against `model.generate` alone on the same images and batches (decoded and
+  preprocessed beforehand), interleaved so that both see the same load. Target: loop <= 1.15x generate.
+- *start-up*: `forgerytalker analyze one.png` in a fresh process (import, model load, one photo, files).
+  Target: <= 5 s. *help*: `forgerytalker --help` in a fresh process. Target: <= 1 s.
+
+    python benchmarks/bench_analyze.py --preset tiny --images 32 --num-threads 1
+    python benchmarks/bench_analyze.py --preset tiny --images 32 --num-threads 1 --no-face-check --no-overlay
+    python benchmarks/bench_analyze.py --preset small --images 32 --num-threads 1    # real proportions, slower
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench_generate import build
+
+from forgerytalker.analysis.api import load_analyzer
+from forgerytalker.analysis.inputs import collect_photos
+from forgerytalker.analysis.runner import AnalysisOptions, run_analysis
+from forgerytalker.demo.examples import draw_face
+
+TARGETS = {"batch8_over_batch1": 2.5, "loop_over_generate": 1.15, "startup_s": 5.0, "help_s": 1.0}
+
+
+def analyse(pipe, photos, out: Path, batch_size: int, check_faces: bool, overlay: bool) -> float:
+    start = time.perf_counter()
+    options = AnalysisOptions(batch_size=batch_size, check_faces=check_faces, draw_overlay=overlay)
+    run_analysis(pipe, photos, out, options, redo_finished=True, progress=False)
+    return time.perf_counter() - start
+
+
+def generate_only(model, processor, images, batch_size: int) -> float:
+    batches = [processor(images=images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for inputs in batches:
+            model.generate(**inputs)
+    return time.perf_counter() - start
+
+
+def fresh_process(*arguments: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "forgerytalker.cli", *arguments], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=("tiny", "small"), default="tiny")
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--num-threads", type=int, default=1)
+    parser.add_argument("--face-check", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.num_threads)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-analyze-") as scratch:
+        scratch = Path(scratch)
+        model, processor = build(args.preset)
+        model.save_pretrained(scratch / "model")
+        processor.save_pretrained(scratch / "model")
+        (scratch / "faces").mkdir()
+        for index in range(args.images):
+            draw_face(index).save(scratch / "faces" / f"face_{index:03d}.png")
+        photos = collect_photos([str(scratch / "faces")])
+        pipe = load_analyzer(scratch / "model", device="cpu")
+        images = [draw_face(index) for index in range(args.images)]
+        analyse(pipe, photos[:4], scratch / "warm-up", 2, args.face_check, args.overlay)
+        batch1, batch8, generate8 = [], [], []
+        for repeat in range(args.repeats):
+            batch1.append(analyse(pipe, photos, scratch / "out1", 1, args.face_check, args.overlay))
+            batch8.append(analyse(pipe, photos, scratch / "out8", 8, args.face_check, args.overlay))
+            generate8.append(generate_only(pipe.model, processor, images, 8))
+        one = str(scratch / "faces" / "face_000.png")
+        threads = ["--num-threads", str(args.num_threads), "--no-progress"]
+        startup = [fresh_process("analyze", one, "--model", str(scratch / "model"), "--out", str(scratch / f"one{i}"), *threads)
+                   for i in range(args.repeats)]
+        help_times = [fresh_process("--help") for _ in range(args.repeats)]
+    median = statistics.median
+    rate1, rate8 = args.images / median(batch1), args.images / median(batch8)
+    result = {
+        "preset": args.preset,
+        "images": args.images,
+        "face_check": args.face_check,
+        "overlay": args.overlay,
+        "analyze_images_per_s": {"batch_1": round(rate1, 2), "batch_8": round(rate8, 2)},
+        "batch8_over_batch1": round(rate8 / rate1, 2),
+        "analyze_batch8_s": round(median(batch8), 3),
+        "generate_batch8_s": round(median(generate8), 3),
+        "generate_batch8_images_per_s": round(args.images / median(generate8), 2),
+        "loop_over_generate": round(median(batch8) / median(generate8), 3),
+        "startup_s": round(median(startup), 2),
+        "startup_model": "the benchmark's own saved model (no bundled default model ships yet)",
+        "help_s": round(median(help_times), 2),
+        "targets": TARGETS,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_before": [round(value, 2) for value in load_before],
+        "load_average_after": [round(value, 2) for value in os.getloadavg()],
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
