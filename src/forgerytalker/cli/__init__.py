@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-COMMAND_MODULES = ("data", "evaluate")
+COMMAND_MODULES = ("data", "evaluate", "convert_checkpoint")
 
 
 def build_parser() -> argparse.ArgumentParser:
