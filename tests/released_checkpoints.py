@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import BlipImageProcessorPil, InstructBlipConfig, InstructBlipForConditionalGeneration, InstructBlipProcessor
 
 from forgerytalker.instruction import DFF_INSTRUCTION_WORDING
@@ -33,7 +34,10 @@ def _wording_texts() -> list[str]:
 
 
 def write_instructblip_folder(folder: Path, seed: int = 0) -> Path:
-    """A tiny InstructBLIP-Flan-T5 folder in `Salesforce/instructblip-flan-t5-xl`'s layout (model + processor)."""
+    """A tiny InstructBLIP-Flan-T5 folder in `Salesforce/instructblip-flan-t5-xl`'s layout (model + processor).
+
+    Like Flan-T5's, its LM head is not the input embeddings (transformers 5 builds T5 tied and unties on loading a
+    checkpoint that holds both with different values)."""
     tokenizer = build_tiny_language_tokenizer(_wording_texts(), "t5")
     tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
     qformer_tokenizer = build_tiny_qformer_tokenizer(_wording_texts())
@@ -52,6 +56,9 @@ def write_instructblip_folder(folder: Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     InstructBlipForConditionalGeneration(config).save_pretrained(folder)
+    weights = load_file(folder / "model.safetensors")
+    weights["language_model.lm_head.weight"] = torch.randn_like(weights["language_model.shared.weight"])
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     processor = InstructBlipProcessor(
         BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}), tokenizer, qformer_tokenizer,
         num_query_tokens=NUM_QUERY_TOKENS,

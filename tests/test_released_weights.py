@@ -94,6 +94,8 @@ def test_every_form_converts_with_every_key_accounted_for(tmp_path, form, dtype,
         "prompter.layers.2.attention.o_proj.weight": dff["multi_label_classifier.transformer.encoder.layer.2.attn.out.weight"]
         if stage == "finetune" else face_vit["transformer.encoder.layer.2.attn.out.weight"],
         "instructblip.vision_model.encoder.layers.1.self_attn.qkv.weight": base["vision_model.encoder.layers.1.self_attn.qkv.weight"],
+        "instructblip.language_model.lm_head.weight": base["language_model.lm_head.weight"],  # Flan-T5's own head
+        "instructblip.language_model.shared.weight": base["language_model.shared.weight"],
         "instructblip.query_tokens": dff["query_tokens"] if stage == "finetune" else base["query_tokens"],
     }
     for key, value in expect.items():
@@ -199,11 +201,13 @@ def test_converted_model_loads_with_remote_code_in_a_fresh_process_and_generates
     np.testing.assert_allclose(answer["pred_masks"], generated.pred_masks.numpy(), atol=1e-6)
 
 
-def test_forgery_analysis_pipeline_runs_on_the_converted_model(converted):
+def test_forgery_analysis_pipeline_runs_on_the_converted_model_in_bfloat16(converted):
+    """A float32 conversion loads in bfloat16 as a whole (InstructBLIP's nested configs included) and analyses photos."""
     from transformers import pipeline
 
     out, _, _, _ = converted
-    analyze = pipeline("forgery-analysis", model=str(out))
+    analyze = pipeline("forgery-analysis", model=str(out), dtype=torch.bfloat16)
+    assert {parameter.dtype for parameter in analyze.model.parameters()} == {torch.bfloat16}
     results = analyze([random_image(7, 30, 44), {"image": random_image(8, 50, 38), "regions": ["lip"]}], max_new_tokens=6)
     assert [result["mask"].size for result in results] == [(44, 30), (38, 50)]
     assert results[1]["instruction_regions"] == ["lip"]

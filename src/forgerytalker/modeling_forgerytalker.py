@@ -200,7 +200,14 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         super().__init__(config)
         # SAM's attention modules read the implementation from their own (sub-)config
         config.mask_decoder_config._attn_implementation = config._attn_implementation
-        self.instructblip = instructblip if instructblip is not None else InstructBlipForConditionalGeneration(config.instructblip_config)
+        if instructblip is None:
+            # `from_pretrained(dtype=...)` sets the dtype of our sub-configs only, not of InstructBLIP's own vision,
+            # Q-Former and text configs, which build their modules in the dtype they carry (a checkpoint whose base
+            # was loaded in float32 carries "float32" there): they follow the backbone's
+            for sub_config_key in config.instructblip_config.sub_configs:
+                getattr(config.instructblip_config, sub_config_key).dtype = config.instructblip_config.dtype
+            instructblip = InstructBlipForConditionalGeneration(config.instructblip_config)
+        self.instructblip = instructblip
         self.prompter = ForgeryPrompterNetwork(config.prompter_config)
         if config.mask_decoder_type == "dff":
             self.mask_decoder = ForgeryTalkerDffMaskDecoder(config)
