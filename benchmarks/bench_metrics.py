@@ -4,8 +4,8 @@
 
 Text: synthetic reports of about 27 words (MMTT's mean caption length) through the PTB tokenizer, BLEU-1..4,
 ROUGE-L and CIDEr (target: at most 60 s without METEOR); METEOR is timed separately on `--meteor-pairs` pairs.
-Masks: 512 x 512 random-blob masks, ground truth as uint8 0/255 and predictions as float32 probabilities,
-counted from arrays in memory and from PNG files, with 1 and 2 processes (target: at most 30 s on two cores).
+Masks: 512 x 512 random-blob masks, ground truth as uint8 0/255 and predictions as float32 probabilities
+(binarised at `--mask-threshold`, the model config's default unless given), counted from arrays in memory and from PNG files, with 1 and 2 processes (target: at most 30 s on two cores).
 Distinct masks are drawn once (`--distinct-masks`) and cycled, so the timing is the metric's, not the drawing's.
 Mask timings come with the CPU seconds spent (workers included), which stay meaningful on a busy machine.
 Prints one JSON object.
@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from forgerytalker.configuration_forgerytalker import DEFAULT_MASK_THRESHOLD
 from forgerytalker.evaluation import accumulate_mask_counts, compute_text_metrics
 from forgerytalker.regions import REGION_NAMES
 
@@ -96,18 +97,20 @@ def random_blob_masks(num_masks: int, size: int, seed: int = 0) -> list[tuple[np
     return pairs
 
 
-def time_counts(pairs, num_workers: int) -> tuple[float, float, dict]:
+def time_counts(pairs, num_workers: int, threshold: float) -> tuple[float, float, dict]:
     """Wall seconds, CPU seconds (this process and its workers) and the summary of counting `pairs`."""
     start, cpu_start = time.perf_counter(), os.times()
-    accumulator = accumulate_mask_counts(pairs, num_workers=num_workers)
+    accumulator = accumulate_mask_counts(pairs, num_workers=num_workers, threshold=threshold)
     wall, cpu_end = time.perf_counter() - start, os.times()
     cpu = sum(cpu_end[:4]) - sum(cpu_start[:4])  # user, system, children's user, children's system
     return wall, cpu, accumulator.compute()
 
 
-def bench_masks(num_pairs: int, size: int, num_distinct: int, workers: list[int], seed: int = 0) -> dict:
+def bench_masks(
+    num_pairs: int, size: int, num_distinct: int, workers: list[int], threshold: float, seed: int = 0
+) -> dict:
     masks = random_blob_masks(num_distinct, size, seed)
-    result: dict = {"pairs": num_pairs, "size": size, "target_seconds": MASK_TARGET_SECONDS}
+    result: dict = {"pairs": num_pairs, "size": size, "threshold": threshold, "target_seconds": MASK_TARGET_SECONDS}
 
     def in_memory():
         for index, (ground_truth, prediction) in zip(range(num_pairs), itertools.cycle(masks)):
@@ -121,7 +124,7 @@ def bench_masks(num_pairs: int, size: int, num_distinct: int, workers: list[int]
                 Path(directory, f"{index}_pred.png"),
             )
             Image.fromarray(ground_truth).save(ground_truth_path)
-            Image.fromarray(((prediction > 0.5) * 255).astype(np.uint8)).save(prediction_path)
+            Image.fromarray(((prediction > threshold) * 255).astype(np.uint8)).save(prediction_path)
             files.append((str(prediction_path), str(ground_truth_path)))
 
         def from_files():
@@ -131,7 +134,7 @@ def bench_masks(num_pairs: int, size: int, num_distinct: int, workers: list[int]
         for name, source in (("arrays_float32_predictions", in_memory), ("png_files", from_files)):
             timings, cpu_timings = {}, {}
             for num_workers in workers:
-                seconds, cpu_seconds, summary = time_counts(source(), num_workers)
+                seconds, cpu_seconds, summary = time_counts(source(), num_workers, threshold)
                 timings[f"{num_workers}_process"] = round(seconds, 2)
                 cpu_timings[f"{num_workers}_process"] = round(cpu_seconds, 2)
             result[name] = {
@@ -150,10 +153,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="mask height and width")
     parser.add_argument("--distinct-masks", type=int, default=256, help="distinct mask pairs drawn and cycled")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="process counts to time")
+    parser.add_argument(
+        "--mask-threshold", type=float, default=DEFAULT_MASK_THRESHOLD, help="the model's mask threshold (config default)"
+    )
     args = parser.parse_args()
     result = {
+        "load_average_1_5_15_min": [round(value, 2) for value in os.getloadavg()],
+        "cpu_count": os.cpu_count(),
         "text": bench_text(args.pairs, args.meteor_pairs),
-        "masks": bench_masks(args.pairs, args.size, args.distinct_masks, args.workers),
+        "masks": bench_masks(args.pairs, args.size, args.distinct_masks, args.workers, args.mask_threshold),
     }
     print(json.dumps(result, indent=2))
 

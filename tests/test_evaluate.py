@@ -17,7 +17,9 @@ from forgerytalker.cli import main
 from forgerytalker.data.methods import METHODS
 from forgerytalker.evaluation import ALL_METRICS, accumulate_mask_counts, compute_text_metrics
 from forgerytalker.evaluation.report import TABLE2_COLUMNS
-from forgerytalker.evaluation.runner import UnreadableImageError, mask_filename, run_evaluation
+from forgerytalker.evaluation.output_folder import mask_filename
+from forgerytalker.evaluation.runner import run_evaluation
+from forgerytalker.evaluation.samples import UnreadableImageError
 from forgerytalker.regions import REGION_NAMES
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="the report metrics need Java")
@@ -185,3 +187,445 @@ def test_unreadable_image_is_named_or_skipped(model_dir, split):
     assert model.training  # the caller's mode is restored (training-time validation)
     assert [item["image_id"] for item in document["skipped_images"]] == [broken_id]
     assert document["overall"]["num_images"] == len(split) - 1
+
+
+# ------------------------------------------------------------------------------------------- helpers for the cases below
+
+
+def save_split(dataset, folder: Path) -> Path:
+    """Writes `dataset` as the `validation` split of a folder that `datasets.load_dataset` reads."""
+    (folder / "data").mkdir(parents=True)
+    dataset.to_parquet(str(folder / "data" / f"{SPLIT}-00000-of-00001.parquet"))
+    return folder
+
+
+@pytest.fixture
+def generated_images(monkeypatch) -> list[int]:
+    """Counts the images every `generate` call of the model receives (one entry per call)."""
+    from forgerytalker.modeling_forgerytalker import ForgeryTalkerForConditionalGeneration
+
+    counts: list[int] = []
+    original = ForgeryTalkerForConditionalGeneration.generate
+
+    def counting(self, pixel_values, *args, **kwargs):
+        counts.append(int(pixel_values.shape[0]))
+        return original(self, pixel_values, *args, **kwargs)
+
+    monkeypatch.setattr(ForgeryTalkerForConditionalGeneration, "generate", counting)
+    return counts
+
+
+def after_records(monkeypatch, count: int, error: BaseException) -> None:
+    """Makes the run fail (raise `error`) once `count` predictions have been recorded as finished."""
+    from forgerytalker.evaluation.output_folder import RunWriter
+
+    original, recorded = RunWriter.append, []
+
+    def append(self, record):
+        if len(recorded) == count:
+            raise error
+        original(self, record)
+        recorded.append(record["image_id"])
+
+    monkeypatch.setattr(RunWriter, "append", append)
+
+
+def error_line(stderr: str) -> str:
+    """The command's `error: ...` line (progress bars of model loading may come before it)."""
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+def output_files(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+# ------------------------------------------------------------------------------------------- thresholds (issue 7.4)
+
+
+def test_a_checkpoint_with_tuned_thresholds_is_evaluated_with_them(model_dir, tiny_dataset_dir, split, tmp_path):
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    model, processor = AutoModel.from_pretrained(model_dir).eval(), AutoProcessor.from_pretrained(model_dir)
+    images = [sample["image"].convert("RGB") for sample in split]
+    with torch.inference_mode():
+        outputs = model.generate(**processor(images=images), max_new_tokens=5)
+    probabilities = processor.post_process_masks(outputs.pred_masks, [(i.height, i.width) for i in images], binarize=False)
+    pixels = np.concatenate([p.flatten().numpy() for p in probabilities])
+    mask_threshold = float(np.quantile(pixels, 0.3))  # a "tuned" value that changes the masks (p are all near 0.5)
+    region_threshold = float(np.median(outputs.region_probs.numpy()))
+    assert (pixels > mask_threshold).sum() != (pixels > 0.5).sum()
+    model.config.mask_threshold = mask_threshold
+    model.config.prompter_config.region_threshold = region_threshold
+    with torch.inference_mode():  # the instruction, hence the mask, follows the regions above the new threshold
+        outputs = model.generate(**processor(images=images), max_new_tokens=5)
+    probabilities = processor.post_process_masks(outputs.pred_masks, [(i.height, i.width) for i in images], binarize=False)
+    tuned = tmp_path / "tuned-model"
+    model.save_pretrained(tuned)
+    processor.save_pretrained(tuned)
+
+    out = tmp_path / "out"
+    assert main(evaluate_arguments(tuned, tiny_dataset_dir, out, "--no-meteor", "--batch-size", "4")) == 0
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["thresholds"] == {"mask_threshold": mask_threshold, "region_threshold": region_threshold}
+    assert f"p > {mask_threshold:g} (`config.mask_threshold`)" in (out / "metrics.md").read_text()
+    assert f"p > {region_threshold:g}" in (out / "metrics.md").read_text()
+    assert document["run"]["detection_threshold"] == region_threshold
+    records = read_predictions(out)
+    for record, probability in zip(records, probabilities):
+        expected = (probability > mask_threshold).numpy()
+        np.testing.assert_array_equal(np.asarray(Image.open(out / record["mask"])) > 0, expected)
+        assert record["mask_pixels"]["predicted"] == expected.sum()
+    flagged = sum(p > region_threshold for record in records for p in record["region_probabilities"].values())
+    assert sum(row["predicted"] for row in document["per_region"].values()) == flagged
+
+
+# ------------------------------------------------------------------------------------------- several processes (issue 7.3)
+
+
+def launch_two_processes(arguments: list[str], scratch: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`accelerate launch` of two CPU processes; `scratch` receives the temporary files of torch's launcher."""
+    import os
+    import socket
+
+    with socket.socket() as probe:  # a free port: other test runs on the machine may use accelerate's default
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(port), *arguments]
+    scratch.mkdir(exist_ok=True)
+    environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_metrics_and_files_of_one(model_dir, tiny_dataset_dir, tmp_path, split):
+    one, two = tmp_path / "one", tmp_path / "two"
+    extra = ("--no-meteor", "--batch-size", "3", "--degrade", "jpeg:75", "--num-threads", "1")
+    assert main(evaluate_arguments(model_dir, tiny_dataset_dir, one, *extra)) == 0
+    result = launch_two_processes(["-m", "forgerytalker.cli", *evaluate_arguments(model_dir, tiny_dataset_dir, two, *extra)],
+                                  tmp_path / "launcher")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("images of split validation") == 1  # only the main process prints the summary
+    documents = [json.loads((folder / "metrics.json").read_text()) for folder in (one, two)]
+    assert [document["run"].pop("num_processes") for document in documents] == [1, 2]
+    for document in documents:
+        document["run"].pop("torch_threads")
+    assert documents[0] == documents[1]
+    files = [output_files(folder) for folder in (one, two)]
+    assert files[0].keys() == files[1].keys() and len(files[0]) == 2 * (len(split) + 1) + 3
+    for name in files[0]:
+        if name not in ("metrics.json", "metrics.md"):
+            assert files[0][name] == files[1][name], name
+
+
+SCRIPT_WITHOUT_JAVA_ON_PROCESS_1 = """
+import os, sys
+if os.environ["LOCAL_RANK"] == "1":
+    os.environ["PATH"] = ""
+from forgerytalker.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_java_missing_on_one_process_fails_every_process(model_dir, tiny_dataset_dir, tmp_path):
+    script = tmp_path / "evaluate_without_java_on_process_1.py"
+    script.write_text(SCRIPT_WITHOUT_JAVA_ON_PROCESS_1)
+    result = launch_two_processes([str(script), *evaluate_arguments(model_dir, tiny_dataset_dir, tmp_path / "out")],
+                                  tmp_path / "launcher", timeout=180)
+    assert result.returncode != 0
+    assert result.stderr.count("error: The report metrics (PTB tokenizer) needs Java") == 2, result.stderr[-3000:]
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------- nothing lost (issue 10)
+
+
+KILL_AFTER_TWO_RECORDS = """
+import os, signal, sys
+from forgerytalker.evaluation.output_folder import RunWriter
+original, recorded = RunWriter.append, []
+def append(self, record):
+    if len(recorded) == 2:
+        self._lines.write('{"image_id": "torn li')  # a kill in the middle of a line
+        self._lines.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(self, record)
+    recorded.append(record)
+RunWriter.append = append
+from forgerytalker.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_overwrite_keeps_the_earlier_run_until_the_new_one_is_complete(
+    model_dir, tiny_dataset_dir, tmp_path, generated_images
+):
+    out = tmp_path / "out"
+    arguments = evaluate_arguments(model_dir, tiny_dataset_dir, out, "--no-meteor", "--batch-size", "1")
+    assert main(arguments) == 0
+    earlier = output_files(out)
+    script = tmp_path / "killed_evaluate.py"
+    script.write_text(KILL_AFTER_TWO_RECORDS)
+    killed = subprocess.run([sys.executable, str(script), *arguments, "--overwrite"], capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    partial = out / ".evaluation-partial"
+    assert {name: data for name, data in output_files(out).items() if not name.startswith(".")} == earlier
+    assert "unfinished" in json.loads((partial / "state.json").read_text())["note"]
+
+    generated_images.clear()
+    assert main([*arguments, "--overwrite"]) == 0
+    assert sum(generated_images) == 2  # the two finished predictions are not redone
+    assert output_files(out) == earlier  # the resumed run equals the uninterrupted one, byte for byte
+    assert not partial.exists()
+
+
+def test_an_interrupted_run_resumes_and_refuses_other_settings(
+    model_dir, tiny_dataset_dir, tmp_path, monkeypatch, generated_images, capsys
+):
+    out = tmp_path / "out"
+    arguments = evaluate_arguments(model_dir, tiny_dataset_dir, out, "--no-meteor", "--batch-size", "1")
+    with monkeypatch.context() as patch:
+        after_records(patch, 3, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            main(arguments)
+    assert not (out / "metrics.json").exists() and (out / ".evaluation-partial" / "state.json").exists()
+    assert main([*arguments, "--max-new-tokens", "7"]) == 2
+    error = capsys.readouterr().err
+    assert "--out:" in error and "unfinished run made with other settings (max_new_tokens differ)" in error
+    generated_images.clear()
+    assert main(arguments) == 0  # the same command resumes, without --overwrite
+    assert sum(generated_images) == 1
+    assert len(read_predictions(out)) == 4 and len(list((out / "masks").iterdir())) == 4
+
+
+def test_full_disk_exits_2_naming_out_and_the_rerun_resumes(
+    model_dir, tiny_dataset_dir, tmp_path, monkeypatch, generated_images, capsys
+):
+    import errno
+
+    out = tmp_path / "out"
+    arguments = evaluate_arguments(model_dir, tiny_dataset_dir, out, "--no-meteor", "--batch-size", "1")
+    original_save, saved = Image.Image.save, []
+
+    def save(self, *args, **kwargs):
+        if len(saved) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(1)
+        return original_save(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Image.Image, "save", save)
+        assert main(arguments) == 2
+    error = error_line(capsys.readouterr().err)
+    assert error.startswith("error: --out: cannot write into") and "No space left on device" in error
+    assert "re-run the same command to resume" in error and "Traceback" not in error
+    generated_images.clear()
+    assert main(arguments) == 0
+    assert sum(generated_images) == 2
+
+
+def test_the_users_own_files_in_out_are_never_deleted(model_dir, tiny_dataset_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    for index in range(3):
+        (out / "masks" / f"gt_{index}.png").write_bytes(b"ground truth")
+    before = output_files(out)
+    assert main(evaluate_arguments(model_dir, tiny_dataset_dir, out, "--no-meteor", "--overwrite")) == 2
+    error = capsys.readouterr().err
+    assert "--out:" in error and "holds files this command did not write (masks/gt_0.png" in error
+    assert output_files(out) == before
+
+    finished = tmp_path / "finished"
+    assert main(evaluate_arguments(model_dir, tiny_dataset_dir, finished, "--no-meteor", "--limit", "2")) == 0
+    (finished / "masks" / "notes.txt").write_text("mine")
+    (finished / "my-notes.md").write_text("mine too")
+    earlier = output_files(finished)
+    assert main(evaluate_arguments(model_dir, tiny_dataset_dir, finished, "--no-meteor", "--overwrite")) == 2
+    assert "masks/notes.txt" in capsys.readouterr().err and output_files(finished) == earlier
+    (finished / "masks" / "notes.txt").unlink()
+    assert main(evaluate_arguments(model_dir, tiny_dataset_dir, finished, "--no-meteor", "--overwrite")) == 0
+    assert (finished / "my-notes.md").read_text() == "mine too" and len(read_predictions(finished)) == 4
+    manifest = json.loads((finished / "evaluation_manifest.json").read_text())["files"]
+    assert sorted(manifest) == sorted(name for name in output_files(finished)
+                                      if name not in ("my-notes.md", "evaluation_manifest.json"))
+
+
+def test_long_unicode_image_ids_get_bounded_distinct_file_names(model_dir, split, tmp_path):
+    from transformers import AutoModel, AutoProcessor
+
+    model, processor = AutoModel.from_pretrained(model_dir), AutoProcessor.from_pretrained(model_dir)
+    long_prefix = "顔画像" * 120  # 1080 bytes in UTF-8, 3240 once percent-encoded
+    renamed = split.map(lambda row, index: {"image_id": f"{long_prefix}/{index}"}, with_indices=True)
+    out = tmp_path / "out"
+    document = run_evaluation(model, processor, renamed, output_dir=str(out), progress=False)
+    assert document["overall"]["num_images"] == len(split)
+    records = read_predictions(out)
+    assert [record["image_id"] for record in records] == renamed["image_id"]
+    names = [Path(record["mask"]).name for record in records]
+    assert len(set(names)) == len(names) and all(len(name.encode()) <= 255 for name in names)
+    assert all((out / record["mask"]).is_file() for record in records)
+    assert len(list((out / "masks").iterdir())) == len(split)
+
+
+def test_16_bit_and_float_images_are_read_like_the_processor_reads_them(split):
+    import io
+
+    from datasets import Image as ImageFeature
+
+    from forgerytalker.evaluation.samples import iter_samples
+    from forgerytalker.image_utils import load_rgb
+
+    sixteen_bit, floating = io.BytesIO(), io.BytesIO()
+    Image.fromarray(np.full((40, 30), 30000, np.uint16)).save(sixteen_bit, format="PNG")  # I;16, 30000 / 65535
+    Image.fromarray(np.full((40, 30), 0.5, np.float32)).save(floating, format="TIFF")  # mode F in [0, 1]
+    replaced = {split[0]["image_id"]: sixteen_bit.getvalue(), split[1]["image_id"]: floating.getvalue()}
+    dataset = split.cast_column("image", ImageFeature(decode=False)).map(
+        lambda row: {"image": {"bytes": replaced[row["image_id"]], "path": None}} if row["image_id"] in replaced else {}
+    )
+    samples = list(iter_samples(dataset))
+    for sample, data, expected in zip(samples, replaced.values(), (round(30000 * 255 / 65535), 128)):
+        pixels = np.asarray(sample.image)
+        assert sample.image.mode == "RGB" and abs(float(pixels.mean()) - expected) < 1
+        np.testing.assert_array_equal(pixels, np.asarray(load_rgb(data)))
+
+
+def test_bad_out_model_and_device_arguments_exit_2_naming_the_flag(model_dir, tiny_dataset_dir, tmp_path, capsys):
+    import torch
+
+    a_file = tmp_path / "a-file.txt"
+    a_file.write_text("not a folder")
+    cases = [
+        (a_file, (), "--out: ", "is a file, not a folder"),
+        (a_file / "sub", (), "--out: cannot create", "is a file, not a folder"),
+        (tmp_path / "d", ("--device", "quantum"), "--device: ", "not a torch device"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((tmp_path / "c", ("--device", "cuda"), "--device: CUDA is not available", "--device cpu"))
+    for out, extra, start, detail in cases:
+        assert main(evaluate_arguments(model_dir, tiny_dataset_dir, out, *extra)) == 2, start
+        stderr = capsys.readouterr().err
+        assert error_line(stderr).startswith(f"error: {start}") and detail in stderr and "Traceback" not in stderr
+    damaged = tmp_path / "damaged-model"
+    shutil.copytree(model_dir, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert main(evaluate_arguments(damaged, tiny_dataset_dir, tmp_path / "m")) == 2
+    error = error_line(capsys.readouterr().err)
+    assert error.startswith("error: --model: the weights in") and "damaged or incomplete" in error
+    assert not any((tmp_path / name).exists() for name in "cdm")
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nothing can be written into: chmod for ordinary users, a read-only tmpfs for root."""
+    import os
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot make a read-only folder as root here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_read_only_out_exits_2_naming_out(model_dir, tiny_dataset_dir, read_only_folder, capsys):
+    assert main(evaluate_arguments(model_dir, tiny_dataset_dir, read_only_folder / "out")) == 2
+    error = error_line(capsys.readouterr().err)
+    assert error.startswith("error: --out: cannot write into") and "read-only" in error
+
+
+def test_unreadable_image_error_names_the_command_line_flag(split, model_dir, tmp_path, capsys):
+    from datasets import Image as ImageFeature
+
+    broken_id = split[2]["image_id"]
+    broken = split.cast_column("image", ImageFeature(decode=False)).map(
+        lambda row: {"image": {"bytes": b"not an image", "path": None}} if row["image_id"] == broken_id else {}
+    )
+    data = save_split(broken, tmp_path / "broken-data")
+    assert main(evaluate_arguments(model_dir, data, tmp_path / "out", "--no-meteor")) == 1
+    error = capsys.readouterr().err
+    assert broken_id in error and "pass --skip-unreadable" in error and "skip_unreadable_images" not in error
+    assert main(evaluate_arguments(model_dir, data, tmp_path / "out", "--no-meteor", "--skip-unreadable")) == 0
+    skipped = json.loads((tmp_path / "out" / "metrics.json").read_text())["skipped_images"]
+    assert [item["image_id"] for item in skipped] == [broken_id]
+
+
+# ------------------------------------------------------------------------------------------- speed (issue 11)
+
+
+def test_num_threads_sets_torchs_intra_op_threads(model_dir, tiny_dataset_dir, tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        out = tmp_path / "out"
+        assert main(evaluate_arguments(model_dir, tiny_dataset_dir, out, "--no-meteor", "--limit", "1",
+                                       "--num-threads", "1")) == 0
+        assert torch.get_num_threads() == 1
+        assert json.loads((out / "metrics.json").read_text())["run"]["torch_threads"] == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_next_batches_are_prepared_while_generate_runs(model_dir, split):
+    import threading
+    import time
+
+    from transformers import AutoProcessor
+
+    from forgerytalker.evaluation.prediction import PREFETCHED_BATCHES, PredictionSettings, prefetched_batches
+    from forgerytalker.evaluation.samples import iter_samples
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    pulled = []
+
+    def samples():
+        for sample in list(iter_samples(split)) * 5:  # 20 samples: 10 batches of 2
+            pulled.append(sample.image_id)
+            yield sample
+
+    batches = prefetched_batches(processor, samples(), PredictionSettings("predicted", 5, 0.5, 2), [], threading.Lock())
+    first = next(batches)
+    deadline = time.monotonic() + 30
+    while len(pulled) < 6 and time.monotonic() < deadline:  # later batches are prepared while the first is in use
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert len(first.samples) == 2 and 6 <= len(pulled) <= 2 * (PREFETCHED_BATCHES + 2)  # ahead, but bounded
+    assert [len(batch.samples) for batch in batches] == [2] * 9
+    batches.close()
+    assert not any(thread.name == "evaluation-prefetch" for thread in threading.enumerate())
+
+
+def test_a_decoding_error_stops_the_prefetching_at_its_batch(model_dir, split):
+    import threading
+
+    from transformers import AutoProcessor
+
+    from forgerytalker.evaluation.prediction import PredictionSettings, prefetched_batches
+    from forgerytalker.evaluation.samples import iter_samples
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+
+    def samples():
+        yield from list(iter_samples(split))[:2]
+        raise UnreadableImageError("img_x", "truncated")
+
+    batches = prefetched_batches(processor, samples(), PredictionSettings("predicted", 5, 0.5, 2), [], threading.Lock())
+    assert len(next(batches).samples) == 2
+    with pytest.raises(UnreadableImageError, match="img_x"):
+        next(batches)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from forgerytalker.evaluation import (
     ImageIdMismatchError,
     JavaNotFoundError,
     MaskCounts,
+    PTBAlignmentError,
     MaskMetricAccumulator,
     accumulate_mask_counts,
     apply_degradations,
@@ -45,7 +47,9 @@ from forgerytalker.evaluation import (
     text_metrics,
     write_report,
 )
+from forgerytalker.evaluation.mask_metrics import load_mask
 from forgerytalker.evaluation.report import TABLE2_COLUMNS, table2_markdown
+from forgerytalker.image_utils import forged_pixels
 from forgerytalker.regions import NUM_REGIONS, REGION_NAMES, regions_to_labels
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap's tokenizer and METEOR need Java")
@@ -78,9 +82,28 @@ def test_mask_metrics_empty_rules(prediction, ground_truth, expected):
     assert (counts.iou, counts.precision, counts.recall) == expected
 
 
-def test_probabilities_are_forged_strictly_above_one_half_and_ground_truth_above_zero():
-    counts = counts_of(np.array([[0.5, 0.51], [0.2, 0.9]], dtype=np.float32), np.array([[0, 3], [255, 0]], np.uint8))
+def test_probabilities_are_forged_strictly_above_the_models_threshold_and_ground_truth_above_zero():
+    probabilities = np.array([[0.5, 0.51], [0.2, 0.9]], dtype=np.float32)
+    ground_truth = np.array([[0, 3], [255, 0]], np.uint8)
+    counts = count_mask_pair("img", probabilities, ground_truth, threshold=0.5)
     assert (counts.intersection, counts.predicted, counts.target) == (1, 2, 2)
+    tuned = count_mask_pair("img", probabilities, ground_truth, threshold=0.85)  # a checkpoint's tuned threshold
+    assert (tuned.intersection, tuned.predicted) == (0, 1)
+    with pytest.raises(ValueError, match="img.*probabilities.*mask_threshold"):
+        count_mask_pair("img", probabilities, ground_truth)  # no hidden default threshold
+
+
+def test_ground_truth_masks_follow_the_one_mask_rule(tmp_path):
+    """Any colour band > 0 is forged and alpha is ignored, for arrays and files alike (image_utils.forged_pixels)."""
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., 3] = 255  # opaque everywhere, but only one pixel has colour
+    rgba[0, 1, 2] = 1  # (0, 0, 1): luminance rounds to 0, yet it is forged
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "gt.png")
+    prediction = np.array([[False, True], [False, False]])
+    for ground_truth in (rgba, rgba[..., :3], tmp_path / "gt.png"):
+        counts = count_mask_pair("img", prediction, ground_truth)
+        assert (counts.intersection, counts.predicted, counts.target) == (1, 1, 1), type(ground_truth)
+    np.testing.assert_array_equal(load_mask(tmp_path / "gt.png"), forged_pixels(rgba))
 
 
 def test_integer_prediction_is_forged_where_nonzero():
@@ -133,7 +156,7 @@ def test_missing_prediction_is_an_error_naming_the_image():
     with pytest.raises(ValueError, match="img_7"):
         count_mask_pair("img_7", None, np.zeros((2, 2)))
     with pytest.raises(ValueError, match="img_7"):
-        accumulate_mask_counts([("img_1", np.zeros((2, 2)), np.zeros((2, 2))), ("img_7", None, np.zeros((2, 2)))])
+        accumulate_mask_counts([("img_1", np.zeros((2, 2), bool), np.zeros((2, 2))), ("img_7", None, np.zeros((2, 2)))])
 
 
 def test_pair_masks_raises_for_missing_and_extra_predictions():
@@ -163,11 +186,12 @@ def test_masks_from_files_and_arrays_with_two_workers_match_one(tmp_path):
         Image.fromarray((rng.random((32, 32)) > 0.7).astype(np.uint8) * 255).save(ground_truth_path)
         pairs.append((f"img_{index}", str(prediction_path), ground_truth_path))
     pairs += [(f"array_{index}", rng.random((8, 8)), rng.random((8, 8)) > 0.5) for index in range(4)]
-    serial = accumulate_mask_counts(pairs)
-    parallel = accumulate_mask_counts(iter(pairs), num_workers=2, batch_size=3)
+    serial = accumulate_mask_counts(pairs, threshold=0.5)
+    parallel = accumulate_mask_counts(iter(pairs), num_workers=2, batch_size=3, threshold=0.5)
     assert list(parallel.counts.items()) == list(serial.counts.items())  # same counts, in stream order
-    expected = count_mask_pair("img_0", np.load(pairs[0][1]), np.asarray(Image.open(pairs[0][2])))
+    expected = count_mask_pair("img_0", np.load(pairs[0][1]), np.asarray(Image.open(pairs[0][2])), threshold=0.5)
     assert serial.counts["img_0"] == expected
+    assert accumulate_mask_counts(pairs, threshold=0.9).counts["img_0"].predicted < expected.predicted
 
 
 # --------------------------------------------------------------------------------------------------- regions
@@ -184,10 +208,16 @@ def test_plm_per_sample_including_empty_cases():
     assert positive_label_matching(predicted, target) == pytest.approx((100 / 3 + 200) / 4)
 
 
-def test_plm_thresholds_probabilities():
+def test_plm_thresholds_probabilities_at_the_models_region_threshold():
     probabilities = np.zeros(NUM_REGIONS)
     probabilities[[0, 1]] = [0.6, 0.5]  # eye predicted, pupil not (0.5 is not above the threshold)
-    assert positive_label_matching(probabilities, labels("eye", "pupil")) == pytest.approx(50.0)
+    assert positive_label_matching(probabilities, labels("eye", "pupil"), threshold=0.5) == pytest.approx(50.0)
+    assert positive_label_matching(probabilities, labels("eye", "pupil"), threshold=0.4) == pytest.approx(100.0)
+    assert per_region_metrics(probabilities, labels("eye", "pupil"), threshold=0.4)["pupil"]["predicted"] == 1
+    with pytest.raises(ValueError, match="region_threshold"):
+        positive_label_matching(probabilities, labels("eye", "pupil"))
+    float_labels = np.asarray(labels("eye", "pupil"), dtype=np.float32)  # 0/1 labels need no threshold
+    assert positive_label_matching(float_labels, float_labels) == 100.0
 
 
 def test_plm_rejects_wrong_label_count():
@@ -238,7 +268,8 @@ def test_detection_scores_and_labels():
     probabilities = np.zeros((2, NUM_REGIONS))
     probabilities[0, 3] = 0.8
     np.testing.assert_array_equal(region_detection_scores(probabilities), [0.8, 0.0])
-    assert mask_area_score(np.array([[0.9, 0.1], [0.3, 0.4]])) == 0.25
+    assert mask_area_score(np.array([[0.9, 0.1], [0.3, 0.4]]), threshold=0.5) == 0.25
+    assert mask_area_score(np.array([[0.9, 0.1], [0.3, 0.4]]), threshold=0.2) == 0.75
     with pytest.raises(ValueError, match="labels"):
         roc_auc([0.1, 0.2], [0, 2])
 
@@ -315,6 +346,42 @@ def test_ptb_tokenizer_lowercases_drops_punctuation_and_keeps_empty_lines():
     ]
 
 
+LINE_BREAKING_CHARACTERS = ("\u2028", "\x0b", "\x0c", "\u2029", "\r", "\r\n", "\x85", "\x1c")
+
+
+@needs_java
+def test_ptb_tokenizer_keeps_each_report_on_its_own_line_whatever_it_contains():
+    reports = [f"the eye{character}looks blurry" for character in LINE_BREAKING_CHARACTERS] + ["odd nose", ""]
+    tokenized = ptb_tokenize(reports)
+    assert tokenized[:-2] == ["the eye looks blurry"] * len(LINE_BREAKING_CHARACTERS)
+    assert tokenized[-2:] == ["odd nose", ""]  # later reports are not shifted
+
+
+@needs_java
+def test_each_report_is_scored_against_its_own_reference_despite_line_breaks():
+    predictions = {f"img_{index}": f"the {region}{character}is blurry"
+                   for index, (region, character) in enumerate(zip(REGION_NAMES, LINE_BREAKING_CHARACTERS))}
+    predictions["last"] = "an odd smooth texture"
+    references = {image_id: " ".join(report.split()) for image_id, report in predictions.items()}
+    metrics = compute_text_metrics(predictions, references)
+    for key in ("BLEU-1", "BLEU-4", "ROUGE-L"):  # a shifted report would be scored against another one
+        assert metrics[key] == pytest.approx(100.0, abs=1e-4), key
+
+
+def test_a_tokenizer_answer_that_cannot_be_paired_is_an_error(monkeypatch):
+    """If the tokenizer ever answers another number of lines than it was sent, nothing is scored."""
+    monkeypatch.setattr(text_metrics, "require_java", lambda metric: "java")
+
+    def split_first_report(command, input, **kwargs):
+        lines = input.decode().split("\n")
+        answered = "\n".join([lines[0], "extra", *lines[1:]])
+        return subprocess.CompletedProcess(command, 0, stdout=answered.encode(), stderr=b"")
+
+    monkeypatch.setattr(text_metrics.subprocess, "run", split_first_report)
+    with pytest.raises(PTBAlignmentError, match="3 lines for 2 reports"):
+        ptb_tokenize(["a", "b"])
+
+
 @pytest.mark.slow
 @needs_java
 def test_identical_reports_score_maximum_and_meteor_java_is_ended(monkeypatch):
@@ -380,6 +447,7 @@ def mask_records() -> EvaluationRecords:
         predicted_regions={"a": labels("eye"), "b": labels("nose"), "c": labels()},
         target_regions={"a": labels("eye"), "b": labels("lip"), "c": labels()},
         detection_scores={"a": 0.9, "b": 0.4, "c": 0.1},
+        detection_threshold=0.5,
     )
 
 
@@ -416,13 +484,23 @@ def test_breakdown_text_metrics_equal_metrics_of_the_group_alone():
     assert face_swap == pytest.approx(alone)
 
 
-def test_records_check_methods_and_ids():
-    with pytest.raises(ValueError, match="Unknown manipulation method"):
-        EvaluationRecords(methods={"a": "gan"})
+def test_methods_the_package_does_not_know_get_their_own_rows_after_the_known_ones():
+    records = EvaluationRecords(
+        methods={"a": "StyleGAN3 edit", "b": FACE_SWAP, "c": AUTHENTIC, "d": "StyleGAN3 edit"},
+        mask_counts={key: MaskCounts(key, 1, 1, 2) for key in "abcd"},
+    )
+    per_method = breakdown_by_method(records)
+    assert list(per_method) == [FACE_SWAP, AUTHENTIC, "StyleGAN3 edit"]
+    assert per_method["StyleGAN3 edit"]["num_images"] == 2
+
+
+def test_records_check_ids():
     with pytest.raises(ImageIdMismatchError, match="mask_counts.*'b'"):
         EvaluationRecords(methods={"a": FACE_SWAP, "b": FACE_SWAP}, mask_counts={"a": MaskCounts("a", 0, 0, 0)})
     with pytest.raises(ValueError, match="together"):
         EvaluationRecords(methods={"a": FACE_SWAP}, predicted_reports={"a": "x"})
+    with pytest.raises(ValueError, match="detection_threshold"):
+        EvaluationRecords(methods={"a": FACE_SWAP}, detection_scores={"a": 0.5})
 
 
 def test_robustness_drop_is_clean_minus_degraded_over_shared_numbers():

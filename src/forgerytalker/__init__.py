@@ -1,58 +1,55 @@
 """forgerytalker: interpretable face-forgery localization as a Hugging Face transformers model.
 
-Importing the package registers its classes with `AutoConfig`, `AutoModel`, `AutoModelForImageTextToText` and
-`AutoProcessor`, and the `"forgery-analysis"` task with transformers' pipeline registry. The classes are marked so
-that `save_pretrained` writes their code (and the pipeline's) next to the weights: such a checkpoint also loads
-with `trust_remote_code=True` in a process that never imported this package.
+Importing the package is cheap: it imports neither torch nor transformers (so the command line answers at once);
+the public classes load on first use (`forgerytalker.ForgeryTalkerProcessor`, `from forgerytalker import ...`).
+It still registers the classes with `AutoConfig`, `AutoModel`, `AutoModelForImageTextToText` and `AutoProcessor`,
+and the `"forgery-analysis"` task with transformers' pipeline registry, at once if transformers' Auto classes are
+loaded already and otherwise as soon as they are (`_auto_registration`), so
+`import forgerytalker` followed by `AutoModel.from_pretrained(...)` works in either order. The classes are also
+marked so that `save_pretrained` writes their code (and the pipeline's) next to the weights: such a checkpoint also loads with
+`trust_remote_code=True` in a process that never imported this package.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
-from transformers.pipelines import PIPELINE_REGISTRY
-
-from .configuration_forgerytalker import PIPELINE_TASK, ForgeryTalkerConfig, ForgeryTalkerPrompterConfig
-from .modeling_forgerytalker import (
-    GENERATION_DEFAULTS,
-    ForgeryTalkerForConditionalGeneration,
-    ForgeryTalkerGenerationOutput,
-    ForgeryTalkerOutput,
-    ForgeryTalkerPreTrainedModel,
-)
-from .modeling_forgerytalker_prompter import ForgeryPrompterNetwork, ForgeryPrompterOutput
-from .pipeline_forgerytalker import ForgeryAnalysisPipeline
-from .processing_forgerytalker import ForgeryTalkerProcessor
-from .regions import NUM_REGIONS, REGION_NAMES, caption_to_labels, caption_to_regions
+import importlib
 
 __version__ = "0.1.0"
 
-AutoConfig.register(ForgeryTalkerConfig.model_type, ForgeryTalkerConfig, exist_ok=True)
-AutoConfig.register(ForgeryTalkerPrompterConfig.model_type, ForgeryTalkerPrompterConfig, exist_ok=True)
-AutoModel.register(ForgeryTalkerConfig, ForgeryTalkerForConditionalGeneration, exist_ok=True)
-AutoModelForImageTextToText.register(ForgeryTalkerConfig, ForgeryTalkerForConditionalGeneration, exist_ok=True)
-AutoModel.register(ForgeryTalkerPrompterConfig, ForgeryPrompterNetwork, exist_ok=True)
-AutoProcessor.register(ForgeryTalkerConfig, ForgeryTalkerProcessor, exist_ok=True)
-for _class in (ForgeryTalkerConfig, ForgeryTalkerPrompterConfig, ForgeryTalkerProcessor):
-    _class.register_for_auto_class()
-ForgeryTalkerForConditionalGeneration.register_for_auto_class("AutoModel")
-ForgeryPrompterNetwork.register_for_auto_class("AutoModel")
-PIPELINE_REGISTRY.register_pipeline(
-    PIPELINE_TASK, pipeline_class=ForgeryAnalysisPipeline, pt_model=AutoModel, type="multimodal"
-)
+_PUBLIC_NAMES = {
+    "GENERATION_DEFAULTS": "modeling_forgerytalker",
+    "PIPELINE_TASK": "configuration_forgerytalker",
+    "ForgeryAnalysisPipeline": "pipeline_forgerytalker",
+    "ForgeryPrompterNetwork": "modeling_forgerytalker_prompter",
+    "ForgeryPrompterOutput": "modeling_forgerytalker_prompter",
+    "ForgeryTalkerConfig": "configuration_forgerytalker",
+    "ForgeryTalkerForConditionalGeneration": "modeling_forgerytalker",
+    "ForgeryTalkerGenerationOutput": "modeling_forgerytalker",
+    "ForgeryTalkerOutput": "modeling_forgerytalker",
+    "ForgeryTalkerPreTrainedModel": "modeling_forgerytalker",
+    "ForgeryTalkerProcessor": "processing_forgerytalker",
+    "ForgeryTalkerPrompterConfig": "configuration_forgerytalker",
+    "NUM_REGIONS": "regions",
+    "REGION_NAMES": "regions",
+    "caption_to_labels": "regions",
+    "caption_to_regions": "regions",
+}
+"""Public name -> the submodule defining it, imported when the name is first used."""
 
-__all__ = [
-    "GENERATION_DEFAULTS",
-    "NUM_REGIONS",
-    "PIPELINE_TASK",
-    "REGION_NAMES",
-    "ForgeryAnalysisPipeline",
-    "ForgeryPrompterNetwork",
-    "ForgeryPrompterOutput",
-    "ForgeryTalkerConfig",
-    "ForgeryTalkerForConditionalGeneration",
-    "ForgeryTalkerGenerationOutput",
-    "ForgeryTalkerOutput",
-    "ForgeryTalkerPreTrainedModel",
-    "ForgeryTalkerProcessor",
-    "ForgeryTalkerPrompterConfig",
-    "caption_to_labels",
-    "caption_to_regions",
-]
+__all__ = sorted(_PUBLIC_NAMES)
+
+
+def __getattr__(name: str):
+    module = _PUBLIC_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC_NAMES})
+
+
+from ._auto_registration import register_when_transformers_loads  # noqa: E402  (needs __version__ above)
+
+register_when_transformers_loads()

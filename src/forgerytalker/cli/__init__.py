@@ -2,7 +2,9 @@
 
 Each module in `COMMAND_MODULES` exposes `add_parser(subparsers)`, which registers its sub-command and sets
 `func` on the parser to a callable taking the parsed arguments and returning an exit code. Heavy imports
-(torch, transformers, OpenCV) belong inside those callables so that `forgerytalker --help` stays fast.
+(torch, transformers, datasets, OpenCV) belong inside those callables: building the parser imports none of
+them, so `forgerytalker --help` and `--version` answer at once (tests/test_cli.py checks that torch is not
+imported).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import importlib
 import logging
 import sys
 
+from .. import __version__
+
 COMMAND_MODULES = ("data", "evaluate", "convert_checkpoint")
 
 
@@ -20,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="forgerytalker",
         description="Interpretable face-forgery localization: masks, facial regions and written reports.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

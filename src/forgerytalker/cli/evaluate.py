@@ -34,13 +34,17 @@ def add_parser(subparsers) -> None:
         description=(
             "Generates a report, a mask and region probabilities for every image of a split and writes into OUT: "
             "predictions.jsonl, masks/<image_id>.png, metrics.json and metrics.md (laid out like the paper's "
-            "Table 2, with per-method, per-region and robustness tables). See docs/evaluation.md."
+            "Table 2, with per-method, per-region and robustness tables). The outputs appear when the run is "
+            "complete; re-running an interrupted command resumes it. Under `accelerate launch` every process "
+            "evaluates a shard. See docs/evaluation.md."
         ),
     )
     parser.add_argument("--model", required=True, help="model folder (save_pretrained output) or hub id")
     parser.add_argument("--data", required=True, help="dataset folder or hub id that datasets.load_dataset reads")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    parser.add_argument("--out", required=True, help="output folder (its earlier outputs need --overwrite)")
+    parser.add_argument(
+        "--out", required=True, help="output folder (an earlier run's outputs are replaced only with --overwrite)"
+    )
     parser.add_argument(
         "--regions",
         choices=REGION_SOURCES,
@@ -71,35 +75,102 @@ def add_parser(subparsers) -> None:
         help="authentic-vs-forged score: highest region probability (default) or forged fraction of the mask",
     )
     parser.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples (quick checks)")
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument(
+        "--device",
+        help="torch device (default: each process's own GPU when available, else cpu); checked before loading",
+    )
+    parser.add_argument(
+        "--num-threads",
+        type=_positive_int,
+        help="torch's intra-op CPU threads (default: OMP_NUM_THREADS if set, else torch's default); 1 avoids "
+        "spin-waiting when other processes share the cores",
+    )
     parser.add_argument(
         "--skip-unreadable",
         action="store_true",
         help="leave out images that fail to decode (listed in metrics.json) instead of stopping",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in OUT")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the outputs of an earlier run in OUT (only the files it wrote, once the new run is complete)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluation.runner import UnreadableImageError
-    from ..evaluation.text_metrics import JavaNotFoundError
+    from ..evaluation.distributed import EvaluationProcesses
+    from ..evaluation.output_folder import OutputFolderError, OutputWriteError, check_output_folder
+    from ..evaluation.samples import UnreadableImageError
+    from ..evaluation.text_metrics import JavaNotFoundError, require_java
 
     try:
         _check_arguments(args)
+        processes = EvaluationProcesses()
+        processes.all_succeed(require_java, "The report metrics (PTB tokenizer)")  # every process, before loading
+        processes.on_main(check_output_folder, args.out, args.overwrite)
+        if args.num_threads:
+            _set_threads(args.num_threads)
+        device = _device(args.device, processes)
         dataset = _load_split(args.data, args.split, args.limit)
-        model, processor = _load_model(args.model, args.device)
+        model, processor = _load_model(args.model, device)
         document = _evaluate(args, model, processor, dataset)
     except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (UnreadableImageError, JavaNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(_summary(document, _row_label(args)))
-    print(f"\nWrote predictions.jsonl, masks/, metrics.json and metrics.md to {args.out}")
+        return _fail(str(error), 2)
+    except (OutputFolderError, OutputWriteError) as error:
+        return _fail(f"--out: {error}", 2)
+    except UnreadableImageError as error:
+        return _fail(
+            f"the image of sample {error.image_id!r} cannot be decoded: {error.reason}; pass --skip-unreadable to "
+            "leave such images out (they are listed in metrics.json)",
+            1,
+        )
+    except JavaNotFoundError as error:
+        return _fail(str(error), 1)
+    if processes.is_main_process:
+        print(_summary(document, _row_label(args)))
+        print(f"\nWrote predictions.jsonl, masks/, metrics.json and metrics.md to {args.out}")
     return 0
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _set_threads(count: int) -> None:
+    import torch
+
+    torch.set_num_threads(count)
+
+
+def _device(name: str | None, processes) -> str:
+    """The torch device to evaluate on: `--device`, checked; by default each process's own accelerator, or CPU."""
+    import torch
+
+    local_index = processes.state.local_process_index if processes.state is not None else 0
+    if name is None:
+        if processes.state is not None:
+            return str(processes.state.device)
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device: not a torch device: {name!r} (e.g. cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"torch {torch.__version__}" + (" (a CPU-only build)" if torch.version.cuda is None else "")
+            raise UsageError(f"--device: CUDA is not available on this machine ({build}); use --device cpu")
+        if device.index is None and processes.num_processes > 1:
+            device = torch.device("cuda", local_index)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device: {device} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device: MPS is not available on this machine; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device: unsupported device {name!r}; use cpu, cuda or mps")
+    return str(device)
 
 
 def _row_label(args: argparse.Namespace) -> str:
@@ -109,7 +180,7 @@ def _row_label(args: argparse.Namespace) -> str:
 def _summary(document: dict, label: str) -> str:
     """The Table-2 layout of the run (with the paper's rows), detection, robustness drops and skipped images."""
     from ..evaluation.conventions import DETECTION_METRICS
-    from ..evaluation.report import markdown_table, robustness_markdown, table2_markdown
+    from ..evaluation.report import markdown_table, robustness_markdown, table2_markdown, thresholds_sentence
 
     overall = document["overall"]
     parts = [f"{overall['num_images']} images of split {document['run']['split']}", table2_markdown({label: overall})]
@@ -117,6 +188,7 @@ def _summary(document: dict, label: str) -> str:
     if "robustness" in document:
         drops = robustness_markdown(document["robustness"]["drop"])
         parts += ["Drop per metric on degraded inputs (clean - degraded):", drops]
+    parts.append(thresholds_sentence(document["thresholds"]))
     if document["skipped_images"]:
         parts.append(f"warning: {len(document['skipped_images'])} unreadable image(s) left out; see metrics.json")
     return "\n\n".join(parts)
@@ -127,8 +199,8 @@ def _looks_like_hub_id(name: str) -> bool:
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    """Fails before any loading: bad or repeated `--degrade` specs, local paths that do not exist, earlier outputs."""
-    from ..evaluation.runner import OUTPUT_NAMES, parse_degradation_specs
+    """Fails before any loading: bad or repeated `--degrade` specs, local paths that do not exist."""
+    from ..evaluation.runner import parse_degradation_specs
 
     try:
         parse_degradation_specs(args.degrade)
@@ -137,17 +209,12 @@ def _check_arguments(args: argparse.Namespace) -> None:
     for option, value in (("--model", args.model), ("--data", args.data)):
         if not os.path.exists(value) and not _looks_like_hub_id(value):
             raise UsageError(f"{option}: no such folder: {value}")
-    earlier = [name for name in OUTPUT_NAMES if (Path(args.out) / name).exists()]
-    if earlier and not args.overwrite:
-        raise UsageError(
-            f"--out: {args.out} holds the outputs of an earlier run ({', '.join(earlier)}); pass --overwrite"
-        )
 
 
 def _load_split(data: str, split: str, limit: int | None):
     from datasets import get_dataset_split_names, load_dataset
 
-    from ..evaluation.runner import REQUIRED_COLUMNS
+    from ..evaluation.samples import REQUIRED_COLUMNS
 
     try:
         splits = get_dataset_split_names(data)
@@ -162,8 +229,8 @@ def _load_split(data: str, split: str, limit: int | None):
     return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
 
 
-def _load_model(name: str, device: str | None):
-    import torch
+def _load_model(name: str, device: str):
+    from safetensors import SafetensorError
     from transformers import AutoModel, AutoProcessor
 
     import forgerytalker  # noqa: F401  (registers the Auto classes)
@@ -172,9 +239,13 @@ def _load_model(name: str, device: str | None):
     try:
         model = AutoModel.from_pretrained(path)
         processor = AutoProcessor.from_pretrained(path)
-    except (OSError, ValueError) as error:
+    except SafetensorError as error:
+        raise UsageError(
+            f"--model: the weights in {name!r} are damaged or incomplete (model.safetensors: {error}); save or "
+            "download the checkpoint again"
+        ) from error
+    except (OSError, ValueError, KeyError) as error:
         raise UsageError(f"--model: cannot load a ForgeryTalker model from {name!r}: {error}") from error
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device), processor
 
 

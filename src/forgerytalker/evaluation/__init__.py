@@ -6,7 +6,6 @@ The rules behind every number are in `conventions.py` (`conventions_text()`).
 from .breakdown import EvaluationRecords, breakdown_by_method, evaluate_records, robustness_drops
 from .conventions import (
     ALL_METRICS,
-    THRESHOLD,
     ImageIdMismatchError,
     binarize,
     check_image_ids,
@@ -31,7 +30,15 @@ from .mask_metrics import (
     resize_nearest,
     summarize_mask_counts,
 )
+from .output_folder import OutputFolderError, OutputWriteError
 from .region_metrics import per_region_metrics, plm_per_sample, positive_label_matching
 from .report import PAPER_REFERENCE_ROWS, metrics_document, render_markdown, write_report
 from .runner import run_evaluation
-from .text_metrics import JavaNotFoundError, compute_text_metrics, ptb_tokenize, score_tokenized_reports
+from .samples import UnreadableImageError
+from .text_metrics import (
+    JavaNotFoundError,
+    PTBAlignmentError,
+    compute_text_metrics,
+    ptb_tokenize,
+    score_tokenized_reports,
+)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.methods import METHODS
-from .conventions import ALL_METRICS, REGION_DETECTION_THRESHOLD, check_image_ids
+from .conventions import ALL_METRICS, check_image_ids
 from .detection_metrics import detection_metrics, forged_labels
 from .mask_metrics import MaskCounts, summarize_mask_counts
 from .region_metrics import positive_label_matching
@@ -38,7 +38,11 @@ class EvaluationRecords:
         predicted_regions: image_id -> region labels or probabilities, shape (21,).
         target_regions: image_id -> ground-truth region labels, shape (21,) (given with `predicted_regions`).
         detection_scores: image_id -> image-level score (higher: more likely forged).
-        detection_threshold: an image is called forged when its score is above this (`conventions.py`).
+        detection_threshold: an image is called forged when its score is above this (given with
+            `detection_scores`): the model's region threshold for the highest region probability, 0 for the
+            mask area (`conventions.MASK_AREA_DETECTION_THRESHOLD`).
+        region_threshold: the model's `config.prompter_config.region_threshold`, above which a region
+            probability of `predicted_regions` counts as predicted (needed when those are probabilities).
     """
 
     methods: Mapping[str, str]
@@ -48,15 +52,15 @@ class EvaluationRecords:
     predicted_regions: Mapping[str, Sequence[float]] | None = None
     target_regions: Mapping[str, Sequence[float]] | None = None
     detection_scores: Mapping[str, float] | None = None
-    detection_threshold: float = REGION_DETECTION_THRESHOLD
+    detection_threshold: float | None = None
+    region_threshold: float | None = None
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.methods.values()) - set(METHODS))
-        if unknown:
-            raise ValueError(f"Unknown manipulation method(s) {unknown}; known methods are {', '.join(METHODS)}")
         for first, second in (("predicted_reports", "reference_reports"), ("predicted_regions", "target_regions")):
             if (getattr(self, first) is None) != (getattr(self, second) is None):
                 raise ValueError(f"`{first}` and `{second}` must be given together")
+        if self.detection_scores is not None and self.detection_threshold is None:
+            raise ValueError("`detection_scores` need the `detection_threshold` above which an image is called forged")
         for name in (
             "predicted_reports",
             "reference_reports",
@@ -82,13 +86,17 @@ def evaluate_records(records: EvaluationRecords, with_meteor: bool = False) -> M
 
 
 def breakdown_by_method(records: EvaluationRecords, with_meteor: bool = False) -> dict[str, MetricDict]:
-    """`evaluate_records` on each method's images alone; methods in `METHODS` order, absent methods left out.
+    """`evaluate_records` on each method's images alone; methods in `METHODS` order, absent methods left out,
+    then the methods a dataset names that the package does not know (kept as written, see `data/methods.py`),
+    sorted.
 
     Reports are tokenized once for all groups; each group's text metrics (CIDEr's document frequencies included)
     come from that group's reports only.
     """
     tokenized = _tokenize(records)
     groups: dict[str, list[str]] = {method: [] for method in METHODS}
+    for method in sorted(set(records.methods.values()) - set(METHODS)):
+        groups[method] = []
     for image_id, method in records.methods.items():
         groups[method].append(image_id)
     return {
@@ -147,6 +155,7 @@ def _evaluate(
         result["PLM"] = positive_label_matching(
             np.stack([np.asarray(records.predicted_regions[i]) for i in image_ids]),
             np.stack([np.asarray(records.target_regions[i]) for i in image_ids]),
+            records.region_threshold,
         )
     if records.detection_scores is not None:
         result.update(

@@ -2,8 +2,13 @@
 
 Each rule is a constant used by the metric code and a sentence in `CONVENTIONS`. Reports, `metrics.json`, the
 README and `docs/metrics.md` quote `conventions_text()` / `conventions_dict()`; nothing else restates them.
-The two helpers here enforce rules shared by several metric modules: `binarize` (the 0.5 threshold) and
-`check_image_ids` (a missing prediction is an error).
+The two helpers here enforce rules shared by several metric modules: `binarize` (probabilities against a
+threshold) and `check_image_ids` (a missing prediction is an error).
+
+The probability thresholds are not conventions of the metrics but settings of the evaluated model: the mask
+threshold is `model.config.mask_threshold` and the region threshold `model.config.prompter_config.region_threshold`
+(a checkpoint with tuned thresholds is evaluated with them). Metric functions take them as arguments;
+`forgerytalker evaluate` states the values it used in `metrics.json` ("thresholds") and `metrics.md`.
 """
 
 from __future__ import annotations
@@ -15,14 +20,8 @@ import numpy as np
 METRIC_SCALE = 100.0
 """Every metric value (per image or aggregated) is the fraction in [0, 1] times this, as in the paper's tables."""
 
-THRESHOLD = 0.5
-"""Probabilities (masks and region labels) are positive where `p > THRESHOLD`."""
-
 EMPTY_UNION_IOU = 1.0
 """IoU (and PLM) of an image whose prediction and ground truth are both empty, as a fraction."""
-
-REGION_DETECTION_THRESHOLD = THRESHOLD
-"""An image is called forged when its maximum region probability is above this."""
 
 MASK_AREA_DETECTION_THRESHOLD = 0.0
 """An image is called forged when the forged fraction of its predicted mask is above this (any forged pixel)."""
@@ -49,8 +48,10 @@ CONVENTIONS: tuple[tuple[str, str], ...] = (
     (
         "mask_binarization",
         "Predicted masks: boolean masks are used as given; integer masks are forged where non-zero; floating-point "
-        f"masks are probabilities in [0, 1], forged where p > {THRESHOLD:g} (values outside [0, 1] are rejected: "
-        "apply a sigmoid to logits first). Ground-truth masks are forged where pixel > 0.",
+        "masks are probabilities in [0, 1], forged where p > the mask threshold, the evaluated checkpoint's "
+        "config.mask_threshold (values outside [0, 1] are rejected: apply a sigmoid to logits first). Ground-truth "
+        "masks are forged where any colour band of a pixel is > 0, alpha ignored (forgerytalker.image_utils."
+        "forged_pixels, the rule of the processor and the converter too).",
     ),
     (
         "mask_resize",
@@ -79,7 +80,8 @@ CONVENTIONS: tuple[tuple[str, str], ...] = (
         "plm",
         "PLM (paper Eq. 8) per image = |predicted and ground-truth positive regions| / |predicted or "
         f"ground-truth positive regions| over the 21 regions, {EMPTY_UNION_IOU:g} when both are empty; the "
-        f"reported PLM is the mean over images. Region probabilities are positive where p > {THRESHOLD:g}.",
+        "reported PLM is the mean over images. Region probabilities are positive where p > the region threshold, "
+        "the evaluated checkpoint's config.prompter_config.region_threshold.",
     ),
     (
         "per_region",
@@ -101,7 +103,7 @@ CONVENTIONS: tuple[tuple[str, str], ...] = (
         "detection",
         "Image-level detection (authentic vs forged): an image is forged unless its method is 'authentic'. The "
         "score is the maximum region probability or the forged-area fraction of the predicted mask; an image is "
-        f"called forged when its score is above {REGION_DETECTION_THRESHOLD:g} (region probability) or "
+        "called forged when its score is above the region threshold (region probability) or "
         f"{MASK_AREA_DETECTION_THRESHOLD:g} (mask area: any forged pixel). AUC is the Mann-Whitney rank statistic "
         "with tied scores counted as half; with only one class present (MMTT alone has only forgeries) it is "
         "undefined and reported as null with the reason.",
@@ -129,13 +131,16 @@ def conventions_text() -> str:
     return "\n".join(f"- **{name}**: {sentence}" for name, sentence in CONVENTIONS)
 
 
-def binarize(values, what: str) -> np.ndarray:
+def binarize(values, what: str, threshold: float | None = None) -> np.ndarray:
     """Applies the positive rule of `mask_binarization` / `plm` to an array of any shape.
 
     Args:
         values: array-like; bool is used as given, integers are positive where non-zero, floating point values
-            are probabilities in [0, 1], positive where `p > THRESHOLD`.
+            are probabilities in [0, 1], positive where `p > threshold`.
         what: names the input in error messages (e.g. "prediction for image 'abc'").
+        threshold: the model's threshold for these probabilities (`config.mask_threshold` for masks,
+            `config.prompter_config.region_threshold` for regions); required when `values` are floating point
+            other than exactly 0 and 1 (0/1 labels give the same result at every threshold).
 
     Returns:
         `np.ndarray` of dtype bool with the shape of `values`.
@@ -154,7 +159,14 @@ def binarize(values, what: str) -> np.ndarray:
                 f"The {what} holds values in [{low:g}, {high:g}]; floating-point inputs must be probabilities in "
                 "[0, 1] (apply a sigmoid to logits, or pass a boolean mask)"
             )
-    return array > THRESHOLD
+    if threshold is None:
+        if np.isin(array, (0.0, 1.0)).all():
+            return array == 1.0  # 0/1 labels: the same for every threshold in (0, 1)
+        raise ValueError(
+            f"The {what} holds probabilities: pass the model's threshold for them (`threshold=model.config."
+            "mask_threshold` for masks, `model.config.prompter_config.region_threshold` for regions)"
+        )
+    return array > threshold
 
 
 class ImageIdMismatchError(ValueError):

@@ -28,9 +28,10 @@ def region_detection_scores(region_probabilities) -> np.ndarray:
     return probabilities.max(axis=1)
 
 
-def mask_area_score(prediction) -> float:
-    """Fraction of pixels predicted forged in one mask of shape (H, W) (binarized as `conventions.binarize`)."""
-    return float(binarize(prediction, "predicted mask").mean())
+def mask_area_score(prediction, threshold: float | None = None) -> float:
+    """Fraction of pixels predicted forged in one mask of shape (H, W) (binarized as `conventions.binarize`;
+    `threshold`, the model's `config.mask_threshold`, is needed for probabilities)."""
+    return float(binarize(prediction, "predicted mask", threshold).mean())
 
 
 def _check_scores_and_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:

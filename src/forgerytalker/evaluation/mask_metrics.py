@@ -2,18 +2,22 @@
 
 Each (prediction, ground truth) pair is reduced to four pixel counts (`MaskCounts`), so a stream of any length
 is evaluated without holding its masks in memory; the summary is computed from the counts. The rules
-(threshold, resize, empty masks) are those of `conventions.py`.
+(binarization, resize, empty masks) are those of `conventions.py`; predictions given as probabilities are
+compared with the model's `config.mask_threshold`, passed as `threshold`.
 
 Example:
 
 ```python
-accumulator = accumulate_mask_counts((image_id, prediction, mask) for image_id, prediction, mask in stream)
+accumulator = accumulate_mask_counts(
+    ((image_id, prediction, mask) for image_id, prediction, mask in stream), threshold=model.config.mask_threshold
+)
 accumulator.compute()  # {"IoU": ..., "Precision": ..., "Recall": ..., "cIoU": ..., "num_images": ...}
 ```
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -23,8 +27,8 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 
 import numpy as np
-from PIL import Image
 
+from .. import image_utils
 from .conventions import EMPTY_UNION_IOU, METRIC_SCALE, binarize, check_image_ids
 
 logger = logging.getLogger(__name__)
@@ -85,18 +89,16 @@ class MaskCounts:
 
 
 def load_mask(mask: MaskLike) -> np.ndarray:
-    """Returns an array of shape (H, W): arrays as given, `.npy` files loaded, other paths read with PIL.
+    """Returns a mask array: arrays as given, `.npy` files as stored, image files as a bool (H, W) map.
 
-    Image files are read in their stored mode; colour images are converted to grayscale ("L") first.
+    Image files are read with `forgerytalker.image_utils.load_mask` (forged where any colour band > 0, alpha
+    ignored): the one mask rule of the processor, the converter and these metrics.
     """
     if not isinstance(mask, (str, os.PathLike)):
         return np.asarray(mask)
     if os.fspath(mask).endswith(".npy"):
         return np.load(mask)
-    with Image.open(mask) as image:
-        if image.mode in ("RGB", "RGBA", "P", "LA"):
-            image = image.convert("L")
-        return np.asarray(image)
+    return image_utils.load_mask(mask)
 
 
 def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -111,22 +113,31 @@ def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return mask[rows[:, None], columns[None, :]]
 
 
-def count_mask_pair(image_id: str, prediction: MaskLike | None, ground_truth: MaskLike) -> MaskCounts:
+def count_mask_pair(
+    image_id: str, prediction: MaskLike | None, ground_truth: MaskLike, threshold: float | None = None
+) -> MaskCounts:
     """Reduces one (prediction, ground truth) pair to its `MaskCounts`.
 
     Args:
         image_id: named in every error.
         prediction: shape (h, w); bool, integer (forged where non-zero) or probabilities in [0, 1] (forged where
-            p > 0.5); resized to the ground truth's size by nearest neighbour when it differs. `None` (a missing
-            prediction) raises `ValueError`.
-        ground_truth: shape (H, W); forged where > 0.
+            p > `threshold`); resized to the ground truth's size by nearest neighbour when it differs. `None` (a
+            missing prediction) raises `ValueError`.
+        ground_truth: shape (H, W) or (H, W, C), or an image file; forged where any colour band > 0
+            (`image_utils.forged_pixels`).
+        threshold: the model's `config.mask_threshold`; required when `prediction` holds probabilities.
     """
     if prediction is None:
         raise ValueError(f"No predicted mask for image {image_id!r}: every evaluated image needs a prediction")
-    target = _check_2d(load_mask(ground_truth), f"ground-truth mask of image {image_id!r}") > 0
+    what = f"ground-truth mask of image {image_id!r}"
+    try:
+        target = _check_2d(image_utils.forged_pixels(load_mask(ground_truth)), what)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"The {what} is unusable: {error}") from error
     predicted = binarize(
         _check_2d(load_mask(prediction), f"predicted mask of image {image_id!r}"),
         f"predicted mask of image {image_id!r}",
+        threshold,
     )
     if predicted.shape != target.shape:
         predicted = resize_nearest(predicted, target.shape)
@@ -182,9 +193,11 @@ class MaskMetricAccumulator:
     def __len__(self) -> int:
         return len(self._counts)
 
-    def add(self, image_id: str, prediction: MaskLike | None, ground_truth: MaskLike) -> MaskCounts:
+    def add(
+        self, image_id: str, prediction: MaskLike | None, ground_truth: MaskLike, threshold: float | None = None
+    ) -> MaskCounts:
         """Counts one pair (see `count_mask_pair`) and keeps its counts."""
-        return self.add_counts(count_mask_pair(image_id, prediction, ground_truth))
+        return self.add_counts(count_mask_pair(image_id, prediction, ground_truth, threshold))
 
     def add_counts(self, counts: MaskCounts) -> MaskCounts:
         if counts.image_id in self._counts:
@@ -227,6 +240,7 @@ def accumulate_mask_counts(
     pairs: Iterable[tuple[str, MaskLike | None, MaskLike]],
     num_workers: int = 1,
     batch_size: int = 64,
+    threshold: float | None = None,
 ) -> MaskMetricAccumulator:
     """Counts a stream of (image_id, prediction, ground truth) triples, reading mask files in worker processes.
 
@@ -238,6 +252,7 @@ def accumulate_mask_counts(
             under a millisecond, far less than sending its arrays to a worker.
         batch_size: pairs per batch. At most 2 x `num_workers` batches are in flight, which bounds the memory
             used whatever the stream's length.
+        threshold: the model's `config.mask_threshold`, for predictions given as probabilities.
 
     Returns:
         A `MaskMetricAccumulator` holding the counts of every pair, in stream order.
@@ -245,15 +260,16 @@ def accumulate_mask_counts(
     accumulator = MaskMetricAccumulator()
     iterator = iter(pairs)
     batches = iter(lambda: list(islice(iterator, batch_size)), [])
+    count = functools.partial(_count_batch, threshold=threshold)
     if num_workers <= 1:
         for batch in batches:
-            _add_all(accumulator, _count_batch(batch))
+            _add_all(accumulator, count(batch))
         return accumulator
     with _worker_context().Pool(num_workers) as pool:
         in_flight: deque = deque()
         for batch in batches:
             names_a_file = any(isinstance(mask, (str, os.PathLike)) for pair in batch for mask in pair[1:])
-            in_flight.append(pool.apply_async(_count_batch, (batch,)) if names_a_file else _count_batch(batch))
+            in_flight.append(pool.apply_async(count, (batch,)) if names_a_file else count(batch))
             while len(in_flight) > 2 * num_workers or (in_flight and isinstance(in_flight[0], list)):
                 _add_all(accumulator, _result(in_flight.popleft()))
         while in_flight:
@@ -273,8 +289,8 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
 
 
-def _count_batch(batch: list[tuple[str, MaskLike | None, MaskLike]]) -> list[MaskCounts]:
-    return [count_mask_pair(image_id, prediction, ground_truth) for image_id, prediction, ground_truth in batch]
+def _count_batch(batch: list[tuple[str, MaskLike | None, MaskLike]], threshold: float | None) -> list[MaskCounts]:
+    return [count_mask_pair(*pair, threshold=threshold) for pair in batch]
 
 
 def _add_all(accumulator: MaskMetricAccumulator, counts: list[MaskCounts]) -> None:

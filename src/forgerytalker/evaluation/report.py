@@ -114,11 +114,21 @@ def per_region_markdown(per_region: Mapping[str, Mapping[str, object]]) -> str:
     return markdown_table(per_region, ("precision", "recall", "f1", "support", "predicted"), "Region")
 
 
+def thresholds_sentence(thresholds: Mapping[str, float]) -> str:
+    """How `metrics.md` (and the command's summary) states the thresholds a run was scored with."""
+    return (
+        f"Thresholds of the evaluated checkpoint: a mask pixel is forged where p > {thresholds['mask_threshold']:g} "
+        f"(`config.mask_threshold`); a region is predicted where p > {thresholds['region_threshold']:g} "
+        "(`config.prompter_config.region_threshold`)."
+    )
+
+
 def metrics_document(
     overall: Mapping[str, object],
     per_method: Mapping[str, Mapping[str, object]] | None = None,
     degraded: Mapping[str, Mapping[str, object]] | None = None,
     per_region: Mapping[str, Mapping[str, object]] | None = None,
+    thresholds: Mapping[str, float] | None = None,
 ) -> dict:
     """The content of `metrics.json`.
 
@@ -127,12 +137,16 @@ def metrics_document(
         per_method: method -> result dict (`breakdown_by_method`).
         degraded: degradation spec -> result dict of the run on degraded inputs.
         per_region: region -> precision/recall/F1 dict (`per_region_metrics`).
+        thresholds: the evaluated model's `{"mask_threshold", "region_threshold"}` the metrics were computed
+            with (`runner.model_thresholds`).
 
     Returns:
-        `{"conventions", "overall", "paper_reference"}` plus `"per_method"`, `"per_region"` and
+        `{"conventions", "overall", "paper_reference"}` plus `"thresholds"`, `"per_method"`, `"per_region"` and
         `"robustness": {"degraded", "drop"}` for the parts given.
     """
     document: dict = {"conventions": conventions_dict(), "overall": dict(overall)}
+    if thresholds is not None:
+        document["thresholds"] = dict(thresholds)
     if per_method is not None:
         document["per_method"] = {method: dict(result) for method, result in per_method.items()}
     if per_region is not None:
@@ -155,6 +169,8 @@ def render_markdown(document: Mapping, model_name: str = "ForgeryTalker (this ru
         "are the published numbers, not this run's.",
         table2_markdown({model_name: overall}),
     ]
+    if "thresholds" in document:
+        sections.append(thresholds_sentence(document["thresholds"]))
     if any(overall.get(key) is not None for key in DETECTION_METRICS):
         sections += [
             "## Authentic vs forged detection",

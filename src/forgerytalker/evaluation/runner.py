@@ -1,50 +1,56 @@
 """Runs a ForgeryTalker model over a dataset split and scores it: the loop behind `forgerytalker evaluate`.
 
-`run_evaluation` generates a report, a mask and region probabilities for every image, streams each mask into
-its pixel counts (and, with `output_dir`, into a PNG) so that memory does not grow with the masks, then
+`run_evaluation` generates a report, a mask and region probabilities for every image, reduces each mask to its
+pixel counts (and, with `output_dir`, writes it as a PNG) so that memory does not grow with the masks, then
 computes every metric of `forgerytalker.evaluation` (overall, per manipulation method, per facial region) and,
 for each degradation, the same metrics on degraded inputs and the drop from the clean run.
 
-Files written into `output_dir`:
-
-- `predictions.jsonl`: one JSON object per image (see `prediction_record`).
-- `masks/<image_id>.png`: the predicted mask, 0/255 grayscale at the image's original size.
-- `metrics.json`, `metrics.md`: `report.metrics_document` plus `"run"` (settings) and `"skipped_images"`.
-- `degraded/<name>/predictions.jsonl` and `degraded/<name>/masks/`: the same for each degradation, `<name>`
-  being the spec with `:` and `+` replaced (`jpeg:75` -> `jpeg-75`).
+- **Several processes.** Launched with `accelerate launch` (or given an `accelerate.Accelerator`), every process
+  calls `run_evaluation`; each predicts a contiguous shard of the split, the main process gathers the records,
+  scores them and writes the files, and every process returns the same document, equal to a one-process run's.
+- **Thresholds from the checkpoint.** Masks are binarised at `model.config.mask_threshold` and region
+  probabilities at `model.config.prompter_config.region_threshold`; the document states both ("thresholds").
+- **Outputs** (with `output_dir`; see `output_folder` for the guarantees: only its own files are replaced, a run
+  is swapped in only when complete, an interrupted run resumes):
+  - `predictions.jsonl`: one JSON object per image (`prediction.prediction_record`), in split order;
+  - `masks/<name>.png`: the predicted mask, 0/255 grayscale at the image's original size (`mask_filename`);
+  - `metrics.json`, `metrics.md`: `report.metrics_document` plus "thresholds", "run" and "skipped_images";
+  - `degraded/<name>/predictions.jsonl` and `degraded/<name>/masks/`: the same for each degradation, `<name>`
+    being the spec with `:` and `+` replaced (`jpeg:75` -> `jpeg-75`);
+  - `evaluation_manifest.json`: every file above, so that a later `overwrite` replaces only those.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import io
-import json
+import hashlib
 import logging
-import re
-import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from itertools import islice
-from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 import torch
 from datasets import Dataset
-from datasets import Image as ImageFeature
-from PIL import Image
-from tqdm.auto import tqdm
 
 from ..regions import REGION_NAMES, regions_to_labels
 from .breakdown import EvaluationRecords, breakdown_by_method, evaluate_records
-from .conventions import MASK_AREA_DETECTION_THRESHOLD, REGION_DETECTION_THRESHOLD, THRESHOLD
-from .degradations import Degradation, apply_degradations, parse_degradations
-from .detection_metrics import mask_area_score
-from .mask_metrics import MaskCounts, count_mask_pair
+from .conventions import MASK_AREA_DETECTION_THRESHOLD
+from .degradations import Degradation, parse_degradations
+from .distributed import EvaluationProcesses
+from .mask_metrics import MaskCounts
+from .output_folder import (
+    OutputFolder,
+    RunWriter,
+    complete,
+    load_finished,
+    prepare_output_folder,
+    write_predictions,
+    writing,
+)
+from .prediction import PredictionSettings, predict_records, records_in_order
 from .region_metrics import per_region_metrics
 from .report import metrics_document, write_report
+from .samples import check_split
 from .text_metrics import require_java
 
 logger = logging.getLogger(__name__)
@@ -52,237 +58,47 @@ logger = logging.getLogger(__name__)
 REGION_SOURCES: tuple[str, ...] = ("predicted", "ground_truth", "none")
 """Where the instruction's regions come from; the three rows of the paper's Table 3 (FPN, FPN-GT, w/o FPN)."""
 
-DETECTION_SCORES: dict[str, float] = {
-    "region": REGION_DETECTION_THRESHOLD,
-    "mask_area": MASK_AREA_DETECTION_THRESHOLD,
-}
-"""Image-level detection score -> the threshold above which an image is called forged (`conventions.py`)."""
-
-REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "image", "mask", "caption", "regions", "method")
-OUTPUT_NAMES: tuple[str, ...] = ("predictions.jsonl", "masks", "metrics.json", "metrics.md", "degraded")
-"""What `run_evaluation` writes into `output_dir` (an existing one is only replaced with `overwrite=True`)."""
+DETECTION_SCORES: tuple[str, ...] = ("region", "mask_area")
+"""Image-level detection scores: the highest region probability, or the forged fraction of the predicted mask."""
 
 
-class UnreadableImageError(ValueError):
-    """A sample's image could not be decoded; its image_id is in the message."""
-
-
-@dataclass
-class EvaluationSample:
-    """One decoded sample of the evaluated split.
-
-    Attributes:
-        image_id: the sample's id.
-        image: the RGB input image, (W, H) as stored.
-        mask: ground-truth mask, bool of shape (H, W), True where forged.
-        reference: the reference report.
-        regions: ground-truth region names.
-        method: manipulation method (`forgerytalker.data.methods`).
-    """
-
-    image_id: str
-    image: Image.Image
-    mask: np.ndarray
-    reference: str
-    regions: list[str]
-    method: str
-
-
-@dataclass
-class PredictionCollector:
-    """What one run produced per image, reduced to what the metrics need (no masks are kept)."""
-
-    methods: dict[str, str] = field(default_factory=dict)
-    predicted_reports: dict[str, str] = field(default_factory=dict)
-    reference_reports: dict[str, str] = field(default_factory=dict)
-    mask_counts: dict[str, MaskCounts] = field(default_factory=dict)
-    region_probabilities: dict[str, list[float]] = field(default_factory=dict)
-    target_regions: dict[str, list[int]] = field(default_factory=dict)
-    detection_scores: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    def add(self, sample: EvaluationSample, prediction: Mapping) -> None:
-        """Keeps one image's report, region probabilities, mask counts and detection scores."""
-        image_id = sample.image_id
-        if image_id in self.methods:
-            raise ValueError(f"Image {image_id!r} appears twice in the evaluated split")
-        probabilities = prediction["region_probabilities"]
-        self.methods[image_id] = sample.method
-        self.predicted_reports[image_id] = prediction["report"]
-        self.reference_reports[image_id] = sample.reference
-        self.region_probabilities[image_id] = [probabilities[name] for name in REGION_NAMES]
-        self.target_regions[image_id] = regions_to_labels(sample.regions)
-        mask = prediction["mask"].cpu().numpy()
-        self.mask_counts[image_id] = count_mask_pair(image_id, mask, sample.mask)
-        self.detection_scores[image_id] = {"region": max(probabilities.values()), "mask_area": mask_area_score(mask)}
-
-    def to_records(self, detection_score: str = "region") -> EvaluationRecords:
-        """The `EvaluationRecords` of the run, detecting forgeries with `detection_score` (a `DETECTION_SCORES` key)."""
-        return EvaluationRecords(
-            methods=self.methods,
-            predicted_reports=self.predicted_reports,
-            reference_reports=self.reference_reports,
-            mask_counts=self.mask_counts,
-            predicted_regions=self.region_probabilities,
-            target_regions=self.target_regions,
-            detection_scores={image_id: scores[detection_score] for image_id, scores in self.detection_scores.items()},
-            detection_threshold=DETECTION_SCORES[detection_score],
-        )
-
-
-def iter_samples(dataset: Dataset, skipped: list[dict] | None = None) -> Iterator[EvaluationSample]:
-    """Decodes the samples of a converted split one at a time.
-
-    Args:
-        dataset: a split with the columns of `forgerytalker.data.features.MMTT_FEATURES`.
-        skipped: `None` raises `UnreadableImageError` at the first image that fails to decode; a list instead
-            receives `{"image_id", "error"}` for each such image, which is then left out (with a warning).
-            A ground-truth mask that fails to decode always raises.
-    """
-    missing = [column for column in REQUIRED_COLUMNS if column not in dataset.column_names]
-    if missing:
-        raise ValueError(f"The dataset lacks the column(s) {missing}; an evaluated split needs {REQUIRED_COLUMNS}")
-    region_names = dataset.features["regions"].feature.int2str
-    raw = dataset.cast_column("image", ImageFeature(decode=False)).cast_column("mask", ImageFeature(decode=False))
-    for row in raw:
-        image_id = str(row["image_id"])
-        try:
-            image = _decode_image(row["image"]).convert("RGB")
-        except Exception as error:  # PIL raises many types for corrupt files
-            message = f"The image of sample {image_id!r} cannot be decoded: {error}"
-            if skipped is None:
-                raise UnreadableImageError(message + " (skip such images with skip_unreadable_images=True)") from error
-            logger.warning("%s; left out of the evaluation", message)
-            skipped.append({"image_id": image_id, "error": str(error)})
-            continue
-        try:
-            mask = np.asarray(_decode_image(row["mask"]).convert("L")) > 0
-        except Exception as error:
-            raise ValueError(f"The ground-truth mask of sample {image_id!r} cannot be decoded: {error}") from error
-        yield EvaluationSample(
-            image_id=image_id,
-            image=image,
-            mask=mask,
-            reference=row["caption"],
-            regions=[region_names(index) for index in row["regions"]],
-            method=row["method"],
-        )
-
-
-def _decode_image(value: Mapping) -> Image.Image:
-    """A fully loaded PIL image from a `datasets.Image(decode=False)` value (`{"bytes", "path"}`)."""
-    image = Image.open(io.BytesIO(value["bytes"])) if value["bytes"] is not None else Image.open(value["path"])
-    image.load()
-    return image
-
-
-def _batched(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    return iter(lambda: list(islice(iterator, size)), [])
-
-
-def predict_batches(
-    model,
-    processor,
-    samples: Iterable[EvaluationSample],
-    *,
-    region_source: str = "predicted",
-    degradations: Sequence[Degradation] = (),
-    batch_size: int = 8,
-    max_new_tokens: int = 60,
-) -> Iterator[tuple[EvaluationSample, dict]]:
-    """Runs `model.generate` over `samples`, `batch_size` images at a time.
-
-    Each image is degraded (`apply_degradations`) before the processor. Yields `(sample, prediction)` with
-    `prediction` as `processor.post_process_generation` gives it: `report`, `regions`, `region_probabilities`,
-    `instruction_regions`, `mask` (bool (H, W) at the image's size, forged where p > `THRESHOLD`) and
-    `mask_confidence`.
-    """
-    for batch in _batched(samples, batch_size):
-        images = [apply_degradations(sample.image, degradations) for sample in batch]
-        region_labels = [sample.regions for sample in batch] if region_source == "ground_truth" else None
-        inputs = processor(images=images, region_labels=region_labels).to(model.device)
-        with torch.inference_mode():
-            outputs = model.generate(**inputs, region_source=region_source, max_new_tokens=max_new_tokens)
-        target_sizes = [(image.height, image.width) for image in images]
-        predictions = processor.post_process_generation(outputs, target_sizes=target_sizes, mask_threshold=THRESHOLD)
-        yield from zip(batch, predictions)
-
-
-def mask_filename(image_id: str) -> str:
-    """`<image_id>.png`, with characters unsafe in file names percent-encoded (`a/b` -> `a%2Fb.png`)."""
-    return quote(image_id, safe="") + ".png"
-
-
-def prediction_record(
-    sample: EvaluationSample, prediction: Mapping, collector: PredictionCollector, mask_path: str
-) -> dict:
-    """One line of `predictions.jsonl`: the prediction, its reference, detection scores and mask metrics (0-100)."""
-    counts = collector.mask_counts[sample.image_id]
+def model_thresholds(model) -> dict[str, float]:
+    """The thresholds the evaluated checkpoint was configured with: `{"mask_threshold", "region_threshold"}`."""
     return {
-        "image_id": sample.image_id,
-        "method": sample.method,
-        "report": prediction["report"],
-        "reference": sample.reference,
-        "regions": prediction["regions"],
-        "region_probabilities": prediction["region_probabilities"],
-        "instruction_regions": prediction["instruction_regions"],
-        "target_regions": sample.regions,
-        "mask": mask_path,
-        "mask_confidence": prediction["mask_confidence"],
-        "detection_scores": collector.detection_scores[sample.image_id],
-        "IoU": counts.iou,
-        "Precision": counts.precision,
-        "Recall": counts.recall,
+        "mask_threshold": float(model.config.mask_threshold),
+        "region_threshold": float(model.config.prompter_config.region_threshold),
     }
 
 
-def predict_split(
-    model,
-    processor,
-    dataset: Dataset,
-    *,
-    region_source: str,
-    degradations: Sequence[Degradation] = (),
-    batch_size: int = 8,
-    max_new_tokens: int = 60,
-    output_dir: Path | None = None,
-    skipped: list[dict] | None = None,
-    progress: bool = True,
-    description: str = "evaluate",
-) -> PredictionCollector:
-    """Predicts every sample of `dataset` into a `PredictionCollector`; writes predictions and masks with `output_dir`.
-
-    `skipped` is as in `iter_samples`.
-    """
-    collector = PredictionCollector()
-    predictions = predict_batches(
-        model,
-        processor,
-        iter_samples(dataset, skipped),
-        region_source=region_source,
-        degradations=degradations,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-    )
-    bar = tqdm(predictions, total=len(dataset), desc=description, unit="image", disable=not progress)
-    if output_dir is None:
-        for sample, prediction in bar:
-            collector.add(sample, prediction)
-        return collector
-    (output_dir / "masks").mkdir(parents=True, exist_ok=True)
-    with open(output_dir / "predictions.jsonl", "w", encoding="utf-8") as lines:
-        for sample, prediction in bar:
-            collector.add(sample, prediction)
-            mask_path = f"masks/{mask_filename(sample.image_id)}"
-            Image.fromarray(prediction["mask"].cpu().numpy().astype(np.uint8) * 255).save(output_dir / mask_path)
-            record = prediction_record(sample, prediction, collector, mask_path)
-            lines.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return collector
+def detection_threshold(detection_score: str, thresholds: Mapping[str, float]) -> float:
+    """The score above which an image is called forged: the region threshold, or any forged pixel for masks."""
+    return thresholds["region_threshold"] if detection_score == "region" else MASK_AREA_DETECTION_THRESHOLD
 
 
-def degradation_name(spec: str) -> str:
-    """The folder name of a degradation spec: `jpeg:75` -> `jpeg-75`, `resize:0.5+jpeg:75` -> `resize-0.5_jpeg-75`."""
-    return re.sub(r"[^A-Za-z0-9._-]", "-", spec.replace("+", "_"))
+def model_fingerprint(model) -> str:
+    """A hash of the model's config, generation config, parameter names and shapes and the first values of every
+    parameter: equal for the same checkpoint, different after any training step (a resumed run must not mix)."""
+    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode("utf-8"))
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None:
+        digest.update(generation_config.to_json_string(use_diff=False).encode("utf-8"))
+    parameters = sorted(model.named_parameters())
+    digest.update(repr([(name, tuple(parameter.shape)) for name, parameter in parameters]).encode("utf-8"))
+    with torch.no_grad():
+        heads = torch.cat([parameter.detach().reshape(-1)[:4].double().cpu() for _, parameter in parameters])
+    digest.update(heads.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def run_fingerprint(model, image_ids: Sequence[str], settings: PredictionSettings) -> dict:
+    """The settings that decide the predictions of a run; an unfinished run resumes only when they are equal."""
+    return {
+        "model": model_fingerprint(model),
+        "split": hashlib.sha256("\n".join(image_ids).encode("utf-8")).hexdigest(),
+        "region_source": settings.region_source,
+        "max_new_tokens": settings.max_new_tokens,
+        **model_thresholds(model),
+    }
 
 
 def parse_degradation_specs(specs: Iterable[str]) -> dict[str, list[Degradation]]:
@@ -300,24 +116,6 @@ def parse_degradation_specs(specs: Iterable[str]) -> dict[str, list[Degradation]
     return runs
 
 
-def prepare_output_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
-    """Creates `output_dir`; raises `FileExistsError` if it holds outputs of a run, unless `overwrite` removes them."""
-    output_dir = Path(output_dir)
-    existing = [output_dir / name for name in OUTPUT_NAMES if (output_dir / name).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{output_dir} already holds evaluation outputs ({', '.join(path.name for path in existing)}); "
-            "choose another folder or overwrite them"
-        )
-    for path in existing:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return output_dir
-
-
 @contextlib.contextmanager
 def eval_mode(model) -> Iterator[None]:
     """Puts `model` in eval mode for the block and restores its training mode after (training validation)."""
@@ -329,30 +127,93 @@ def eval_mode(model) -> Iterator[None]:
         model.train(was_training)
 
 
+def evaluation_records(
+    records: Sequence[Mapping], detection_score: str, thresholds: Mapping[str, float]
+) -> EvaluationRecords:
+    """The `EvaluationRecords` of a run's prediction records (`prediction.prediction_record`)."""
+    return EvaluationRecords(
+        methods={record["image_id"]: record["method"] for record in records},
+        predicted_reports={record["image_id"]: record["report"] for record in records},
+        reference_reports={record["image_id"]: record["reference"] for record in records},
+        mask_counts={record["image_id"]: MaskCounts(record["image_id"], **record["mask_pixels"]) for record in records},
+        predicted_regions={
+            record["image_id"]: [record["region_probabilities"][name] for name in REGION_NAMES] for record in records
+        },
+        target_regions={record["image_id"]: regions_to_labels(record["target_regions"]) for record in records},
+        detection_scores={record["image_id"]: record["detection_scores"][detection_score] for record in records},
+        detection_threshold=detection_threshold(detection_score, thresholds),
+        region_threshold=thresholds["region_threshold"],
+    )
+
+
 def score_runs(
-    clean: PredictionCollector,
-    degraded: Mapping[str, PredictionCollector],
+    clean: Sequence[Mapping],
+    degraded: Mapping[str, Sequence[Mapping]],
+    thresholds: Mapping[str, float],
     *,
     with_meteor: bool = False,
     detection_score: str = "region",
 ) -> dict:
-    """The metrics document of a clean run and its degraded runs: overall, per method, per region, robustness."""
-    if not clean.methods:
+    """The metrics document of a clean run and its degraded runs (prediction records, in split order)."""
+    if not clean:
         raise ValueError("No image of the split could be evaluated")
-    records = clean.to_records(detection_score)
-    image_ids = list(clean.methods)
-    return metrics_document(
+    records = evaluation_records(clean, detection_score, thresholds)
+    image_ids = list(records.methods)
+    document = metrics_document(
         evaluate_records(records, with_meteor),
         per_method=breakdown_by_method(records, with_meteor),
         degraded={
-            spec: evaluate_records(collector.to_records(detection_score), with_meteor)
-            for spec, collector in degraded.items()
+            spec: evaluate_records(evaluation_records(run, detection_score, thresholds), with_meteor)
+            for spec, run in degraded.items()
         },
         per_region=per_region_metrics(
-            np.stack([clean.region_probabilities[i] for i in image_ids]),
-            np.stack([clean.target_regions[i] for i in image_ids]),
+            np.stack([records.predicted_regions[i] for i in image_ids]),
+            np.stack([records.target_regions[i] for i in image_ids]),
+            thresholds["region_threshold"],
         ),
+        thresholds=thresholds,
     )
+    return document
+
+
+def _predict_shard(
+    model,
+    processor,
+    dataset: Dataset,
+    image_ids: Sequence[str],
+    shard: range,
+    settings: PredictionSettings,
+    degradations: Sequence[Degradation],
+    spec: str | None,
+    folder: OutputFolder | None,
+    process_index: int,
+    skip_unreadable_images: bool,
+    progress: bool,
+) -> dict:
+    """This process's part of one run: finished predictions found in `folder`, then the rest of its shard."""
+    finished = load_finished(folder, spec, (image_ids[i] for i in shard)) if folder is not None else {}
+    if finished:
+        logger.info("Resuming %s: %d of %d images already predicted", spec or "the clean run", len(finished), len(shard))
+    todo = [index for index in shard if image_ids[index] not in finished]
+    skipped: list[dict] | None = [] if skip_unreadable_images else None
+    writer = RunWriter(folder, spec, process_index) if folder is not None else None
+    try:
+        records = predict_records(
+            model,
+            processor,
+            dataset,
+            todo,
+            settings,
+            degradations=degradations,
+            writer=writer,
+            skipped=skipped,
+            progress=progress,
+            description=spec or "evaluate",
+        )
+    finally:
+        if writer is not None:
+            writer.close()
+    return {"records": [*finished.values(), *records], "skipped": skipped or []}
 
 
 def run_evaluation(
@@ -365,20 +226,26 @@ def run_evaluation(
     batch_size: int = 8,
     max_new_tokens: int = 60,
     with_meteor: bool = False,
-    output_dir: str | Path | None = None,
+    output_dir: str | None = None,
     progress: bool = True,
     detection_score: str = "region",
     skip_unreadable_images: bool = False,
     overwrite: bool = False,
     model_name: str | None = None,
     run_info: Mapping[str, object] | None = None,
+    accelerator=None,
 ) -> dict:
     """Evaluates `model` on one split: reports, masks, regions, detection, per-method rows and robustness.
 
+    Every process of a multi-process run must call it (module docstring); each returns the same document.
+
     Args:
-        model: a `ForgeryTalkerForConditionalGeneration`; run in eval mode (its training mode is restored after).
+        model: a `ForgeryTalkerForConditionalGeneration` (or one wrapped by `accelerator.prepare`); run in eval
+            mode, its training mode restored after. Its config's `mask_threshold` and
+            `prompter_config.region_threshold` binarise masks and regions.
         processor: its `ForgeryTalkerProcessor`.
-        dataset: one split (`datasets.Dataset`) with the columns of a converted MMTT dataset.
+        dataset: one split (`datasets.Dataset`) with the columns of a converted MMTT dataset; the same on every
+            process (each predicts its own shard of it).
         region_source: "predicted", "ground_truth" (the FPN-GT oracle) or "none" (no prompter): paper Table 3.
         degradations: robustness specs, e.g. `["jpeg:75", "resize:0.5", "blur:1.0"]`; each is one more run on
             degraded inputs (`a+b` composes two degradations in one run).
@@ -386,53 +253,130 @@ def run_evaluation(
         max_new_tokens: longest report, in tokens.
         with_meteor: also compute METEOR (a Java process of about 5 s per metric row: overall, each method,
             each degradation).
-        output_dir: where to write predictions, masks and reports (module docstring); `None` writes nothing.
-        progress: show tqdm progress bars.
+        output_dir: where to write predictions, masks and reports (module docstring); `None` writes nothing. On
+            several processes it must be a folder all of them can reach (each writes its shard's masks).
+        progress: show tqdm progress bars (the main process's shard).
         detection_score: image-level score for authentic-vs-forged detection: "region" (highest region
             probability) or "mask_area" (forged fraction of the predicted mask).
         skip_unreadable_images: leave out images that fail to decode (listed under "skipped_images") instead of
             raising `UnreadableImageError`.
-        overwrite: replace the outputs of an earlier run in `output_dir`.
+        overwrite: replace the outputs of an earlier finished run in `output_dir` (only the files its manifest
+            lists, and only once this run is complete), or discard an unfinished run made with other settings.
         model_name: label of this run's row in `metrics.md` (default: "ForgeryTalker (<region_source> regions)").
         run_info: extra settings to record under "run" (e.g. the model path and dataset name).
+        accelerator: the `accelerate.Accelerator` of the calling process (training); without one, a run
+            started by `accelerate launch` with several processes is detected through `accelerate.PartialState`.
 
     Returns:
         The metrics document (`report.metrics_document`): "overall", "per_method", "per_region",
-        "robustness" (with degradations), "conventions", "paper_reference", plus "run" and "skipped_images".
+        "robustness" (with degradations), "thresholds", "conventions", "paper_reference", plus "run" and
+        "skipped_images".
+
+    Raises:
+        JavaNotFoundError: Java is missing on any process (checked before anything is predicted).
+        OutputFolderError: `output_dir` cannot be used (`output_folder.prepare_output_folder`).
+        UnreadableImageError: an image failed to decode (without `skip_unreadable_images`).
     """
     if region_source not in REGION_SOURCES:
         raise ValueError(f"`region_source` must be one of {', '.join(REGION_SOURCES)}, got {region_source!r}")
     if detection_score not in DETECTION_SCORES:
         raise ValueError(f"`detection_score` must be one of {', '.join(DETECTION_SCORES)}, got {detection_score!r}")
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(f"`batch_size` and `max_new_tokens` must be at least 1, got {batch_size}, {max_new_tokens}")
     degraded_runs = parse_degradation_specs(degradations)
-    require_java("The report metrics (PTB tokenizer)")
-    output_dir = prepare_output_dir(output_dir, overwrite) if output_dir is not None else None
-    settings = {"region_source": region_source, "batch_size": batch_size, "max_new_tokens": max_new_tokens}
-    predict = functools.partial(predict_split, model, processor, dataset, **settings, progress=progress)
-    skipped: list[dict] = []
+    image_ids = check_split(dataset)
+    processes = EvaluationProcesses(accelerator)
+    if accelerator is not None:
+        model = accelerator.unwrap_model(model)
+    processes.all_succeed(require_java, "The report metrics (PTB tokenizer)")
+    thresholds = model_thresholds(model)
+    settings = PredictionSettings(region_source, max_new_tokens, thresholds["mask_threshold"], batch_size)
+    folder = None
+    if output_dir is not None:
+        folder = processes.on_main(
+            lambda: prepare_output_folder(output_dir, run_fingerprint(model, image_ids, settings), overwrite)
+        )
+    shard = processes.shard(len(image_ids), batch_size)
+    runs: dict[str | None, list[Degradation]] = {None: [], **degraded_runs}
+    gathered: dict[str | None, dict] = {}
+    started = time.perf_counter()
     with eval_mode(model):
-        started = time.perf_counter()
-        clean = predict(output_dir=output_dir, skipped=skipped if skip_unreadable_images else None)
-        logger.info("Predicted %d images in %.1f s", len(clean.methods), time.perf_counter() - started)
-        degraded = {
-            spec: predict(
-                degradations=runs,
-                output_dir=output_dir / "degraded" / degradation_name(spec) if output_dir is not None else None,
-                skipped=[] if skip_unreadable_images else None,
-                description=spec,
+        for spec, run_degradations in runs.items():
+            parts = processes.all_succeed(
+                _predict_shard,
+                model,
+                processor,
+                dataset,
+                image_ids,
+                shard,
+                settings,
+                run_degradations,
+                spec,
+                folder,
+                processes.process_index,
+                skip_unreadable_images,
+                progress and processes.is_main_process,
             )
-            for spec, runs in degraded_runs.items()
-        }
-    document = score_runs(clean, degraded, with_meteor=with_meteor, detection_score=detection_score)
-    document["run"] = {
+            gathered[spec] = {
+                "records": [record for part in parts for record in part["records"]],
+                "skipped": [item for part in parts for item in part["skipped"]],
+            }
+    logger.info("Predicted %d images x %d runs in %.1f s", len(image_ids), len(runs), time.perf_counter() - started)
+    run = {
         **(run_info or {}),
-        **settings,
+        "region_source": region_source,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
         "degradations": list(degraded_runs),
         "with_meteor": with_meteor,
         "detection_score": detection_score,
-        "detection_threshold": DETECTION_SCORES[detection_score],
+        "detection_threshold": detection_threshold(detection_score, thresholds),
+        "num_processes": processes.num_processes,
+        "torch_threads": torch.get_num_threads(),
     }
-    document["skipped_images"] = skipped
-    if output_dir is not None:
-        write_report(output_dir, document, model_name or f"ForgeryTalker ({region_source} regions)")
+    return processes.on_main(
+        _score_and_write,
+        gathered,
+        image_ids,
+        thresholds,
+        run,
+        folder,
+        with_meteor=with_meteor,
+        detection_score=detection_score,
+        model_name=model_name or f"ForgeryTalker ({region_source} regions)",
+    )
+
+
+def _score_and_write(
+    gathered: Mapping[str | None, Mapping],
+    image_ids: Sequence[str],
+    thresholds: Mapping[str, float],
+    run: Mapping[str, object],
+    folder: OutputFolder | None,
+    *,
+    with_meteor: bool,
+    detection_score: str,
+    model_name: str,
+) -> dict:
+    """On the main process: puts every run's records in split order, scores them, writes and installs the files."""
+    from .. import __version__
+
+    ordered = {spec: records_in_order(part["records"], image_ids) for spec, part in gathered.items()}
+    for spec, part in gathered.items():
+        covered = {item["image_id"] for item in part["skipped"]} | {record["image_id"] for record in ordered[spec]}
+        missing = [image_id for image_id in image_ids if image_id not in covered]
+        if missing:
+            raise RuntimeError(f"No prediction was made for image(s) {missing[:10]} ({spec or 'clean run'})")
+    clean = ordered.pop(None)
+    document = score_runs(clean, ordered, thresholds, with_meteor=with_meteor, detection_score=detection_score)
+    document["run"] = dict(run)
+    position = {image_id: index for index, image_id in enumerate(image_ids)}
+    document["skipped_images"] = sorted(gathered[None]["skipped"], key=lambda item: position[item["image_id"]])
+    if folder is not None:
+        with writing(folder):
+            write_predictions(folder, None, clean)
+            for spec, records in ordered.items():
+                write_predictions(folder, spec, records)
+            write_report(folder.staged, document, model_name)
+            complete(folder, __version__)
     return document

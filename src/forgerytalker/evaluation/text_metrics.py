@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,16 @@ from pycocoevalcap.tokenizer import ptbtokenizer
 from .conventions import CIDER_SIGMA, METRIC_SCALE, ROUGE_BETA, check_image_ids
 
 logger = logging.getLogger(__name__)
+
+
+LINE_BREAKS = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+"""Every character that ends a line for Python's `str.splitlines` or for the Java tokenizer's lexer (CR, LF,
+vertical tab, form feed, the file/group/record separators, NEL, and the Unicode line and paragraph separators).
+The tokenizer reads one report per line, so each is replaced by a space before a report is sent to it."""
+
+
+class PTBAlignmentError(RuntimeError):
+    """The PTB tokenizer answered a different number of lines than it was sent reports."""
 
 
 class JavaNotFoundError(RuntimeError):
@@ -46,10 +57,14 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
     """Tokenizes texts with pycocoevalcap's Stanford PTB tokenizer: lower-cased, punctuation tokens removed.
 
     Args:
-        texts: one report per entry; newlines inside a report are replaced by spaces.
+        texts: one report per entry; line breaks inside a report (`LINE_BREAKS`) are replaced by spaces.
 
     Returns:
         The tokenized reports, one per input, tokens joined by single spaces (an empty string stays empty).
+
+    Raises:
+        PTBAlignmentError: the tokenizer did not answer exactly one line per report, so its lines cannot be
+            paired with the reports (scoring them would compare reports of other images).
     """
     java = require_java("The PTB tokenizer")
     jar_directory = os.path.dirname(os.path.abspath(ptbtokenizer.__file__))
@@ -63,7 +78,7 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
         "-encoding",
         "utf-8",
     ]
-    lines = "".join(text.replace("\r", " ").replace("\n", " ") + "\n" for text in texts)
+    lines = "".join(LINE_BREAKS.sub(" ", text) + "\n" for text in texts)
     completed = subprocess.run(
         command, cwd=jar_directory, input=lines.encode("utf-8"), capture_output=True, check=False
     )
@@ -71,9 +86,15 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
     if completed.returncode != 0:
         raise RuntimeError(f"The PTB tokenizer (Java) failed with exit code {completed.returncode}: {stderr}")
     logger.debug("PTB tokenizer: %s", stderr)
-    tokenized = completed.stdout.decode("utf-8").split("\n")[: len(texts)]
+    output = completed.stdout.decode("utf-8")
+    tokenized = output.split("\n")
+    if tokenized and tokenized[-1] == "":
+        tokenized.pop()  # the newline that ends the last line
     if len(tokenized) != len(texts):
-        raise RuntimeError(f"The PTB tokenizer returned {len(tokenized)} lines for {len(texts)} reports")
+        raise PTBAlignmentError(
+            f"The PTB tokenizer answered {len(tokenized)} lines for {len(texts)} reports, so its output cannot be "
+            "paired with the reports; a report probably holds a line break it splits on"
+        )
     punctuation = set(ptbtokenizer.PUNCTUATIONS)
     return [" ".join(token for token in line.split() if token not in punctuation) for line in tokenized]
 

@@ -79,5 +79,6 @@ def validate(model, processor, split, args, accelerator) -> dict[str, float]:
         max_new_tokens=args.generation_max_new_tokens,
         skip_unreadable_images=args.skip_unreadable_images,
         progress=accelerator.is_local_main_process,
+        accelerator=accelerator,
     )
     return {name: value for name, value in document["overall"].items() if isinstance(value, (int, float))}
