@@ -24,6 +24,7 @@ QFORMER_WIDTH = 32  # 768
 TEXT_WIDTH = 40  # Flan-T5-XL's 2048
 NUM_QUERY_TOKENS = 4
 QFORMER_LAYERS = 2  # cross-attention every 2nd layer, as released
+QFORMER_POSITIONS = 128  # the instruction with all 21 regions fits (512 in BERT)
 FACE_VIT = {"hidden": 24, "layers": 3, "mlp": 48, "patch": 8, "heads": 4}  # ViT-H/14: 1280, 32, 5120, 14, 16
 MASK_PATH = {"heads": 4, "mlp": 64, "depth": 2, "downsample": 2, "mask_size": 16, "prompt_length": 21}  # 8, 2048, 2, 2, 224, 21
 NUM_CLASSES = 21
@@ -47,7 +48,7 @@ def write_instructblip_folder(folder: Path, seed: int = 0) -> Path:
                            num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=8),
         qformer_config=dict(vocab_size=len(qformer_tokenizer), hidden_size=QFORMER_WIDTH, num_hidden_layers=QFORMER_LAYERS,
                             num_attention_heads=4, intermediate_size=2 * QFORMER_WIDTH, cross_attention_frequency=2,
-                            encoder_hidden_size=VISION_WIDTH, max_position_embeddings=64),
+                            encoder_hidden_size=VISION_WIDTH, max_position_embeddings=QFORMER_POSITIONS),
         text_config=dict(model_type="t5", d_model=TEXT_WIDTH, d_kv=10, d_ff=2 * TEXT_WIDTH, num_layers=2, num_decoder_layers=2,
                          num_heads=4, vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
                          feed_forward_proj="gated-gelu", tie_word_embeddings=False, relative_attention_num_buckets=8),
@@ -127,8 +128,8 @@ def qformer_state_dict(qformer_vocab_size: int, generator: torch.Generator) -> d
     """LAVIS `BertLMHeadModel` (`cls=None`, no pooler) under `Qformer.`, its text layers kept (instruction input)."""
     state = {
         "Qformer.bert.embeddings.word_embeddings.weight": torch.randn(qformer_vocab_size, QFORMER_WIDTH, generator=generator),
-        "Qformer.bert.embeddings.position_embeddings.weight": torch.randn(64, QFORMER_WIDTH, generator=generator),
-        "Qformer.bert.embeddings.position_ids": torch.arange(64)[None],
+        "Qformer.bert.embeddings.position_embeddings.weight": torch.randn(QFORMER_POSITIONS, QFORMER_WIDTH, generator=generator),
+        "Qformer.bert.embeddings.position_ids": torch.arange(QFORMER_POSITIONS)[None],
     }
     _layer_norm(state, "Qformer.bert.embeddings.LayerNorm", QFORMER_WIDTH, generator)
     for layer in range(QFORMER_LAYERS):

@@ -7,7 +7,9 @@ the tolerance of 1e-5 measures structure, not rounding.
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -286,3 +288,89 @@ def test_command_line_converts_and_names_the_flag_of_a_bad_input(fresh_files, tm
     torch.save({"model": {"t5_proj.weight": torch.nn.Linear(2, 2)}}, fresh_files["dff"])
     assert main([*arguments, "--overwrite"]) == 2
     assert "error: --dff-checkpoint: " in capsys.readouterr().err and (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _split_with_dim_mask_pixels():
+    """Three images of odd sizes whose RGB masks are white in one corner and dark blue (grey value 23) elsewhere:
+    forged under this package's rule (any band > 0), not under the release's (grey > 127). Returns the split and
+    each sample's image and mask pictures."""
+    from datasets import Dataset
+
+    from forgerytalker.data.features import MMTT_FEATURES
+
+    rng = np.random.default_rng(11)
+    rows, pictures = [], {}
+    for index, (height, width) in enumerate([(37, 53), (64, 48), (50, 50)]):
+        mask = np.zeros((height, width, 3), dtype=np.uint8)
+        mask[: height // 2, : width // 2] = 255
+        mask[height // 2 :, width // 3 :] = (0, 0, 200)
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        image_id = f"sample-{index}"
+        pictures[image_id] = (Image.fromarray(image), Image.fromarray(mask))
+        rows.append({
+            "image_id": image_id, "image": {"bytes": _png(image), "path": None},
+            "mask": {"bytes": _png(mask), "path": None}, "caption": "the left eye looks blurry", "regions": [0],
+            "method": "face_swap", "source": "synthetic", "extra": "{}",
+        })
+    return Dataset.from_list(rows, features=MMTT_FEATURES), pictures
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="the report metrics need Java")
+def test_official_protocol_scores_masks_as_the_released_evaluation(converted, tmp_path):
+    """Protocol "official": the 16×16 (release: 224×224) mask is thresholded first, then resized with PIL's
+    NEAREST; the ground truth is forged where its grey value is > 127. The default protocol resizes the
+    probabilities first and counts any non-zero band as forged."""
+    from forgerytalker.evaluation.runner import run_evaluation
+
+    _, _, model, processor = converted
+    split, pictures = _split_with_dim_mask_pixels()
+    documents, recorded = {}, {}
+    for protocol in ("official", "forgerytalker"):
+        documents[protocol] = run_evaluation(
+            model, processor, split, protocol=protocol, max_new_tokens=3, progress=False, output_dir=tmp_path / protocol
+        )
+        lines = (tmp_path / protocol / "predictions.jsonl").read_text().splitlines()
+        recorded[protocol] = {record["image_id"]: record["mask_pixels"] for record in map(json.loads, lines)}
+    official = documents["official"]
+    assert official["protocol"] == "official" and official["run"]["protocol"] == "official"
+    assert "NEAREST" in official["conventions"]["mask_resize"] and "> 127" in official["conventions"]["mask_binarization"]
+    assert documents["forgerytalker"]["conventions"]["mask_resize"].startswith("A prediction whose (H, W) differs")
+    assert "protocol 'official'" in (tmp_path / "official" / "metrics.md").read_text()
+
+    for image_id, (image, mask) in pictures.items():
+        with torch.no_grad():
+            logits = model.generate(**processor(images=[image]), max_new_tokens=1).pred_masks[0, 0]
+        thresholded = Image.fromarray((torch.sigmoid(logits) > 0.5).numpy().astype(np.uint8) * 255, mode="L")
+        official_prediction = np.asarray(thresholded.resize(mask.size, Image.NEAREST)) > 127
+        official_truth = np.asarray(mask.convert("L")) > 127
+        default_prediction = processor.post_process_masks(logits[None, None], [(mask.height, mask.width)])[0].numpy()
+        default_truth = (np.asarray(mask) > 0).any(-1)
+        for protocol, prediction, truth in (("official", official_prediction, official_truth),
+                                            ("forgerytalker", default_prediction, default_truth)):
+            expected = {"intersection": int((prediction & truth).sum()), "predicted": int(prediction.sum()),
+                        "target": int(truth.sum())}
+            assert recorded[protocol][image_id] == expected, (protocol, image_id)
+        assert official_truth.sum() < default_truth.sum()
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="the report metrics need Java")
+def test_evaluate_command_with_the_official_protocol_generates_as_the_release(converted, tiny_dataset_dir, tmp_path):
+    out, _, _, _ = converted
+    arguments = ["evaluate", "--model", str(out), "--data", str(tiny_dataset_dir), "--split", "validation",
+                 "--out", str(tmp_path / "eval"), "--protocol", "official", "--no-meteor", "--no-progress", "--limit", "2"]
+    assert main(arguments) == 0
+    document = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert document["protocol"] == "official" and document["run"]["max_new_tokens"] == 100  # the checkpoint's
+    assert document["overall"]["num_images"] == 2 and 0 <= document["overall"]["IoU"] <= 100
+
+
+def test_convert_checkpoint_help_does_not_import_torch():
+    from test_cli import imported_heavy_modules
+
+    assert imported_heavy_modules("convert-checkpoint", "--help") == []

@@ -322,7 +322,8 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         Returns:
             [`BatchFeature`] with `pixel_values` `(batch, 3, size, size)`, `instruction_input_ids`
             `(batch, NUM_PIECES, piece_length)`, `instruction_qformer_input_ids` `(batch, NUM_PIECES,
-            qformer_piece_length)`, and for the arguments given `labels` `(batch, length)`,
+            qformer_piece_length)`, with `mask_prompt_length` `mask_prompt_input_ids` `(batch, NUM_MASK_PROMPT_PIECES,
+            piece_length)`, and for the arguments given `labels` `(batch, length)`,
             `instruction_regions` `(batch, 21)`, `region_labels` `(batch, 21)`, `masks` `(batch, 1, size, size)`.
         """
         if text is not None:
