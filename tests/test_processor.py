@@ -89,7 +89,8 @@ def test_padding_truncation_max_length_and_return_tensors(tiny_model_and_process
     truncated = processor(images=images[:2], reports=reports, max_length=4)["labels"]
     assert truncated.shape == (2, 4) and truncated[0, -1] == eos
     padded = processor(images=images[:2], reports=reports, padding="max_length", max_length=40)["labels"]
-    assert padded.shape == (2, 40) and (padded[1, 2:] == -100).all()
+    short = len(processor.tokenizer("no", add_special_tokens=False)["input_ids"]) + 1  # with its EOS
+    assert padded.shape == (2, 40) and (padded[1, :short] != -100).all() and (padded[1, short:] == -100).all()
     whole = processor(images=images[:2], reports=reports, truncation=False, max_length=4)["labels"]
     assert whole.shape[1] > 4
     with pytest.raises(ValueError, match="padding=False"):
