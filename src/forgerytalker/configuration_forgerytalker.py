@@ -65,7 +65,7 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
         intermediate_size (`int`, *optional*, defaults to 1536):
             Width of each block's feed-forward layer.
         hidden_act (`str`, *optional*, defaults to `"gelu"`):
-            Activation of the feed-forward layers and of the convolution branch.
+            Activation of the feed-forward layers and of the `"grid"` convolution branch.
         hidden_dropout_prob (`float`, *optional*, defaults to 0.0):
             Dropout after attention and feed-forward layers.
         attention_probs_dropout_prob (`float`, *optional*, defaults to 0.0):

@@ -9,7 +9,7 @@ tokenises the pieces once and the model assembles each sample's ids with `assemb
 A region's piece is its name as the first word (`name`) or after another one (`" " + name`), so the pieces put
 together are the whole text's ids for tokenizers that split words at spaces; `ForgeryTalkerProcessor` checks
 this, truncation included, when it is built with a `mask_prompt_length`. Piece tensors have shape
-`(batch_size, NUM_MASK_PROMPT_PIECES, max_piece_length)`, padded with `PIECE_PADDING`, rows laid out as the
+`(batch_size, NUM_MASK_PROMPT_PIECES, max_piece_length)`, padded with `instruction.PIECE_PADDING`, rows laid out as the
 `*_ROW` constants say.
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .instruction import PIECE_PADDING
 from .regions import NUM_REGIONS, REGION_NAMES
 
 LEADING_ROW = 0
