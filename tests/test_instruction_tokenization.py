@@ -33,10 +33,10 @@ NUM_QUERY_TOKENS = 3
 BYTE_TOKENS = [f"<0x{value:02X}>" for value in range(256)]
 
 
-def _trained(model, pre_tokenizer, trainer) -> dict:
+def _trained(model, pre_tokenizer, trainer, texts=()) -> dict:
     tokenizer = Tokenizer(model)
     tokenizer.pre_tokenizer = pre_tokenizer
-    tokenizer.train_from_iterator(tiny_corpus(), trainer=trainer)
+    tokenizer.train_from_iterator(tiny_corpus(texts), trainer=trainer)
     return json.loads(tokenizer.to_str())["model"]
 
 
@@ -50,12 +50,14 @@ def llama_tokenizer():
     return LlamaTokenizer(vocab=learnt["vocab"], merges=[tuple(pair) for pair in learnt["merges"]], legacy=False)
 
 
-def t5_tokenizer():
-    """T5 / Flan-T5: Unigram over WhitespaceSplit + Metaspace(`"always"`), `</s>` appended."""
+def t5_tokenizer(texts=()):
+    """T5 / Flan-T5: Unigram over WhitespaceSplit + Metaspace(`"always"`), `</s>` appended; trained on the tiny
+    corpus and `texts`."""
     learnt = _trained(
         models.Unigram(),
         pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(prepend_scheme="always")]),
         trainers.UnigramTrainer(vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False),
+        texts,
     )
     return T5Tokenizer(vocab=[tuple(entry) for entry in learnt["vocab"]], extra_ids=0)
 
@@ -228,3 +230,76 @@ def test_a_tokenizer_that_does_not_compose_is_refused_by_name():
             BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer,
             BertTokenizerFast(vocab_file=str(minilm_vocabulary_file())), num_query_tokens=NUM_QUERY_TOKENS,
         )
+
+
+# The authors' released wording, written out as their code renders it (`Blip2T5Instruct._get_multimodal_context`).
+RELEASED_REGION_INSTRUCTION = (
+    "The following facial areas may have been modified by AI: {}. These areas might have been manipulated either by "
+    "replacing the entire face or by altering specific facial features. Please identify these areas and describe why "
+    "they appear unnatural."
+)
+RELEASED_NO_REGION_INSTRUCTION = (
+    "The following facial areas may have been modified by AI. These areas might have been manipulated either by "
+    "replacing the entire face or by altering specific facial features. Please identify these areas and describe why "
+    "they appear unnatural."
+)
+RELEASED_MASK_PROMPT_LENGTH = 21
+
+
+def released_wording_processor():
+    from forgerytalker.instruction import DFF_INSTRUCTION_WORDING
+
+    tokenizer = t5_tokenizer([RELEASED_REGION_INSTRUCTION, RELEASED_NO_REGION_INSTRUCTION])
+    return ForgeryTalkerProcessor(
+        BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer,
+        BertTokenizerFast(vocab_file=str(minilm_vocabulary_file()), do_lower_case=True),
+        num_query_tokens=NUM_QUERY_TOKENS, image_token=IMAGE_TOKEN, mask_prompt_length=RELEASED_MASK_PROMPT_LENGTH,
+        **DFF_INSTRUCTION_WORDING,
+    )
+
+
+def test_released_wording_with_and_without_regions_tokenises_as_the_whole_strings():
+    """Issue 13: with a T5 (Metaspace) tokenizer, the instruction assembled from pieces is the tokenisation of the
+    release's whole sentence, the one with regions and the different one without a list."""
+    from forgerytalker.instruction import assemble_instruction_ids, piece_rows
+    from forgerytalker.regions import regions_to_labels
+
+    processor = released_wording_processor()
+    assert isinstance(processor.tokenizer, T5Tokenizer)
+    rows = {"tokenizer": piece_rows(processor.instruction_input_ids), "qformer_tokenizer": piece_rows(processor.instruction_qformer_input_ids)}
+    image_tokens = [processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] * NUM_QUERY_TOKENS
+    for names in region_sets():
+        whole = RELEASED_REGION_INSTRUCTION.format(", ".join(names)) if names else RELEASED_NO_REGION_INSTRUCTION
+        assert processor.build_instruction(names) == whole
+        flagged = regions_to_labels(names)
+        assert assemble_instruction_ids(rows["tokenizer"], flagged) == image_tokens + processor.tokenizer(whole)["input_ids"], names
+        assert assemble_instruction_ids(rows["qformer_tokenizer"], flagged) == processor.qformer_tokenizer(whole)["input_ids"], names
+    # the no-region sentence is not the template with an empty list: it has no colon
+    no_region = processor.tokenizer(RELEASED_NO_REGION_INSTRUCTION)["input_ids"]
+    assert no_region != processor.tokenizer(RELEASED_REGION_INSTRUCTION.format(""))["input_ids"]
+
+
+def test_released_mask_prompt_is_the_names_tokenised_whole_and_cut_from_the_left():
+    """The DFF mask decoder's prompt: `t5_tokenizer(" ".join(names), padding="max_length", truncation=True,
+    max_length=21)` with left truncation, assembled from per-name pieces inside the model."""
+    from forgerytalker.instruction import piece_rows
+    from forgerytalker.mask_prompt import assemble_mask_prompt_ids
+    from forgerytalker.regions import regions_to_labels
+
+    processor = released_wording_processor()
+    tokenizer = processor.tokenizer
+    tokenizer.truncation_side = "left"
+    rows = piece_rows(processor.mask_prompt_input_ids)
+    truncated = 0
+    for names in [None, *region_sets()]:
+        whole = tokenizer(" ".join(names or []), padding="max_length", truncation=True, max_length=RELEASED_MASK_PROMPT_LENGTH)["input_ids"]
+        assembled = assemble_mask_prompt_ids(rows, None if names is None else regions_to_labels(names), RELEASED_MASK_PROMPT_LENGTH)
+        assert assembled == whole, names
+        untruncated = tokenizer(" ".join(names or []))["input_ids"]
+        if len(untruncated) > RELEASED_MASK_PROMPT_LENGTH:
+            truncated += 1
+            assert whole[-1] == tokenizer.eos_token_id and whole[:-1] == untruncated[-RELEASED_MASK_PROMPT_LENGTH:-1]
+    assert truncated > 0, "no region set was long enough to exercise the left truncation"
+    assert assemble_mask_prompt_ids(rows, [0] * len(REGION_NAMES), RELEASED_MASK_PROMPT_LENGTH) == [tokenizer.eos_token_id] + [
+        tokenizer.pad_token_id
+    ] * (RELEASED_MASK_PROMPT_LENGTH - 1)

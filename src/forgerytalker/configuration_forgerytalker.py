@@ -12,6 +12,8 @@ from transformers.configuration_utils import SubConfigSpec
 from .regions import REGION_NAMES
 
 REGION_SOURCES = ("predicted", "ground_truth", "none", "explicit")
+CONV_BRANCH_TYPES = ("grid", "pixel")
+MASK_DECODER_TYPES = ("sam", "dff")
 DEFAULT_MASK_THRESHOLD = 0.5
 DEFAULT_REGION_THRESHOLD = 0.5
 PIPELINE_TASK = "forgery-analysis"
@@ -63,7 +65,7 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
         intermediate_size (`int`, *optional*, defaults to 1536):
             Width of each block's feed-forward layer.
         hidden_act (`str`, *optional*, defaults to `"gelu"`):
-            Activation of the feed-forward layers and of the convolution branch.
+            Activation of the feed-forward layers and of the `"grid"` convolution branch.
         hidden_dropout_prob (`float`, *optional*, defaults to 0.0):
             Dropout after attention and feed-forward layers.
         attention_probs_dropout_prob (`float`, *optional*, defaults to 0.0):
@@ -79,7 +81,15 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
             Kernel size of each convolution of the branch, one per branch layer (the paper: a 3×3 CoordConv and
             a 5×5 convolution).
         use_coord_conv (`bool`, *optional*, defaults to `True`):
-            Whether the first convolution of the branch is a CoordConv (x/y coordinate channels appended).
+            Whether the first convolution of the branch is a CoordConv (coordinate channels appended).
+        conv_branch_type (`str`, *optional*, defaults to `"grid"`):
+            Where the convolution branch works. `"grid"` (the paper, Eq. 1–2): on the patch embeddings laid out on
+            the patch grid, each convolution keeping the grid's size (GroupNorm, `hidden_act`), coordinates
+            appended as `[x, y]`. `"pixel"` (the authors' released Face-ViT): on the raw image, each convolution
+            with stride 2 followed by BatchNorm, LeakyReLU(0.01) for the first and ReLU for the others, and 2×2
+            max-pooling; the first one sees the image with the `[row, column]` coordinate channels appended
+            twice (their CoordConv adds them a second time); each output is flattened in raster order and
+            average-pooled along that sequence (`adaptive_avg_pool1d`) to the number of patches.
         region_names (`list[str]`, *optional*, defaults to the 21 MMTT regions):
             Names of the regions the head scores, in label order. Kept in the saved config to document the label
             order; it must equal `forgerytalker.REGION_NAMES`, the one owner of the vocabulary.
@@ -113,6 +123,7 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
     num_conv_branch_layers: int = 2
     conv_kernel_sizes: list[int] = field(default_factory=lambda: [3, 5])
     use_coord_conv: bool = True
+    conv_branch_type: str = "grid"
     region_names: list[str] = field(default_factory=lambda: list(REGION_NAMES))
     negative_weight: float = 0.2
     region_threshold: float = DEFAULT_REGION_THRESHOLD
@@ -138,6 +149,8 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
                 f"`conv_kernel_sizes` needs one kernel size per branch layer: got {self.conv_kernel_sizes} for "
                 f"`num_conv_branch_layers={self.num_conv_branch_layers}`"
             )
+        if self.conv_branch_type not in CONV_BRANCH_TYPES:
+            raise ValueError(f"`conv_branch_type` must be one of {CONV_BRANCH_TYPES}, got {self.conv_branch_type!r}")
         if any(size % 2 == 0 for size in self.conv_kernel_sizes):
             raise ValueError(f"`conv_kernel_sizes` must be odd so the patch grid keeps its size, got {self.conv_kernel_sizes}")
         if self.image_size % self.patch_size:
@@ -172,6 +185,19 @@ class ForgeryTalkerConfig(PreTrainedConfig):
             SAM's two-way transformer and upscaling head. Its `hidden_size` is the width in which vision,
             Q-Former and prompter features are fused. ForgeryTalker predicts one mask, so
             `num_multimask_outputs` is always set to 0 (SAM's extra mask heads would never get a gradient).
+        mask_decoder_type (`str`, *optional*, defaults to `"sam"`):
+            `"sam"` (the paper, §4.4): SAM's mask decoder over the vision patch grid with the prompter's and
+            Q-Former's features fused in, convolutional upscaling to 4× the grid and an IoU head. `"dff"` (the
+            authors' released DFF checkpoint): the names of the instruction's regions, embedded with the language
+            model's input embeddings and projected, attend to the vision patches; with the vision class token
+            they make `mask_prompt_length + 1` tokens that SAM's two-way transformer runs over, and two MLP heads
+            give a `mask_size`×`mask_size` mask (no IoU head). Its `mask_decoder_config.hidden_size` must be the
+            vision encoder's.
+        mask_prompt_length (`int`, *optional*, defaults to 21):
+            `"dff"` decoder: the length of the region-name prompt in language-model tokens (names joined by
+            spaces, cut from the left, the tokenizer's special tokens kept, right-padded).
+        mask_size (`int`, *optional*, defaults to 224):
+            `"dff"` decoder: side of the square mask it predicts.
         region_source (`str`, *optional*, defaults to `"predicted"`):
             Default origin of the regions named in the instruction: `"predicted"` (the prompter's output),
             `"ground_truth"` (the paper's FPN-GT oracle, needs `region_labels`), `"none"` (the plain instruction
@@ -201,6 +227,9 @@ class ForgeryTalkerConfig(PreTrainedConfig):
     instructblip_config: dict | PreTrainedConfig | None = None
     prompter_config: dict | PreTrainedConfig | None = None
     mask_decoder_config: dict | PreTrainedConfig | None = None
+    mask_decoder_type: str = "sam"
+    mask_prompt_length: int = 21
+    mask_size: int = 224
     region_source: str = "predicted"
     mask_threshold: float = DEFAULT_MASK_THRESHOLD
     mask_loss_weight: float = 1.0
@@ -220,6 +249,17 @@ class ForgeryTalkerConfig(PreTrainedConfig):
             raise ValueError(f"`region_source` must be one of {REGION_SOURCES}, got {self.region_source!r}")
         if not 0.0 < self.mask_threshold < 1.0:
             raise ValueError(f"`mask_threshold` must lie in (0, 1), got {self.mask_threshold}")
+        if self.mask_decoder_type not in MASK_DECODER_TYPES:
+            raise ValueError(f"`mask_decoder_type` must be one of {MASK_DECODER_TYPES}, got {self.mask_decoder_type!r}")
+        vision_hidden_size = self.instructblip_config.vision_config.hidden_size
+        if self.mask_decoder_type == "dff" and self.mask_decoder_config.hidden_size != vision_hidden_size:
+            raise ValueError(
+                f'`mask_decoder_type="dff"` attends to the vision patches directly, so `mask_decoder_config.hidden_size` '
+                f"({self.mask_decoder_config.hidden_size}) must be the vision encoder's hidden size ({vision_hidden_size})"
+            )
+        for name in ("mask_prompt_length", "mask_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if self.instructblip_config.image_token_index is None:
             raise ValueError(
                 "`instructblip_config.image_token_index` must be set: the language model input marks where the "
@@ -257,4 +297,11 @@ def _pipeline_task_registered() -> bool:
     return pipelines is not None and PIPELINE_TASK in pipelines.PIPELINE_REGISTRY.supported_tasks
 
 
-__all__ = ["ForgeryTalkerConfig", "ForgeryTalkerPrompterConfig", "PAPER_INSTRUCTBLIP_CONFIG", "REGION_SOURCES"]
+__all__ = [
+    "CONV_BRANCH_TYPES",
+    "MASK_DECODER_TYPES",
+    "ForgeryTalkerConfig",
+    "ForgeryTalkerPrompterConfig",
+    "PAPER_INSTRUCTBLIP_CONFIG",
+    "REGION_SOURCES",
+]

@@ -218,6 +218,21 @@ def load_mask(source: ImageSource, *, max_pixels: int | None = None, what: str |
         return forged_pixels(mask)
 
 
+def grey_above(mask: Image.Image, threshold: int) -> np.ndarray:
+    """A second mask rule, for reproducing the authors' released evaluation only (protocol "official" of
+    `forgerytalker.evaluate`): True where the picture's 8-bit grey value (PIL `convert("L")`, ITU-R 601-2 luma of
+    the colour bands; alpha ignored) is above `threshold`. Everything else uses `forged_pixels`."""
+    return np.asarray(mask.convert("L")) > threshold
+
+
+def load_grey_mask(
+    source: ImageSource, threshold: int, *, max_pixels: int | None = None, what: str | None = None
+) -> np.ndarray:
+    """`grey_above(open_image(source), threshold)`: a mask file or bytes as a boolean `(H, W)` map."""
+    with open_image(source, max_pixels=max_pixels, what=what) as mask:
+        return grey_above(mask, threshold)
+
+
 def _scale_to_uint8(array: np.ndarray) -> np.ndarray:
     """Pixel values to uint8 by the range of their type: uint16 / 65535, floats in [0, 1], bools to 0/255."""
     if array.dtype == np.uint8:

@@ -13,7 +13,9 @@ regions `r1 ... rn` the text is
     prefix + " " + r1 + separator + " " + ... + " " + rn + suffix
 
 and its pieces are the prefix, `" r_i" + separator` for every region but the last, and `" r_n" + suffix` for
-the last. `ForgeryTalkerProcessor` checks at construction that its tokenizers really compose this way.
+the last. With no region the text is `prefix + " " + empty_regions_text + suffix`, or a sentence of its own
+(`empty_regions_instruction`, as the authors' release words it), which is then one whole piece.
+`ForgeryTalkerProcessor` checks at construction that its tokenizers really compose this way.
 
 Piece tensors have shape `(batch_size, NUM_PIECES, max_piece_length)` (one identical copy per sample, so that
 a batch can be sliced, collated and split like any other) and are padded with `PIECE_PADDING` (-1). Rows are
@@ -32,6 +34,28 @@ DEFAULT_REGION_SEPARATOR = ","
 DEFAULT_NO_REGION_INSTRUCTION = "Is this face manipulated by AI? Please describe the specific issues."
 DEFAULT_EMPTY_REGIONS_TEXT = "none"
 
+# The authors' released DFF model words its instruction this way (`Blip2T5Instruct._get_multimodal_context`); with no
+# region flagged it uses a sentence of its own, without the colon and the list.
+DFF_INSTRUCTION_PREFIX = "The following facial areas may have been modified by AI:"
+DFF_INSTRUCTION_SUFFIX = (
+    ". These areas might have been manipulated either by replacing the entire face or by altering specific facial "
+    "features. Please identify these areas and describe why they appear unnatural."
+)
+DFF_EMPTY_REGIONS_INSTRUCTION = (
+    "The following facial areas may have been modified by AI. These areas might have been manipulated either by "
+    "replacing the entire face or by altering specific facial features. Please identify these areas and describe why "
+    "they appear unnatural."
+)
+DFF_INSTRUCTION_WORDING = {
+    "instruction_prefix": DFF_INSTRUCTION_PREFIX,
+    "region_separator": ",",
+    "instruction_suffix": DFF_INSTRUCTION_SUFFIX,
+    "empty_regions_instruction": DFF_EMPTY_REGIONS_INSTRUCTION,
+    # the release has no prompter-less mode; its no-region sentence is the closest plain instruction
+    "no_region_instruction": DFF_EMPTY_REGIONS_INSTRUCTION,
+}
+"""`ForgeryTalkerProcessor` keyword arguments that give the authors' released wording."""
+
 PREFIX_ROW = 0
 """The prefix, after the image tokens and the tokenizer's leading special tokens."""
 NO_REGION_ROW = 1
@@ -42,7 +66,10 @@ LISTED_REGION_ROW_OFFSET = 3
 """Row `LISTED_REGION_ROW_OFFSET + i`: `" " + REGION_NAMES[i] + separator`, region i followed by another."""
 LAST_REGION_ROW_OFFSET = LISTED_REGION_ROW_OFFSET + NUM_REGIONS
 """Row `LAST_REGION_ROW_OFFSET + i`: `" " + REGION_NAMES[i] + suffix` and the trailing special tokens."""
-NUM_PIECES = LAST_REGION_ROW_OFFSET + NUM_REGIONS
+EMPTY_INSTRUCTION_ROW = LAST_REGION_ROW_OFFSET + NUM_REGIONS
+"""The whole instruction for an empty region list when the wording has a sentence of its own for it
+(`empty_regions_instruction`), with image tokens and leading and trailing special tokens; otherwise empty."""
+NUM_PIECES = EMPTY_INSTRUCTION_ROW + 1
 PIECE_PADDING = -1
 IGNORE_INDEX = -100
 """Label value of tokens the language-model loss ignores (report padding, the instruction itself)."""
@@ -55,14 +82,18 @@ def render_instruction(
     suffix: str = DEFAULT_INSTRUCTION_SUFFIX,
     no_region_instruction: str = DEFAULT_NO_REGION_INSTRUCTION,
     empty_regions_text: str = DEFAULT_EMPTY_REGIONS_TEXT,
+    empty_regions_instruction: str | None = None,
 ) -> str:
-    """The instruction as text. `None` gives the plain instruction (no prompter); `[]` names no region.
+    """The instruction as text. `None` gives the plain instruction (no prompter); `[]` names no region, which
+    renders `empty_regions_instruction` when given, else the template with `empty_regions_text` as the list.
 
     The default wording renders the paper's template: "These facial areas may be manipulated by AI: [R].
     Please describe the specific issues in these areas."
     """
     if region_names is None:
         return no_region_instruction
+    if not region_names and empty_regions_instruction is not None:
+        return empty_regions_instruction
     listed = f"{separator} ".join(region_names) if region_names else empty_regions_text
     return f"{prefix} {listed}{suffix}"
 
@@ -73,12 +104,14 @@ def instruction_piece_texts(
     suffix: str = DEFAULT_INSTRUCTION_SUFFIX,
     no_region_instruction: str = DEFAULT_NO_REGION_INSTRUCTION,
     empty_regions_text: str = DEFAULT_EMPTY_REGIONS_TEXT,
+    empty_regions_instruction: str | None = None,
 ) -> list[str]:
     """The text of every piece, in row order (`NUM_PIECES` strings; special tokens are added by the processor)."""
     texts = [""] * NUM_PIECES
     texts[PREFIX_ROW] = prefix
     texts[NO_REGION_ROW] = no_region_instruction
     texts[EMPTY_REGIONS_ROW] = f" {empty_regions_text}{suffix}"
+    texts[EMPTY_INSTRUCTION_ROW] = empty_regions_instruction or ""
     for index, name in enumerate(REGION_NAMES):
         texts[LISTED_REGION_ROW_OFFSET + index] = f" {name}{separator}"
         texts[LAST_REGION_ROW_OFFSET + index] = f" {name}{suffix}"
@@ -102,7 +135,7 @@ def assemble_instruction_ids(pieces: list[list[int]], flagged: Sequence[int | bo
         return list(pieces[NO_REGION_ROW])
     named = [index for index, value in enumerate(flagged) if value]
     if not named:
-        return pieces[PREFIX_ROW] + pieces[EMPTY_REGIONS_ROW]
+        return list(pieces[EMPTY_INSTRUCTION_ROW]) or pieces[PREFIX_ROW] + pieces[EMPTY_REGIONS_ROW]
     ids = list(pieces[PREFIX_ROW])
     for index in named[:-1]:
         ids += pieces[LISTED_REGION_ROW_OFFSET + index]

@@ -17,6 +17,8 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_forgerytalker import PIPELINE_TASK, ForgeryTalkerConfig
 from .instruction import IGNORE_INDEX, assemble_instruction_ids, piece_rows
+from .mask_prompt import assemble_mask_prompt_ids
+from .modeling_forgerytalker_dff_mask_decoder import ForgeryTalkerDffMaskDecoder
 from .modeling_forgerytalker_mask_decoder import ForgeryTalkerMaskDecoder, forgery_mask_loss
 from .modeling_forgerytalker_prompter import ForgeryPrompterNetwork, ForgeryPrompterOutput
 
@@ -37,15 +39,18 @@ class ForgeryTalkerOutput(ModelOutput):
     language_model_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
         Cross-entropy of the report tokens (paper Eq. 6).
     mask_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `masks` is given):
-        Binary cross-entropy on mask logits + Dice + the IoU head's regression loss.
+        Binary cross-entropy on mask logits + Dice + the IoU head's regression loss (no IoU term for the `"dff"`
+        mask decoder).
     region_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `region_labels` is given):
         The prompter's ½(ω-BCE + Dice) loss, reported for monitoring.
     logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
         Language-model logits.
     pred_masks (`torch.FloatTensor` of shape `(batch_size, 1, mask_height, mask_width)`):
-        Mask logits at 4× the vision patch grid; see `ForgeryTalkerProcessor.post_process_masks`.
-    iou_scores (`torch.FloatTensor` of shape `(batch_size, 1)`):
-        The mask decoder's estimate of its mask's IoU (a confidence for the mask).
+        Mask logits at 4× the vision patch grid (`config.mask_size` square for the `"dff"` mask decoder); see
+        `ForgeryTalkerProcessor.post_process_masks`.
+    iou_scores (`torch.FloatTensor` of shape `(batch_size, 1)`, *optional*):
+        The mask decoder's estimate of its mask's IoU (a confidence for the mask); `None` for the `"dff"` mask
+        decoder, which has no IoU head.
     region_logits (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
         The prompter's logits for each facial region.
     instruction_regions (`torch.LongTensor` of shape `(batch_size, num_regions)`, *optional*):
@@ -89,9 +94,9 @@ class ForgeryTalkerGenerationOutput(ModelOutput):
         The generated report tokens only: neither the instruction nor the decoder's start token (decode with
         `processor.batch_decode`). Row `i * num_return_sequences + j` is image `i`'s `j`-th report.
     pred_masks (`torch.FloatTensor` of shape `(batch_size, 1, mask_height, mask_width)`):
-        Mask logits at 4× the vision patch grid.
-    iou_scores (`torch.FloatTensor` of shape `(batch_size, 1)`):
-        The mask decoder's estimate of its mask's IoU.
+        Mask logits at 4× the vision patch grid (`config.mask_size` square for the `"dff"` mask decoder).
+    iou_scores (`torch.FloatTensor` of shape `(batch_size, 1)`, *optional*):
+        The mask decoder's estimate of its mask's IoU (`None` for the `"dff"` mask decoder).
     region_logits (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
         The prompter's logits.
     region_probs (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
@@ -155,7 +160,7 @@ class ForgeryTalkerPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     # The backbone's and the prompter's own lists are gathered from them by `post_init`.
-    _no_split_modules = ["ForgeryTalkerMaskDecoder"]
+    _no_split_modules = ["ForgeryTalkerMaskDecoder", "ForgeryTalkerDffMaskDecoder"]
     _can_record_outputs = {"mask_decoder_attentions": OutputRecorder(SamAttention, index=1)}
 
     @torch.no_grad()
@@ -172,6 +177,11 @@ class ForgeryTalkerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, (nn.LayerNorm, SamLayerNorm)):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, nn.MultiheadAttention):  # the "dff" decoder's prompt attention (torch's own init)
+            init.xavier_uniform_(module.in_proj_weight)
+            init.zeros_(module.in_proj_bias)
+        elif isinstance(module, ForgeryTalkerDffMaskDecoder):
+            init.normal_(module.mask_tokens, mean=0.0, std=std)
         else:
             super()._init_weights(module)
 
@@ -181,17 +191,28 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
 
     The prompter scores the 21 facial regions; the regions it flags (or the ground truth, none, or regions
     the caller names) fill the instruction given to InstructBLIP's Q-Former and language model; the mask
-    decoder fuses vision, Q-Former and prompter features into a mask. `generate` uses `generation_config`
-    (by default the authors' settings, `GENERATION_DEFAULTS`), saved with every checkpoint.
+    decoder fuses vision, Q-Former and prompter features into a mask (or, `mask_decoder_type="dff"`, vision
+    features and the names of the instruction's regions). `generate` uses `generation_config` (by default the
+    authors' settings, `GENERATION_DEFAULTS`), saved with every checkpoint.
     """
 
     def __init__(self, config: ForgeryTalkerConfig, instructblip: InstructBlipForConditionalGeneration | None = None):
         super().__init__(config)
         # SAM's attention modules read the implementation from their own (sub-)config
         config.mask_decoder_config._attn_implementation = config._attn_implementation
-        self.instructblip = instructblip if instructblip is not None else InstructBlipForConditionalGeneration(config.instructblip_config)
+        if instructblip is None:
+            # `from_pretrained(dtype=...)` sets the dtype of our sub-configs only, not of InstructBLIP's own vision,
+            # Q-Former and text configs, which build their modules in the dtype they carry (a checkpoint whose base
+            # was loaded in float32 carries "float32" there): they follow the backbone's
+            for sub_config_key in config.instructblip_config.sub_configs:
+                getattr(config.instructblip_config, sub_config_key).dtype = config.instructblip_config.dtype
+            instructblip = InstructBlipForConditionalGeneration(config.instructblip_config)
+        self.instructblip = instructblip
         self.prompter = ForgeryPrompterNetwork(config.prompter_config)
-        self.mask_decoder = ForgeryTalkerMaskDecoder(config)
+        if config.mask_decoder_type == "dff":
+            self.mask_decoder = ForgeryTalkerDffMaskDecoder(config)
+        else:
+            self.mask_decoder = ForgeryTalkerMaskDecoder(config)
         self.generation_config.update(**GENERATION_DEFAULTS)
         self.post_init()
 
@@ -375,6 +396,52 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         inputs["labels"], _ = _pad(targets, IGNORE_INDEX, "right", device)
         return inputs
 
+    def build_mask_prompt_ids(self, mask_prompt_input_ids: torch.Tensor, regions: torch.Tensor | None) -> torch.Tensor:
+        """The `"dff"` mask decoder's prompt: each sample's region names, `(batch, config.mask_prompt_length)` ids.
+
+        Args:
+            mask_prompt_input_ids: `(batch, NUM_MASK_PROMPT_PIECES, piece_length)` pieces from the processor.
+            regions: `(batch, num_regions)` 0/1 regions of the instruction, or `None` (no names).
+        """
+        if mask_prompt_input_ids.dim() != 3:
+            raise ValueError(
+                "`mask_prompt_input_ids` must be batch-first, (batch, num_pieces, piece_length), got shape "
+                f"{tuple(mask_prompt_input_ids.shape)}"
+            )
+        flagged = [None] * len(mask_prompt_input_ids) if regions is None else regions.bool().tolist()
+        rows = [
+            assemble_mask_prompt_ids(piece_rows(pieces), names, self.config.mask_prompt_length)
+            for pieces, names in zip(mask_prompt_input_ids, flagged)
+        ]
+        return torch.tensor(rows, dtype=torch.long, device=mask_prompt_input_ids.device)
+
+    def _predict_mask(
+        self,
+        image_features: ModelOutput,
+        prompter_output: ForgeryPrompterOutput,
+        regions: torch.Tensor | None,
+        mask_prompt_input_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(pred_masks, iou_scores)` from the mask decoder the config names."""
+        if self.config.mask_decoder_type == "sam":
+            if mask_prompt_input_ids is not None:
+                raise ValueError(
+                    "`mask_prompt_input_ids` belong to models with the \"dff\" mask decoder; this model's is \"sam\" "
+                    "(make the inputs with this checkpoint's processor)"
+                )
+            return self.mask_decoder(
+                image_features.last_hidden_state,
+                image_features.qformer_outputs.last_hidden_state[:, : self.config.num_query_tokens],
+                prompter_output.last_hidden_state,
+            )
+        if mask_prompt_input_ids is None:
+            raise ValueError(
+                'The "dff" mask decoder needs `mask_prompt_input_ids`: make the inputs with a processor built with '
+                "`mask_prompt_length` (this checkpoint's own processor)"
+            )
+        prompt_ids = self.build_mask_prompt_ids(mask_prompt_input_ids, regions)
+        return self.mask_decoder(image_features.last_hidden_state, self.get_input_embeddings()(prompt_ids))
+
     # -- forward and generate ------------------------------------------------------------------------------
 
     @capture_outputs
@@ -388,6 +455,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         region_labels: torch.Tensor | None = None,
         instruction_regions: torch.Tensor | None = None,
         region_source: str | None = None,
+        mask_prompt_input_ids: torch.LongTensor | None = None,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
@@ -411,6 +479,8 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
                 0/1 regions the caller names; given alone it selects the `"explicit"` region source.
             region_source (`str`, *optional*):
                 `"predicted"`, `"ground_truth"`, `"none"` or `"explicit"`; defaults to `config.region_source`.
+            mask_prompt_input_ids (`torch.LongTensor` of shape `(batch_size, num_pieces, piece_length)`, *optional*):
+                The region-name prompt's pieces (from the processor); needed by the `"dff"` mask decoder only.
             input_ids, attention_mask, inputs_embeds:
                 Accepted so that wrappers written for causal LMs (PEFT's `task_type="CAUSAL_LM"`) can pass them
                 as `None`; the model builds the language model's inputs from the instruction pieces itself.
@@ -432,6 +502,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             masks=masks,
             region_labels=region_labels,
             instruction_regions=instruction_regions,
+            mask_prompt_input_ids=mask_prompt_input_ids,
         )
         output_flags = {name: True for name in _OUTPUT_FLAGS if kwargs.get(name, getattr(self.config, name, False))}
         prompter_output = self.prompter(pixel_values, region_labels=region_labels, **output_flags)
@@ -442,11 +513,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         backbone_output = self.instructblip(
             pixel_values=None, mm_encoder_outputs={"image": image_features}, **language_inputs, **output_flags, return_dict=True
         )
-        pred_masks, iou_scores = self.mask_decoder(
-            image_features.last_hidden_state,
-            image_features.qformer_outputs.last_hidden_state[:, : self.config.num_query_tokens],
-            prompter_output.last_hidden_state,
-        )
+        pred_masks, iou_scores = self._predict_mask(image_features, prompter_output, regions, mask_prompt_input_ids)
         language_model_loss = backbone_output.loss if labels is not None else None
         mask_loss = None
         if masks is not None:
@@ -520,6 +587,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         region_labels: torch.Tensor | None = None,
         instruction_regions: torch.Tensor | None = None,
         region_source: str | None = None,
+        mask_prompt_input_ids: torch.LongTensor | None = None,
         generation_config: GenerationConfig | None = None,
         **kwargs,
     ) -> ForgeryTalkerGenerationOutput:
@@ -542,6 +610,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             instruction_qformer_input_ids=instruction_qformer_input_ids,
             region_labels=region_labels,
             instruction_regions=instruction_regions,
+            mask_prompt_input_ids=mask_prompt_input_ids,
         )
         generation_config, model_kwargs = self._generation_settings(generation_config, kwargs)
         prompter_output = self.prompter(pixel_values)
@@ -552,11 +621,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         )
         backbone = self.instructblip
         image_features = self._image_features(pixel_values, language_inputs)
-        pred_masks, iou_scores = self.mask_decoder(
-            image_features.last_hidden_state,
-            image_features.qformer_outputs.last_hidden_state[:, : self.config.num_query_tokens],
-            prompter_output.last_hidden_state,
-        )
+        pred_masks, iou_scores = self._predict_mask(image_features, prompter_output, regions, mask_prompt_input_ids)
         input_ids, attention_mask = language_inputs["input_ids"], language_inputs["attention_mask"]
         inputs_embeds = backbone.get_input_embeddings()(input_ids)
         image_positions = backbone.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds)

@@ -41,7 +41,7 @@ def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
 
 def forgery_mask_loss(
     mask_logits: torch.Tensor,
-    iou_scores: torch.Tensor,
+    iou_scores: torch.Tensor | None,
     masks: torch.Tensor,
     threshold: float,
     dice_weight: float,
@@ -51,7 +51,8 @@ def forgery_mask_loss(
 
     Args:
         mask_logits: `(batch_size, 1, height, width)` decoder logits (sigmoid is applied here once).
-        iou_scores: `(batch_size, 1)` the decoder's estimate of its mask's IoU.
+        iou_scores: `(batch_size, 1)` the decoder's estimate of its mask's IoU; `None` for a decoder without an IoU
+            head (the `"dff"` one), which leaves the IoU term out.
         masks: `(batch_size, 1, H, W)` or `(batch_size, H, W)` 0/1 ground truth; logits are resized to it.
         threshold: probability above which a pixel counts as forged when measuring the real IoU.
         dice_weight: weight of the soft Dice term (smoothed by 1 so empty ground truth is well defined).
@@ -65,6 +66,8 @@ def forgery_mask_loss(
     probabilities = torch.sigmoid(logits).flatten(1)
     flat_target = target.flatten(1)
     dice = 1 - (2 * (probabilities * flat_target).sum(-1) + 1) / (probabilities.sum(-1) + flat_target.sum(-1) + 1)
+    if iou_scores is None:
+        return bce + dice_weight * dice.mean()
     with torch.no_grad():
         predicted = probabilities > threshold
         truth = flat_target > 0.5

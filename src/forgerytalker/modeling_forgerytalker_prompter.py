@@ -95,13 +95,71 @@ class ForgeryPrompterConvLayer(nn.Module):
         return self.activation(self.norm(self.conv(features)))
 
 
+def pixel_coordinate_channels(images: torch.Tensor) -> torch.Tensor:
+    """Row and column coordinates in [-1, 1], `[row, column]`, as two channels shaped like `images` `(batch, _, h, w)`.
+
+    The order of the authors' CoordConv (its first channel varies down the rows), the opposite of the grid
+    branch's `coordinate_channels`.
+    """
+    batch_size, _, height, width = images.shape
+    rows = torch.linspace(-1.0, 1.0, height, device=images.device, dtype=images.dtype)
+    columns = torch.linspace(-1.0, 1.0, width, device=images.device, dtype=images.dtype)
+    grid_rows, grid_columns = torch.meshgrid(rows, columns, indexing="ij")
+    return torch.stack([grid_rows, grid_columns]).expand(batch_size, -1, -1, -1)
+
+
+class ForgeryPrompterPixelConvLayer(nn.Module):
+    """One convolution of the released Face-ViT's branch on raw pixels: `(batch, c, h, w)` → `(batch, hidden, h/4, w/4)`.
+
+    Convolution with stride 2 and "same" padding, BatchNorm, `activation`, then 2×2 max-pooling. The first layer
+    sees the image with `[row, column]` appended twice (`coordinate_copies=2`): their `AddCoords` and then their
+    `CoordConv` each append the pair.
+    """
+
+    def __init__(self, in_channels: int, hidden_size: int, kernel_size: int, activation: nn.Module, coordinate_copies: int = 0):
+        super().__init__()
+        self.coordinate_copies = coordinate_copies
+        self.conv = nn.Conv2d(in_channels + 2 * coordinate_copies, hidden_size, kernel_size, stride=2, padding=kernel_size // 2)
+        self.norm = nn.BatchNorm2d(hidden_size)
+        self.activation = activation
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.coordinate_copies:
+            coordinates = pixel_coordinate_channels(features)
+            features = torch.cat([features, *[coordinates] * self.coordinate_copies], dim=1)
+        return self.pool(self.activation(self.norm(self.conv(features))))
+
+
+def build_conv_branch(config: ForgeryTalkerPrompterConfig) -> nn.ModuleList:
+    """The prompter's convolution branch, one layer per entry of `config.conv_kernel_sizes` (see `conv_branch_type`)."""
+    if config.conv_branch_type == "grid":
+        return nn.ModuleList(
+            ForgeryPrompterConvLayer(
+                config.hidden_size, kernel_size, use_coord_conv=config.use_coord_conv and index == 0, hidden_act=config.hidden_act
+            )
+            for index, kernel_size in enumerate(config.conv_kernel_sizes)
+        )
+    return nn.ModuleList(
+        ForgeryPrompterPixelConvLayer(
+            config.num_channels if index == 0 else config.hidden_size,
+            config.hidden_size,
+            kernel_size,
+            activation=nn.LeakyReLU(0.01) if index == 0 else nn.ReLU(),
+            coordinate_copies=2 if config.use_coord_conv and index == 0 else 0,
+        )
+        for index, kernel_size in enumerate(config.conv_kernel_sizes)
+    )
+
+
 class ForgeryPrompterNetwork(PreTrainedModel):
     """ViT with a parallel convolution branch summed into its first *m* blocks, and a multi-label head.
 
     Paper Eq. 1–2: the patch tokens of each of the first `num_conv_branch_layers` blocks receive the output
-    of one more convolution of the branch (which starts from the patch embeddings laid out on the grid), so
-    `F_g^i = MHA_i(F_g^i + F_l^i)`. The class token of the last layer feeds the region head. Usable on its own
-    for stage 1 of training, saved and loaded with `save_pretrained` / `from_pretrained`.
+    of one more convolution of the branch, so `F_g^i = MHA_i(F_g^i + F_l^i)`. The branch starts from the patch
+    embeddings laid out on the grid (`conv_branch_type="grid"`, the paper) or from the image itself
+    (`"pixel"`, the authors' released Face-ViT). The class token of the last layer feeds the region head.
+    Usable on its own for stage 1 of training, saved and loaded with `save_pretrained` / `from_pretrained`.
     """
 
     config: ForgeryTalkerPrompterConfig
@@ -118,12 +176,7 @@ class ForgeryPrompterNetwork(PreTrainedModel):
         super().__init__(config)
         vit_config = self._vit_config(config)
         self.embeddings = ViTEmbeddings(vit_config)
-        self.conv_branch = nn.ModuleList(
-            ForgeryPrompterConvLayer(
-                config.hidden_size, kernel_size, use_coord_conv=config.use_coord_conv and index == 0, hidden_act=config.hidden_act
-            )
-            for index, kernel_size in enumerate(config.conv_kernel_sizes)
-        )
+        self.conv_branch = build_conv_branch(config)
         self.layers = nn.ModuleList(ViTLayer(vit_config) for _ in range(config.num_hidden_layers))
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.region_head = nn.Linear(config.hidden_size, config.num_regions)
@@ -154,6 +207,18 @@ class ForgeryPrompterNetwork(PreTrainedModel):
             init.trunc_normal_(module.position_embeddings, mean=0.0, std=self.config.initializer_range)
             init.trunc_normal_(module.cls_token, mean=0.0, std=self.config.initializer_range)
 
+    def _branch_tokens(self, local: torch.Tensor, num_patches: int) -> torch.Tensor:
+        """A branch output `(batch, hidden, h, w)` as `(batch, num_patches, hidden)` tokens to add to the patches.
+
+        The grid branch keeps the patch grid, so its raster order is the patches'. The pixel branch's map is
+        flattened in raster order and average-pooled along that sequence to `num_patches` (as released: the pooling
+        windows of a flattened raster cross image rows, they are not aligned with the patches).
+        """
+        features = local.flatten(2)
+        if self.config.conv_branch_type == "pixel":
+            features = F.adaptive_avg_pool1d(features, num_patches)
+        return features.transpose(1, 2)
+
     @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self, pixel_values: torch.Tensor, region_labels: torch.Tensor | None = None, **kwargs
@@ -170,14 +235,18 @@ class ForgeryPrompterNetwork(PreTrainedModel):
         size = self.config.image_size
         if pixel_values.shape[-2:] != (size, size):
             pixel_values = F.interpolate(pixel_values, size=(size, size), mode="bilinear", align_corners=False)
-        tokens = self.embeddings(pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype))
+        pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
+        tokens = self.embeddings(pixel_values)
         batch_size, num_tokens, hidden_size = tokens.shape
-        grid = size // self.config.patch_size
-        local = tokens[:, 1:].transpose(1, 2).reshape(batch_size, hidden_size, grid, grid)
+        if self.config.conv_branch_type == "pixel":
+            local = pixel_values
+        else:
+            grid = size // self.config.patch_size
+            local = tokens[:, 1:].transpose(1, 2).reshape(batch_size, hidden_size, grid, grid)
         for index, layer in enumerate(self.layers):
             if index < len(self.conv_branch):
                 local = self.conv_branch[index](local)
-                tokens = torch.cat([tokens[:, :1], tokens[:, 1:] + local.flatten(2).transpose(1, 2)], dim=1)
+                tokens = torch.cat([tokens[:, :1], tokens[:, 1:] + self._branch_tokens(local, num_tokens - 1)], dim=1)
             tokens = layer(tokens, **kwargs)
         hidden_states = self.layernorm(tokens)
         region_logits = self.region_head(hidden_states[:, 0])
@@ -189,4 +258,4 @@ class ForgeryPrompterNetwork(PreTrainedModel):
         return ForgeryPrompterOutput(loss=loss, region_logits=region_logits, last_hidden_state=hidden_states)
 
 
-__all__ = ["ForgeryPrompterNetwork", "ForgeryPrompterOutput", "forgery_prompter_loss"]
+__all__ = ["ForgeryPrompterNetwork", "ForgeryPrompterOutput", "forgery_prompter_loss", "pixel_coordinate_channels"]

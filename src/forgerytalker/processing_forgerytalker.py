@@ -20,6 +20,7 @@ from .instruction import (
     DEFAULT_INSTRUCTION_SUFFIX,
     DEFAULT_NO_REGION_INSTRUCTION,
     DEFAULT_REGION_SEPARATOR,
+    EMPTY_INSTRUCTION_ROW,
     EMPTY_REGIONS_ROW,
     IGNORE_INDEX,
     LAST_REGION_ROW_OFFSET,
@@ -30,6 +31,16 @@ from .instruction import (
     instruction_piece_texts,
     piece_rows,
     render_instruction,
+)
+from .mask_prompt import (
+    FIRST_NAME_ROW_OFFSET,
+    LEADING_ROW,
+    NUM_MASK_PROMPT_PIECES,
+    PADDING_ROW,
+    TRAILING_ROW,
+    assemble_mask_prompt_ids,
+    mask_prompt_name_texts,
+    render_mask_prompt,
 )
 from .modeling_forgerytalker import resolve_local_path
 from .regions import REGION_NAMES, labels_to_regions, regions_to_labels
@@ -68,7 +79,14 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         instruction_prefix, region_separator, instruction_suffix, no_region_instruction, empty_regions_text (`str`, *optional*):
             The instruction's wording (see `forgerytalker.instruction.render_instruction`). The defaults give the
             paper's "These facial areas may be manipulated by AI: [R]. Please describe the specific issues in
-            these areas."
+            these areas." `forgerytalker.instruction.DFF_INSTRUCTION_WORDING` gives the authors' released one.
+        empty_regions_instruction (`str`, *optional*):
+            The whole instruction when no region is named (the prompter flagged none), instead of the template
+            with `empty_regions_text` as its list; the authors' release has such a sentence.
+        mask_prompt_length (`int`, *optional*):
+            For models with the `"dff"` mask decoder: also return `mask_prompt_input_ids`, the pieces of the
+            region-name prompt (`forgerytalker.mask_prompt`), checked against the tokenizer at this length. It
+            must equal the model's `config.mask_prompt_length`.
         max_report_length (`int`, *optional*, defaults to 160):
             Report tokens kept for training when the call gives no `max_length` (the EOS token is always kept).
 
@@ -93,9 +111,15 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         instruction_suffix: str = DEFAULT_INSTRUCTION_SUFFIX,
         no_region_instruction: str = DEFAULT_NO_REGION_INSTRUCTION,
         empty_regions_text: str = DEFAULT_EMPTY_REGIONS_TEXT,
+        empty_regions_instruction: str | None = None,
+        mask_prompt_length: int | None = None,
         max_report_length: int = 160,
         **kwargs,
     ):
+        if empty_regions_instruction is not None and not empty_regions_instruction.strip():
+            raise ValueError("`empty_regions_instruction` must be a sentence or None, got an empty string")
+        if mask_prompt_length is not None and mask_prompt_length < 1:
+            raise ValueError(f"`mask_prompt_length` must be at least 1, got {mask_prompt_length}")
         if image_token not in tokenizer.get_vocab():
             tokenizer.add_tokens([image_token], special_tokens=True)
         self.num_query_tokens = num_query_tokens
@@ -105,9 +129,13 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         self.instruction_suffix = instruction_suffix
         self.no_region_instruction = no_region_instruction
         self.empty_regions_text = empty_regions_text
+        self.empty_regions_instruction = empty_regions_instruction
+        self.mask_prompt_length = mask_prompt_length
         self.max_report_length = max_report_length
         super().__init__(image_processor, tokenizer, qformer_tokenizer, **kwargs)
         self.check_instruction_tokenization()
+        if mask_prompt_length is not None:
+            self.check_mask_prompt_tokenization()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -125,7 +153,8 @@ class ForgeryTalkerProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        return ["pixel_values", "instruction_input_ids", "instruction_qformer_input_ids"]
+        names = ["pixel_values", "instruction_input_ids", "instruction_qformer_input_ids"]
+        return names if self.mask_prompt_length is None else [*names, "mask_prompt_input_ids"]
 
     # -- the instruction -----------------------------------------------------------------------------------
 
@@ -138,6 +167,7 @@ class ForgeryTalkerProcessor(ProcessorMixin):
             self.instruction_suffix,
             self.no_region_instruction,
             self.empty_regions_text,
+            self.empty_regions_instruction,
         )
 
     @property
@@ -162,16 +192,29 @@ class ForgeryTalkerProcessor(ProcessorMixin):
             self.instruction_suffix,
             self.no_region_instruction,
             self.empty_regions_text,
+            self.empty_regions_instruction,
         )
         rows = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
         rows[PREFIX_ROW] = image_tokens + leading + rows[PREFIX_ROW]
-        rows[NO_REGION_ROW] = image_tokens + leading + rows[NO_REGION_ROW] + trailing
-        for row in [EMPTY_REGIONS_ROW, *range(LAST_REGION_ROW_OFFSET, len(rows))]:
+        whole = [NO_REGION_ROW] if self.empty_regions_instruction is None else [NO_REGION_ROW, EMPTY_INSTRUCTION_ROW]
+        for row in whole:
+            rows[row] = image_tokens + leading + rows[row] + trailing
+        for row in [EMPTY_REGIONS_ROW, *range(LAST_REGION_ROW_OFFSET, LAST_REGION_ROW_OFFSET + len(REGION_NAMES))]:
             rows[row] = rows[row] + trailing
-        pieces = torch.full((len(rows), max(len(row) for row in rows)), PIECE_PADDING, dtype=torch.long)
-        for index, row in enumerate(rows):
-            pieces[index, : len(row)] = torch.tensor(row, dtype=torch.long)
-        return pieces
+        return _piece_tensor(rows)
+
+    @cached_property
+    def mask_prompt_input_ids(self) -> torch.Tensor:
+        """One sample's mask-prompt pieces in the language model's vocabulary, `(NUM_MASK_PROMPT_PIECES, piece_length)`."""
+        tokenizer = self.tokenizer
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"The mask prompt is right-padded, but the tokenizer {tokenizer.name_or_path!r} has no pad token")
+        rows = [[]] * NUM_MASK_PROMPT_PIECES
+        rows[LEADING_ROW], rows[TRAILING_ROW] = _special_tokens_around(tokenizer)
+        rows[PADDING_ROW] = [tokenizer.pad_token_id]
+        for offset, text in enumerate(mask_prompt_name_texts()):
+            rows[FIRST_NAME_ROW_OFFSET + offset] = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return _piece_tensor(rows)
 
     def expected_instruction_ids(self, regions: Sequence[str] | None) -> tuple[list[int], list[int]]:
         """The ids the language model and the Q-Former must see for `regions`, from the whole text.
@@ -182,6 +225,39 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         text = self.build_instruction(regions)
         image_tokens = [self.image_token_id] * self.num_query_tokens
         return image_tokens + self.tokenizer(text)["input_ids"], self.qformer_tokenizer(text)["input_ids"]
+
+    def expected_mask_prompt_ids(self, regions: Sequence[str] | None) -> list[int]:
+        """The mask-prompt ids the model must see for `regions`, from the whole text as the authors' release makes
+        them: `tokenizer(" ".join(regions), padding="max_length", truncation=True, max_length=mask_prompt_length)`
+        with the tokenizer truncating from the left."""
+        if self.mask_prompt_length is None:
+            raise ValueError("This processor makes no mask prompt: build it with `mask_prompt_length`")
+        tokenizer = self.tokenizer
+        side = tokenizer.truncation_side
+        tokenizer.truncation_side = "left"
+        try:
+            encoded = tokenizer(
+                render_mask_prompt(regions), padding="max_length", truncation=True, max_length=self.mask_prompt_length
+            )
+        finally:
+            tokenizer.truncation_side = side
+        return list(encoded["input_ids"])
+
+    def check_mask_prompt_tokenization(self) -> None:
+        """Raises a `ValueError` unless the assembled mask-prompt pieces equal the whole text's ids for every
+        checked region set (the same sets as the instruction's, all 21 names being longer than the prompt)."""
+        rows = piece_rows(self.mask_prompt_input_ids)
+        for regions in (None, *_CHECKED_REGION_SETS):
+            flagged = None if regions is None else regions_to_labels(regions)
+            assembled = assemble_mask_prompt_ids(rows, flagged, self.mask_prompt_length)
+            expected = self.expected_mask_prompt_ids(regions)
+            if assembled != expected:
+                raise ValueError(
+                    f"The processor's tokenizer ({type(self.tokenizer).__name__}, {self.tokenizer.name_or_path!r}) "
+                    f"does not tokenise the mask prompt in pieces the way it tokenises the whole text: for regions "
+                    f"{None if regions is None else list(regions)} the pieces give {assembled} but "
+                    f"{render_mask_prompt(regions)!r} gives {expected}"
+                )
 
     def check_instruction_tokenization(self) -> None:
         """Raises a `ValueError` unless the assembled pieces equal the whole text's ids for every checked set.
@@ -246,7 +322,8 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         Returns:
             [`BatchFeature`] with `pixel_values` `(batch, 3, size, size)`, `instruction_input_ids`
             `(batch, NUM_PIECES, piece_length)`, `instruction_qformer_input_ids` `(batch, NUM_PIECES,
-            qformer_piece_length)`, and for the arguments given `labels` `(batch, length)`,
+            qformer_piece_length)`, with `mask_prompt_length` `mask_prompt_input_ids` `(batch, NUM_MASK_PROMPT_PIECES,
+            piece_length)`, and for the arguments given `labels` `(batch, length)`,
             `instruction_regions` `(batch, 21)`, `region_labels` `(batch, 21)`, `masks` `(batch, 1, size, size)`.
         """
         if text is not None:
@@ -275,6 +352,8 @@ class ForgeryTalkerProcessor(ProcessorMixin):
             "instruction_input_ids": self.instruction_input_ids.expand(count, -1, -1).clone(),
             "instruction_qformer_input_ids": self.instruction_qformer_input_ids.expand(count, -1, -1).clone(),
         }
+        if self.mask_prompt_length is not None:
+            data["mask_prompt_input_ids"] = self.mask_prompt_input_ids.expand(count, -1, -1).clone()
         if reports is not None:
             data["labels"] = self._encode_reports(_matching(reports, count, "reports", str), **text_kwargs)
         if regions is not None:
@@ -398,7 +477,8 @@ class ForgeryTalkerProcessor(ProcessorMixin):
 
         Returns:
             Dicts with `report`, `regions`, `region_probabilities` (all 21, `REGION_NAMES` order),
-            `instruction_regions` (`None` for the plain instruction), `mask` (bool `(H, W)`), `mask_confidence`,
+            `instruction_regions` (`None` for the plain instruction), `mask` (bool `(H, W)`), `mask_confidence`
+            (the IoU head's estimate; `None` for a `"dff"` mask decoder, which has none),
             `mask_threshold`, `region_threshold` (the values used) and, if asked, `mask_probabilities`
             (float32 `(H, W)`).
         """
@@ -421,7 +501,7 @@ class ForgeryTalkerProcessor(ProcessorMixin):
                 "region_probabilities": regions[image]["probabilities"],
                 "instruction_regions": None if instruction is None else labels_to_regions(instruction[image].tolist()),
                 "mask": probabilities[image] > mask_threshold,
-                "mask_confidence": float(outputs.iou_scores[image, 0]),
+                "mask_confidence": None if outputs.iou_scores is None else float(outputs.iou_scores[image, 0]),
                 "mask_threshold": mask_threshold,
                 "region_threshold": region_threshold,
             }
@@ -439,6 +519,14 @@ def _threshold(explicit: float | None, outputs, name: str) -> float:
     if carried is None:
         raise ValueError(f"`{name}` is needed: these outputs do not say which one the model used")
     return float(carried)
+
+
+def _piece_tensor(rows: list[list[int]]) -> torch.Tensor:
+    """Token rows as one `(len(rows), longest)` tensor padded with `PIECE_PADDING`."""
+    pieces = torch.full((len(rows), max(1, *(len(row) for row in rows))), PIECE_PADDING, dtype=torch.long)
+    for index, row in enumerate(rows):
+        pieces[index, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return pieces
 
 
 def _special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:

@@ -16,7 +16,7 @@ import sys
 
 from .. import __version__
 
-COMMAND_MODULES = ("analyze", "data", "demo", "evaluate", "push")
+COMMAND_MODULES = ("analyze", "convert_checkpoint", "data", "demo", "evaluate", "push")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,9 @@ class UsageError(Exception):
     """A command-line argument that cannot be used; the message starts with the argument's name."""
 
 
+DEFAULT_MAX_NEW_TOKENS = 60
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -61,7 +64,20 @@ def add_parser(subparsers) -> None:
         "resize:FACTOR, blur:SIGMA, or several joined with + (applied in order)",
     )
     parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per generate call (default 8)")
-    parser.add_argument("--max-new-tokens", type=_positive_int, default=60, help="longest report (default 60)")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        help="longest report (default 60; with --protocol official the checkpoint's generation_config.max_new_tokens, "
+        "the release's 100)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("forgerytalker", "official"),
+        default="forgerytalker",
+        help="metric conventions: this package's (default), or the authors' released evaluation where it differs "
+        "(masks thresholded at the model's resolution, then resized with PIL's nearest neighbour; ground truth "
+        "grey > 127), to compare with their README's numbers",
+    )
     parser.add_argument(
         "--meteor",
         action=argparse.BooleanOptionalAction,
@@ -174,7 +190,8 @@ def _device(name: str | None, processes) -> str:
 
 
 def _row_label(args: argparse.Namespace) -> str:
-    return f"{Path(args.model).name} ({args.regions} regions)"
+    protocol = ", official protocol" if args.protocol == "official" else ""
+    return f"{Path(args.model).name} ({args.regions} regions{protocol})"
 
 
 def _summary(document: dict, label: str) -> str:
@@ -249,6 +266,15 @@ def _load_model(name: str, device: str):
     return model.to(device), processor
 
 
+def _max_new_tokens(args: argparse.Namespace, model) -> int:
+    """`--max-new-tokens`, else the checkpoint's own limit under `--protocol official` (as the release generates),
+    else 60."""
+    if args.max_new_tokens is not None:
+        return args.max_new_tokens
+    configured = getattr(getattr(model, "generation_config", None), "max_new_tokens", None)
+    return configured if args.protocol == "official" and configured else DEFAULT_MAX_NEW_TOKENS
+
+
 def _evaluate(args: argparse.Namespace, model, processor, dataset) -> dict:
     from ..evaluation.runner import run_evaluation
 
@@ -259,11 +285,12 @@ def _evaluate(args: argparse.Namespace, model, processor, dataset) -> dict:
         region_source=args.regions,
         degradations=args.degrade,
         batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=_max_new_tokens(args, model),
         with_meteor=args.meteor,
         output_dir=args.out,
         progress=not args.no_progress,
         detection_score=args.detection_score,
+        protocol=args.protocol,
         skip_unreadable_images=args.skip_unreadable,
         overwrite=args.overwrite,
         model_name=_row_label(args),

@@ -32,6 +32,14 @@ CIDER_SIGMA = 6.0
 ROUGE_BETA = 1.2
 """Recall weight of pycocoevalcap's ROUGE-L F-measure."""
 
+EVALUATION_PROTOCOLS: tuple[str, ...] = ("forgerytalker", "official")
+"""`"forgerytalker"`: the rules below. `"official"`: the scoring of the authors' released code
+(`scripts/evaluation/evaluate.py` + `evaluate_metrics.py` of NattyLianJc/Generating-Attribution-Reports) where it
+differs from them (`OFFICIAL_PROTOCOL`), so that a run compares with their README's numbers."""
+
+OFFICIAL_MASK_GREY_THRESHOLD = 127
+"""Protocol "official": a mask pixel is forged where its 8-bit grey value (PIL `convert("L")`) is above this."""
+
 TEXT_METRICS: tuple[str, ...] = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 MASK_METRICS: tuple[str, ...] = ("IoU", "Precision", "Recall", "cIoU")
 REGION_METRICS: tuple[str, ...] = ("PLM",)
@@ -121,14 +129,49 @@ CONVENTIONS: tuple[tuple[str, str], ...] = (
 )
 
 
-def conventions_dict() -> dict[str, str]:
-    """The conventions as `{rule name: sentence}`, as embedded in `metrics.json`."""
-    return dict(CONVENTIONS)
+OFFICIAL_PROTOCOL: tuple[tuple[str, str], ...] = (
+    (
+        "protocol",
+        "Protocol 'official': the mask rules of the authors' released evaluation (scripts/evaluation/evaluate.py "
+        "and evaluate_metrics.py of NattyLianJc/Generating-Attribution-Reports) replace mask_binarization and "
+        "mask_resize; every other rule is as stated, theirs too (per-image means, the empty-mask rules, "
+        "pycocoevalcap with the PTB tokenizer, CIDEr-D; their README multiplies their fractions by 100). Not "
+        "reproduced: their script silently leaves out images without a prediction and predicts on a black image "
+        "when one fails to load; here both are errors (or, with skip_unreadable_images, listed).",
+    ),
+    (
+        "mask_binarization",
+        "Protocol 'official': the predicted mask is thresholded at the model's own output resolution (p > the "
+        "checkpoint's config.mask_threshold; the release's 224x224 sigmoid > 0.5) and kept as a 0/255 grey "
+        f"picture. Ground-truth masks are forged where their 8-bit grey value (PIL convert('L'), ITU-R 601-2 "
+        f"luma of the colour bands) is > {OFFICIAL_MASK_GREY_THRESHOLD}.",
+    ),
+    (
+        "mask_resize",
+        "Protocol 'official': the thresholded 0/255 prediction is resized to the ground truth's size with PIL's "
+        f"Image.NEAREST and forged where > {OFFICIAL_MASK_GREY_THRESHOLD}; the ground truth is never resized.",
+    ),
+)
+"""The rules of protocol "official" that replace (or precede) those of `CONVENTIONS`."""
 
 
-def conventions_text() -> str:
-    """The conventions as a markdown bullet list, as quoted by reports, the README and docs/metrics.md."""
-    return "\n".join(f"- **{name}**: {sentence}" for name, sentence in CONVENTIONS)
+def _conventions(protocol: str) -> dict[str, str]:
+    if protocol not in EVALUATION_PROTOCOLS:
+        raise ValueError(f"`protocol` must be one of {', '.join(EVALUATION_PROTOCOLS)}, got {protocol!r}")
+    if protocol == "forgerytalker":
+        return dict(CONVENTIONS)
+    replaced = dict(OFFICIAL_PROTOCOL)
+    return {"protocol": replaced["protocol"], **{name: replaced.get(name, sentence) for name, sentence in CONVENTIONS}}
+
+
+def conventions_dict(protocol: str = "forgerytalker") -> dict[str, str]:
+    """The conventions of `protocol` as `{rule name: sentence}`, as embedded in `metrics.json`."""
+    return _conventions(protocol)
+
+
+def conventions_text(protocol: str = "forgerytalker") -> str:
+    """The conventions of `protocol` as a markdown bullet list, as quoted by reports, the README and docs/metrics.md."""
+    return "\n".join(f"- **{name}**: {sentence}" for name, sentence in _conventions(protocol).items())
 
 
 def binarize(values, what: str, threshold: float | None = None) -> np.ndarray:

@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 
 import numpy as np
+from PIL import Image
 
 from .. import image_utils
-from .conventions import EMPTY_UNION_IOU, METRIC_SCALE, binarize, check_image_ids
+from .conventions import EMPTY_UNION_IOU, METRIC_SCALE, OFFICIAL_MASK_GREY_THRESHOLD, binarize, check_image_ids
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,14 @@ def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     rows = ((np.arange(height) + 0.5) * (mask.shape[0] / height)).astype(np.intp)
     columns = ((np.arange(width) + 0.5) * (mask.shape[1] / width)).astype(np.intp)
     return mask[rows[:, None], columns[None, :]]
+
+
+def resize_like_release(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Protocol "official": a boolean (h, w) prediction as the release scores it at `size` = (H, W): saved as a
+    0/255 grey picture, resized with PIL's `Image.NEAREST`, forged where > `OFFICIAL_MASK_GREY_THRESHOLD`."""
+    picture = Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255, mode="L")
+    height, width = size
+    return np.asarray(picture.resize((width, height), Image.NEAREST)) > OFFICIAL_MASK_GREY_THRESHOLD
 
 
 def count_mask_pair(

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ..regions import REGION_NAMES
 from .degradations import Degradation, apply_degradations
 from .detection_metrics import mask_area_score
-from .mask_metrics import count_mask_pair
+from .mask_metrics import count_mask_pair, resize_like_release
 from .output_folder import RunWriter
 from .samples import EvaluationSample, iter_samples
 
@@ -50,12 +50,15 @@ class PredictionSettings:
         max_new_tokens: longest report, in tokens.
         mask_threshold: the model's `config.mask_threshold`: a pixel is forged where p > this.
         batch_size: images per `generate` call (batched results equal one-at-a-time results).
+        protocol: "forgerytalker" or "official" (`conventions.EVALUATION_PROTOCOLS`): how masks are binarised
+            and resized.
     """
 
     region_source: str
     max_new_tokens: int
     mask_threshold: float
     batch_size: int = 8
+    protocol: str = "forgerytalker"
 
 
 @dataclass
@@ -144,9 +147,19 @@ def generate_batches(
 
 def post_process(processor, batch: PreparedBatch, outputs, settings: PredictionSettings, lock: threading.Lock) -> list[dict]:
     """`processor.post_process_generation` of one batch: masks at each image's size, forged where
-    p > `settings.mask_threshold`."""
+    p > `settings.mask_threshold`.
+
+    Protocol "official" thresholds the masks at the model's resolution and resizes them to each ground truth's
+    size as the release does (`mask_metrics.resize_like_release`).
+    """
+    if settings.protocol != "official":
+        with lock:
+            return processor.post_process_generation(outputs, target_sizes=batch.sizes, mask_threshold=settings.mask_threshold)
     with lock:
-        return processor.post_process_generation(outputs, target_sizes=batch.sizes, mask_threshold=settings.mask_threshold)
+        predictions = processor.post_process_generation(outputs, mask_threshold=settings.mask_threshold)
+    for sample, prediction in zip(batch.samples, predictions):
+        prediction["mask"] = torch.from_numpy(resize_like_release(prediction["mask"].cpu().numpy(), sample.mask.shape))
+    return predictions
 
 
 def predict_batches(
@@ -239,7 +252,7 @@ def predict_records(
     """
     records: list[dict] = []
     lock = threading.Lock()
-    samples = iter_samples(dataset, skipped, indices)
+    samples = iter_samples(dataset, skipped, indices, settings.protocol)
     bar = tqdm(total=len(indices), desc=description, unit="image", disable=not progress)
     pending: deque[Future] = deque()
 

@@ -129,6 +129,7 @@ def metrics_document(
     degraded: Mapping[str, Mapping[str, object]] | None = None,
     per_region: Mapping[str, Mapping[str, object]] | None = None,
     thresholds: Mapping[str, float] | None = None,
+    protocol: str = "forgerytalker",
 ) -> dict:
     """The content of `metrics.json`.
 
@@ -139,12 +140,13 @@ def metrics_document(
         per_region: region -> precision/recall/F1 dict (`per_region_metrics`).
         thresholds: the evaluated model's `{"mask_threshold", "region_threshold"}` the metrics were computed
             with (`runner.model_thresholds`).
+        protocol: the evaluation protocol whose conventions the document quotes (`conventions.EVALUATION_PROTOCOLS`).
 
     Returns:
-        `{"conventions", "overall", "paper_reference"}` plus `"thresholds"`, `"per_method"`, `"per_region"` and
+        `{"protocol", "conventions", "overall", "paper_reference"}` plus `"thresholds"`, `"per_method"`, `"per_region"` and
         `"robustness": {"degraded", "drop"}` for the parts given.
     """
-    document: dict = {"conventions": conventions_dict(), "overall": dict(overall)}
+    document: dict = {"protocol": protocol, "conventions": conventions_dict(protocol), "overall": dict(overall)}
     if thresholds is not None:
         document["thresholds"] = dict(thresholds)
     if per_method is not None:
@@ -191,7 +193,8 @@ def render_markdown(document: Mapping, model_name: str = "ForgeryTalker (this ru
             "Drop per metric (clean - degraded; positive means worse):",
             robustness_markdown(document["robustness"]["drop"]),
         ]
-    sections += ["## Metric conventions", conventions_text()]
+    protocol = document.get("protocol", "forgerytalker")
+    sections += [f"## Metric conventions (protocol {protocol!r})", conventions_text(protocol)]
     return "\n\n".join(sections) + "\n"
 
 

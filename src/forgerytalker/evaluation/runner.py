@@ -34,7 +34,7 @@ from datasets import Dataset
 
 from ..regions import REGION_NAMES, regions_to_labels
 from .breakdown import EvaluationRecords, breakdown_by_method, evaluate_records
-from .conventions import MASK_AREA_DETECTION_THRESHOLD
+from .conventions import EVALUATION_PROTOCOLS, MASK_AREA_DETECTION_THRESHOLD
 from .degradations import Degradation, parse_degradations
 from .distributed import EvaluationProcesses
 from .mask_metrics import MaskCounts
@@ -97,6 +97,7 @@ def run_fingerprint(model, image_ids: Sequence[str], settings: PredictionSetting
         "split": hashlib.sha256("\n".join(image_ids).encode("utf-8")).hexdigest(),
         "region_source": settings.region_source,
         "max_new_tokens": settings.max_new_tokens,
+        "protocol": settings.protocol,
         **model_thresholds(model),
     }
 
@@ -153,8 +154,10 @@ def score_runs(
     *,
     with_meteor: bool = False,
     detection_score: str = "region",
+    protocol: str = "forgerytalker",
 ) -> dict:
-    """The metrics document of a clean run and its degraded runs (prediction records, in split order)."""
+    """The metrics document of a clean run and its degraded runs (prediction records, in split order); it quotes
+    the conventions of `protocol`."""
     if not clean:
         raise ValueError("No image of the split could be evaluated")
     records = evaluation_records(clean, detection_score, thresholds)
@@ -172,6 +175,7 @@ def score_runs(
             thresholds["region_threshold"],
         ),
         thresholds=thresholds,
+        protocol=protocol,
     )
     return document
 
@@ -229,6 +233,7 @@ def run_evaluation(
     output_dir: str | None = None,
     progress: bool = True,
     detection_score: str = "region",
+    protocol: str = "forgerytalker",
     skip_unreadable_images: bool = False,
     overwrite: bool = False,
     model_name: str | None = None,
@@ -258,6 +263,9 @@ def run_evaluation(
         progress: show tqdm progress bars (the main process's shard).
         detection_score: image-level score for authentic-vs-forged detection: "region" (highest region
             probability) or "mask_area" (forged fraction of the predicted mask).
+        protocol: "forgerytalker" (the rules of `conventions.CONVENTIONS`) or "official" (the mask rules of the
+            authors' released evaluation, `conventions.OFFICIAL_PROTOCOL`: masks thresholded at the model's
+            resolution and resized with PIL's nearest neighbour, ground truths forged where grey > 127).
         skip_unreadable_images: leave out images that fail to decode (listed under "skipped_images") instead of
             raising `UnreadableImageError`.
         overwrite: replace the outputs of an earlier finished run in `output_dir` (only the files its manifest
@@ -281,6 +289,8 @@ def run_evaluation(
         raise ValueError(f"`region_source` must be one of {', '.join(REGION_SOURCES)}, got {region_source!r}")
     if detection_score not in DETECTION_SCORES:
         raise ValueError(f"`detection_score` must be one of {', '.join(DETECTION_SCORES)}, got {detection_score!r}")
+    if protocol not in EVALUATION_PROTOCOLS:
+        raise ValueError(f"`protocol` must be one of {', '.join(EVALUATION_PROTOCOLS)}, got {protocol!r}")
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"`batch_size` and `max_new_tokens` must be at least 1, got {batch_size}, {max_new_tokens}")
     degraded_runs = parse_degradation_specs(degradations)
@@ -290,7 +300,7 @@ def run_evaluation(
         model = accelerator.unwrap_model(model)
     processes.all_succeed(require_java, "The report metrics (PTB tokenizer)")
     thresholds = model_thresholds(model)
-    settings = PredictionSettings(region_source, max_new_tokens, thresholds["mask_threshold"], batch_size)
+    settings = PredictionSettings(region_source, max_new_tokens, thresholds["mask_threshold"], batch_size, protocol)
     folder = None
     if output_dir is not None:
         folder = processes.on_main(
@@ -325,6 +335,7 @@ def run_evaluation(
     run = {
         **(run_info or {}),
         "region_source": region_source,
+        "protocol": protocol,
         "batch_size": batch_size,
         "max_new_tokens": max_new_tokens,
         "degradations": list(degraded_runs),
@@ -343,6 +354,7 @@ def run_evaluation(
         folder,
         with_meteor=with_meteor,
         detection_score=detection_score,
+        protocol=protocol,
         model_name=model_name or f"ForgeryTalker ({region_source} regions)",
     )
 
@@ -356,6 +368,7 @@ def _score_and_write(
     *,
     with_meteor: bool,
     detection_score: str,
+    protocol: str,
     model_name: str,
 ) -> dict:
     """On the main process: puts every run's records in split order, scores them, writes and installs the files."""
@@ -368,7 +381,9 @@ def _score_and_write(
         if missing:
             raise RuntimeError(f"No prediction was made for image(s) {missing[:10]} ({spec or 'clean run'})")
     clean = ordered.pop(None)
-    document = score_runs(clean, ordered, thresholds, with_meteor=with_meteor, detection_score=detection_score)
+    document = score_runs(
+        clean, ordered, thresholds, with_meteor=with_meteor, detection_score=detection_score, protocol=protocol
+    )
     document["run"] = dict(run)
     position = {image_id: index for index, image_id in enumerate(image_ids)}
     document["skipped_images"] = sorted(gathered[None]["skipped"], key=lambda item: position[item["image_id"]])

@@ -8,6 +8,7 @@ RGB, exactly as the processor and training read them) and ground-truth masks wit
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,6 +20,7 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from .. import image_utils
+from .conventions import OFFICIAL_MASK_GREY_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,10 @@ def check_split(dataset: Dataset) -> list[str]:
 
 
 def iter_samples(
-    dataset: Dataset, skipped: list[dict] | None = None, indices: Sequence[int] | None = None
+    dataset: Dataset,
+    skipped: list[dict] | None = None,
+    indices: Sequence[int] | None = None,
+    protocol: str = "forgerytalker",
 ) -> Iterator[EvaluationSample]:
     """Decodes the samples of a converted split one at a time.
 
@@ -93,7 +98,13 @@ def iter_samples(
             receives `{"image_id", "error"}` for each such image, which is then left out (with a warning).
             A ground-truth mask that fails to decode always raises.
         indices: the rows to decode, in this order (default: all).
+        protocol: `"official"` reads ground-truth masks with the release's rule (`image_utils.load_grey_mask`,
+            grey value > `OFFICIAL_MASK_GREY_THRESHOLD`; see `conventions.OFFICIAL_PROTOCOL`).
     """
+    if protocol == "official":
+        read_mask = functools.partial(image_utils.load_grey_mask, threshold=OFFICIAL_MASK_GREY_THRESHOLD)
+    else:
+        read_mask = image_utils.load_mask
     region_names = dataset.features["regions"].feature.int2str
     raw = dataset.cast_column("image", ImageFeature(decode=False)).cast_column("mask", ImageFeature(decode=False))
     if indices is not None:
@@ -109,7 +120,7 @@ def iter_samples(
             skipped.append({"image_id": image_id, "error": str(error)})
             continue
         try:
-            mask = image_utils.load_mask(_source(row["mask"]), what=_name(row["mask"]))
+            mask = read_mask(_source(row["mask"]), what=_name(row["mask"]))
         except image_utils.ImageReadError as error:
             raise ValueError(f"The ground-truth mask of sample {image_id!r} cannot be decoded: {error}") from error
         yield EvaluationSample(

@@ -1,0 +1,326 @@
+"""One conversion of the released weights into a ForgeryTalker checkpoint folder.
+
+    from forgerytalker.released_weights import convert_released_checkpoint
+    report = convert_released_checkpoint(
+        "Salesforce/instructblip-flan-t5-xl",            # or its downloaded folder
+        "weights/2111_checkpoint_best.pth",              # LianJC/DFF-InstructBLIP-Detection
+        "weights/Fakeface-ViT-H_14-...-checkpoint.bin",  # LianJC/Face-ViT-MultiLabel
+        "forgerytalker-dff",
+    )
+
+The folder loads with `AutoModel` / `AutoProcessor` (with `trust_remote_code=True` in a process that does not import
+forgerytalker), and runs through `generate`, the `forgery-analysis` pipeline and `forgerytalker evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import BlipImageProcessorPil, InstructBlipForConditionalGeneration
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
+
+from ..configuration_forgerytalker import ForgeryTalkerConfig
+from ..instruction import DFF_INSTRUCTION_WORDING
+from ..modeling_forgerytalker import ForgeryTalkerForConditionalGeneration, resolve_local_path
+from ..processing_forgerytalker import ForgeryTalkerProcessor
+from .files import CheckpointConversionError, dff_state_dict, load_pickle, tensor_dict
+from .key_mapping import (
+    FACE_VIT_PREFIX,
+    REQUIRED_DFF_PREFIXES,
+    dff_drop_reason,
+    dff_source,
+    dff_target,
+    face_vit_source,
+    face_vit_target,
+)
+from .sizes import dff_mask_decoder_settings, prompter_config_from_face_vit
+
+logger = logging.getLogger(__name__)
+
+DFF_GENERATION_SETTINGS = {
+    "num_beams": 5,
+    "max_new_tokens": 100,
+    # their `min_length=5` counts the T5 decoder's start token: at least 4 report tokens before the end
+    "min_new_tokens": 4,
+    "repetition_penalty": 1.5,
+    "length_penalty": 1.0,
+    "do_sample": False,
+}
+"""The release's generation arguments (`scripts/evaluation/evaluate.py` with `Blip2T5Instruct.generate`'s defaults)."""
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+REPORT_NAME = "conversion_report.json"
+_LISTED = 20
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion did with every key, written into the output folder as `conversion_report.json`.
+
+    `mapped` counts the keys placed from each file (every Face-ViT key, every DFF key not dropped); `dropped` lists each dropped DFF key (and the runner
+    checkpoint's training state) with the reason; `face_vit_overridden` the Face-ViT keys whose value came from the
+    DFF checkpoint; `from_instructblip` the optional DFF targets left at the InstructBLIP base's values.
+    """
+
+    output_dir: str
+    num_parameters: int
+    dtype: str
+    mapped: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+    face_vit_overridden: list[str] = field(default_factory=list)
+    from_instructblip: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"Wrote a ForgeryTalker checkpoint ({self.num_parameters:,} parameters, {self.dtype}) to {self.output_dir}",
+            *(f"  {count} keys from {source}" for source, count in self.mapped.items()),
+            f"  {len(self.dropped)} entries dropped (listed with the reason in {REPORT_NAME})",
+            f"  {len(self.face_vit_overridden)} Face-ViT tensors taken from the DFF checkpoint, which LAVIS loads after the "
+            "Face-ViT file (its BatchNorm statistics, and all of Face-ViT in a finetune-stage checkpoint)",
+        ]
+        if self.from_instructblip:
+            lines.append(
+                f"  {len(self.from_instructblip)} tensors not in the DFF checkpoint kept from the InstructBLIP base: "
+                + ", ".join(self.from_instructblip)
+            )
+        return "\n".join(lines)
+
+
+def dff_image_processor(image_size: int) -> BlipImageProcessorPil:
+    """The release's image transform (`blip_image_eval`): squashed to `image_size`², bicubic, CLIP mean and std."""
+    return BlipImageProcessorPil(
+        do_resize=True,
+        size={"height": image_size, "width": image_size},
+        resample=PILImageResampling.BICUBIC,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD),
+        do_convert_rgb=True,
+    )
+
+
+def _listed(keys: list[str]) -> str:
+    shown = ", ".join(repr(key) for key in keys[:_LISTED])
+    return shown + (f" and {len(keys) - _LISTED} more" if len(keys) > _LISTED else "")
+
+
+def _needed(targets: list[str], source_of) -> str:
+    """The released keys that would fill `targets` (with the target where no rule gives one)."""
+    return _listed([source_of(target) or f"(a tensor for {target})" for target in targets])
+
+
+def _place_sources(
+    face_vit: dict[str, torch.Tensor], dff: dict[str, torch.Tensor], face_vit_path: str, dff_path: str
+) -> tuple[dict[str, tuple[str, str, torch.Tensor]], dict[str, str], list[str]]:
+    """`{target: (argument, source key, tensor)}`, the dropped DFF keys with reasons, and the overridden Face-ViT keys.
+
+    Raises `CheckpointConversionError` naming every key no rule places.
+    """
+    placed: dict[str, tuple[str, str, torch.Tensor]] = {}
+    unknown = [key for key in face_vit if face_vit_target(key) is None]
+    if unknown:
+        raise CheckpointConversionError("face_vit_checkpoint", f"{face_vit_path}: keys that cannot be placed: {_listed(unknown)}")
+    for key, tensor in face_vit.items():
+        placed[face_vit_target(key)] = ("face_vit_checkpoint", key, tensor)
+    dropped, overridden, unknown = {}, [], []
+    for key, tensor in dff.items():
+        reason = dff_drop_reason(key)
+        if reason is not None:
+            dropped[key] = reason
+            continue
+        target = dff_target(key)
+        if target is None:
+            unknown.append(key)
+            continue
+        if key.startswith(FACE_VIT_PREFIX) and target in placed:
+            overridden.append(key[len(FACE_VIT_PREFIX) :])
+        placed[target] = ("dff_checkpoint", key, tensor)
+    if unknown:
+        raise CheckpointConversionError(
+            "dff_checkpoint",
+            f"{dff_path}: keys that cannot be placed (neither mapped nor on the list of dropped keys): {_listed(unknown)}",
+        )
+    return placed, dropped, overridden
+
+
+def _load_instructblip(instructblip: str | os.PathLike, dtype: torch.dtype):
+    """The InstructBLIP base model (every weight present) and its processor folder path."""
+    try:
+        path = resolve_local_path(instructblip, "instructblip")
+    except FileNotFoundError as error:
+        raise CheckpointConversionError("instructblip", str(error)) from error
+    try:
+        base, info = InstructBlipForConditionalGeneration.from_pretrained(path, dtype=dtype, output_loading_info=True)
+    except (OSError, ValueError) as error:
+        raise CheckpointConversionError("instructblip", f"cannot load an InstructBLIP model from {instructblip!r}: {error}") from error
+    problems = list(info.get("missing_keys", ())) + [str(entry[0]) for entry in info.get("mismatched_keys", ())]
+    if problems:
+        raise CheckpointConversionError(
+            "instructblip", f"{instructblip!r} lacks weights (or has them in other shapes): {_listed(sorted(problems))}"
+        )
+    return base, path
+
+
+def _fill(
+    model: ForgeryTalkerForConditionalGeneration, placed: dict[str, tuple[str, str, torch.Tensor]], dtype: torch.dtype, paths: dict[str, str]
+) -> list[str]:
+    """Loads the placed tensors into `model` (built on the meta device around the real base); returns the optional
+    DFF targets left at the base's values. Raises naming any shape that differs and any weight left unfilled."""
+    expected = model.state_dict()
+    for target, (argument, key, tensor) in placed.items():
+        if target not in expected:
+            raise CheckpointConversionError(argument, f"{paths[argument]}: key {key!r} cannot be placed: the model has no {target!r}")
+        if tuple(tensor.shape) != tuple(expected[target].shape):
+            raise CheckpointConversionError(
+                argument,
+                f"{paths[argument]}: key {key!r} has shape {tuple(tensor.shape)} but {target!r} needs "
+                f"{tuple(expected[target].shape)}",
+            )
+    from_dff = {target for target, (argument, _, _) in placed.items() if argument == "dff_checkpoint"}
+    lacking = [key for key in expected if key.startswith(REQUIRED_DFF_PREFIXES) and key not in from_dff]
+    if lacking:
+        raise CheckpointConversionError(
+            "dff_checkpoint", f"{paths['dff_checkpoint']}: missing required keys {_needed(lacking, dff_source)}"
+        )
+    lacking = [key for key in expected if key.startswith("prompter.") and key not in placed]
+    if lacking:
+        raise CheckpointConversionError(
+            "face_vit_checkpoint", f"{paths['face_vit_checkpoint']}: missing required keys {_needed(lacking, face_vit_source)}"
+        )
+    tensors = {
+        target: tensor.to(dtype=dtype if tensor.is_floating_point() else tensor.dtype, memory_format=torch.contiguous_format, copy=True)
+        for target, (_, _, tensor) in placed.items()
+    }
+    model.load_state_dict(tensors, strict=False, assign=True)
+    unfilled = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
+    if unfilled:
+        raise CheckpointConversionError("dff_checkpoint", f"model weights left unfilled: {_listed(unfilled)}")
+    optional = ("instructblip.query_tokens", "instructblip.vision_model.post_layernorm.weight", "instructblip.vision_model.post_layernorm.bias")
+    return [key for key in optional if key not in from_dff]
+
+
+def _build_processor(path: str, config: ForgeryTalkerConfig) -> ForgeryTalkerProcessor:
+    processor = ForgeryTalkerProcessor.from_instructblip(
+        path, mask_prompt_length=config.mask_prompt_length, **DFF_INSTRUCTION_WORDING
+    )
+    processor.image_processor = dff_image_processor(config.instructblip_config.vision_config.image_size)
+    if processor.image_token_id != config.instructblip_config.image_token_index:
+        raise CheckpointConversionError(
+            "instructblip",
+            f"the tokenizer's {processor.image_token!r} is id {processor.image_token_id} but the model's "
+            f"image_token_index is {config.instructblip_config.image_token_index}",
+        )
+    return processor
+
+
+def _write_atomically(output_dir: Path, overwrite: bool, write) -> None:
+    """Runs `write(folder)` into a fresh folder beside `output_dir`, then puts it in place (replacing an old one only
+    once the new one is complete)."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    try:
+        write(partial)
+        if output_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
+            os.replace(output_dir, old / output_dir.name)
+            os.replace(partial, output_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(partial, output_dir)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def convert_released_checkpoint(
+    instructblip: str | os.PathLike,
+    dff_checkpoint: str | os.PathLike,
+    face_vit_checkpoint: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    prompter_num_heads: int = 16,
+    mask_decoder_num_heads: int = 8,
+    allow_unsafe_pickle: bool = False,
+    overwrite: bool = False,
+) -> ConversionReport:
+    """Converts the released DFF + Face-ViT weights on an InstructBLIP base into a ForgeryTalker checkpoint folder.
+
+    Args:
+        instructblip: `Salesforce/instructblip-flan-t5-xl` (hub id or its folder): the vision encoder and Flan-T5,
+            which the DFF checkpoint does not hold, and the tokenizers.
+        dff_checkpoint: `2111_checkpoint_best.pth`: a LAVIS runner checkpoint (`{"model": ...}`) or a flat state
+            dict, fp16 or fp32.
+        face_vit_checkpoint: the Face-ViT `.bin` (a plain state dict).
+        output_dir: the folder to write; it appears only when complete.
+        dtype: `"float32"` (default), `"bfloat16"` or `"float16"`: the dtype of every weight written.
+        prompter_num_heads, mask_decoder_num_heads: attention heads, which no tensor shape tells (the release's:
+            16 for Face-ViT-H/14, 8 for the mask path).
+        allow_unsafe_pickle: load the pickles fully when they need more than tensors and plain containers.
+            Unpickling can run arbitrary code: only for files you trust.
+        overwrite: replace an existing `output_dir`.
+
+    Raises:
+        CheckpointConversionError: an input cannot be used; `argument` names it, the message names the file and the
+            key (one no rule places, a required one missing, a shape that differs, a pickle refused).
+    """
+    if dtype not in DTYPES:
+        raise CheckpointConversionError("dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not overwrite:
+        raise CheckpointConversionError("output_dir", f"{output_dir} exists; replace it with --overwrite (overwrite=True in Python)")
+    torch_dtype = DTYPES[dtype]
+    paths = {"dff_checkpoint": str(dff_checkpoint), "face_vit_checkpoint": str(face_vit_checkpoint)}
+
+    logger.info("Reading the Face-ViT checkpoint %s", face_vit_checkpoint)
+    face_vit_object = load_pickle(face_vit_checkpoint, "face_vit_checkpoint", allow_unsafe_pickle)
+    face_vit = tensor_dict(face_vit_object, face_vit_checkpoint, "face_vit_checkpoint")
+    logger.info("Reading the DFF checkpoint %s", dff_checkpoint)
+    dff_object = load_pickle(dff_checkpoint, "dff_checkpoint", allow_unsafe_pickle)
+    dff, training_state = dff_state_dict(dff_object, dff_checkpoint, "dff_checkpoint")
+    placed, dropped, overridden = _place_sources(face_vit, dff, paths["face_vit_checkpoint"], paths["dff_checkpoint"])
+    dropped.update({entry: "LAVIS runner training state" for entry in training_state})
+
+    prompter_config = prompter_config_from_face_vit(face_vit, prompter_num_heads, paths["face_vit_checkpoint"])
+    decoder_settings = dff_mask_decoder_settings(dff, mask_decoder_num_heads, paths["dff_checkpoint"])
+    logger.info("Loading the InstructBLIP base %s", instructblip)
+    base, base_path = _load_instructblip(instructblip, torch_dtype)
+    try:
+        config = ForgeryTalkerConfig(instructblip_config=base.config, prompter_config=prompter_config, **decoder_settings)
+    except ValueError as error:
+        raise CheckpointConversionError("dff_checkpoint", f"{paths['dff_checkpoint']}: {error}") from error
+    with torch.device("meta"):
+        model = ForgeryTalkerForConditionalGeneration(config, instructblip=base)
+    from_instructblip = _fill(model, placed, torch_dtype, paths)
+    model = model.to(torch_dtype).eval()
+    model.generation_config.update(**DFF_GENERATION_SETTINGS)
+    processor = _build_processor(base_path, config)
+
+    report = ConversionReport(
+        output_dir=str(output_dir),
+        num_parameters=sum(parameter.numel() for parameter in model.parameters()),
+        dtype=dtype,
+        mapped={paths["face_vit_checkpoint"]: len(face_vit), paths["dff_checkpoint"]: len(dff) - (len(dropped) - len(training_state))},
+        dropped=dropped,
+        face_vit_overridden=sorted(overridden),
+        from_instructblip=from_instructblip,
+    )
+
+    def write(folder: Path) -> None:
+        logger.info("Writing the checkpoint")
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        (folder / REPORT_NAME).write_text(json.dumps(asdict(report), indent=2) + "\n")
+
+    _write_atomically(output_dir, overwrite, write)
+    return report
+
+
+__all__ = ["DFF_GENERATION_SETTINGS", "ConversionReport", "convert_released_checkpoint", "dff_image_processor"]
