@@ -374,3 +374,20 @@ def test_convert_checkpoint_help_does_not_import_torch():
     from test_cli import imported_heavy_modules
 
     assert imported_heavy_modules("convert-checkpoint", "--help") == []
+
+
+def test_analyze_writes_its_files_for_the_converted_model_which_has_no_mask_confidence(converted, tmp_path):
+    """The released mask path has no IoU head: the record says so with `null` and the overlay is still drawn."""
+
+    out, _, _, _ = converted
+    photo = tmp_path / "photos" / "face.png"
+    photo.parent.mkdir()
+    random_image(9, 48, 40).save(photo)
+    results = tmp_path / "results"
+    code = main(["analyze", str(photo), "--model", str(out), "--out", str(results), "--no-progress",
+                 "--no-face-check", "--max-new-tokens", "4", "--num-threads", "1"])
+    assert code == 0
+    record = json.loads((results / "face.png.json").read_text())
+    assert record["status"] == "ok" and record["mask_confidence"] is None
+    assert Image.open(results / "face.png.mask.png").size == (40, 48)
+    assert Image.open(results / "face.png.overlay.png").width > 40

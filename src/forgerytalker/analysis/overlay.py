@@ -128,8 +128,10 @@ def draw_analysis_figure(photo: Image.Image, analysis, title: str | None = None)
     heading = title or analysis.image or "photo"
     summary = (
         f"manipulation score {analysis.manipulation_score:.2f} ({verdict}) · mask {100 * analysis.mask_area_fraction:.1f}% "
-        f"of the photo · mask confidence {analysis.mask_confidence:.2f}"
+        "of the photo"
     )
+    if analysis.mask_confidence is not None:  # the released DFF mask path has no IoU head
+        summary += f" · mask confidence {analysis.mask_confidence:.2f}"
     report_lines = _wrap(analysis.report, width - 2 * MARGIN, body_font)
     line_height = 20
     top = MARGIN + 2 * line_height + 6

@@ -40,7 +40,8 @@ class ForgeryAnalysis:
             or the ones the analyst gave); `None` for the plain instruction.
         mask: PIL "L" image, 0/255, at the photo's size (as displayed: EXIF orientation applied).
         mask_probabilities: float32 array `(H, W)`, the forgery probability of each pixel.
-        mask_confidence: the mask decoder's estimate of its mask's IoU.
+        mask_confidence: the mask decoder's estimate of its mask's IoU; `None` for a model without an IoU head (the
+            released DFF mask path).
         mask_area_fraction: share of the photo's pixels in the mask, in [0, 1].
         mask_bbox: `[left, top, right, bottom]` of the mask in pixels (right and bottom exclusive), or `None`
             for an empty mask.
@@ -61,7 +62,7 @@ class ForgeryAnalysis:
     instruction_regions: list[str] | None
     mask: Image.Image
     mask_probabilities: np.ndarray
-    mask_confidence: float
+    mask_confidence: float | None
     mask_area_fraction: float
     mask_bbox: list[int] | None
     manipulation_score: float
@@ -102,7 +103,7 @@ class ForgeryAnalysis:
             instruction_regions=None if result["instruction_regions"] is None else list(result["instruction_regions"]),
             mask=mask,
             mask_probabilities=result["mask_probabilities"],
-            mask_confidence=float(result["mask_confidence"]),
+            mask_confidence=None if result["mask_confidence"] is None else float(result["mask_confidence"]),
             mask_area_fraction=float(forged.mean()),
             mask_bbox=mask_bounding_box(forged),
             manipulation_score=score,
