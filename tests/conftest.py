@@ -25,6 +25,21 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """Gives each test the torch thread count the session started with.
+
+    The CLIs' `--num-threads` sets torch's count for the whole process, so a test calling a CLI's `main` here left
+    later in-process runs on one thread while the runs they launch use torch's default: their CPU sums are split
+    differently and their weights differ in the last digits.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_model_and_processor():
     import forgerytalker  # noqa: F401  (registers the Auto classes)

@@ -47,9 +47,9 @@ def environment(processes: int, scratch: Path, **overrides: str) -> dict[str, st
     return env
 
 
-def run_training(*arguments: str, scratch: Path, processes: int = 1) -> subprocess.CompletedProcess:
-    result = subprocess.run(launch(*arguments, processes=processes), env=environment(processes, scratch), cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
+def run_training(*arguments: str, scratch: Path, processes: int = 1, **environ: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(launch(*arguments, processes=processes), env=environment(processes, scratch, **environ),
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -383,13 +383,18 @@ def test_gradient_accumulation_sees_every_sample_once_per_epoch_and_resumes_insi
 def test_killed_run_resumes_with_the_same_data_order_and_weights(tiny_dataset_dir, tmp_path):
     settings = ("--max_steps", "30", "--save_steps", "2", "--eval_steps", "1000", "--log_batch_ids",
                 "--save_total_limit", "3")
+    # CPU sums are split over torch's threads, so all three runs get the same count: the reference runs here on one
+    # thread (as it did after an in-process CLI test with --num-threads 1: its weights then differed from the
+    # launched runs' by 2e-6 after 30 steps, first at step 14's loss), the launched runs are told the same.
+    torch.set_num_threads(1)
+    one_thread = {"OMP_NUM_THREADS": "1"}
     reference = tmp_path / "reference"
     train_here(*tiny("prompter", tiny_dataset_dir, reference, *settings))
 
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(launch(*tiny("prompter", tiny_dataset_dir, interrupted, *settings)), cwd=REPO,
-                               env=environment(1, tmp_path / "tmp"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+                               env=environment(1, tmp_path / "tmp", **one_thread), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
     checkpoint = interrupted / "checkpoints" / "step-00000004"
     deadline = time.monotonic() + 300
     while not checkpoint.is_dir() and process.poll() is None and time.monotonic() < deadline:
@@ -400,13 +405,47 @@ def test_killed_run_resumes_with_the_same_data_order_and_weights(tiny_dataset_di
     killed_at = max(step_records(read_log(interrupted)))
     assert killed_at < 30
 
-    run_training(*tiny("prompter", tiny_dataset_dir, interrupted, *settings, "--resume"), scratch=tmp_path / "tmp")
-    resumed, expected = step_records(read_log(interrupted)), step_records(read_log(reference))
+    run_training(*tiny("prompter", tiny_dataset_dir, interrupted, *settings, "--resume"), scratch=tmp_path / "tmp",
+                 **one_thread)
+    log = read_log(interrupted)
+    [record] = [record for record in log if "resumed_from" in record]
+    assert record["reproducible"] and 4 <= record["step"] <= killed_at
+    resumed, expected = step_records(log), step_records(read_log(reference))
     assert max(resumed) == 30
     assert [resumed[step]["image_ids"] for step in range(1, 31)] == [expected[step]["image_ids"] for step in range(1, 31)]
     final, reference_final = load_file(interrupted / "model.safetensors"), load_file(reference / "model.safetensors")
     for name, value in reference_final.items():
         torch.testing.assert_close(final[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_resume_on_another_torch_thread_count_is_reported_as_not_reproducible(tiny_dataset_dir, tmp_path, caplog):
+    settings = ("--max_steps", "4", "--save_steps", "2", "--eval_steps", "100")
+    torch.set_num_threads(2)
+    reference = tmp_path / "reference"
+    train_here(*tiny("prompter", tiny_dataset_dir, reference, *settings))
+    assert json.loads((reference / "checkpoints" / "step-00000002" / "trainer_state.json").read_text())["torch_threads"] == 2
+
+    def resume_from_step_two(name: str, threads: int) -> Path:
+        run = tmp_path / name
+        shutil.copytree(reference, run)
+        shutil.rmtree(run / "checkpoints" / "step-00000004")
+        torch.set_num_threads(threads)
+        train_here(*tiny("prompter", tiny_dataset_dir, run, *settings, "--resume"))
+        return run
+
+    with caplog.at_level("WARNING"):
+        same = resume_from_step_two("same-threads", 2)
+    assert "reproducible" not in caplog.text
+    assert [record for record in read_log(same) if "resumed_from" in record][-1]["reproducible"] is True
+    for name, value in load_file(reference / "model.safetensors").items():
+        assert torch.equal(load_file(same / "model.safetensors")[name], value), name
+
+    with caplog.at_level("WARNING"):
+        other = resume_from_step_two("one-thread", 1)
+    assert [record for record in read_log(other) if "resumed_from" in record][-1] == {
+        "resumed_from": "checkpoints/step-00000002", "step": 2, "reproducible": False}
+    assert "written by a run with 2 torch CPU thread(s) and this one has 1" in caplog.text
+    assert "OMP_NUM_THREADS=2 resumes it exactly" in caplog.text
 
 
 def test_resume_ignores_incomplete_checkpoints_and_reports_a_damaged_rng_state(stage_one, tiny_dataset_dir, tmp_path, caplog):

@@ -2,10 +2,11 @@
 incomplete or damaged one is never resumed from.
 
 A checkpoint is `checkpoints/step-N/`: `accelerator.save_state` (model, optimizer, scheduler, each process's
-RNG state) written into `step-N.tmp/`, then `trainer_state.json` (the trainer's own state and the size of
-every file), then the rename. `complete_checkpoints` accepts only a folder of that exact name whose state
-file reads and whose files are all there at their recorded sizes; anything else (a `.tmp` folder from a run
-killed while saving, whatever it holds; a truncated or partly copied checkpoint) is skipped with a warning.
+RNG state) written into `step-N.tmp/`, then `trainer_state.json` (the trainer's own state, the size of every
+file and torch's CPU thread count), then the rename. `complete_checkpoints` accepts only a folder of that exact
+name whose state file reads and whose files are all there at their recorded sizes; anything else (a `.tmp`
+folder from a run killed while saving, whatever it holds; a truncated or partly copied checkpoint) is skipped
+with a warning.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: TrainerSt
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         files = {str(path.relative_to(partial)): path.stat().st_size for path in sorted(partial.rglob("*")) if path.is_file()}
-        (partial / STATE_FILE).write_text(json.dumps({"state": dataclasses.asdict(state), "files": files}))
+        saved = {"state": dataclasses.asdict(state), "files": files, "torch_threads": torch.get_num_threads()}
+        (partial / STATE_FILE).write_text(json.dumps(saved))
         if final.exists():
             shutil.rmtree(final)
         partial.rename(final)
@@ -112,9 +114,11 @@ def resume_from_latest(accelerator: Accelerator, output_dir: Path) -> tuple[Trai
     """Loads the latest complete checkpoint into the prepared objects; every process calls it.
 
     Returns the trainer state and a record for the log (`None` when there is no checkpoint yet):
-    `{"resumed_from": folder, "step": N, "reproducible": bool}`. `reproducible` is False when some process's
-    RNG state could not be restored (a warning says so: the run goes on, but its random draws now differ from
-    an uninterrupted run's). A checkpoint that passes the completeness checks but cannot be loaded is a
+    `{"resumed_from": folder, "step": N, "reproducible": bool}`. `reproducible` is False (a warning says why;
+    the run goes on) when some process's RNG state could not be restored, so that its random draws differ from
+    an uninterrupted run's, or when a CPU process runs with another number of torch threads than the run that
+    wrote the checkpoint, so that its sums are split differently and the weights drift from an uninterrupted
+    run's in the last digits. A checkpoint that passes the completeness checks but cannot be loaded is a
     `TrainingConfigurationError` naming it.
     """
     checkpoints = complete_checkpoints(output_dir, warn=accelerator.is_main_process)
@@ -132,16 +136,21 @@ def resume_from_latest(accelerator: Accelerator, output_dir: Path) -> tuple[Trai
             f"--resume: checkpoint {latest} cannot be loaded ({type(error).__name__}: {error}); delete it to resume "
             "from the one before"
         ) from error
-    state = TrainerState(**json.loads((latest / STATE_FILE).read_text())["state"])
+    saved = json.loads((latest / STATE_FILE).read_text())
+    state = TrainerState(**saved["state"])
     problem = _rng_state_problem(latest / RNG_STATE_FILE.format(accelerator.process_index))
     if problem:
         logger.warning(
             "%s: %s; training continues, but the run is no longer reproducible: its random draws from step %d on "
             "differ from an uninterrupted run's", latest, problem, state.step,
         )
-    restored = all(gather_object([problem is None])) if accelerator.num_processes > 1 else problem is None
+    drift = _thread_count_problem(saved.get("torch_threads"), accelerator)
+    if drift:
+        logger.warning("%s: %s; training continues, but the run is no longer reproducible", latest, drift)
+    exact = problem is None and drift is None
+    reproducible = all(gather_object([exact])) if accelerator.num_processes > 1 else exact
     logger.info("Resumed from %s (step %d)", latest, state.step)
-    return state, {"resumed_from": str(latest.relative_to(output_dir)), "step": state.step, "reproducible": restored}
+    return state, {"resumed_from": str(latest.relative_to(output_dir)), "step": state.step, "reproducible": reproducible}
 
 
 def _rng_state_problem(path: Path) -> str | None:
@@ -158,6 +167,19 @@ def _rng_state_problem(path: Path) -> str | None:
     except Exception as error:  # a damaged pickle raises anything
         return f"the random-number state {path.name} cannot be read ({type(error).__name__})"
     return None if restored else f"the random-number state {path.name} was not restored"
+
+
+def _thread_count_problem(saved: int | None, accelerator: Accelerator) -> str | None:
+    """Why this CPU process's arithmetic differs from that of the run that wrote the checkpoint, or `None`.
+
+    The CPU kernels split their sums over torch's intra-op threads, so another thread count rounds differently.
+    `saved` is `None` for a checkpoint written before the count was recorded.
+    """
+    current = torch.get_num_threads()
+    if saved is None or accelerator.device.type != "cpu" or saved == current:
+        return None
+    return (f"it was written by a run with {saved} torch CPU thread(s) and this one has {current}, so the weights "
+            f"drift from an uninterrupted run's in the last digits (OMP_NUM_THREADS={saved} resumes it exactly)")
 
 
 def _same_numpy_state(current: tuple, saved: tuple) -> bool:
