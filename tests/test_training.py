@@ -508,6 +508,113 @@ def test_overwrite_output_dir_replaces_the_earlier_run(stage_one, tiny_dataset_d
     assert json.loads((run / "training_args.json").read_text())["max_steps"] == 2
 
 
+# -- stage-2 options: what the instruction names while training, the mask-only baseline, augmentation ----------
+
+
+def test_stage_one_validation_on_two_processes_with_fewer_samples_than_processes(tiny_dataset_dir, tmp_path):
+    """One validation image, two processes: one process scores it, the other an empty shard."""
+    output_dir = tmp_path / "two"
+    run_training(*tiny("prompter", tiny_dataset_dir, output_dir, "--max_eval_samples", "1", "--max_steps", "2",
+                       "--eval_steps", "2"), processes=2, scratch=tmp_path / "tmp")
+    [validation] = [record["validation"] for record in read_log(output_dir) if "validation" in record]
+    assert 0 <= validation["PLM"] <= 100 and math.isfinite(validation["region_loss"])
+
+
+def test_validation_shards_are_the_datasets_contiguous_shards_and_may_be_empty():
+    from datasets import Dataset
+
+    from forgerytalker.training.validation import contiguous_shard
+
+    rows = Dataset.from_dict({"i": list(range(7))})
+    for shards in (1, 2, 3, 7):
+        for index in range(shards):
+            expected = rows.shard(num_shards=shards, index=index, contiguous=True)["i"]
+            assert list(contiguous_shard(7, shards, index)) == expected
+    assert [len(contiguous_shard(1, 2, index)) for index in range(2)] == [1, 0]
+
+
+def _tiny_joint_batch(tiny_dataset_dir, args):
+    from datasets import load_dataset
+
+    from forgerytalker.training.data import ForgeryTalkerCollator, undecoded
+    from forgerytalker.training.model_setup import build_model_and_processor
+
+    train = undecoded(load_dataset(str(tiny_dataset_dir), split="train"))
+    model, processor = build_model_and_processor(args, train["caption"])
+    forged = [example for example in train if example["regions"]][:3]
+    return model, processor, ForgeryTalkerCollator(processor, "joint")(forged)
+
+
+def test_train_region_source_ground_truth_names_the_true_regions_in_the_instruction(tiny_dataset_dir, tmp_path):
+    from forgerytalker.training.trainer import _losses
+
+    args = parse_arguments(tiny("joint", tiny_dataset_dir, tmp_path / "out", "--tiny_model", "true",
+                                "--train_region_source", "ground_truth"))
+    model, _, batch = _tiny_joint_batch(tiny_dataset_dir, args)
+    model.eval()  # no dropout: the same inputs give the same loss
+    for name in ("image_ids", "skipped_image_ids", "loss_weight"):
+        batch.pop(name)
+    losses = _losses(model, dict(batch), args)
+    named = model(**batch, instruction_regions=batch["region_labels"])
+    assert torch.equal(named.instruction_regions, batch["region_labels"].long())
+    assert losses["language_model_loss"].item() == pytest.approx(named.language_model_loss.item())
+    # the default trains on the (untrained) prompter's own guesses, which name other regions
+    args.train_region_source = None
+    predicted = model(**batch)
+    assert not torch.equal(predicted.instruction_regions, named.instruction_regions)
+    assert _losses(model, dict(batch), args)["language_model_loss"].item() == pytest.approx(predicted.language_model_loss.item())
+
+
+def test_mask_only_trains_the_mask_path_and_leaves_the_language_side_untouched(stage_one, tiny_dataset_dir, tmp_path):
+    from transformers import AutoModel
+
+    from forgerytalker.training.data import undecoded
+    from forgerytalker.training.model_setup import build_model_and_processor
+
+    arguments = tiny("joint", tiny_dataset_dir, tmp_path / "out", "--tiny_model", "true", "--prompter_name_or_path",
+                     str(stage_one), "--mask_only", "true", "--train_vision_encoder", "true", "--max_steps", "3",
+                     "--best_metric", "IoU")
+    from datasets import load_dataset
+
+    initial, _ = build_model_and_processor(parse_arguments(arguments),
+                                           undecoded(load_dataset(str(tiny_dataset_dir), split="train"))["caption"])
+    output = train_here(*arguments)
+    trained = AutoModel.from_pretrained(output)
+    before, after = initial.state_dict(), trained.state_dict()
+    unchanged = [name for name in before if name.startswith(("instructblip.language_model.", "instructblip.language_projection."))]
+    changed = [name for name in before if name.startswith(("mask_decoder.", "instructblip.vision_model."))]
+    assert unchanged and changed
+    assert all(torch.equal(before[name], after[name]) for name in unchanged)
+    assert sum(not torch.equal(before[name], after[name]) for name in changed) > len(changed) // 2
+    steps = step_records(read_log(output))
+    assert sorted(steps) == [1, 2, 3]
+    assert all("language_model_loss" not in record and math.isfinite(record["mask_loss"]) for record in steps.values())
+
+
+def test_augment_changes_the_training_images_but_not_where_their_masks_lie(tiny_dataset_dir, tmp_path):
+    from forgerytalker.training.data import ForgeryTalkerCollator
+
+    args = parse_arguments(tiny("joint", tiny_dataset_dir, tmp_path / "out", "--tiny_model", "true", "--augment", "true"))
+    from forgerytalker.training.trainer import _augmentation
+
+    model, processor, plain = _tiny_joint_batch(tiny_dataset_dir, args)
+    settings = _augmentation(args, processor)
+    assert settings.working_size == args.tiny_image_size
+    from datasets import load_dataset
+
+    from forgerytalker.training.data import undecoded
+
+    train = undecoded(load_dataset(str(tiny_dataset_dir), split="train"))
+    forged = [example for example in train if example["regions"]][:3]
+    torch.manual_seed(3)
+    augmented = ForgeryTalkerCollator(processor, "joint", augmentation=settings)(forged)
+    assert augmented["pixel_values"].shape == plain["pixel_values"].shape
+    assert not torch.equal(augmented["pixel_values"], plain["pixel_values"])
+    # crops of at least 80% of the side keep most of each mask where it was
+    overlap = (augmented["masks"] * plain["masks"]).sum() / plain["masks"].sum()
+    assert augmented["masks"].sum() > 0 and overlap > 0.3
+
+
 # -- bad input ----------------------------------------------------------------------------------------------------
 
 
@@ -521,6 +628,12 @@ def test_overwrite_output_dir_replaces_the_earlier_run(stage_one, tiny_dataset_d
         (("--best_metric", "BLEU-9"), "--best_metric: 'BLEU-9' is not a stage-prompter validation metric"),
         (("--dataset", "/no/such/dataset"), "--dataset: '/no/such/dataset' cannot be loaded"),
         (("--validation_split", "val"), "--validation_split: --dataset"),
+        (("--mask_only", "true"), "--mask_only: a stage-2 setting"),
+        (("--train_region_source", "ground_truth"), "--train_region_source: a stage-2 setting"),
+        (("--stage", "joint", "--tiny_model", "true", "--mask_only", "true", "--train_language_model", "true"),
+         "--mask_only: without the report loss the language model gets no gradient"),
+        (("--stage", "joint", "--tiny_model", "true", "--train_region_source", "oracle"),
+         "--train_region_source: must be one of predicted, ground_truth, none; got 'oracle'"),
     ],
 )
 def test_bad_settings_are_rejected_before_any_model_is_built(tiny_dataset_dir, tmp_path, capsys, no_model_may_be_built,

@@ -58,6 +58,10 @@ class ForgeryTalkerTrainingArguments:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     dataloader_num_workers: int = 0
+    augment: bool = field(
+        default=False,
+        metadata={"help": "random crops, flips, colour jitter, resizing and JPEG on the training images (masks follow)"},
+    )
     skip_unreadable_images: bool = field(
         default=False, metadata={"help": "leave out samples whose image or mask cannot be decoded (logged and counted)"}
     )
@@ -78,6 +82,14 @@ class ForgeryTalkerTrainingArguments:
     seed: int = 42
 
     # what trains in stage 2
+    train_region_source: str | None = field(
+        default=None,
+        metadata={"help": "stage 2: regions the instruction names while training: predicted (the prompter's) or "
+                          "ground_truth (teacher forcing); default: the model config's region_source"},
+    )
+    mask_only: bool = field(
+        default=False, metadata={"help": "stage 2 without the report loss: trains the mask path alone (a baseline)"}
+    )
     train_vision_encoder: bool = False
     train_language_model: bool = False
     use_lora: bool = field(default=False, metadata={"help": "LoRA adapters on the language model's projections (peft)"})
@@ -134,10 +146,12 @@ def _check_choices(args: ForgeryTalkerTrainingArguments) -> None:
         "mixed_precision": ("no", "fp16", "bf16"),
         "lr_scheduler_type": tuple(kind.value for kind in SchedulerType),
         "tiny_language_model": LANGUAGE_MODELS,
+        "train_region_source": (None, "predicted", "ground_truth", "none"),
     }
     for name, allowed in choices.items():
         if getattr(args, name) not in allowed:
-            raise TrainingConfigurationError(f"--{name}: must be one of {', '.join(allowed)}; got {getattr(args, name)!r}")
+            names = ", ".join(choice for choice in allowed if choice is not None)
+            raise TrainingConfigurationError(f"--{name}: must be one of {names}; got {getattr(args, name)!r}")
 
 
 def _check_numbers(args: ForgeryTalkerTrainingArguments) -> None:
@@ -186,6 +200,9 @@ def _check_model_sources(args: ForgeryTalkerTrainingArguments) -> None:
             )
         if args.prompter_config is not None:
             prompter_settings(args.prompter_config)
+        for flag, given in (("train_region_source", args.train_region_source is not None), ("mask_only", args.mask_only)):
+            if given:
+                raise TrainingConfigurationError(f"--{flag}: a stage-2 setting; stage 1 trains the prompter alone")
         return
     sources = [args.model_name_or_path, args.instructblip_name_or_path, args.tiny_model or None]
     if sum(source is not None for source in sources) != 1:
@@ -193,6 +210,11 @@ def _check_model_sources(args: ForgeryTalkerTrainingArguments) -> None:
     if args.prompter_config is not None:
         raise TrainingConfigurationError(
             "--prompter_config: stage 2 takes its prompter from --prompter_name_or_path (a stage-1 output)"
+        )
+    if args.mask_only and (args.train_language_model or args.use_lora):
+        raise TrainingConfigurationError(
+            "--mask_only: without the report loss the language model gets no gradient; drop --train_language_model "
+            "and --use_lora"
         )
     if args.use_lora and args.train_language_model:
         raise TrainingConfigurationError(

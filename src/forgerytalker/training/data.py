@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..image_utils import load_mask, open_image, to_rgb
 from ..regions import REGION_NAMES, regions_to_labels
+from .augmentation import AugmentationSettings, augment_pair
 from .errors import TrainingConfigurationError, UnreadableSampleError
 
 logger = logging.getLogger(__name__)
@@ -77,12 +78,16 @@ class ForgeryTalkerCollator:
             (only with `skip_unreadable_images`; otherwise such a sample raises `UnreadableSampleError`).
         loss_weight (`float`): 1.0; 0.0 when every sample was unreadable, in which case the batch is one black
             placeholder image that keeps every process's forward and backward in step (its loss counts zero).
+
+    With `augmentation`, every image (and its mask) goes through `augmentation.augment_pair` first.
     """
 
-    def __init__(self, processor, stage: str, skip_unreadable_images: bool = False):
+    def __init__(self, processor, stage: str, skip_unreadable_images: bool = False,
+                 augmentation: AugmentationSettings | None = None):
         self.processor = processor
         self.stage = stage
         self.skip_unreadable_images = skip_unreadable_images
+        self.augmentation = augmentation
 
     def __call__(self, examples: list[dict]) -> dict:
         readable, images, masks, skipped = [], [], [], []
@@ -95,6 +100,8 @@ class ForgeryTalkerCollator:
                 logger.warning("%s; skipped (--skip_unreadable_images)", error)
                 skipped.append(str(example["image_id"]))
                 continue
+            if self.augmentation is not None:
+                image, mask = augment_pair(image, mask, self.augmentation)
             readable.append(example)
             images.append(image)
             masks.append(mask)

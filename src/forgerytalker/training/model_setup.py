@@ -92,6 +92,9 @@ def build_joint_model(args: ForgeryTalkerTrainingArguments, report_texts: list[s
     elif not args.model_name_or_path:
         logger.warning("Stage 2 without --prompter_name_or_path: the prompter keeps its random initialisation (frozen)")
     model.freeze_for_stage(args.stage, args.train_vision_encoder, args.train_language_model)
+    if args.mask_only:
+        # without the report loss nothing reaches the language model or the projection into it
+        model.instructblip.language_projection.requires_grad_(False)
     if args.use_lora:
         model = add_lora(model, args)
     return model, processor

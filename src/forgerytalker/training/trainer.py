@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .arguments import ForgeryTalkerTrainingArguments
+from .augmentation import AugmentationSettings
 from .checkpoints import TrainerState, resume_from_latest, save_checkpoint
 from .data import ForgeryTalkerCollator
 from .model_setup import build_model_and_processor
@@ -67,7 +68,7 @@ def train(args: ForgeryTalkerTrainingArguments) -> Path:
         train_split,
         batch_size=args.per_device_train_batch_size,
         shuffle=True,
-        collate_fn=ForgeryTalkerCollator(processor, args.stage, args.skip_unreadable_images),
+        collate_fn=ForgeryTalkerCollator(processor, args.stage, args.skip_unreadable_images, _augmentation(args, processor)),
         num_workers=args.dataloader_num_workers,
     )
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
@@ -94,7 +95,7 @@ def train(args: ForgeryTalkerTrainingArguments) -> Path:
                 steps_per_epoch, accelerator.num_processes)
     progress = tqdm(total=total_steps, initial=state.step, desc=f"train {args.stage}",
                     disable=not accelerator.is_local_main_process)
-    window = _Window(LOSS_NAMES[args.stage])
+    window = _Window(tuple(name for name in LOSS_NAMES[args.stage] if not (args.mask_only and name == "language_model_loss")))
     skipped_images: set[str] = set()
     while state.step < total_steps:
         epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
@@ -105,7 +106,7 @@ def train(args: ForgeryTalkerTrainingArguments) -> Path:
         for batch in batches:
             image_ids, skipped, weight = batch.pop("image_ids"), batch.pop("skipped_image_ids"), batch.pop("loss_weight")
             with accelerator.accumulate(module):
-                losses = _losses(module, batch, args.stage)
+                losses = _losses(module, batch, args)
                 accelerator.backward(losses["loss"] * weight)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(parameters, args.max_grad_norm)
@@ -159,12 +160,26 @@ def _tensorboard_available() -> bool:
     return True
 
 
-def _losses(module, batch: dict, stage: str) -> dict[str, torch.Tensor]:
-    """The loss to optimise (`"loss"`) and its parts, for the stage's forward pass."""
-    if stage == "prompter":
+def _augmentation(args: ForgeryTalkerTrainingArguments, processor) -> AugmentationSettings | None:
+    """`--augment`'s settings, working at the model's input size."""
+    if not args.augment:
+        return None
+    image_processor = processor if args.stage == "prompter" else processor.image_processor
+    return AugmentationSettings(working_size=max(image_processor.size["height"], image_processor.size["width"]))
+
+
+def _losses(module, batch: dict, args: ForgeryTalkerTrainingArguments) -> dict[str, torch.Tensor]:
+    """The loss to optimise (`"loss"`) and its parts, for the stage's forward pass.
+
+    Stage 2 names `--train_region_source`'s regions in the instruction; `--mask_only` drops the report labels,
+    so only the mask loss trains.
+    """
+    if args.stage == "prompter":
         output = module(pixel_values=batch["pixel_values"], region_labels=batch["region_labels"])
         return {"loss": output.loss}
-    output = module(**batch)
+    if args.mask_only:
+        batch = {name: value for name, value in batch.items() if name != "labels"}
+    output = module(**batch, region_source=args.train_region_source)
     return {"loss": output.loss, "language_model_loss": output.language_model_loss, "mask_loss": output.mask_loss,
             "region_loss": output.region_loss}
 
