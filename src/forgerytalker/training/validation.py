@@ -28,6 +28,14 @@ def is_improvement(metric: str, value: float, best: float | None) -> bool:
     return value < best if metric in LOWER_IS_BETTER else value > best
 
 
+def contiguous_shard(length: int, num_shards: int, index: int) -> range:
+    """The rows of shard `index` of `num_shards` contiguous shards, as `datasets.Dataset.shard(contiguous=True)`
+    splits them, but empty where there are fewer rows than shards (where `shard` raises)."""
+    size, extra = divmod(length, num_shards)
+    start = size * index + min(index, extra)
+    return range(start, start + size + (index < extra))
+
+
 @torch.inference_mode()
 def validate_prompter(
     prompter, image_processor, split, batch_size: int, accelerator=None, skip_unreadable_images: bool = False
@@ -39,7 +47,8 @@ def validate_prompter(
     prompter's own device; regions count as predicted above the prompter config's `region_threshold`.
     """
     if accelerator is not None and accelerator.num_processes > 1:
-        split = split.shard(num_shards=accelerator.num_processes, index=accelerator.process_index, contiguous=True)
+        rows = contiguous_shard(len(split), accelerator.num_processes, accelerator.process_index)
+        split = split.select(rows if len(rows) else [])  # `select` checks an empty range's start too
     was_training = prompter.training
     prompter.eval()
     collator = ForgeryTalkerCollator(image_processor, "prompter", skip_unreadable_images)
