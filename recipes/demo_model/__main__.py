@@ -1,0 +1,118 @@
+"""Train, evaluate and ship the bundled demo model, and regenerate docs/RESULTS.md:
+
+    python -m recipes.demo_model --faces ../shared/faces [--work runs/demo-model] [--ship] [--quick]
+
+Every step writes its outputs under --work and is skipped when they are complete, so re-running the same
+command after an interruption resumes it (a killed training run resumes from its last checkpoint). Seeded:
+the same photos give the same data, the same training order and the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from datasets import load_dataset
+
+from .data import synthesize_splits, without_method
+from .evaluations import evaluate
+from .model import write_initial_model
+from .settings import recipe_settings
+from .train import REPOSITORY, train_joint, train_prompter
+
+logger = logging.getLogger("recipes.demo_model")
+
+LEAVE_ONE_OUT_METHODS = ("classical_inpainting", "region_transplant", "face_swap")
+TRAINING_ONLY = ("checkpoints", "best", "log.jsonl", "training_args.json", "tensorboard")
+"""What a training run's folder holds besides the model; the package's own code replaces the copied `*.py`."""
+
+
+def run(faces: Path, work: Path, quick: bool, ship: bool) -> dict[str, Path]:
+    settings = recipe_settings(quick)
+    started = time.monotonic()
+    work.mkdir(parents=True, exist_ok=True)
+    timings_file = work / "timings.json"
+    # seconds each step took when it last ran; a step found complete keeps its earlier time
+    timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+
+    def timed(name, function, *args, **kwargs):
+        begin = time.monotonic()
+        result = function(*args, **kwargs)
+        seconds = time.monotonic() - begin
+        if seconds > 2 or name not in timings:
+            timings[name] = round(seconds, 1)
+            timings_file.write_text(json.dumps(timings, indent=1) + "\n")
+        logger.info("%s: %.0f s (%.0f s in this invocation)", name, seconds, time.monotonic() - started)
+        return result
+
+    dataset = timed("data", synthesize_splits, faces, work, settings)
+    reports = load_dataset(str(dataset), split="train")["caption"]
+    initial_model, initial_prompter = write_initial_model(reports, settings, work / "init")
+    prompter = timed("stage 1", train_prompter, dataset, initial_prompter, work / "stage1", settings)
+    model = timed("stage 2", train_joint, dataset, initial_model, prompter, work / "stage2", settings)
+    mask_only = timed("mask-only baseline", train_joint, dataset, initial_model, prompter, work / "mask-only", settings,
+                      mask_only=True)
+    leave_one_out = {}
+    for method in LEAVE_ONE_OUT_METHODS:
+        subset = without_method(dataset, method, work)
+        fraction = settings.leave_one_out_fraction
+        held_out_prompter = timed(f"without {method}: stage 1", train_prompter, subset, initial_prompter,
+                                  work / f"without-{method}" / "stage1", settings, fraction)
+        leave_one_out[method] = timed(f"without {method}: stage 2", train_joint, subset, initial_model, held_out_prompter,
+                                      work / f"without-{method}" / "stage2", settings, fraction)
+
+    runs = work / "eval"
+    timed("evaluate", evaluate, model, dataset, runs / "predicted", settings, degrade=True)
+    timed("evaluate ground-truth regions", evaluate, model, dataset, runs / "ground_truth", settings, regions="ground_truth")
+    timed("evaluate no regions", evaluate, model, dataset, runs / "none", settings, regions="none")
+    timed("evaluate mask-only", evaluate, mask_only, dataset, runs / "mask-only", settings, meteor=False)
+    for method, held_out_model in leave_one_out.items():
+        timed(f"evaluate without {method}", evaluate, held_out_model, dataset, runs / f"without-{method}", settings,
+              meteor=False)
+
+    from .baselines import compute_baselines
+    from .report import write_results
+
+    baselines = timed("baselines", compute_baselines, work, dataset, runs / "predicted")
+    if ship:
+        ship_model(model, REPOSITORY / "src" / "forgerytalker" / "default_model")
+    write_results(work, runs, baselines, settings, quick, timings)
+    return {"model": model, "dataset": dataset}
+
+
+def ship_model(model: Path, destination: Path) -> None:
+    """Copies the model and its processor (weights, configs, both tokenizers; no checkpoints, logs or copied code)
+    into the package, replacing what was there."""
+    shutil.rmtree(destination, ignore_errors=True)
+    destination.mkdir(parents=True)
+    for path in model.iterdir():
+        if path.name in TRAINING_ONLY or path.suffix == ".py":
+            continue
+        if path.is_dir():
+            shutil.copytree(path, destination / path.name)
+        else:
+            shutil.copy2(path, destination / path.name)
+    logger.info("Shipped %s to %s", model, destination)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m recipes.demo_model", description=__doc__.splitlines()[0])
+    parser.add_argument("--faces", type=Path, default=REPOSITORY.parent / "shared" / "faces",
+                        help="the face photos (default: ../shared/faces)")
+    parser.add_argument("--work", type=Path, default=REPOSITORY / "runs" / "demo-model", help="where every step writes")
+    parser.add_argument("--ship", action="store_true",
+                        help="copy the trained model into src/forgerytalker/default_model (the package's default)")
+    parser.add_argument("--quick", action="store_true", help="a few minutes, tiny budgets: checks the plumbing only")
+    args = parser.parse_args(argv)
+    if not args.faces.is_dir():
+        parser.error(f"--faces: no such folder: {args.faces}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(args.faces.resolve(), args.work.resolve(), args.quick, args.ship)
+
+
+if __name__ == "__main__":
+    main()

