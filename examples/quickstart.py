@@ -1,8 +1,8 @@
 """Analyse a face photo with ForgeryTalker the way a user does: AutoModel + AutoProcessor → generate → answers.
 
-Until the default trained model ships with the package, this builds a tiny *untrained* model offline, saves
-it and loads it back through `AutoModel.from_pretrained`, so the mask, regions and report it prints show
-the interface, not a real verdict. Pass `--model PATH` to use a trained checkpoint instead.
+Without `--model` it uses the demo model bundled in the package (`forgerytalker.default_model()`): trained here
+on forgeries synthesized from a dozen photos (docs/RESULTS.md), a demonstration of the interface, not a
+detector for real-world deepfakes. Pass `--model PATH` (a folder or hub id) to use a trained checkpoint.
 
     python examples/quickstart.py [IMAGE] [--model PATH]
 """
@@ -11,53 +11,49 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
-import forgerytalker  # noqa: F401  (registers the Auto classes)
-from forgerytalker.tiny import build_tiny_model_and_processor
+import forgerytalker
 
 
-def sample_face() -> Image.Image:
-    from skimage import data
+def sample_face() -> tuple[Image.Image, str]:
+    """scikit-image's astronaut photo when scikit-image is installed (the test extra), else a face the demo draws."""
+    try:
+        from skimage import data
+    except ImportError:
+        from forgerytalker.demo.examples import draw_face
 
-    return Image.fromarray(data.astronaut())
+        return draw_face(seed=0), "a drawn face (forgerytalker.demo.examples.draw_face; install scikit-image for a photo)"
+    return Image.fromarray(data.astronaut()), "skimage.data.astronaut()"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image", nargs="?", help="a face photo (default: scikit-image's astronaut sample)")
-    parser.add_argument("--model", help="a ForgeryTalker checkpoint folder or hub id (default: a tiny untrained model)")
+    parser.add_argument("--model", help="a ForgeryTalker checkpoint folder or hub id (default: the bundled demo model)")
     args = parser.parse_args()
 
-    model_path = args.model
-    if model_path is None:
-        model_path = tempfile.mkdtemp(prefix="forgerytalker-tiny-")
-        tiny_model, tiny_processor = build_tiny_model_and_processor(image_size=64)
-        tiny_model.save_pretrained(model_path)
-        tiny_processor.save_pretrained(model_path)
-
+    model_path = args.model or forgerytalker.default_model()
     model = AutoModel.from_pretrained(model_path).eval()
     processor = AutoProcessor.from_pretrained(model_path)
-    image = Image.open(args.image).convert("RGB") if args.image else sample_face()
+    image, name = (Image.open(args.image).convert("RGB"), args.image) if args.image else sample_face()
 
-    outputs = model.generate(**processor(images=image), max_new_tokens=40)
+    outputs = model.generate(**processor(images=image))
     result = processor.post_process_generation(outputs, target_sizes=[image.size[::-1]])[0]
 
     mask = result.pop("mask")
     top_regions = dict(sorted(result.pop("region_probabilities").items(), key=lambda item: -item[1])[:5])
     print(json.dumps({
-        "image": args.image or "skimage.data.astronaut()",
-        "model": model_path if args.model else "tiny untrained model (demo of the interface)",
+        "image": name,
+        "model": model_path if args.model else "bundled demo model (see docs/RESULTS.md)",
         "report": result["report"],
         "regions": result["regions"],
         "top_region_probabilities": {name: round(p, 3) for name, p in top_regions.items()},
         "mask_forged_fraction": round(float(mask.float().mean()), 4),
         "mask_size": list(mask.shape),
-        "mask_confidence": round(result["mask_confidence"], 3),
+        "mask_confidence": None if result["mask_confidence"] is None else round(result["mask_confidence"], 3),
     }, indent=2))
 
 

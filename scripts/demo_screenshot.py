@@ -3,8 +3,10 @@
     apt-get install -y chromium
     python scripts/demo_screenshot.py [--model PATH] [--out docs/demo-screenshot.png]
 
-Starts `forgerytalker demo` on a free local port (with a tiny untrained model unless --model is given), waits for
-it to answer, lets Chromium load the page (which opens with an example face analysed) and saves the picture.
+Starts `forgerytalker demo` on a free local port (with the bundled demo model unless --model is given) offering
+forgeries that `forgerytalker data synthesize` makes from scikit-image's astronaut and matplotlib's Grace Hopper
+photos (made in a temporary folder, never saved), waits for it to answer, lets Chromium load the page (which
+opens with the first example analysed) and saves the picture.
 """
 
 from __future__ import annotations
@@ -51,18 +53,30 @@ def wait_for(url: str, server: subprocess.Popen, seconds: float = 180) -> None:
     sys.exit(f"the demo did not answer at {url} within {seconds:.0f} s")
 
 
-def tiny_model(folder: Path) -> Path:
-    from forgerytalker.tiny import build_tiny_model_and_processor
+def example_forgeries(folder: Path, count: int = 3) -> Path:
+    """`count` forgeries of two public-domain photos, in `folder / "examples"`."""
+    from matplotlib import cbook
+    from PIL import Image
+    from skimage import data
 
-    model, processor = build_tiny_model_and_processor("llama", image_size=64, seed=0)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    from forgerytalker.data.synthesis.pipeline import SynthesisConfig, synthesize
+
+    photos = folder / "photos"
+    photos.mkdir(parents=True)
+    Image.fromarray(data.astronaut()).save(photos / "astronaut.png")
+    shutil.copy(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), photos / "grace_hopper.jpg")
+    synthesize(SynthesisConfig(photos, folder / "forged", 2 * count, seed=3, authentic_rate=0.0, max_regions=4,
+                               eval_every=0, show_progress=False))
+    examples = folder / "examples"
+    examples.mkdir()
+    for path in sorted((folder / "forged" / "dataset").rglob("syn*.png"))[:count]:
+        shutil.copy(path, examples / path.name)
+    return examples
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="checkpoint folder (default: a tiny untrained model)")
+    parser.add_argument("--model", help="checkpoint folder (default: the bundled demo model)")
     parser.add_argument("--out", default="docs/demo-screenshot.png")
     parser.add_argument("--window-size", default="1400,1750")
     parser.add_argument("--wait-ms", type=int, default=20000, help="virtual time Chromium gives the page to render")
@@ -72,10 +86,11 @@ def main() -> None:
         sys.exit("chromium not found: apt-get install -y chromium")
     with tempfile.TemporaryDirectory(prefix="forgerytalker-screenshot-") as scratch:
         scratch = Path(scratch)
-        model = args.model or str(tiny_model(scratch / "model"))
+        examples = example_forgeries(scratch / "faces")
         port = free_port()
         env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(scratch / "gradio"))
-        command = [sys.executable, "-m", "forgerytalker.cli", "demo", "--model", model, "--port", str(port), "--num-threads", "1"]
+        command = [sys.executable, "-m", "forgerytalker.cli", "demo", "--port", str(port), "--num-threads", "1",
+                   "--examples", str(examples), *(["--model", args.model] if args.model else [])]
         server = subprocess.Popen(command, env=env)
         try:
             url = f"http://127.0.0.1:{port}/"

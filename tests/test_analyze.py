@@ -304,9 +304,13 @@ def test_every_kind_of_bad_input_gets_its_record_and_the_run_goes_on(tmp_path, c
         assert (out / f"{name}.error.json").is_file() and not (out / f"{name}.json").exists()
 
 
-def test_bad_arguments_name_their_flag(tmp_path, checkpoint, photos, capsys):
-    code, _, stderr = run_cli(str(photos), "--out", str(tmp_path / "o"), capsys=capsys)
-    assert code == 2 and "--model" in stderr and "default model" in stderr
+def test_bad_arguments_name_their_flag(tmp_path, checkpoint, photos, capsys, monkeypatch):
+    from forgerytalker.analysis import defaults
+
+    with monkeypatch.context() as patch:  # an installation that lost its bundled model
+        patch.setattr(defaults, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
+        code, _, stderr = run_cli(str(photos), "--out", str(tmp_path / "o"), capsys=capsys)
+    assert code == 2 and "--model" in stderr and "bundled default model is missing" in stderr
     code, _, stderr = run_cli(str(tmp_path / "missing.jpg"), "--model", str(checkpoint), capsys=capsys)
     assert code == 2 and "PATH" in stderr and "missing.jpg" in stderr
     code, _, stderr = run_cli(str(photos), "--model", str(tmp_path / "no-model"), capsys=capsys)

@@ -36,16 +36,12 @@ def wait_for(url: str, server: subprocess.Popen, seconds: float = 180) -> None:
 
 
 @pytest.fixture
-def demo_server(tmp_path):
-    from forgerytalker.tiny import build_tiny_model_and_processor
-
-    model, processor = build_tiny_model_and_processor("llama", seed=0)
-    model.save_pretrained(tmp_path / "model")
-    processor.save_pretrained(tmp_path / "model")
+def demo_server(tmp_path, face_photos_dir):
+    """The demo as a user starts it: the bundled model, the user's own example photos."""
     port = free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(tmp_path / "gradio"))
-    command = [sys.executable, "-m", "forgerytalker.cli", "demo", "--model", str(tmp_path / "model"), "--port", str(port),
-               "--num-threads", "1"]
+    command = [sys.executable, "-m", "forgerytalker.cli", "demo", "--port", str(port), "--num-threads", "1",
+               "--examples", str(face_photos_dir)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -76,7 +72,18 @@ def test_the_demo_answers_a_request_over_http(demo_server, tmp_path, face_photos
     assert isinstance(report, str) and report == record["report"]
     assert record["instruction_regions"] == ["eye", "nose"] and record["faces"] == 1
     assert record["status"] == "ok" and 0.0 <= record["manipulation_score"] <= 1.0
+    assert "default_model" in record["model"]  # no --model: the bundled demo model
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a picture")
     with pytest.raises(Exception, match="(?i)image|picture"):  # the reason reaches the page, not a generic error
         client.predict(gradio_client.handle_file(str(broken)), [], api_name="/analyze")
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_an_examples_folder_without_photos_is_refused_naming_the_flag(tmp_path, make):
+    folder = tmp_path / "examples"
+    if make == "empty":
+        folder.mkdir()
+    result = subprocess.run([sys.executable, "-m", "forgerytalker.cli", "demo", "--examples", str(folder)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--examples" in result.stderr

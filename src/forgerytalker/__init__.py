@@ -33,6 +33,7 @@ _PUBLIC_NAMES = {
     "analyze": "analysis",
     "caption_to_labels": "regions",
     "caption_to_regions": "regions",
+    "default_model": "analysis.defaults",
 }
 """Public name -> the submodule defining it, imported when the name is first used."""
 

@@ -60,8 +60,14 @@ def _register_classes() -> None:
         config_or_processor.register_for_auto_class()
     ForgeryTalkerForConditionalGeneration.register_for_auto_class("AutoModel")
     ForgeryPrompterNetwork.register_for_auto_class("AutoModel")
+    from .analysis.defaults import NoDefaultModelError, default_model
+
+    try:  # `pipeline("forgery-analysis")` with no model loads the bundled demo model
+        default = {"model": (default_model(), None)}
+    except NoDefaultModelError:
+        default = None
     PIPELINE_REGISTRY.register_pipeline(
-        PIPELINE_TASK, pipeline_class=ForgeryAnalysisPipeline, pt_model=AutoModel, type="multimodal"
+        PIPELINE_TASK, pipeline_class=ForgeryAnalysisPipeline, pt_model=AutoModel, default=default, type="multimodal"
     )
 
 

@@ -1,25 +1,36 @@
-"""The model that `forgerytalker analyze`, `forgerytalker.analyze`, the pipeline and the demo use when none is named."""
+"""The model that `forgerytalker analyze`, `forgerytalker.analyze`, the pipeline and the demo use when none is named.
+
+It is the demo model bundled in the package (`forgerytalker/default_model/`, 3.9 M parameters): trained on two
+CPU cores on forgeries synthesized from a dozen face photos by `python -m recipes.demo_model`, and evaluated in
+docs/RESULTS.md. It shows what the interface answers; it is not a detector for real-world deepfakes. Name a
+trained checkpoint (`--model`, `model=`) for real use.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[1] / "default_model"
+"""Where the package keeps its bundled demo model."""
+
 
 class NoDefaultModelError(ValueError):
-    """No model was named and the package ships no default one."""
-
-
-NO_DEFAULT_MODEL_MESSAGE = (
-    "no model given, and this version of forgerytalker ships no trained default model yet: name a ForgeryTalker "
-    "checkpoint folder or hub id (`--model PATH` on the command line, `model=` in Python)"
-)
+    """No model was named and the bundled default model is missing from this installation."""
 
 
 def default_model() -> str:
-    """The name or folder of the default model.
+    """The folder of the bundled demo model.
 
     Raises:
-        NoDefaultModelError: the package ships none (this version).
+        NoDefaultModelError: this installation lacks it (a build that left out the package data).
     """
-    raise NoDefaultModelError(NO_DEFAULT_MODEL_MESSAGE)
+    if not (BUNDLED_MODEL_DIR / "config.json").is_file() or not (BUNDLED_MODEL_DIR / "model.safetensors").is_file():
+        raise NoDefaultModelError(
+            f"no model given, and the bundled default model is missing from this installation ({BUNDLED_MODEL_DIR}); "
+            "reinstall forgerytalker, or name a ForgeryTalker checkpoint folder or hub id (`--model PATH` on the "
+            "command line, `model=` in Python)"
+        )
+    return str(BUNDLED_MODEL_DIR)
 
 
 def resolve_model(model: str | None) -> str:
@@ -27,4 +38,4 @@ def resolve_model(model: str | None) -> str:
     return default_model() if model is None else model
 
 
-__all__ = ["NO_DEFAULT_MODEL_MESSAGE", "NoDefaultModelError", "default_model", "resolve_model"]
+__all__ = ["BUNDLED_MODEL_DIR", "NoDefaultModelError", "default_model", "resolve_model"]

@@ -60,7 +60,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="photo files, folders (searched recursively) or quoted globs")
     parser.add_argument(
-        "--model", help="ForgeryTalker checkpoint folder or hub id (required until a default model ships)"
+        "--model", help="ForgeryTalker checkpoint folder or hub id (default: the bundled demo model, see docs/RESULTS.md)"
     )
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: ./{DEFAULT_OUT})")
     parser.add_argument("--json", action="store_true", help="print each record as a JSON line instead of a summary")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .analyze import UsageError, _device, _load_pipeline, _model_argument, _positive_int
@@ -21,7 +22,7 @@ def add_parser(subparsers) -> None:
         help="start the web demo: upload a face, see the heatmap, the region bars and the report",
         description="Starts a Gradio app on this machine (http://HOST:PORT); Ctrl-C stops it.",
     )
-    parser.add_argument("--model", help="ForgeryTalker checkpoint folder or hub id (required until a default model ships)")
+    parser.add_argument("--model", help="ForgeryTalker checkpoint folder or hub id (default: the bundled demo model, see docs/RESULTS.md)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
     parser.add_argument(
@@ -29,6 +30,9 @@ def add_parser(subparsers) -> None:
         action=argparse.BooleanOptionalAction,
         default=False,
         help="also open a public gradio.live link (default: off; needs internet)",
+    )
+    parser.add_argument(
+        "--examples", help="a folder of photos to offer as examples (default: faces the demo draws, no real person)"
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--num-threads", type=_positive_int, help="torch's CPU threads (default: torch's)")
@@ -42,6 +46,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print("error: the demo needs Gradio: pip install 'forgerytalker[demo]'", file=sys.stderr)
         return 2
     try:
+        example_photos = _example_photos(args.examples)
         model = _model_argument(args.model)
         if args.num_threads:
             import torch
@@ -53,5 +58,18 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     from ..demo import build_demo
 
-    build_demo(pipe).launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True)
+    build_demo(pipe, example_photos=example_photos).launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True)
     return 0
+
+
+def _example_photos(folder: str | None) -> list[str] | None:
+    if folder is None:
+        return None
+    from ..analysis.inputs import InputPathError, collect_photos
+
+    if not os.path.isdir(folder):
+        raise UsageError(f"--examples: no such folder: {folder}")
+    try:
+        return [photo.path for photo in collect_photos([folder])]
+    except InputPathError as error:
+        raise UsageError(f"--examples: {error}") from None

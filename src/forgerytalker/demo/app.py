@@ -48,24 +48,29 @@ def analyse_upload(pipe, reader: PhotoReader, path: str | None, regions: list[st
     return overlay, analysis.region_probabilities, analysis.report, analysis.to_record()
 
 
-def build_demo(pipe, examples_dir: str | Path | None = None, check_faces: bool = True, analyse_example_on_load: bool = True):
+def build_demo(pipe, examples_dir: str | Path | None = None, check_faces: bool = True, analyse_example_on_load: bool = True,
+               example_photos: list[str | Path] | None = None):
     """The Gradio `Blocks` app around a `forgery-analysis` pipeline.
 
     Args:
         pipe: the pipeline (loaded once, shared by every request).
         examples_dir: where the drawn example faces are written (default: a temporary folder).
+        example_photos: photos to offer as examples instead of the drawn faces (the first is analysed on load).
         check_faces: count faces in each upload and warn about none or several.
         analyse_example_on_load: open the page with an example face analysed (computed once, when the app is built).
     """
     import gradio as gr
 
     reader = PhotoReader(check_faces)
-    examples = write_example_faces(examples_dir or Path(tempfile.gettempdir()) / "forgerytalker-demo-examples")
+    if example_photos:
+        examples = [Path(photo) for photo in example_photos]
+    else:
+        examples = write_example_faces(examples_dir or Path(tempfile.gettempdir()) / "forgerytalker-demo-examples")
 
     def analyse(path, regions):
         return analyse_upload(pipe, reader, path, regions)
 
-    shown = examples[1] if analyse_example_on_load else None
+    shown = (examples[0] if example_photos else examples[1]) if analyse_example_on_load else None
     initial = analyse(str(shown), []) if shown is not None else (None, None, None, None)
 
     with gr.Blocks(title="ForgeryTalker") as demo:
