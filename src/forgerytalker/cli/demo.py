@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._threads import torch_threads
 from .analyze import UsageError, _device, _load_pipeline, _model_argument, _positive_int
 
 
@@ -43,15 +44,16 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     try:
         model = _model_argument(args.model)
-        if args.num_threads:
-            import torch
-
-            torch.set_num_threads(args.num_threads)
-        pipe = _load_pipeline(model, _device(args.device, None), "float32")
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from ..demo import build_demo
+    with torch_threads(args.num_threads):
+        try:
+            pipe = _load_pipeline(model, _device(args.device, None), "float32")
+        except UsageError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        from ..demo import build_demo
 
-    build_demo(pipe).launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True)
+        build_demo(pipe).launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True)
     return 0
