@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from _machine import load_average, machine_state
 from bench_generate import build
 
 from forgerytalker.analysis.api import load_analyzer
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     torch.set_num_threads(args.num_threads)
-    load_before = os.getloadavg()
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="bench-analyze-") as scratch:
         scratch = Path(scratch)
         model, processor = build(args.preset)
@@ -109,10 +110,7 @@ def main() -> None:
         "startup_model": "the benchmark's own saved model (no bundled default model ships yet)",
         "help_s": round(median(help_times), 2),
         "targets": TARGETS,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "load_average_before": [round(value, 2) for value in load_before],
-        "load_average_after": [round(value, 2) for value in os.getloadavg()],
+        "machine": machine_state(load_before),
     }
     print(json.dumps(result, indent=2))
 
