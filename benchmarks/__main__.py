@@ -49,13 +49,13 @@ BENCHMARKS = {
     "generate": Benchmark(
         "bench_generate.py",
         ("--preset", "small", "--repeats", "5", "--num-threads", "1"),
-        ("--preset", "small", "--repeats", "2", "--new-tokens", "16", "--num-threads", "1"),
+        ("--preset", "small", "--repeats", "3", "--num-threads", "1"),
         what="ForgeryTalker.generate / InstructBLIP.generate, same weights and inputs, small preset",
     ),
     "generate_paper_proportions": Benchmark(
         "bench_generate.py",
         ("--preset", "paper-proportions", "--repeats", "5", "--num-threads", "1"),
-        ("--preset", "paper-proportions", "--repeats", "2", "--new-tokens", "16", "--num-threads", "1"),
+        ("--preset", "paper-proportions", "--repeats", "3", "--num-threads", "1"),
         what="the same with the prompter 0.63 of the vision encoder (the released model's share)",
     ),
     "synthesis": Benchmark(
@@ -94,14 +94,16 @@ BENCHMARKS = {
     ),
     "analyze_no_files": Benchmark(
         "bench_analyze.py",
-        ("--preset", "tiny", "--images", "32", "--repeats", "3", "--num-threads", "1", "--no-face-check", "--no-overlay"),
-        ("--preset", "tiny", "--images", "16", "--repeats", "1", "--num-threads", "1", "--no-face-check", "--no-overlay"),
+        ("--preset", "tiny", "--images", "32", "--repeats", "3", "--num-threads", "1", "--no-face-check", "--no-overlay",
+         "--no-startup"),
+        ("--preset", "tiny", "--images", "16", "--repeats", "1", "--num-threads", "1", "--no-face-check", "--no-overlay",
+         "--no-startup"),
         what="the same with mask and record only",
     ),
     "analyze_small": Benchmark(
         "bench_analyze.py",
-        ("--preset", "small", "--images", "32", "--repeats", "2", "--num-threads", "1"),
-        ("--preset", "small", "--images", "8", "--repeats", "1", "--num-threads", "1"),
+        ("--preset", "small", "--images", "32", "--repeats", "2", "--num-threads", "1", "--no-startup"),
+        ("--preset", "small", "--images", "8", "--repeats", "1", "--num-threads", "1", "--no-startup", "--max-new-tokens", "20"),
         what="analyze's whole loop vs model.generate alone at the real model's proportions, batch 8",
     ),
     "evaluate": Benchmark(

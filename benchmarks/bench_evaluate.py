@@ -64,6 +64,7 @@ def synthetic_split(count: int, size: int, seed: int = 0) -> Dataset:
         samples["regions"].append([0, 4, 15])
         samples["method"].append("face_swap")
         samples["source"].append("synthetic")
+        samples["extra"].append("{}")  # MMTT_FEATURES' column for the record's other fields
     return Dataset.from_dict(samples, features=MMTT_FEATURES)
 
 
