@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+from _machine import load_average, machine_state
 
 from forgerytalker.data import mmtt
 from forgerytalker.data.mmtt import convert_mmtt
@@ -110,6 +111,7 @@ def main() -> None:
     parser.add_argument("--interrupt-after", type=int, help="also stop a conversion after this many shards and resume it")
     parser.add_argument("--workdir", help="where to build the layout (default: a temporary folder)")
     args = parser.parse_args()
+    load_before = load_average()
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
         root, out = Path(workdir) / "mmtt", Path(workdir) / "out"
@@ -150,6 +152,7 @@ def main() -> None:
                 "output_bytes": output_bytes,
                 "interrupted_and_resumed": resumed,
                 "load_average_1min": round(os.getloadavg()[0], 2),
+                "machine": machine_state(load_before),
             }
         )
     )

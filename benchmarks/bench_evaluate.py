@@ -29,6 +29,7 @@ import torch
 from datasets import Dataset
 from PIL import Image
 
+from _machine import load_average, machine_state
 from forgerytalker.data.features import MMTT_FEATURES
 from forgerytalker.evaluation.output_folder import RunWriter, prepare_output_folder
 from forgerytalker.evaluation.prediction import PredictionSettings, predict_records
@@ -63,6 +64,7 @@ def synthetic_split(count: int, size: int, seed: int = 0) -> Dataset:
         samples["regions"].append([0, 4, 15])
         samples["method"].append("face_swap")
         samples["source"].append("synthetic")
+        samples["extra"].append("{}")  # MMTT_FEATURES' column for the record's other fields
     return Dataset.from_dict(samples, features=MMTT_FEATURES)
 
 
@@ -84,6 +86,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-threads", type=int, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    load_before = load_average()
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
 
@@ -145,6 +148,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "load_average_1_5_15_min": [round(value, 2) for value in os.getloadavg()],
         "cpu_count": os.cpu_count(),
+        "machine": machine_state(load_before),
         "loop_seconds_median": round(loop, 4),
         "generate_seconds_median": round(generate, 4),
         "ratio": round(loop / generate, 3),

@@ -29,6 +29,7 @@ from collections import Counter
 
 import numpy as np
 
+from _machine import load_average, machine_state
 from forgerytalker.data.synthesis.landmark_regions import LANDMARK_REGIONS
 from forgerytalker.data.synthesis.measurements import FLAW_KINDS, RegionFlaws
 from forgerytalker.data.synthesis.reports import write_report
@@ -155,12 +156,14 @@ def main() -> None:
     parser.add_argument("--captions", type=int, default=20_000, help="captions per generated set")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    load_before = load_average()
     rng = np.random.default_rng(args.seed)
     result = {
         "benchmark": "label_agreement",
         "release_style": agreement(release_style_captions(args.captions, rng)),
         "synthesized": agreement(synthesized_reports(args.captions // 4, rng)),
         "tricky": agreement(list(TRICKY)),
+        "machine": machine_state(load_before),
     }
     print(json.dumps(result, indent=1))
 

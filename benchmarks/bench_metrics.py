@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from _machine import load_average, machine_state
 from forgerytalker.configuration_forgerytalker import DEFAULT_MASK_THRESHOLD
 from forgerytalker.evaluation import accumulate_mask_counts, compute_text_metrics
 from forgerytalker.regions import REGION_NAMES
@@ -157,12 +158,14 @@ def main() -> None:
         "--mask-threshold", type=float, default=DEFAULT_MASK_THRESHOLD, help="the model's mask threshold (config default)"
     )
     args = parser.parse_args()
+    load_before = load_average()
     result = {
         "load_average_1_5_15_min": [round(value, 2) for value in os.getloadavg()],
         "cpu_count": os.cpu_count(),
         "text": bench_text(args.pairs, args.meteor_pairs),
         "masks": bench_masks(args.pairs, args.size, args.distinct_masks, args.workers, args.mask_threshold),
     }
+    result["machine"] = machine_state(load_before)
     print(json.dumps(result, indent=2))
 
 

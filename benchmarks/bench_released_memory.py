@@ -17,6 +17,7 @@ import platform
 import torch
 from transformers import SamMaskDecoderConfig
 
+from _machine import load_average, machine_state
 from forgerytalker import ForgeryTalkerConfig, ForgeryTalkerForConditionalGeneration, ForgeryTalkerPrompterConfig
 from forgerytalker.configuration_forgerytalker import PAPER_INSTRUCTBLIP_CONFIG
 
@@ -39,6 +40,7 @@ def released_config() -> ForgeryTalkerConfig:
 
 
 def main() -> None:
+    load_before = load_average()
     with torch.device("meta"):
         model = ForgeryTalkerForConditionalGeneration(released_config())
         # transformers 5 builds T5 with its LM head tied to the embeddings and unties them when, as in Flan-T5's
@@ -68,7 +70,8 @@ def main() -> None:
             "release_mix_t5_bf16_rest_fp32": round((2 * counts["language_model"] + 4 * rest) / GIB, 2),
         },
         "torch": torch.__version__,
-        "machine": platform.machine(),
+        "architecture": platform.machine(),
+        "machine": machine_state(load_before),
     }, indent=2))
 
 

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import load_average, machine_state
 from forgerytalker.data.methods import AUTHENTIC, CLASSICAL_INPAINTING, FACE_SWAP, REGION_TRANSPLANT
 from forgerytalker.data.synthesis.pipeline import SynthesisConfig, align_folder, synthesize
 
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=200, help="samples per run")
     parser.add_argument("--num-workers", type=int, default=2, help="workers of the mixed run")
     args = parser.parse_args()
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         start = time.perf_counter()
@@ -72,6 +74,7 @@ def main() -> None:
             "mixed_1_worker": timed_run(args.faces, cache, scratch, "mixed-1", args.num_samples, 1),
             "mixed": timed_run(args.faces, cache, scratch, "mixed", args.num_samples, args.num_workers),
             "load_average_1min": round(os.getloadavg()[0], 2),
+            "machine": machine_state(load_before),
         }
     print(json.dumps(result, indent=1))
 

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from _machine import load_average, machine_state
+
 
 def make_dataset(folder: Path, samples: int, image_size: int = 64, seed: int = 0) -> Path:
     """A `load_dataset`-able folder with a train split of `samples` random forgeries (the columns of
@@ -88,6 +90,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--samples", type=int, default=40)
     args = parser.parse_args()
+    load_before = load_average()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
@@ -97,7 +100,8 @@ def main() -> None:
             for stage in ("prompter", "joint")
         }
     print(json.dumps({"benchmark": "training throughput, tiny config, 1 process (CPU)", "image_size": args.image_size,
-                      "torch_threads": torch.get_num_threads(), "load_average_1min": os.getloadavg()[0], **results},
+                      "torch_threads": torch.get_num_threads(), "load_average_1min": os.getloadavg()[0], **results,
+                      "machine": machine_state(load_before)},
                      indent=2))
 
 

@@ -127,6 +127,36 @@ def test_files_a_folder_and_a_glob(tmp_path, checkpoint, photos, capsys):
     assert json.loads((out / "run.json").read_text())["model"] == str(checkpoint)
 
 
+@pytest.mark.parametrize("failing", [False, True], ids=["returns", "raises"])
+def test_num_threads_holds_during_the_run_and_is_restored_after(tmp_path, checkpoint, photos, capsys, monkeypatch, failing):
+    import torch
+
+    real_run_analysis = analysis_runner.run_analysis
+    seen = []
+
+    def spying_run_analysis(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        if failing:
+            raise RuntimeError("the run fails half-way")
+        return real_run_analysis(*args, **kwargs)
+
+    monkeypatch.setattr(analysis_runner, "run_analysis", spying_run_analysis)
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    try:
+        arguments = ["analyze", str(photos / "astronaut.png"), "--model", str(checkpoint), "--out", str(tmp_path / "out"),
+                     "--no-progress", "--num-threads", str(wanted), *MAX_NEW_TOKENS]
+        if failing:
+            with pytest.raises(RuntimeError, match="half-way"):
+                main(arguments)
+        else:
+            assert main(arguments) == 0, capsys.readouterr().err
+        assert seen == [wanted]
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_batched_analysis_equals_one_photo_at_a_time(checkpoint, photos):
     paths = sorted(str(path) for path in photos.rglob("*.png")) + [str(photos / "grace.jpg")]
     alone = [forgerytalker.analyze(path, model=checkpoint, max_new_tokens=4) for path in paths]

@@ -49,9 +49,14 @@ def atomic_write_json(path: Path, data) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
+PNG_ZLIB_RLE = 3
+"""zlib's Z_RLE strategy: on the figure (flat background, bars, text, one photo) and on binary masks as fast as the
+default strategy at level 1 and about a fifth smaller (a 908 x 666 figure: 325 KB against 414 KB, 24 ms)."""
+
+
 def atomic_write_png(path: Path, image: Image.Image) -> None:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
+    image.save(buffer, format="PNG", compress_level=1, compress_type=PNG_ZLIB_RLE)
     atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -29,6 +29,8 @@ MARGIN = 12
 TINT_OPACITY = 0.6
 """Opacity of the heatmap colour where the probability is 1 (it fades linearly to 0 with the probability)."""
 BACKGROUND = (255, 255, 255)
+OUTLINE = (255, 255, 255)
+"""Colour of the binary mask's outline on the heatmap."""
 TEXT = (20, 20, 20)
 MUTED = (110, 110, 110)
 FLAGGED = (200, 30, 30)
@@ -54,20 +56,37 @@ def heat_lut() -> np.ndarray:
 def heatmap_overlay(photo: Image.Image, probabilities: np.ndarray, mask: Image.Image, size: tuple[int, int]) -> Image.Image:
     """The photo at `size` (width, height) with the probabilities tinted on it and the mask's outline in white.
 
+    Each pixel is `photo * (1 - a) + colour * a` with `a = TINT_OPACITY * p` and `colour = heat_lut()[p]`, the
+    probability `p` taken in 256 levels; the blending runs in Pillow's C code (`Image.composite`), a few times
+    faster than the same formula in float numpy arrays (it is drawn once a photo).
+
     Args:
         photo: RGB picture.
         probabilities: float32 `(H, W)` in [0, 1], at the photo's size.
         mask: "L" 0/255 picture at the photo's size.
     """
-    base = np.asarray(photo.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+    base = photo.convert("RGB").resize(size, Image.Resampling.BILINEAR)
     heat = np.asarray(Image.fromarray(probabilities.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
-    heat = np.clip(heat, 0.0, 1.0)
-    colours = heat_lut()[np.rint(heat * 255).astype(np.uint8)].astype(np.float32)
-    alpha = (TINT_OPACITY * heat)[..., None]
-    blended = base * (1 - alpha) + colours * alpha
-    outline = np.asarray(mask.resize(size, Image.Resampling.NEAREST).filter(ImageFilter.FIND_EDGES)) > 0
-    blended[outline] = 255
-    return Image.fromarray(np.rint(blended).astype(np.uint8), mode="RGB")
+    levels = np.rint(np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)
+    coloured = Image.frombytes("P", size, levels.tobytes())  # the levels as palette indices into heat_lut()
+    coloured.putpalette(heat_lut().tobytes())
+    alpha = Image.frombytes("L", size, levels.tobytes()).point(_alpha_table())
+    colours = coloured.convert("RGB")
+    blended = Image.composite(colours, base, alpha)
+    outline = mask.resize(size, Image.Resampling.NEAREST).filter(ImageFilter.FIND_EDGES).point(_outline_table())
+    blended.paste(OUTLINE, mask=outline)
+    return blended
+
+
+@lru_cache(maxsize=1)
+def _alpha_table() -> list[int]:
+    """Probability level -> opacity of its colour, 0..255."""
+    return [round(TINT_OPACITY * level) for level in range(256)]
+
+
+@lru_cache(maxsize=1)
+def _outline_table() -> list[int]:
+    return [0] + [255] * 255
 
 
 def _panel_size(width: int, height: int) -> tuple[int, int]:

@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 
+from ._threads import torch_threads
+
 DEFAULT_OUT = "forgerytalker-results"
 USAGE_ERROR = 2
 FAILED = 1
@@ -118,8 +120,7 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..analysis.inputs import InputPathError, collect_photos
-    from ..analysis.outputs import OutputFolderError, check_settings, write_results, write_settings
-    from ..analysis.runner import AnalysisOptions, run_analysis
+    from ..analysis.outputs import OutputFolderError, check_settings
 
     regions = _check_regions(args.regions)
     model = _model_argument(args.model)
@@ -144,10 +145,16 @@ def _run(args: argparse.Namespace) -> int:
         keep_finished = check_settings(out_dir, settings, args.overwrite)
     except OutputFolderError as error:
         raise UsageError(f"--out: {error}") from None
-    if args.num_threads:
-        import torch
+    with torch_threads(args.num_threads):
+        return _analyze(args, out_dir, photos, settings, keep_finished)
 
-        torch.set_num_threads(args.num_threads)
+
+def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict, keep_finished: bool) -> int:
+    """Loads the model and analyses `photos` (the arguments checked by `_run`); returns the exit code."""
+    from ..analysis.outputs import write_results, write_settings
+    from ..analysis.runner import AnalysisOptions, run_analysis
+
+    model, regions, generate_kwargs = settings["model"], settings["regions"], settings["generate_kwargs"]
     state = _distributed_state()
     pipe = _load_pipeline(model, _device(args.device, state), args.dtype)
     from .. import __version__

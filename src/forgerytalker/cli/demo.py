@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from ._threads import torch_threads
 from .analyze import UsageError, _device, _load_pipeline, _model_argument, _positive_int
 
 
@@ -48,17 +49,20 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         example_photos = _example_photos(args.examples)
         model = _model_argument(args.model)
-        if args.num_threads:
-            import torch
-
-            torch.set_num_threads(args.num_threads)
-        pipe = _load_pipeline(model, _device(args.device, None), "float32")
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from ..demo import build_demo
+    with torch_threads(args.num_threads):
+        try:
+            pipe = _load_pipeline(model, _device(args.device, None), "float32")
+        except UsageError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        from ..demo import build_demo
 
-    build_demo(pipe, example_photos=example_photos).launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True)
+        build_demo(pipe, example_photos=example_photos).launch(
+            server_name=args.host, server_port=args.port, share=args.share, show_error=True
+        )
     return 0
 
 

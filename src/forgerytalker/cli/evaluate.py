@@ -8,6 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+from ._threads import torch_threads
+
 REGION_SOURCES = ("predicted", "ground_truth", "none")
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 """What `from_pretrained` / `load_dataset` would read as a hub id (`name` or `owner/name`)."""
@@ -116,6 +118,11 @@ def add_parser(subparsers) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    with torch_threads(args.num_threads):
+        return _run_evaluate(args)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.distributed import EvaluationProcesses
     from ..evaluation.output_folder import OutputFolderError, OutputWriteError, check_output_folder
     from ..evaluation.samples import UnreadableImageError
@@ -126,8 +133,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         processes = EvaluationProcesses()
         processes.all_succeed(require_java, "The report metrics (PTB tokenizer)")  # every process, before loading
         processes.on_main(check_output_folder, args.out, args.overwrite)
-        if args.num_threads:
-            _set_threads(args.num_threads)
         device = _device(args.device, processes)
         dataset = _load_split(args.data, args.split, args.limit)
         model, processor = _load_model(args.model, device)
@@ -153,12 +158,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def _fail(message: str, code: int) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
-
-
-def _set_threads(count: int) -> None:
-    import torch
-
-    torch.set_num_threads(count)
 
 
 def _device(name: str | None, processes) -> str:

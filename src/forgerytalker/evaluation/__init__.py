@@ -1,9 +1,15 @@
 """Evaluation metrics of forgerytalker: reports, masks, region prompts, detection, robustness and the report files.
 
 The rules behind every number are in `conventions.py` (`conventions_text()`).
+
+Importing the package is cheap: the light modules load at once, the others (`runner` and `samples` need `datasets`, a
+second of start-up) when one of their names is first used, so `forgerytalker analyze`, which needs
+`region_detection_scores` only, does not wait for them.
 """
 
-from .breakdown import EvaluationRecords, breakdown_by_method, evaluate_records, robustness_drops
+import importlib
+
+# light and used outside evaluation (`detection_metrics` also binds the function of that name over the submodule)
 from .conventions import (
     ALL_METRICS,
     ImageIdMismatchError,
@@ -12,7 +18,6 @@ from .conventions import (
     conventions_dict,
     conventions_text,
 )
-from .degradations import Degradation, apply_degradations, parse_degradation, parse_degradations
 from .detection_metrics import (
     detection_accuracy,
     detection_metrics,
@@ -21,24 +26,56 @@ from .detection_metrics import (
     region_detection_scores,
     roc_auc,
 )
-from .mask_metrics import (
-    MaskCounts,
-    MaskMetricAccumulator,
-    accumulate_mask_counts,
-    count_mask_pair,
-    pair_masks,
-    resize_nearest,
-    summarize_mask_counts,
-)
 from .output_folder import OutputFolderError, OutputWriteError
-from .region_metrics import per_region_metrics, plm_per_sample, positive_label_matching
-from .report import PAPER_REFERENCE_ROWS, metrics_document, render_markdown, write_report
-from .runner import run_evaluation
-from .samples import UnreadableImageError
-from .text_metrics import (
-    JavaNotFoundError,
-    PTBAlignmentError,
-    compute_text_metrics,
-    ptb_tokenize,
-    score_tokenized_reports,
-)
+
+_LAZY_NAMES = {
+    "EvaluationRecords": "breakdown",
+    "breakdown_by_method": "breakdown",
+    "evaluate_records": "breakdown",
+    "robustness_drops": "breakdown",
+    "Degradation": "degradations",
+    "apply_degradations": "degradations",
+    "parse_degradation": "degradations",
+    "parse_degradations": "degradations",
+    "MaskCounts": "mask_metrics",
+    "MaskMetricAccumulator": "mask_metrics",
+    "accumulate_mask_counts": "mask_metrics",
+    "count_mask_pair": "mask_metrics",
+    "pair_masks": "mask_metrics",
+    "resize_nearest": "mask_metrics",
+    "summarize_mask_counts": "mask_metrics",
+    "per_region_metrics": "region_metrics",
+    "plm_per_sample": "region_metrics",
+    "positive_label_matching": "region_metrics",
+    "PAPER_REFERENCE_ROWS": "report",
+    "metrics_document": "report",
+    "render_markdown": "report",
+    "write_report": "report",
+    "run_evaluation": "runner",
+    "UnreadableImageError": "samples",
+    "JavaNotFoundError": "text_metrics",
+    "PTBAlignmentError": "text_metrics",
+    "compute_text_metrics": "text_metrics",
+    "ptb_tokenize": "text_metrics",
+    "score_tokenized_reports": "text_metrics",
+}
+"""Public name -> the submodule defining it, imported when the name is first used."""
+
+__all__ = sorted({
+    "ALL_METRICS", "ImageIdMismatchError", "binarize", "check_image_ids", "conventions_dict", "conventions_text",
+    "detection_accuracy", "detection_metrics", "forged_labels", "mask_area_score", "region_detection_scores",
+    "roc_auc", "OutputFolderError", "OutputWriteError", *_LAZY_NAMES,
+})
+
+
+def __getattr__(name: str):
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_NAMES})

@@ -1,0 +1,46 @@
+"""The heatmap panel of the analysis figure: Pillow's blending against the formula it implements."""
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from forgerytalker.analysis.overlay import TINT_OPACITY, heat_lut, heatmap_overlay
+
+
+def reference_overlay(photo: Image.Image, probabilities: np.ndarray, mask: Image.Image, size) -> np.ndarray:
+    """`photo * (1 - a) + colour * a`, `a = TINT_OPACITY * p`, in float numpy; the mask's outline white."""
+    base = np.asarray(photo.resize(size, Image.Resampling.BILINEAR), dtype=np.float64)
+    heat = np.asarray(Image.fromarray(probabilities, mode="F").resize(size, Image.Resampling.BILINEAR))
+    heat = np.clip(heat, 0.0, 1.0)
+    colours = heat_lut()[np.rint(heat * 255).astype(np.uint8)].astype(np.float64)
+    alpha = (TINT_OPACITY * heat)[..., None]
+    blended = base * (1 - alpha) + colours * alpha
+    outline = np.asarray(mask.resize(size, Image.Resampling.NEAREST).filter(ImageFilter.FIND_EDGES)) > 0
+    blended[outline] = 255
+    return blended
+
+
+def test_heatmap_overlay_matches_the_blending_formula():
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8))
+    rows, columns = np.mgrid[0:90, 0:120]
+    probabilities = np.clip(np.exp(-((rows - 40) ** 2 + (columns - 70) ** 2) / 600.0), 0, 1).astype(np.float32)
+    probabilities[0, :10] = 1.5  # out of range: clipped
+    mask = Image.fromarray(((probabilities > 0.5) * 255).astype(np.uint8), mode="L")
+    size = (240, 180)
+
+    drawn = heatmap_overlay(photo, probabilities, mask, size)
+
+    assert drawn.mode == "RGB" and drawn.size == size
+    expected = reference_overlay(photo, probabilities, mask, size)
+    difference = np.abs(np.asarray(drawn, dtype=np.float64) - expected)
+    # the opacity is taken in 256 levels of the probability: at most about 1.5 grey levels off
+    assert difference.max() <= 2.0, difference.max()
+    assert difference.mean() < 0.5
+    outline = np.asarray(mask.resize(size, Image.Resampling.NEAREST).filter(ImageFilter.FIND_EDGES)) > 0
+    assert outline.any() and (np.asarray(drawn)[outline] == 255).all()
+
+
+def test_zero_probability_leaves_the_photo_untouched():
+    photo = Image.fromarray(np.full((64, 64, 3), (10, 200, 90), dtype=np.uint8))
+    drawn = heatmap_overlay(photo, np.zeros((64, 64), np.float32), Image.new("L", (64, 64)), (64, 64))
+    assert (np.asarray(drawn) == (10, 200, 90)).all()
