@@ -318,7 +318,14 @@ def test_two_processes_give_the_metrics_and_files_of_one(model_dir, tiny_dataset
     files = [output_files(folder) for folder in (one, two)]
     assert files[0].keys() == files[1].keys() and len(files[0]) == 2 * (len(split) + 1) + 3
     for name in files[0]:
-        if name not in ("metrics.json", "metrics.md"):
+        if name.endswith("predictions.jsonl"):
+            # the IoU head's float32 estimate may differ in its last digits between processes (the kernels a CPU
+            # picks depend on memory alignment); everything else, and the metrics above, are identical
+            records = [[json.loads(line) for line in (folder / name).read_text().splitlines()] for folder in (one, two)]
+            confidences = [[record.pop("mask_confidence") for record in run] for run in records]
+            assert records[0] == records[1], name
+            assert confidences[0] == pytest.approx(confidences[1], rel=1e-5), name
+        elif name not in ("metrics.json", "metrics.md"):
             assert files[0][name] == files[1][name], name
 
 
