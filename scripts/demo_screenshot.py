@@ -69,7 +69,7 @@ def example_forgeries(folder: Path, count: int = 3) -> Path:
                                eval_every=0, show_progress=False))
     examples = folder / "examples"
     examples.mkdir()
-    for path in sorted((folder / "forged" / "dataset").rglob("syn*.png"))[:count]:
+    for path in sorted(path for path in (folder / "forged" / "dataset").rglob("syn*.png") if "masks" not in path.parts)[:count]:
         shutil.copy(path, examples / path.name)
     return examples
 

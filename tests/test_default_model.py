@@ -45,7 +45,8 @@ def _forged_photos(face_photos_dir: Path, tmp_path: Path, count: int) -> list[Pa
 
     synthesize(SynthesisConfig(face_photos_dir, tmp_path / "forged", count, seed=5, authentic_rate=0.0, max_upscale=4.0,
                                max_regions=4, eval_every=0, show_progress=False))
-    return sorted((tmp_path / "forged" / "dataset").rglob("syn*.png"))[:count]
+    return sorted(path for path in (tmp_path / "forged" / "dataset").rglob("syn*.png")
+                  if "masks" not in path.parts)[:count]
 
 
 def test_the_pipeline_defaults_to_the_bundled_model_and_its_answers_depend_on_the_photo(face_photos_dir, tmp_path):

@@ -88,7 +88,8 @@ def build_demo(pipe, examples_dir: str | Path | None = None, check_faces: bool =
                     list(REGION_NAMES), label="Regions to describe (optional: correct the model)"
                 )
                 button = gr.Button("Analyze", variant="primary")
-                gr.Examples([[str(path)] for path in examples], inputs=[image], label="Example faces (drawn, not real people)")
+                examples_label = "Example photos" if example_photos else "Example faces (drawn, not real people)"
+                gr.Examples([[str(path)] for path in examples], inputs=[image], label=examples_label)
             with gr.Column(scale=1):
                 heatmap = gr.Image(
                     value=initial[0], type="pil", format="png", label="Forgery heatmap (white outline: mask)", interactive=False
