@@ -10,7 +10,7 @@ marked so that `save_pretrained` writes their code (and the pipeline's) next to 
 `trust_remote_code=True` in a process that never imported this package.
 """
 
-import importlib
+from ._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -40,17 +40,7 @@ _PUBLIC_NAMES = {
 __all__ = sorted(_PUBLIC_NAMES)
 
 
-def __getattr__(name: str):
-    module = _PUBLIC_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_PUBLIC_NAMES})
+__getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC_NAMES, globals())
 
 
 from ._auto_registration import register_when_transformers_loads  # noqa: E402  (needs __version__ above)

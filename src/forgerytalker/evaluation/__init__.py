@@ -7,7 +7,7 @@ second of start-up) when one of their names is first used, so `forgerytalker ana
 `region_detection_scores` only, does not wait for them.
 """
 
-import importlib
+from .._lazy import lazy_attributes
 
 # light and used outside evaluation (`detection_metrics` also binds the function of that name over the submodule)
 from .conventions import (
@@ -68,14 +68,4 @@ __all__ = sorted({
 })
 
 
-def __getattr__(name: str):
-    module = _LAZY_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY_NAMES})
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_NAMES, globals())

@@ -7,7 +7,7 @@ The names below load on first use, so `forgerytalker analyze`'s face check (`fac
 the manipulations and the pipeline.
 """
 
-import importlib
+from ..._lazy import lazy_attributes
 
 _PUBLIC_NAMES = {
     "MANIPULATIONS": "manipulations",
@@ -20,14 +20,4 @@ _PUBLIC_NAMES = {
 __all__ = sorted(_PUBLIC_NAMES)
 
 
-def __getattr__(name: str):
-    module = _PUBLIC_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_PUBLIC_NAMES})
+__getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC_NAMES, globals())
