@@ -262,11 +262,20 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         "probabilities and a report) with answers that depend on the image.",
         f"Size: {parameters / 1e6:.2f} M parameters, {size / 2**20:.1f} MiB of float32 safetensors "
         f"(`src/forgerytalker/default_model/`). Architecture and why it is this small: `recipes/demo_model/model.py`.",
-        "To train a real ForgeryTalker: convert MMTT (`forgerytalker data convert`), start from a real InstructBLIP "
-        "(`Salesforce/instructblip-vicuna-7b`) and follow the README's Training section: stage 1 "
-        "(`training/configs/prompter.yaml`) and stage 2 (`training/configs/joint.yaml`) with `accelerate launch` "
-        "on GPUs with bf16 (the 7B backbone's weights alone are 14 GiB in bf16; the paper used A100s). The authors' "
-        "released checkpoints run through `forgerytalker convert-checkpoint` (README: Running the released weights).",
+        "To train a real ForgeryTalker on MMTT with real InstructBLIP weights: the paper trained on four NVIDIA "
+        "A100 GPUs with mixed precision (the 7B backbone's weights alone are about 14 GiB in 16-bit):",
+        "```bash\n"
+        "forgerytalker data convert --mmtt-root MMTT_ROOT --out mmtt --test-split --num-proc 8\n"
+        "accelerate launch --multi_gpu --num_processes 4 training/run.py --config training/configs/prompter.yaml \\\n"
+        "    --instructblip_name_or_path Salesforce/instructblip-vicuna-7b --dataset mmtt --output_dir runs/stage1 \\\n"
+        "    --mixed_precision bf16\n"
+        "accelerate launch --multi_gpu --num_processes 4 training/run.py --config training/configs/joint.yaml \\\n"
+        "    --instructblip_name_or_path Salesforce/instructblip-vicuna-7b --prompter_name_or_path runs/stage1/best \\\n"
+        "    --dataset mmtt --output_dir runs/stage2 --mixed_precision bf16\n"
+        "forgerytalker evaluate --model runs/stage2/best --data mmtt --split test --out eval/test\n"
+        "```",
+        "The authors' released checkpoints run through `forgerytalker convert-checkpoint` (README: Running the "
+        "released weights).",
         "## Data: whole identities held out",
         "Photos, not samples, are split: no person appears in two splits. The group photo (6 people) is in train.",
         _data_summary(work, dataset),
