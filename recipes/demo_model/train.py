@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,15 @@ def _launch(arguments: list[str], output_dir: Path) -> Path:
         command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(PROCESSES),
                    "--num_machines", "1", "--main_process_port", "29533", str(REPOSITORY / "training" / "run.py"),
                    *arguments, "--output_dir", str(output_dir), "--report_to_tensorboard", "false", *resume]
-        env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+        # torch elastic leaves a folder per launch in the temporary directory: give it one of the run's own
+        scratch = output_dir.with_name(output_dir.name + ".tmp")
+        scratch.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}
         logger.info("$ %s", " ".join(command))
-        subprocess.run(command, check=True, env=env)
+        try:
+            subprocess.run(command, check=True, env=env)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     best = output_dir / "best"
     return best if (best / "config.json").is_file() else output_dir
 
