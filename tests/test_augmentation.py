@@ -78,3 +78,17 @@ def test_a_mask_of_another_size_is_refused():
     image, mask = marked_face()
     with pytest.raises(ValueError, match="160×120"):
         augment_pair(image, mask[:50])
+
+
+def test_an_image_whose_report_names_a_side_is_never_flipped():
+    from forgerytalker.training.augmentation import flip_allowed
+
+    assert flip_allowed("The lips look blurred.") and flip_allowed(None)
+    assert not flip_allowed("The LEFT eye is darker.") and not flip_allowed("a seam on the right cheek")
+    assert flip_allowed("The eyes look brighter and the skin is lighter.")  # "brighter" is no side
+    image, mask = marked_face()
+    torch.manual_seed(0)
+    for _ in range(20):
+        new_image, new_mask = augment_pair(image, mask, GEOMETRY_ONLY, allow_flip=False)
+        columns = np.flatnonzero(new_mask.any(axis=0))
+        assert not columns.size or columns.mean() < new_image.width / 2  # the rectangle stays on the left

@@ -3,7 +3,8 @@
 Geometric changes (a random crop of 80–100% of the side, a horizontal flip) move the image and the mask alike;
 photometric ones (colour jitter, a downscale and upscale, JPEG re-encoding) touch the image only, because a
 forgery stays where it is when a photo is recompressed or resized. None of the 21 region names is left- or
-right-sided, so a flip keeps every label and report true.
+right-sided, so a flip keeps every label true; a report that says "left" or "right" would not be, so such an
+image is never flipped (`flip_allowed`).
 
 Randomness comes from torch's global generator, which `accelerate` saves with every checkpoint, so a resumed
 run draws the same augmentations.
@@ -12,6 +13,7 @@ run draws the same augmentations.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,10 +54,22 @@ def _chance(probability: float) -> bool:
     return float(torch.rand(())) < probability
 
 
+_SIDED = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+
+
+def flip_allowed(report: str | None) -> bool:
+    """Whether a mirrored image still fits `report`: not when the report names a side."""
+    return not (report and _SIDED.search(report))
+
+
 def augment_pair(
-    image: Image.Image, mask: np.ndarray | None, settings: AugmentationSettings = AugmentationSettings()
+    image: Image.Image,
+    mask: np.ndarray | None,
+    settings: AugmentationSettings = AugmentationSettings(),
+    allow_flip: bool = True,
 ) -> tuple[Image.Image, np.ndarray | None]:
-    """One random augmentation of an RGB `image` and its boolean `mask` of shape `(height, width)` (or `None`).
+    """One random augmentation of an RGB `image` and its boolean `mask` of shape `(height, width)` (or `None`);
+    no flip unless `allow_flip`.
 
     Returns the new image and mask; the mask keeps the image's size and stays boolean (nearest neighbour).
     """
@@ -75,7 +89,7 @@ def augment_pair(
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.BILINEAR)
         mask_image = None if mask_image is None else mask_image.resize(size, Image.NEAREST)
-    if _chance(settings.flip_probability):
+    if _chance(settings.flip_probability) and allow_flip:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
         mask_image = None if mask_image is None else mask_image.transpose(Image.FLIP_LEFT_RIGHT)
 
@@ -92,4 +106,4 @@ def augment_pair(
     return image, None if mask_image is None else np.asarray(mask_image) > 0
 
 
-__all__ = ["AugmentationSettings", "augment_pair"]
+__all__ = ["AugmentationSettings", "augment_pair", "flip_allowed"]

@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..image_utils import load_mask, open_image, to_rgb
 from ..regions import REGION_NAMES, regions_to_labels
-from .augmentation import AugmentationSettings, augment_pair
+from .augmentation import AugmentationSettings, augment_pair, flip_allowed
 from .errors import TrainingConfigurationError, UnreadableSampleError
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class ForgeryTalkerCollator:
                 skipped.append(str(example["image_id"]))
                 continue
             if self.augmentation is not None:
-                image, mask = augment_pair(image, mask, self.augmentation)
+                image, mask = augment_pair(image, mask, self.augmentation, flip_allowed(example.get("caption")))
             readable.append(example)
             images.append(image)
             masks.append(mask)
