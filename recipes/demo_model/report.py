@@ -17,9 +17,9 @@ from forgerytalker import ForgeryTalkerForConditionalGeneration, ForgeryTalkerPr
 from forgerytalker.data.synthesis.landmark_regions import region_masks
 from forgerytalker.evaluation import roc_auc
 from forgerytalker.evaluation.region_metrics import plm_per_sample
-from forgerytalker.evaluation.report import MISSING, TABLE2_COLUMNS, breakdown_markdown, format_value, markdown_table, robustness_markdown
+from forgerytalker.evaluation.report import MISSING, TABLE2_COLUMNS, breakdown_markdown, markdown_table, robustness_markdown
 from forgerytalker.image_utils import load_mask, load_rgb
-from forgerytalker.regions import REGION_NAMES, caption_to_labels, regions_to_labels
+from forgerytalker.regions import caption_to_labels, regions_to_labels
 
 from .data import source_faces
 from .evaluations import predictions
@@ -52,7 +52,7 @@ def report_consistency(work: Path, run: Path) -> dict:
     named, covered = [], []
     for record in records:
         face = faces[record["image_id"]]
-        image = np.asarray(load_rgb(work / "data" / "synthetic" / face["split"] / "dataset" / _image_path(face, record)))
+        image = np.asarray(load_rgb(work / "data" / "synthetic" / face["split"] / "dataset" / _image_path(record)))
         landmarks = np.asarray(face["landmarks"], dtype=np.float32).reshape(68, 2)
         mask = load_mask(run / record["mask"])
         if mask.shape != image.shape[:2]:
@@ -80,7 +80,8 @@ def detection_by_score(run: Path) -> dict[str, float]:
             for name in records[0]["detection_scores"]}
 
 
-def _image_path(face: dict, record: dict) -> str:
+def _image_path(record: dict) -> str:
+    """The sample's picture, relative to its synthesis folder's `dataset/`."""
     return f"synthetic/{record['method']}/{record['image_id']}.png"
 
 
@@ -328,4 +329,4 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
     return out
 
 
-__all__ = ["format_value", "report_consistency", "targets_table", "write_figure", "write_results"]
+__all__ = ["detection_by_score", "explanations", "report_consistency", "targets_table", "write_figure", "write_results"]
