@@ -200,7 +200,8 @@ def test_converted_model_loads_with_remote_code_in_a_fresh_process_and_generates
     photo = Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 52, 3), dtype=np.uint8))
     generated = model.generate(**processor(images=[photo]))
     assert answer["sequences"] == generated.sequences.tolist()
-    np.testing.assert_allclose(answer["pred_masks"], generated.pred_masks.numpy(), atol=1e-6)
+    # float32 logits of size 20-50 differ by up to ~1e-5 between processes (thread count and summation order)
+    np.testing.assert_allclose(answer["pred_masks"], generated.pred_masks.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_forgery_analysis_pipeline_runs_on_the_converted_model_in_bfloat16(converted):
