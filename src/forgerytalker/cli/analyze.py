@@ -12,6 +12,7 @@ import os
 import sys
 
 from ._threads import torch_threads
+from .arguments import positive_int, probability
 
 DEFAULT_OUT = "forgerytalker-results"
 USAGE_ERROR = 2
@@ -20,26 +21,6 @@ FAILED = 1
 
 class UsageError(Exception):
     """A command-line argument that cannot be used; the message starts with the argument's name."""
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value:g}")
-    return value
 
 
 def _region_list(text: str) -> list[str]:
@@ -73,21 +54,21 @@ def add_parser(subparsers) -> None:
         help="write the report for these regions instead of the prompter's (correcting the model), e.g. eye,nose",
     )
     parser.add_argument(
-        "--threshold", type=_probability, metavar="P", help="mask threshold (default: the checkpoint's config)"
+        "--threshold", type=probability, metavar="P", help="mask threshold (default: the checkpoint's config)"
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: a GPU when there is one)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
-    parser.add_argument("--batch-size", type=_positive_int, default=1, help="photos per generate call (default 1)")
-    parser.add_argument("--max-new-tokens", type=_positive_int, help="longest report (default: the checkpoint's)")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="photos per generate call (default 1)")
+    parser.add_argument("--max-new-tokens", type=positive_int, help="longest report (default: the checkpoint's)")
     parser.add_argument(
         "--num-threads",
-        type=_positive_int,
+        type=positive_int,
         help="torch's CPU threads per process (default: OMP_NUM_THREADS if set, else torch's default); 1 avoids "
         "spin-waiting on cores shared with other work",
     )
     parser.add_argument(
         "--max-image-pixels",
-        type=_positive_int,
+        type=positive_int,
         help="refuse pictures of more pixels than this before decoding them (default: 100,000,000, or "
         "FORGERYTALKER_MAX_IMAGE_PIXELS)",
     )

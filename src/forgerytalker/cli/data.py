@@ -7,9 +7,7 @@ process or another failure of the job itself is exit code 1.
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import sys
 from collections.abc import Mapping
 
 DATA_COMMAND_MODULES = ("convert", "synthesize")
@@ -24,30 +22,9 @@ def add_parser(subparsers) -> None:
         importlib.import_module(f"{__package__}.{name}").add_parser(data_subparsers)
 
 
-def whole_number(text: str) -> int:
-    """argparse type: an integer (its range is checked by the library, which names the flag)."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-
-
-def number(text: str) -> float:
-    """argparse type: a decimal number or a ratio such as `1/9`."""
-    numerator, _, denominator = text.partition("/")
-    try:
-        return float(numerator) / float(denominator or 1)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-
-
 def render_error(error: Exception, flags: Mapping[str, str]) -> str:
     """An error message with parameters written as the command's flags."""
     from ..data.errors import DataInputError
 
     return error.render(flags) if isinstance(error, DataInputError) else str(error)
 
-
-def fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code

@@ -7,11 +7,12 @@ import os
 import sys
 
 from ._threads import torch_threads
-from .analyze import UsageError, _device, _load_pipeline, _model_argument, _positive_int
+from .analyze import UsageError, _device, _load_pipeline, _model_argument
+from .arguments import positive_int
 
 
 def _port(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be at most 65535, got {value}")
     return value
@@ -36,7 +37,7 @@ def add_parser(subparsers) -> None:
         "--examples", help="a folder of photos to offer as examples (default: faces the demo draws, no real person)"
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--num-threads", type=_positive_int, help="torch's CPU threads (default: torch's)")
+    parser.add_argument("--num-threads", type=positive_int, help="torch's CPU threads (default: torch's)")
     parser.set_defaults(func=run_demo)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 from pathlib import Path
 
 from ._threads import torch_threads
+from .arguments import fail, positive_int
 
 REGION_SOURCES = ("predicted", "ground_truth", "none")
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
@@ -20,16 +20,6 @@ class UsageError(Exception):
 
 
 DEFAULT_MAX_NEW_TOKENS = 60
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_parser(subparsers) -> None:
@@ -65,10 +55,10 @@ def add_parser(subparsers) -> None:
         help="also evaluate on degraded images and report the drop per metric; repeatable: jpeg:QUALITY, "
         "resize:FACTOR, blur:SIGMA, or several joined with + (applied in order)",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per generate call (default 8)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per generate call (default 8)")
     parser.add_argument(
         "--max-new-tokens",
-        type=_positive_int,
+        type=positive_int,
         help="longest report (default 60; with --protocol official the checkpoint's generation_config.max_new_tokens, "
         "the release's 100)",
     )
@@ -92,14 +82,14 @@ def add_parser(subparsers) -> None:
         default="region",
         help="authentic-vs-forged score: highest region probability (default) or forged fraction of the mask",
     )
-    parser.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples (quick checks)")
+    parser.add_argument("--limit", type=positive_int, help="evaluate only the first N samples (quick checks)")
     parser.add_argument(
         "--device",
         help="torch device (default: each process's own GPU when available, else cpu); checked before loading",
     )
     parser.add_argument(
         "--num-threads",
-        type=_positive_int,
+        type=positive_int,
         help="torch's intra-op CPU threads (default: OMP_NUM_THREADS if set, else torch's default); 1 avoids "
         "spin-waiting when other processes share the cores",
     )
@@ -138,26 +128,21 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         model, processor = _load_model(args.model, device)
         document = _evaluate(args, model, processor, dataset)
     except UsageError as error:
-        return _fail(str(error), 2)
+        return fail(str(error), 2)
     except (OutputFolderError, OutputWriteError) as error:
-        return _fail(f"--out: {error}", 2)
+        return fail(f"--out: {error}", 2)
     except UnreadableImageError as error:
-        return _fail(
+        return fail(
             f"the image of sample {error.image_id!r} cannot be decoded: {error.reason}; pass --skip-unreadable to "
             "leave such images out (they are listed in metrics.json)",
             1,
         )
     except JavaNotFoundError as error:
-        return _fail(str(error), 1)
+        return fail(str(error), 1)
     if processes.is_main_process:
         print(_summary(document, _row_label(args)))
         print(f"\nWrote predictions.jsonl, masks/, metrics.json and metrics.md to {args.out}")
     return 0
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
 
 
 def _device(name: str | None, processes) -> str:

@@ -12,6 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .arguments import fail
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -39,28 +41,23 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run_push)
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def run_push(args: argparse.Namespace) -> int:
     from ..publish import PublishError, check_repo_id, describe_folder, stage_dataset, stage_model, upload_folder
 
     try:
         check_repo_id(args.repo_id)
     except PublishError as error:
-        return _fail(f"--repo-id: {error}")
+        return fail(f"--repo-id: {error}", 2)
     option, folder = ("--model", args.model) if args.model else ("--dataset", args.dataset)
     if not os.path.isdir(folder):
-        return _fail(f"{option}: no such folder: {folder}")
+        return fail(f"{option}: no such folder: {folder}", 2)
     if args.out and not args.dry_run:
-        return _fail("--out: only with --dry-run (a real push uploads from a temporary folder)")
+        return fail("--out: only with --dry-run (a real push uploads from a temporary folder)", 2)
     if args.metrics and not args.model:
-        return _fail("--metrics: only with --model")
+        return fail("--metrics: only with --model", 2)
     out = Path(args.out or f"{args.repo_id.split('/')[-1]}-upload")
     if args.dry_run and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        return _fail(f"--out: {out} already exists; choose another folder or remove it")
+        return fail(f"--out: {out} already exists; choose another folder or remove it", 2)
 
     def stage(target: Path) -> None:
         if args.model:
@@ -92,6 +89,6 @@ def run_push(args: argparse.Namespace) -> int:
                 print(f"error: the upload to {args.repo_id} failed: {error}", file=sys.stderr)
                 return 1
     except PublishError as error:
-        return _fail(f"{option}: {error}")
+        return fail(f"{option}: {error}", 2)
     print(f"Uploaded {folder} to {args.repo_id}: {url}")
     return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .data import JOB_ERROR, USAGE_ERROR, fail, number, render_error, whole_number
+from .arguments import fail, number, whole_number
+from .data import JOB_ERROR, USAGE_ERROR, render_error
 
 DEFAULT_LOCAL_METHODS = ("classical_inpainting", "region_transplant")
 FLAGS = {
