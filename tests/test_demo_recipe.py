@@ -71,3 +71,24 @@ def test_only_the_model_and_its_processor_are_shipped(tmp_path):
 
     AutoModel.from_pretrained(destination)
     assert len(AutoProcessor.from_pretrained(destination).qformer_tokenizer) == len(processor.qformer_tokenizer)
+
+
+def test_untouched_faces_are_counted_per_split_by_source_face(tmp_path):
+    """The detection note's counts: an untouched sample is its photo's face as it is, so samples sharing a source
+    face are one picture; forgeries do not count."""
+    import json
+
+    from recipes.demo_model.report import authentic_faces
+
+    samples = {"train": [("a", "authentic"), ("a", "authentic"), ("b", "authentic"), ("c", "face_swap")],
+               "test": [("d", "authentic"), ("e", "classical_inpainting")]}
+    for split, rows in samples.items():
+        out = tmp_path / "data" / "synthetic" / split
+        (out / "cache" / "faces").mkdir(parents=True)
+        (out / "samples").mkdir()
+        faces = sorted({face for face, _ in rows})
+        (out / "cache" / "faces" / "photo.json").write_text(
+            json.dumps({"faces": [{"face_id": face, "landmarks": [[0, 0]] * 68} for face in faces]}))
+        for index, (face, method) in enumerate(rows):
+            (out / "samples" / f"syn{split}{index}.json").write_text(json.dumps({"source_face": face, "method": method}))
+    assert authentic_faces(tmp_path) == {"train": 2, "test": 1}
