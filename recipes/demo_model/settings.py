@@ -34,7 +34,7 @@ class RecipeSettings:
     # the model
     image_size: int = 128
     # the mask decoder works on the vision encoder's patch grid (masks at 4× its side): 8 px patches give a 16×16
-    # grid; with 16 px patches (8×8, 32×32 masks) the first shipped model reached IoU 33.5, the whole face 43.4
+    # grid and 64×64 masks; given the true regions they reach test IoU 54.0, against 49.5 with 16 px patches
     vision_patch_size: int = 8
     prompter_patch_size: int = 16
     vocab_size: int = 800
