@@ -78,6 +78,7 @@ def test_untouched_faces_are_counted_per_split_by_source_face(tmp_path):
     face are one picture; forgeries do not count."""
     import json
 
+    from recipes.demo_model.data import source_faces
     from recipes.demo_model.report import authentic_faces
 
     samples = {"train": [("a", "authentic"), ("a", "authentic"), ("b", "authentic"), ("c", "face_swap")],
@@ -91,4 +92,4 @@ def test_untouched_faces_are_counted_per_split_by_source_face(tmp_path):
             json.dumps({"faces": [{"face_id": face, "landmarks": [[0, 0]] * 68} for face in faces]}))
         for index, (face, method) in enumerate(rows):
             (out / "samples" / f"syn{split}{index}.json").write_text(json.dumps({"source_face": face, "method": method}))
-    assert authentic_faces(tmp_path) == {"train": 2, "test": 1}
+    assert authentic_faces(source_faces(tmp_path)) == {"train": 2, "test": 1}

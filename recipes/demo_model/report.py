@@ -42,12 +42,11 @@ def _load(run: Path) -> dict:
     return _overall(run)["overall"]
 
 
-def report_consistency(work: Path, run: Path) -> dict:
+def report_consistency(work: Path, run: Path, faces: dict[str, dict]) -> dict:
     """How the reports of `run` relate to each other and to the run's own masks, over its forged test images:
     the share of distinct reports, and the mean agreement (PLM, 0-100) between the regions a report names and
     the landmark regions its predicted mask covers (`COVERED_FRACTION`), against the same agreement for a report
-    paired with another image's mask (the image order rotated by one)."""
-    faces = source_faces(work)
+    paired with another image's mask (the image order rotated by one). `faces`: `data.source_faces(work)`."""
     records = [record for record in predictions(run) if record["method"] != "authentic"]
     named, covered = [], []
     for record in records:
@@ -80,14 +79,14 @@ def detection_by_score(run: Path) -> dict[str, float]:
             for name in records[0]["detection_scores"]}
 
 
-def authentic_faces(work: Path) -> dict[str, int]:
-    """`{split: number of distinct faces}` among each split's untouched samples (an untouched sample is its photo's
-    aligned face as it is, so samples of one face are the same picture)."""
-    faces: dict[str, set] = {}
-    for face in source_faces(work).values():
+def authentic_faces(faces: dict[str, dict]) -> dict[str, int]:
+    """`{split: number of distinct faces}` among each split's untouched samples, from `data.source_faces(work)`
+    (an untouched sample is its photo's aligned face as it is, so samples of one face are the same picture)."""
+    untouched: dict[str, set] = {}
+    for face in faces.values():
         if face["method"] == "authentic":
-            faces.setdefault(face["split"], set()).add(face["face"])
-    return {split: len(names) for split, names in faces.items()}
+            untouched.setdefault(face["split"], set()).add(face["face"])
+    return {split: len(names) for split, names in untouched.items()}
 
 
 def _image_path(record: dict) -> str:
@@ -249,7 +248,8 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
     main = main_document["overall"]
     ablation = {source: _load(runs / source) for source in ("ground_truth", "predicted", "none")}
     mask_only = _load(runs / "mask-only")
-    consistency = report_consistency(work, runs / "predicted")
+    faces = source_faces(work)
+    consistency = report_consistency(work, runs / "predicted", faces)
     detection = detection_by_score(runs / "predicted")
     docs = work if quick else REPOSITORY / "docs"  # a plumbing run never replaces the published report
     figure_ids = write_figure(model_dir, dataset, runs / "predicted", docs / "results-examples.png", settings.figure_images)
@@ -297,7 +297,7 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         _data_summary(work, dataset),
         "## Targets",
         markdown_table({row["target"]: row for row in targets}, ("measured", "met"), "Target"),
-        *(explanations(main, baselines, mask_only, detection, ablation, authentic_faces(work)) or ["Every target is met."]),
+        *(explanations(main, baselines, mask_only, detection, ablation, authentic_faces(faces)) or ["Every target is met."]),
         "## Table 2 layout: held-out test identities",
         "0-100 scale; the model generates with its own `generation_config` (beam search, 3 beams); regions are the "
         "prompter's own predictions. Detection: authentic vs forged, scored by the highest region probability.",
