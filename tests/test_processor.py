@@ -14,6 +14,7 @@ from transformers import default_data_collator
 
 from forgerytalker.image_utils import forged_pixels
 from forgerytalker.instruction import NUM_PIECES
+from forgerytalker.regions import REGION_NAMES
 
 
 def test_every_tensor_is_batch_first(tiny_model_and_processor, images):
@@ -110,8 +111,9 @@ def test_batch_decode_takes_the_generation_output(tiny_model_and_processor, imag
 
 def test_one_list_of_regions_names_them_for_every_image(tiny_model_and_processor, images):
     _, processor = tiny_model_and_processor
-    batch = processor(images=images, regions=["eye", "lip"])
-    assert batch["instruction_regions"].sum(-1).tolist() == [2, 2, 2]
+    batch = processor(images=images, regions=["lip", "eye"])
+    flagged = [[REGION_NAMES[i] for i in row.nonzero().flatten().tolist()] for row in batch["instruction_regions"]]
+    assert flagged == [["eye", "lip"]] * 3  # the named regions, in REGION_NAMES order, for every image
 
 
 # -- every picture goes through image_utils.to_rgb ------------------------------------------------------------

@@ -758,21 +758,44 @@ def test_lora_adapts_only_the_language_model_and_is_merged_on_save(tmp_path):
     assert not any("lora" in name for name in loaded.state_dict())
 
 
-def test_gradient_checkpointing_trains():
+def test_gradient_checkpointing_recomputes_layers_and_keeps_the_gradients():
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
     from forgerytalker.tiny import build_tiny_model_and_processor
 
     model, processor = build_tiny_model_and_processor()
     model.freeze_for_stage("joint")
-    model.activation_checkpointing_enable()
     model.train()
     batch = processor(images=[np.zeros((32, 32, 3), np.uint8)], reports=["the eye is blurry"], masks=[np.ones((32, 32))])
-    model(**batch).loss.backward()
-    assert model.is_activation_checkpointing
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
-    assert layers and all(layer.gradient_checkpointing for layer in layers)
-    assert all(p.grad is not None for p in model.mask_decoder.parameters())
+    calls = {id(layer): 0 for layer in layers}
+    # checkpointing wraps a layer's `forward`, so count the calls of the modules inside it (their hooks fire on
+    # the recompute too)
+    for layer in layers:
+        for inner in layer.modules():
+            if inner is not layer:
+                inner.register_forward_hook(lambda *_, key=id(layer): calls.__setitem__(key, calls[key] + 1))
+
+    def gradients_and_calls():
+        model.zero_grad()
+        calls.update(dict.fromkeys(calls, 0))
+        torch.manual_seed(0)
+        model(**batch).loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        return grads, dict(calls)
+
+    plain_grads, plain_calls = gradients_and_calls()
+    model.activation_checkpointing_enable()
+    assert model.is_activation_checkpointing
+    checkpointed_grads, checkpointed_calls = gradients_and_calls()
+
+    # a checkpointed layer with trained parameters runs (most of) its modules again in the backward pass
+    trained = [id(layer) for layer in layers if any(p.requires_grad for p in layer.parameters())]
+    assert trained and all(checkpointed_calls[key] > plain_calls[key] > 0 for key in trained)
+    assert plain_grads.keys() == checkpointed_grads.keys()
+    assert any(name.startswith("mask_decoder.") for name in plain_grads)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(checkpointed_grads[name], grad, msg=name)
 
 
 def test_training_benchmark_needs_no_test_extras(tmp_path, monkeypatch):
