@@ -9,9 +9,9 @@ import sys
 from transformers import InstructBlipConfig, PreTrainedConfig, SamMaskDecoderConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .instruction import REGION_SOURCES
 from .regions import REGION_NAMES
 
-REGION_SOURCES = ("predicted", "ground_truth", "none", "explicit")
 CONV_BRANCH_TYPES = ("grid", "pixel")
 MASK_DECODER_TYPES = ("sam", "dff")
 DEFAULT_MASK_THRESHOLD = 0.5

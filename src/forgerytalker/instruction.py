@@ -28,6 +28,12 @@ from collections.abc import Sequence
 
 from .regions import NUM_REGIONS, REGION_NAMES
 
+REGION_SOURCES: tuple[str, ...] = ("predicted", "ground_truth", "none", "explicit")
+"""Where the instruction's regions come from: the prompter's prediction, the sample's `region_labels` (the paper's
+FPN-GT oracle), none (the plain instruction of its w/o-FPN ablation), or regions the caller names."""
+DATASET_REGION_SOURCES: tuple[str, ...] = REGION_SOURCES[:3]
+"""The sources a run over a dataset can use (the rows of the paper's Table 3); `"explicit"` needs a caller."""
+
 DEFAULT_INSTRUCTION_PREFIX = "These facial areas may be manipulated by AI:"
 DEFAULT_INSTRUCTION_SUFFIX = ". Please describe the specific issues in these areas."
 DEFAULT_REGION_SEPARATOR = ","

@@ -152,6 +152,13 @@ def resolve_local_path(path: str | os.PathLike, argument: str = "pretrained_mode
 
 
 class ForgeryTalkerPreTrainedModel(PreTrainedModel):
+    """Base class of ForgeryTalker models: the config class, weight initialisation, loading and saving.
+
+    `from_pretrained` / `save_pretrained` come from [`PreTrainedModel`]; `_init_weights` initialises only what
+    ForgeryTalker adds around its sub-models (the mask decoder and its projections), since the InstructBLIP
+    backbone and the prompter bring their own initialisation and `_no_split_modules`.
+    """
+
     config: ForgeryTalkerConfig
     config_class = ForgeryTalkerConfig
     base_model_prefix = "forgerytalker"

@@ -7,10 +7,10 @@ import os
 import re
 from pathlib import Path
 
+from ..instruction import DATASET_REGION_SOURCES
 from ._threads import torch_threads
 from .arguments import fail, positive_int
 
-REGION_SOURCES = ("predicted", "ground_truth", "none")
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 """What `from_pretrained` / `load_dataset` would read as a hub id (`name` or `owner/name`)."""
 
@@ -42,7 +42,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--regions",
-        choices=REGION_SOURCES,
+        choices=DATASET_REGION_SOURCES,
         default="predicted",
         help="instruction regions: the prompter's (default), the ground truth's (FPN-GT oracle) or none (w/o FPN); "
         "the three rows of the paper's Table 3",

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+from ..instruction import DATASET_REGION_SOURCES
 from ..regions import REGION_NAMES, regions_to_labels
 from .breakdown import EvaluationRecords, breakdown_by_method, evaluate_records
 from .conventions import EVALUATION_PROTOCOLS, MASK_AREA_DETECTION_THRESHOLD
@@ -54,9 +55,6 @@ from .samples import check_split
 from .text_metrics import require_java
 
 logger = logging.getLogger(__name__)
-
-REGION_SOURCES: tuple[str, ...] = ("predicted", "ground_truth", "none")
-"""Where the instruction's regions come from; the three rows of the paper's Table 3 (FPN, FPN-GT, w/o FPN)."""
 
 DETECTION_SCORES: tuple[str, ...] = ("region", "mask_area")
 """Image-level detection scores: the highest region probability, or the forged fraction of the predicted mask."""
@@ -285,8 +283,8 @@ def run_evaluation(
         OutputFolderError: `output_dir` cannot be used (`output_folder.prepare_output_folder`).
         UnreadableImageError: an image failed to decode (without `skip_unreadable_images`).
     """
-    if region_source not in REGION_SOURCES:
-        raise ValueError(f"`region_source` must be one of {', '.join(REGION_SOURCES)}, got {region_source!r}")
+    if region_source not in DATASET_REGION_SOURCES:
+        raise ValueError(f"`region_source` must be one of {', '.join(DATASET_REGION_SOURCES)}, got {region_source!r}")
     if detection_score not in DETECTION_SCORES:
         raise ValueError(f"`detection_score` must be one of {', '.join(DETECTION_SCORES)}, got {detection_score!r}")
     if protocol not in EVALUATION_PROTOCOLS:

@@ -17,6 +17,7 @@ import yaml
 from transformers import HfArgumentParser, SchedulerType
 
 from ..configuration_forgerytalker import ForgeryTalkerPrompterConfig
+from ..instruction import DATASET_REGION_SOURCES
 from ..modeling_forgerytalker import TRAINING_STAGES
 from ..tiny import LANGUAGE_MODELS
 from .errors import TrainingConfigurationError
@@ -146,7 +147,7 @@ def _check_choices(args: ForgeryTalkerTrainingArguments) -> None:
         "mixed_precision": ("no", "fp16", "bf16"),
         "lr_scheduler_type": tuple(kind.value for kind in SchedulerType),
         "tiny_language_model": LANGUAGE_MODELS,
-        "train_region_source": (None, "predicted", "ground_truth", "none"),
+        "train_region_source": (None, *DATASET_REGION_SOURCES),
     }
     for name, allowed in choices.items():
         if getattr(args, name) not in allowed:
