@@ -695,6 +695,28 @@ def test_overwrite_deletes_only_what_the_converter_wrote(mmtt_root, tmp_path, ca
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
 
 
+@pytest.mark.parametrize("entry", ["../x", "ABSOLUTE", "data/../../x", "linked/x"])
+def test_a_report_entry_outside_out_is_refused_and_nothing_is_deleted(mmtt_root, tmp_path, capsys, entry):
+    """Issue 19 N2: `conversion_report.json` (downloaded or edited) lists `../x`, an absolute path or a path through a
+    link leading out of the folder; `--overwrite` deleted those files."""
+    out = tmp_path / "out"
+    convert_mmtt(mmtt_root, out)
+    outside = tmp_path / "x"
+    outside.write_text("the user's file")
+    (out / "linked").symlink_to(tmp_path)
+    entry = str(outside) if entry == "ABSOLUTE" else entry
+    report = json.loads((out / REPORT_FILE).read_text())
+    report["files"][entry] = len("the user's file")
+    report["files"]["linked"] = (out / "linked").lstat().st_size  # the link itself is listed, so only the entry is odd
+    (out / REPORT_FILE).write_text(json.dumps(report))
+    before = _files(out)
+
+    assert _run_cli(["--mmtt-root", str(mmtt_root), "--out", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert str(out / REPORT_FILE) in err and repr(entry) in err and "nothing was deleted" in err
+    assert outside.read_text() == "the user's file" and _files(out) == before
+
+
 def test_a_kill_between_the_renames_of_overwrite_leaves_no_hidden_copy(mmtt_root, tmp_path, monkeypatch):
     out = tmp_path / "out"
     convert_mmtt(mmtt_root, out)

@@ -464,6 +464,30 @@ def test_the_users_own_files_in_out_are_never_deleted(model_dir, tiny_dataset_di
                                       if name not in ("my-notes.md", "evaluation_manifest.json"))
 
 
+@pytest.mark.parametrize("entry", ["../notes.txt", "ABSOLUTE", "masks/../../notes.txt", "linked/notes.txt"])
+def test_a_manifest_entry_outside_out_is_refused_and_nothing_is_deleted(
+    model_dir, tiny_dataset_dir, tmp_path, capsys, entry
+):
+    """Issue 19 N1: a downloaded or edited output folder whose manifest lists a file outside `--out`."""
+    out = tmp_path / "out"
+    assert main(evaluate_arguments(model_dir, tiny_dataset_dir, out, "--no-meteor", "--limit", "2")) == 0
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the user's notes")
+    (tmp_path / "elsewhere").mkdir()
+    (out / "linked").symlink_to(tmp_path)  # a folder inside --out that leads out of it
+    entry = str(notes) if entry == "ABSOLUTE" else entry
+    manifest_path = out / "evaluation_manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"].append(entry)
+    manifest_path.write_text(json.dumps(manifest))
+    before = output_files(out)
+
+    assert main(evaluate_arguments(model_dir, tiny_dataset_dir, out, "--no-meteor", "--overwrite")) == 2
+    error = error_line(capsys.readouterr().err)
+    assert error.startswith("error: --out: ") and str(manifest_path) in error and repr(entry) in error
+    assert notes.read_text() == "the user's notes" and output_files(out) == before
+
+
 def test_long_unicode_image_ids_get_bounded_distinct_file_names(model_dir, split, tmp_path):
     from transformers import AutoModel, AutoProcessor
 

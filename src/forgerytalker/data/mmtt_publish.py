@@ -19,6 +19,7 @@ import logging
 import os
 from pathlib import Path
 
+from ..contained_paths import OutsidePathError, resolve_inside
 from .errors import DataInputError, option
 from .json_files import read_json
 
@@ -44,6 +45,11 @@ def listed_files(folder: Path) -> dict[str, int] | None:
     files = report.get("files") if isinstance(report, dict) else None
     if not isinstance(files, dict) or not all(isinstance(size, int) for size in files.values()):
         return None
+    for name in files:
+        try:
+            resolve_inside(folder, name, listed_in=report_path)
+        except OutsidePathError as error:
+            raise DataInputError(f"{error}; refusing to use {folder} as a converted folder, nothing was deleted") from None
     return {**files, REPORT_FILE: report_path.stat().st_size}
 
 
@@ -96,10 +102,14 @@ def check_replaceable(output_dir: Path, overwrite: bool) -> None:
 
 
 def remove_listed_files(folder: Path) -> None:
-    """Deletes the files a conversion listed in `folder`, then the folders left empty; anything else stays."""
+    """Deletes the files a conversion listed in `folder`, then the folders left empty; anything else stays.
+
+    Raises:
+        DataInputError: the report lists a path outside `folder` (`listed_files`); nothing is deleted.
+    """
     listed = listed_files(folder) or {}
     for name in sorted(listed, key=lambda entry: entry == REPORT_FILE):  # the report, the list, goes last
-        (folder / name).unlink(missing_ok=True)
+        (folder / name).unlink(missing_ok=True)  # inside `folder`: `listed_files` checked every entry
     for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
         if not any(path.iterdir()):
             path.rmdir()

@@ -45,6 +45,8 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
+from ..contained_paths import OutsidePathError, resolve_inside
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "evaluation_manifest.json"
@@ -234,9 +236,15 @@ def read_manifest(folder: Path) -> set[str] | None:
     if not path.exists():
         return None
     try:
-        return set(json.loads(path.read_text(encoding="utf-8"))["files"])
+        files = set(json.loads(path.read_text(encoding="utf-8"))["files"])
     except (ValueError, KeyError, TypeError) as error:
         raise OutputFolderError(f"{path} is damaged ({error}); move it away to use this folder") from error
+    for entry in files:
+        try:
+            resolve_inside(folder, entry, listed_in=path)
+        except OutsidePathError as error:
+            raise OutputFolderError(f"{error}; nothing was deleted: move the manifest away to use this folder") from None
+    return files
 
 
 def check_owned(root: Path, owned: set[str]) -> None:
