@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,49 @@ def test_push_dataset_dry_run_loads_back_with_load_dataset(tmp_path, tiny_datase
     assert card.data.license == "other" and "dataset_info" in card.data.to_dict()
     assert "| method | examples | train |" in card.text  # examples per method and split
     assert "## Licences" in card.text
+
+
+def test_push_model_publishes_no_absolute_local_paths(tmp_path, trained_folder, capsys):
+    """Issue 19 N15: `training_args.json`, the card and the config carried the user's and folders' names."""
+    training = json.loads((trained_folder / "training_args.json").read_text())
+    training.update(output_dir=str(trained_folder), dataset="/home/ann/data/mmtt", logging_dir="~/runs/logs",
+                    init_from=[str(tmp_path / "stage1" / "best")])
+    (trained_folder / "training_args.json").write_text(json.dumps(training))
+    config = json.loads((trained_folder / "config.json").read_text())
+    config["prompter_config"]["_name_or_path"] = str(tmp_path / "stage1" / "best")
+    (trained_folder / "config.json").write_text(json.dumps(config))
+
+    out = tmp_path / "upload"
+    assert main(["push", "--model", str(trained_folder), "--repo-id", "acme/x", "--dry-run", "--out", str(out)]) == 0
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".md", ".py", ".txt"):
+            text = path.read_text(encoding="utf-8")
+            assert str(tmp_path) not in text and "/home/ann" not in text and "~/runs" not in text, path.name
+    published = json.loads((out / "training_args.json").read_text())
+    assert published["output_dir"] == "run" and published["dataset"] == "mmtt" and published["init_from"] == ["best"]
+    assert published["instructblip_name_or_path"] == "Salesforce/instructblip-flan-t5-xl"  # a Hub id stays
+    assert "\"mmtt\"" in (out / "README.md").read_text()  # the card shows the published settings
+
+
+def test_push_dataset_refuses_a_listed_path_leading_out_of_the_folder(tmp_path, tiny_dataset_dir, capsys):
+    """Issue 19 N10: a listed file that is a link to a secret, or a report entry climbing out, was staged."""
+    secret = tmp_path / "home" / ".ssh" / "id_rsa"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("PRIVATE KEY")
+    for case, entry in (("link", "data/key"), ("climb", "../home/.ssh/id_rsa")):
+        folder = tmp_path / case
+        shutil.copytree(tiny_dataset_dir, folder)
+        if case == "link":
+            (folder / "data" / "key").symlink_to(secret)
+        report = json.loads((folder / "conversion_report.json").read_text())
+        report["files"][entry] = secret.stat().st_size
+        (folder / "conversion_report.json").write_text(json.dumps(report))
+        out = tmp_path / f"{case}-upload"
+        assert main(["push", "--dataset", str(folder), "--repo-id", "acme/mmtt", "--dry-run", "--out", str(out)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: --dataset: ") and repr(entry) in error and "Traceback" not in error
+        assert not out.exists() and not any("PRIVATE KEY" in path.read_text(errors="ignore")
+                                            for path in tmp_path.rglob("*upload*/**/*") if path.is_file())
 
 
 def test_push_refuses_bad_arguments_naming_the_flag(tmp_path, trained_folder, capsys):

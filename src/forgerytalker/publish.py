@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -75,6 +76,9 @@ def stage_model(
     staging_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(staging_dir)
     processor.save_pretrained(staging_dir)
+    config_file = staging_dir / "config.json"  # sub-configs keep the `_name_or_path` they were loaded from
+    config_file.write_text(json.dumps(without_local_paths(json.loads(config_file.read_text(encoding="utf-8"))),
+                                      indent=2, sort_keys=True) + "\n", encoding="utf-8")
     metrics_file = Path(metrics_file) if metrics_file is not None else model_dir / "metrics.json"
     if metrics_file.is_file():
         for name in METRICS_FILES:
@@ -85,7 +89,11 @@ def stage_model(
         raise PublishError(f"{metrics_file}: no such file")
     training_file = model_dir / "training_args.json"
     if training_file.is_file():
-        shutil.copyfile(training_file, staging_dir / "training_args.json")
+        try:
+            training_args = json.loads(training_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise PublishError(f"{training_file}: cannot be read ({error})") from error
+        (staging_dir / "training_args.json").write_text(json.dumps(without_local_paths(training_args), indent=2) + "\n")
     facts = read_facts_from_folder(staging_dir, repo_id, license=license, base_model=base_model)
     training = facts.training_args or {}
     if facts.base_model is None and looks_like_hub_id(training.get("instructblip_name_or_path")):
@@ -95,14 +103,30 @@ def stage_model(
     return staging_dir
 
 
+def without_local_paths(value):
+    """`value` (parsed JSON) with every absolute local path cut to its last component, so that a published file
+    does not carry the user's and folders' names (`/home/ann/runs/stage2` → `stage2`); Hub ids stay as they are."""
+    if isinstance(value, dict):
+        return {key: without_local_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_local_paths(item) for item in value]
+    if isinstance(value, str) and (os.path.isabs(value) or value.startswith("~")):
+        return Path(value).name
+    return value
+
+
 def stage_dataset(dataset_dir: str | Path, staging_dir: str | Path) -> Path:
     """Writes into `staging_dir` (created) the files a dataset repository gets: those the conversion listed."""
     from huggingface_hub import DatasetCard
 
+    from .data.errors import DataInputError
     from .data.mmtt_publish import REPORT_FILE, listed_files
 
     dataset_dir, staging_dir = Path(dataset_dir), Path(staging_dir)
-    listed = listed_files(dataset_dir)
+    try:
+        listed = listed_files(dataset_dir)  # every entry checked to stay inside the folder, links followed
+    except DataInputError as error:
+        raise PublishError(str(error).replace(", nothing was deleted", ", nothing was staged")) from None
     if listed is None:
         raise PublishError(
             f"{dataset_dir}: not a folder written by `forgerytalker data convert` (no {REPORT_FILE} listing its "
