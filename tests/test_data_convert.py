@@ -509,12 +509,18 @@ def test_escaping_and_ambiguous_paths_are_rejected_with_the_record_named(tmp_pat
     _mask(root, "good_mask.png")
     _image(root, "twice.png", 2)
     _image(root, "dataset/twice.png", 3)  # `twice.png` names a file under the root and one under dataset/
+    (root / "linked.png").symlink_to(tmp_path / secret)  # issue 19 N14: a link inside the root leading out
+    (root / "outside").symlink_to(tmp_path, target_is_directory=True)
+    (root / "inner.png").symlink_to(root / "good.png")  # a link that stays inside is fine
     records = [
         _record("dotdot", f"../{secret}", "good_mask.png", EYES_NOSE),
         _record("absolute_outside", str(tmp_path / secret), "good_mask.png", EYES_NOSE),
         _record("mask_escapes", "good.png", "../secret_mask.png", EYES_NOSE),
         _record("ambiguous", "twice.png", "good_mask.png", EYES_NOSE),
+        _record("linked_image", "linked.png", "good_mask.png", EYES_NOSE),
+        _record("linked_folder", f"outside/{secret}", "good_mask.png", EYES_NOSE),
         _record("good", "good.png", "good_mask.png", EYES_NOSE),
+        _record("inner_link", "inner.png", "good_mask.png", EYES_NOSE),
     ]
     _write(root / "train-mutilabel-simple.json", records)
     result = convert_mmtt(root, tmp_path / "out")
@@ -523,12 +529,15 @@ def test_escaping_and_ambiguous_paths_are_rejected_with_the_record_named(tmp_pat
         ("absolute_outside", "unsafe_path"),
         ("mask_escapes", "unsafe_path"),
         ("ambiguous", "ambiguous_path"),
+        ("linked_image", "unsafe_path"),
+        ("linked_folder", "unsafe_path"),
     ]
+    assert "is a link leading out of the dataset root" in result.bad_records[4].message
     described = result.bad_records[0].describe()
     assert described.startswith("train-mutilabel-simple.json[0] (image_id='dotdot', split train): image path ../secret.png")
     assert "outside the dataset root" in result.bad_records[1].message
     assert "names two files" in result.bad_records[3].message
-    assert result.num_examples == {"train": 1}
+    assert result.num_examples == {"train": 2}
 
 
 # ---------------------------------------------------------------- labels

@@ -142,6 +142,13 @@ def resolve_record_path(mmtt_root: Path, written: str, what: str) -> tuple[Path,
             f"missing_{what}",
             f"{what} file {written} does not exist (looked under the dataset root and under {IMAGE_ROOT_NAME}/)",
         )
+    target = os.path.realpath(present[0])
+    if not _is_within(target, os.path.realpath(mmtt_root)):
+        raise InvalidRecordError(
+            UNSAFE_PATH,
+            f"{what} path {written} is a link leading out of the dataset root (to {target}); paths must stay inside "
+            "the root once links are followed",
+        )
     return present[0], stored
 
 
