@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,6 +290,55 @@ def test_command_line_converts_and_names_the_flag_of_a_bad_input(fresh_files, tm
     torch.save({"model": {"t5_proj.weight": torch.nn.Linear(2, 2)}}, fresh_files["dff"])
     assert main([*arguments, "--overwrite"]) == 2
     assert "error: --dff-checkpoint: " in capsys.readouterr().err and (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def _convert_arguments(files: dict, out) -> list[str]:
+    return [
+        "convert-checkpoint", "--instructblip", str(files["instructblip"]), "--dff-checkpoint", str(files["dff"]),
+        "--face-vit-checkpoint", str(files["face_vit"]), "--out", str(out),
+        "--prompter-heads", str(FACE_VIT["heads"]), "--mask-decoder-heads", str(MASK_PATH["heads"]),
+    ]
+
+
+def test_overwrite_never_deletes_a_file_the_converter_did_not_write(fresh_files, tmp_path, capsys):
+    """Issue 19 N9: `--out FOLDER --overwrite` where FOLDER holds the user's thesis replaced the whole folder."""
+    users = tmp_path / "thesis"
+    users.mkdir()
+    (users / "thesis.tex").write_text("\\documentclass{article}")
+    assert main([*_convert_arguments(fresh_files, users), "--overwrite"]) == 2
+    error = capsys.readouterr().err
+    assert "error: --out: " in error and "was not written by `forgerytalker convert-checkpoint`" in error
+    assert sorted(path.name for path in users.iterdir()) == ["thesis.tex"]
+
+    out = tmp_path / "out"
+    assert main(_convert_arguments(fresh_files, out)) == 0
+    (out / "thesis.tex").write_text("mine")
+    assert main([*_convert_arguments(fresh_files, out), "--overwrite"]) == 2
+    assert "holds files `forgerytalker convert-checkpoint` did not write (thesis.tex)" in capsys.readouterr().err
+    assert (out / "thesis.tex").read_text() == "mine" and (out / "model.safetensors").is_file()
+    (out / "thesis.tex").unlink()
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    assert main([*_convert_arguments(fresh_files, out), "--overwrite"]) == 0  # its own folder is replaced
+    assert (out / "model.safetensors").stat().st_mtime_ns != before
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header"])
+def test_a_damaged_instructblip_safetensors_is_named_before_the_pickles_are_read(
+    fresh_files, tmp_path, capsys, monkeypatch, damage
+):
+    """Issue 19 N13: a damaged download gave a traceback naming no file, after minutes of reading the pickles."""
+    from forgerytalker.released_weights import convert as convert_module
+
+    weights = next(Path(fresh_files["instructblip"]).glob("*.safetensors"))
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) - 100] if damage == "truncated" else b"\xff" * 16 + data[16:])
+    read = []
+    monkeypatch.setattr(convert_module, "load_pickle", lambda *args: read.append(args) or {})
+    assert main(_convert_arguments(fresh_files, tmp_path / "out")) == 2
+    error = capsys.readouterr().err
+    assert f"error: --instructblip: {weights} is damaged or incomplete" in error and "Traceback" not in error
+    assert read == [] and not (tmp_path / "out").exists()
 
 
 def _png(array: np.ndarray) -> bytes:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,8 +27,9 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImage
 from ..configuration_forgerytalker import ForgeryTalkerConfig
 from ..instruction import DFF_INSTRUCTION_WORDING
 from ..modeling_forgerytalker import ForgeryTalkerForConditionalGeneration, resolve_local_path
+from ..owned_folder import ForeignFilesError, check_replaceable, write_folder
 from ..processing_forgerytalker import ForgeryTalkerProcessor
-from .files import CheckpointConversionError, dff_state_dict, load_pickle, tensor_dict
+from .files import CheckpointConversionError, check_safetensors_files, dff_state_dict, load_pickle, tensor_dict
 from .key_mapping import (
     FACE_VIT_PREFIX,
     REQUIRED_DFF_PREFIXES,
@@ -56,6 +55,7 @@ DFF_GENERATION_SETTINGS = {
 """The release's generation arguments (`scripts/evaluation/evaluate.py` with `Blip2T5Instruct.generate`'s defaults)."""
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 REPORT_NAME = "conversion_report.json"
+COMMAND = "forgerytalker convert-checkpoint"
 _LISTED = 20
 
 
@@ -221,24 +221,6 @@ def _build_processor(path: str, config: ForgeryTalkerConfig) -> ForgeryTalkerPro
     return processor
 
 
-def _write_atomically(output_dir: Path, overwrite: bool, write) -> None:
-    """Runs `write(folder)` into a fresh folder beside `output_dir`, then puts it in place (replacing an old one only
-    once the new one is complete)."""
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
-    try:
-        write(partial)
-        if output_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
-            os.replace(output_dir, old / output_dir.name)
-            os.replace(partial, output_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(partial, output_dir)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-
-
 def convert_released_checkpoint(
     instructblip: str | os.PathLike,
     dff_checkpoint: str | os.PathLike,
@@ -274,10 +256,13 @@ def convert_released_checkpoint(
     if dtype not in DTYPES:
         raise CheckpointConversionError("dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
     output_dir = Path(output_dir)
-    if output_dir.exists() and not overwrite:
-        raise CheckpointConversionError("output_dir", f"{output_dir} exists; replace it with --overwrite (overwrite=True in Python)")
+    try:  # before minutes of reading: a folder that cannot be replaced is refused at once
+        check_replaceable(output_dir, overwrite=overwrite, command=COMMAND)
+    except ForeignFilesError as error:
+        raise CheckpointConversionError("output_dir", str(error)) from None
     torch_dtype = DTYPES[dtype]
     paths = {"dff_checkpoint": str(dff_checkpoint), "face_vit_checkpoint": str(face_vit_checkpoint)}
+    check_safetensors_files(instructblip, "instructblip")
 
     logger.info("Reading the Face-ViT checkpoint %s", face_vit_checkpoint)
     face_vit_object = load_pickle(face_vit_checkpoint, "face_vit_checkpoint", allow_unsafe_pickle)
@@ -319,7 +304,10 @@ def convert_released_checkpoint(
         processor.save_pretrained(folder)
         (folder / REPORT_NAME).write_text(json.dumps(asdict(report), indent=2) + "\n")
 
-    _write_atomically(output_dir, overwrite, write)
+    try:
+        write_folder(output_dir, write, overwrite=overwrite, command=COMMAND)
+    except ForeignFilesError as error:
+        raise CheckpointConversionError("output_dir", str(error)) from None
     return report
 
 

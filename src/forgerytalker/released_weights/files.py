@@ -27,6 +27,27 @@ class CheckpointConversionError(ValueError):
         return f"{self.argument}: {self.message}"
 
 
+def check_safetensors_files(folder: str | os.PathLike, argument: str) -> None:
+    """Reads the header of every `*.safetensors` file in a local `folder` (a hub id is left to `from_pretrained`), so
+    that a damaged or truncated download is named before minutes of work.
+
+    Raises:
+        CheckpointConversionError: a file's header cannot be read, or its tensors run past the end of the file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(path, framework="pt") as handle:
+                for key in handle.keys():
+                    handle.get_slice(key)  # the offsets of every tensor are checked against the file's size
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointConversionError(argument, f"{path} is damaged or incomplete ({error}); download it again") from None
+
+
 def load_pickle(path: str | os.PathLike, argument: str, allow_unsafe_pickle: bool = False) -> object:
     """`torch.load` of an untrusted file with `weights_only=True` (tensors and plain containers only).
 
