@@ -44,6 +44,16 @@ def resolve_inside(folder: str | os.PathLike, entry: object, *, listed_in: str |
     return path
 
 
+def check_entries_inside(folder: str | os.PathLike, entries, *, listed_in: str | os.PathLike) -> None:
+    """`resolve_inside` for every entry of a listing read from `listed_in`.
+
+    Raises:
+        OutsidePathError: for the first entry that is not a path inside `folder`.
+    """
+    for entry in entries:
+        resolve_inside(folder, entry, listed_in=listed_in)
+
+
 def check_inside(folder: str | os.PathLike, path: str | os.PathLike, *, what: str) -> Path:
     """`path` resolved, checked to lie inside `folder` after following symbolic links (for files found by walking a
     folder, where a link may point anywhere).
@@ -57,4 +67,4 @@ def check_inside(folder: str | os.PathLike, path: str | os.PathLike, *, what: st
     return resolved
 
 
-__all__ = ["OutsidePathError", "check_inside", "resolve_inside"]
+__all__ = ["OutsidePathError", "check_entries_inside", "check_inside", "resolve_inside"]

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .contained_paths import OutsidePathError, resolve_inside
+from .contained_paths import OutsidePathError, check_entries_inside
 
 OWNED_FILES_NAME = ".forgerytalker-files.json"
 
@@ -48,11 +48,10 @@ def owned_files(folder: Path) -> dict[str, int] | None:
         return None
     if not isinstance(files, dict):
         return None
-    for entry in files:
-        try:
-            resolve_inside(folder, entry, listed_in=record)
-        except OutsidePathError as error:
-            raise ForeignFilesError(f"{error}; nothing was deleted") from None
+    try:
+        check_entries_inside(folder, files, listed_in=record)
+    except OutsidePathError as error:
+        raise ForeignFilesError(f"{error}; nothing was deleted") from None
     return files
 
 

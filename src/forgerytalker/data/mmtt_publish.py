@@ -19,7 +19,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..contained_paths import OutsidePathError, resolve_inside
+from ..contained_paths import OutsidePathError, check_entries_inside
 from .errors import DataInputError, option
 from .json_files import read_json
 
@@ -45,11 +45,10 @@ def listed_files(folder: Path) -> dict[str, int] | None:
     files = report.get("files") if isinstance(report, dict) else None
     if not isinstance(files, dict) or not all(isinstance(size, int) for size in files.values()):
         return None
-    for name in files:
-        try:
-            resolve_inside(folder, name, listed_in=report_path)
-        except OutsidePathError as error:
-            raise DataInputError(f"{error}; refusing to use {folder} as a converted folder, nothing was deleted") from None
+    try:
+        check_entries_inside(folder, files, listed_in=report_path)
+    except OutsidePathError as error:
+        raise DataInputError(f"{error}; refusing to use {folder} as a converted folder, nothing was deleted") from None
     return {**files, REPORT_FILE: report_path.stat().st_size}
 
 

@@ -45,7 +45,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from ..contained_paths import OutsidePathError, resolve_inside
+from ..contained_paths import OutsidePathError, check_entries_inside
 
 logger = logging.getLogger(__name__)
 
@@ -239,11 +239,10 @@ def read_manifest(folder: Path) -> set[str] | None:
         files = set(json.loads(path.read_text(encoding="utf-8"))["files"])
     except (ValueError, KeyError, TypeError) as error:
         raise OutputFolderError(f"{path} is damaged ({error}); move it away to use this folder") from error
-    for entry in files:
-        try:
-            resolve_inside(folder, entry, listed_in=path)
-        except OutsidePathError as error:
-            raise OutputFolderError(f"{error}; nothing was deleted: move the manifest away to use this folder") from None
+    try:
+        check_entries_inside(folder, files, listed_in=path)
+    except OutsidePathError as error:
+        raise OutputFolderError(f"{error}; nothing was deleted: move the manifest away to use this folder") from None
     return files
 
 
