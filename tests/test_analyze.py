@@ -390,3 +390,118 @@ def test_the_help_of_these_commands_imports_no_torch(argv):
     from test_cli import imported_heavy_modules
 
     assert imported_heavy_modules(*argv) == []
+
+
+# ------------------------------------------------------------------ nothing lost, round two (issue 19)
+
+
+def test_files_the_command_did_not_write_are_never_replaced(tmp_path, checkpoint, photos, capsys):
+    """N3, N4: a user's photo sidecar named like a record, or their own results.jsonl, in --out."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "grace.jpg.json").write_text('{"caption": "my notes on this photo"}')
+    for extra in ((), ("--overwrite",)):
+        code, _, stderr = run_cli(str(photos), "--model", str(checkpoint), "--out", str(out), *extra, capsys=capsys)
+        assert code == 2 and "--out: " in stderr and "grace.jpg.json" in stderr and "Traceback" not in stderr
+    assert (out / "grace.jpg.json").read_text() == '{"caption": "my notes on this photo"}'
+    assert sorted(path.name for path in out.iterdir()) == [".forgerytalker-analyze.lock", "grace.jpg.json"]
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.jsonl").write_text("my own results\n")
+    code, _, stderr = run_cli(str(photos), "--model", str(checkpoint), "--out", str(mine), capsys=capsys)
+    assert code == 2 and "results.jsonl" in stderr
+    assert (mine / "results.jsonl").read_text() == "my own results\n"
+
+
+def test_a_replaced_photo_or_a_retrained_model_is_analysed_again(tmp_path, checkpoint, photos, capsys):
+    """N5, N6, M3: a finished record is kept only for the same photo content and the same model weights."""
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "out"
+    model = tmp_path / "model"
+    shutil.copytree(checkpoint, model)
+    arguments = (str(photos), "--model", str(model), "--out", str(out))
+    assert run_cli(*arguments, capsys=capsys)[0] == 0
+    Image.open(photos / "grace.jpg").resize((120, 150)).save(photos / "grace.jpg")  # same name, another picture
+    code, _, stderr = run_cli(*arguments, capsys=capsys)
+    assert code == 0 and "3 kept from an earlier run" in stderr
+    grace = json.loads((out / "grace.jpg.json").read_text())
+    assert (grace["width"], grace["height"]) == (120, 150)
+
+    weights = load_file(model / "model.safetensors")
+    weights = {name: tensor + 0.01 if tensor.is_floating_point() else tensor for name, tensor in weights.items()}
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})  # retrained in place
+    forgerytalker.analysis.api._load.cache_clear()  # as a new process would load it
+    code, _, stderr = run_cli(*arguments, capsys=capsys)
+    assert code == 2 and "model_weights" in stderr and "--overwrite" in stderr
+    assert run_cli(*arguments, "--overwrite", capsys=capsys)[0] == 0
+
+    other = tmp_path / "other"  # another photo of the same name from another folder, into the same --out
+    other.mkdir()
+    random_image(9, 50, 40).save(other / "grace.jpg")
+    code, _, _ = run_cli(str(other / "grace.jpg"), "--model", str(model), "--out", str(out), capsys=capsys)
+    assert code == 0 and json.loads((out / "grace.jpg.json").read_text())["width"] == 40
+    random_image(9, 20, 20).save(other / "grace.jpg")  # too small: fails, and the earlier answer is not its answer
+    code, _, stderr = run_cli(str(other / "grace.jpg"), "--model", str(model), "--out", str(out), capsys=capsys)
+    assert code == 1 and "1 failed" in stderr and records_of(out)[0]["status"] == "error"
+
+
+def test_an_output_folder_reached_through_a_link_into_the_inputs_is_not_read(tmp_path, checkpoint, photos, capsys):
+    """M1: --out a link into the input folder; the second run analysed its own masks and figures."""
+    (photos / "results").mkdir()
+    link = tmp_path / "out-link"
+    link.symlink_to(photos / "results", target_is_directory=True)
+    for _ in range(2):
+        assert run_cli(str(photos), "--model", str(checkpoint), "--out", str(link), capsys=capsys)[0] == 0
+    assert len(records_of(link)) == 4
+
+
+def test_a_photo_whose_outputs_cannot_be_named_counts_as_failed(tmp_path, checkpoint, photos, capsys):
+    """M2: a name too long for its output files was missing from results.jsonl, yet rc 0 and '0 failed'."""
+    long_name = "x" * 250 + ".png"  # 254 bytes: the photo fits, `<name>.overlay.png` does not
+    random_image(5, 40, 40).save(photos / long_name)
+    code, _, stderr = run_cli(str(photos), "--model", str(checkpoint), "--out", str(tmp_path / "out"), capsys=capsys)
+    assert code == 1 and "4 of 5 photo(s) analysed" in stderr and "1 failed" in stderr
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(tmp_path, checkpoint, photos, capsys):
+    """N11: two runs with different settings on one --out at once both returned 0, one overwriting the other."""
+    from forgerytalker.analysis.outputs import hold_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    held = hold_lock(out)  # a first run, still writing
+    code, _, stderr = run_cli(str(photos), "--model", str(checkpoint), "--out", str(out), capsys=capsys)
+    assert code == 2 and "another forgerytalker analyze is writing into" in stderr
+    held.close()
+    assert run_cli(str(photos), "--model", str(checkpoint), "--out", str(out), capsys=capsys)[0] == 0
+
+
+def test_an_unwritable_out_is_refused_before_the_model_loads(tmp_path, photos, capsys, monkeypatch):
+    """N12: an unwritable --out gave a traceback after the model loaded, rc 1."""
+    from forgerytalker.cli import analyze as analyze_cli
+
+    monkeypatch.setattr(analyze_cli, "_load_pipeline", lambda *args: pytest.fail("the model was loaded"))
+    (tmp_path / "file").write_text("x")
+    code, _, stderr = run_cli(str(photos), "--out", str(tmp_path / "file" / "out"), capsys=capsys)
+    assert code == 2 and stderr.startswith("error: --out: cannot create")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    monkeypatch.setattr(os, "open", _read_only_open(readonly))
+    code, _, stderr = run_cli(str(photos), "--out", str(readonly), capsys=capsys)
+    assert code == 2 and stderr.startswith("error: --out: cannot write in")
+
+
+def _read_only_open(folder: Path):
+    """`os.open` as on a read-only file system under `folder` (root ignores permission bits)."""
+    import errno
+
+    original = os.open
+
+    def opener(path, flags, *args, **kwargs):
+        if str(path).startswith(str(folder)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return original(path, flags, *args, **kwargs)
+
+    return opener

@@ -26,6 +26,11 @@ class ForeignFilesError(ValueError):
     """An output folder holds files the command did not write, or cannot be replaced; nothing was deleted."""
 
 
+def shown_names(names: list[str], most: int = 5) -> str:
+    """The first `most` names for a message, and how many more there are."""
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def _files(folder: Path) -> dict[str, int]:
     """Relative POSIX path → size of every file (links included, not followed) under `folder`."""
     return {
@@ -80,10 +85,9 @@ def check_replaceable(output_dir: str | os.PathLike, *, overwrite: bool, command
     present.pop(OWNED_FILES_NAME, None)
     foreign = sorted(name for name, size in present.items() if owned.get(name) != size)
     if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise ForeignFilesError(
-            f"{output_dir} holds files `{command}` did not write ({shown}); move them out of it before replacing it, "
-            "nothing was deleted"
+            f"{output_dir} holds files `{command}` did not write ({shown_names(foreign)}); move them out of it "
+            "before replacing it, nothing was deleted"
         )
 
 
@@ -113,4 +117,4 @@ def write_folder(
         shutil.rmtree(partial, ignore_errors=True)
 
 
-__all__ = ["OWNED_FILES_NAME", "ForeignFilesError", "check_replaceable", "owned_files", "write_folder"]
+__all__ = ["OWNED_FILES_NAME", "ForeignFilesError", "check_replaceable", "owned_files", "shown_names", "write_folder"]

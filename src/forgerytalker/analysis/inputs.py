@@ -46,7 +46,9 @@ class PhotoInput:
 
 
 def _inside(path: str, folder: str | None) -> bool:
-    return folder is not None and os.path.commonpath([os.path.abspath(path), folder]) == folder
+    """Whether `path` lies in `folder` (a resolved path), links followed: an output folder reached through a link
+    into the inputs is still the output folder."""
+    return folder is not None and os.path.commonpath([os.path.realpath(path), folder]) == folder
 
 
 def _expand(argument: str, exclude: str | None) -> list[str]:
@@ -76,7 +78,7 @@ def collect_photos(arguments: list[str], exclude: str | os.PathLike | None = Non
     """
     paths: list[str] = []
     seen: set[str] = set()
-    exclude = None if exclude is None else os.path.abspath(exclude)
+    exclude = None if exclude is None else os.path.realpath(exclude)
     for argument in arguments:
         found = _expand(argument, exclude)
         if not found:

@@ -8,13 +8,21 @@
       <name>.json                the photo's record, written last: its presence marks the photo finished
       <name>.error.json          the record of a photo that failed (retried by the next run)
       results.jsonl              every photo's record, in input order, rewritten at the end of each run
+      .forgerytalker-analyze.lock  held while a run writes, so that a second run into the same folder is refused
 
 Every file is written to a temporary sibling and renamed into place, so a killed run never leaves a partial
 PNG, JSON file or line: what exists is complete.
+
+Nothing the command did not write is replaced, with or without --overwrite (`check_foreign_files`): a JSON file
+named like a record must be one of analyze's records, `results.jsonl` must hold only records, and masks and
+figures count as the command's own only in a folder with its `run.json`. A finished photo is kept by a re-run only
+while its record's `source` (the photo's size and SHA-256) matches the photo, and `run.json` holds a fingerprint of
+the model's weights, so a replaced photo or a retrained model is never answered from an earlier run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -24,10 +32,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..owned_folder import shown_names
 from .inputs import PhotoInput
 
 SETTINGS_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
+LOCK_FILE = ".forgerytalker-analyze.lock"
 
 
 class OutputFolderError(ValueError):
@@ -60,8 +70,11 @@ def atomic_write_png(path: Path, image: Image.Image) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def check_settings(out_dir: Path, settings: Mapping, overwrite: bool) -> bool:
+def check_settings(out_dir: Path, settings: Mapping, overwrite: bool, ignore: tuple[str, ...] = ()) -> bool:
     """Whether `out_dir` may take a run with `settings`; returns True when its finished photos may be kept.
+
+    Args:
+        ignore: settings not compared (those only known once the model is loaded, for a check before loading it).
 
     Raises:
         OutputFolderError: `out_dir` holds the results of a run with other settings and `overwrite` is not set.
@@ -71,12 +84,14 @@ def check_settings(out_dir: Path, settings: Mapping, overwrite: bool) -> bool:
         return not overwrite
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(earlier, dict):
+            raise ValueError("not a JSON object")
     except (OSError, ValueError) as error:
         raise OutputFolderError(f"{path}: unreadable ({error}); pass --overwrite to analyse every photo again") from None
     differences = [
         f"{key}: {earlier.get(key)!r} before, {settings.get(key)!r} now"
         for key in sorted(set(earlier) | set(settings))
-        if key != "forgerytalker_version" and earlier.get(key) != settings.get(key)
+        if key not in ("forgerytalker_version", *ignore) and earlier.get(key) != settings.get(key)
     ]
     if differences:
         raise OutputFolderError(
@@ -90,17 +105,121 @@ def write_settings(out_dir: Path, settings: Mapping) -> None:
     atomic_write_json(out_dir / SETTINGS_FILE, dict(settings))
 
 
+def photo_fingerprint(path: str | os.PathLike) -> dict | None:
+    """What a record's `source` holds: the photo's size and SHA-256 (`None` when it cannot be read)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def is_finished(out_dir: Path, photo: PhotoInput) -> bool:
-    return (out_dir / photo.output("record")).is_file()
+    """Whether the photo has a record made from the photo as it is now (same size and content)."""
+    path = out_dir / photo.output("record")
+    if not _is_file(path):
+        return False
+    record = _parse_record(path)
+    return record is not None and record.get("source") is not None and record["source"] == photo_fingerprint(photo.path)
+
+
+def _is_file(path: Path) -> bool:
+    """`path.is_file()`, False for a name the file system cannot hold (too long: such a photo fails to write)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _parse_record(path: Path) -> dict | None:
+    """The record in `path`, or `None` when the file is not a record written by analyze."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("status") not in ("ok", "error") or "record_version" not in record:
+        return None
+    return record
 
 
 def read_record(out_dir: Path, photo: PhotoInput) -> dict | None:
-    """The photo's record: its finished one, else its error record, else `None` (not analysed yet)."""
+    """The photo's record: its finished one made from the photo as it is now, else its error record, else `None`
+    (not analysed: a record of another photo of the same name is never returned for it).
+
+    Raises:
+        OutputFolderError: the file is not a record written by analyze (`check_foreign_files` refuses such folders).
+    """
     for kind in ("record", "error"):
         path = out_dir / photo.output(kind)
-        if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
+        if _is_file(path):
+            record = _parse_record(path)
+            if record is None:
+                raise OutputFolderError(f"{path} is not a record written by forgerytalker analyze; move it away")
+            if kind == "error" or record.get("source") == photo_fingerprint(photo.path):
+                return record
     return None
+
+
+def check_foreign_files(out_dir: Path, photos: Iterable[PhotoInput]) -> None:
+    """Refuses an output folder where the run would replace a file analyze did not write (module docstring).
+
+    Raises:
+        OutputFolderError: naming the files.
+    """
+    if not out_dir.is_dir():
+        return
+    ours = (out_dir / SETTINGS_FILE).is_file()
+    foreign = []
+    results = out_dir / RESULTS_FILE
+    if results.exists():
+        try:
+            lines = results.read_text(encoding="utf-8").splitlines()
+            if not ours or not all(_is_record_line(line) for line in lines if line.strip()):
+                foreign.append(RESULTS_FILE)
+        except (OSError, UnicodeDecodeError):
+            foreign.append(RESULTS_FILE)
+    for photo in photos:
+        for kind in ("record", "error"):
+            path = out_dir / photo.output(kind)
+            if os.path.lexists(path) and (path.is_symlink() or _parse_record(path) is None):
+                foreign.append(photo.output(kind))
+        for kind in ("mask", "overlay"):
+            path = out_dir / photo.output(kind)
+            if os.path.lexists(path) and (path.is_symlink() or not ours):
+                foreign.append(photo.output(kind))
+    if foreign:
+        raise OutputFolderError(
+            f"{out_dir} holds files that forgerytalker analyze did not write but would replace "
+            f"({shown_names(foreign)}); they are never overwritten, with or without --overwrite: choose another "
+            "--out, or move them away"
+        )
+
+
+def _is_record_line(line: str) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("status") in ("ok", "error") and "record_version" in record
+
+
+def hold_lock(out_dir: Path):
+    """Takes the folder's lock for this process (released when it exits); returns the open lock file.
+
+    Raises:
+        OutputFolderError: another analyze run holds it.
+    """
+    import fcntl
+
+    handle = open(out_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise OutputFolderError(
+            f"another forgerytalker analyze is writing into {out_dir}; wait for it to finish, or choose another --out"
+        ) from None
+    return handle
 
 
 def write_results(out_dir: Path, photos: Iterable[PhotoInput]) -> list[dict]:
@@ -112,14 +231,18 @@ def write_results(out_dir: Path, photos: Iterable[PhotoInput]) -> list[dict]:
 
 
 __all__ = [
+    "LOCK_FILE",
     "RESULTS_FILE",
     "SETTINGS_FILE",
     "OutputFolderError",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_png",
+    "check_foreign_files",
     "check_settings",
+    "hold_lock",
     "is_finished",
+    "photo_fingerprint",
     "read_record",
     "write_results",
     "write_settings",

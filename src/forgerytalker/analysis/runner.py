@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .faces import FaceCounter, face_warnings
 from .inputs import PhotoInput
-from .outputs import atomic_write_json, atomic_write_png, is_finished, read_record
+from .outputs import atomic_write_json, atomic_write_png, is_finished, photo_fingerprint, read_record
 from .overlay import draw_analysis_figure
 from .photos import Photo, read_photo
 from .records import ForgeryAnalysis, error_record
@@ -121,7 +121,7 @@ def write_photo_outputs(
     atomic_write_png(out_dir / outputs["mask"], analysis.mask)
     if draw_overlay:
         atomic_write_png(out_dir / outputs["overlay"], draw_analysis_figure(photo.image, analysis, title=item.path))
-    record = analysis.to_record(outputs)
+    record = {**analysis.to_record(outputs), "source": photo_fingerprint(item.path)}
     atomic_write_json(out_dir / outputs["record"], record)
     (out_dir / item.output("error")).unlink(missing_ok=True)
     return record

@@ -101,13 +101,17 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..analysis.inputs import InputPathError, collect_photos
-    from ..analysis.outputs import OutputFolderError, check_settings
+    from ..analysis.outputs import OutputFolderError, check_foreign_files, check_settings, hold_lock
+    from ..data.errors import DataInputError
+    from ..data.output_folders import check_output_folder
 
     regions = _check_regions(args.regions)
     model = _model_argument(args.model)
     out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out: {out_dir} is a file, not a folder")
+    try:
+        check_output_folder(out_dir, "out")  # a file, under a file, or not writable: before the model loads
+    except DataInputError as error:
+        raise UsageError(error.render({"out": "--out"})) from None
     try:
         photos = collect_photos(args.paths, exclude=out_dir)
     except InputPathError as error:
@@ -123,21 +127,31 @@ def _run(args: argparse.Namespace) -> int:
         "overlay": args.overlay,
     }
     try:
-        keep_finished = check_settings(out_dir, settings, args.overwrite)
+        if int(os.environ.get("RANK", "0")) == 0:  # one lock for a run, however many processes it has
+            out_dir.mkdir(parents=True, exist_ok=True)
+            lock = hold_lock(out_dir)  # noqa: F841  (held until the process exits)
+        check_foreign_files(out_dir, photos)
+        check_settings(out_dir, settings, args.overwrite, ignore=("model_weights",))
     except OutputFolderError as error:
         raise UsageError(f"--out: {error}") from None
     with torch_threads(args.num_threads):
-        return _analyze(args, out_dir, photos, settings, keep_finished)
+        return _analyze(args, out_dir, photos, settings)
 
 
-def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict, keep_finished: bool) -> int:
+def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict) -> int:
     """Loads the model and analyses `photos` (the arguments checked by `_run`); returns the exit code."""
-    from ..analysis.outputs import write_results, write_settings
+    from ..analysis.outputs import OutputFolderError, check_settings, write_results, write_settings
     from ..analysis.runner import AnalysisOptions, run_analysis
+    from ..evaluation.runner import model_fingerprint
 
     model, regions, generate_kwargs = settings["model"], settings["regions"], settings["generate_kwargs"]
     state = _distributed_state()
     pipe = _load_pipeline(model, _device(args.device, state), args.dtype)
+    settings = {**settings, "model_weights": model_fingerprint(pipe.model)}  # a retrained model at the same path
+    try:
+        keep_finished = check_settings(out_dir, settings, args.overwrite)
+    except OutputFolderError as error:
+        raise UsageError(f"--out: {error}") from None
     from .. import __version__
 
     if _is_main(state):
@@ -175,9 +189,10 @@ def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict, keep_fin
     if not _is_main(state):
         return FAILED if any(record["status"] == "error" for record in records) else 0
     merged = write_results(out_dir, photos)
-    failed = sum(record["status"] == "error" for record in merged)
+    analysed = sum(record["status"] == "ok" for record in merged)
+    failed = len(photos) - analysed  # a photo whose outputs could not be written at all has no record: failed too
     print(
-        f"{len(merged) - failed} of {len(photos)} photo(s) analysed ({counts['skipped']} kept from an earlier run), "
+        f"{analysed} of {len(photos)} photo(s) analysed ({counts['skipped']} kept from an earlier run), "
         f"{failed} failed; records in {out_dir / 'results.jsonl'}",
         file=sys.stderr,
     )

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from ..contained_paths import OutsidePathError, check_entries_inside
+from ..owned_folder import shown_names
 from .errors import DataInputError, option
 from .json_files import read_json
 
@@ -93,10 +94,9 @@ def check_replaceable(output_dir: Path, overwrite: bool) -> None:
             "listing its files); refusing to replace it, nothing was deleted"
         )
     if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise DataInputError(
-            f"{option('output_dir')}: {output_dir} holds files the converter did not write ({shown}); move them "
-            "out of it before replacing it, nothing was deleted"
+            f"{option('output_dir')}: {output_dir} holds files the converter did not write ({shown_names(foreign)}); "
+            "move them out of it before replacing it, nothing was deleted"
         )
 
 
