@@ -695,6 +695,45 @@ def test_an_unreadable_image_is_named_or_skipped(unreadable_dataset, tmp_path, c
     assert log[-1] == {"step": 4, "unreadable_images": [broken]}
 
 
+def test_a_run_stopped_by_an_unreadable_image_resumes_with_the_advised_flag(unreadable_dataset, tmp_path, capsys):
+    """Issue 19 R1: `--skip_unreadable_images` was refused together with `--resume`, so the run had to start over."""
+    dataset, broken = unreadable_dataset
+    output_dir = tmp_path / "run"
+    arguments = tiny("prompter", dataset, output_dir, "--validation_split", "none")
+    assert run_cli(*arguments) == 2 and "--skip_unreadable_images" in capsys.readouterr().err
+    assert (output_dir / "training_args.json").is_file()
+    assert run_cli(*arguments, "--resume", "--skip_unreadable_images") == 0, capsys.readouterr().err
+    assert read_log(output_dir)[-1]["unreadable_images"] == [broken]
+    assert run_cli(*arguments, "--resume", "--learning_rate", "0.5") == 2  # a setting that changes the weights
+    assert "learning_rate" in capsys.readouterr().err
+
+
+def test_bad_flags_and_output_folders_exit_with_code_2_naming_them(tiny_dataset_dir, tmp_path, capsys, monkeypatch):
+    """Issue 19 F14: an unknown flag, --output_dir under a file, or a read-only one gave a raw traceback, rc 1."""
+    result = subprocess.run([sys.executable, str(REPO / "training" / "run.py"),
+                             *tiny("prompter", tiny_dataset_dir, tmp_path / "out", "--no_such_flag", "0.1")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "unrecognized arguments: --no_such_flag 0.1" in result.stderr
+    assert "Traceback" not in result.stderr
+    (tmp_path / "file").write_text("x")
+    assert run_cli(*tiny("prompter", tiny_dataset_dir, tmp_path / "file" / "out")) == 2
+    assert "--output_dir: cannot create" in (err := capsys.readouterr().err) and "Traceback" not in err
+
+    import errno
+
+    readonly, original_open = tmp_path / "readonly", os.open
+
+    def read_only_open(path, flags, *args, **kwargs):  # a read-only file system (root ignores permission bits)
+        if str(path).startswith(str(readonly)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return original_open(path, flags, *args, **kwargs)
+
+    readonly.mkdir()
+    monkeypatch.setattr(os, "open", read_only_open)
+    assert run_cli(*tiny("prompter", tiny_dataset_dir, readonly)) == 2
+    assert "--output_dir: cannot write in" in capsys.readouterr().err
+
+
 def test_images_are_read_by_the_one_picture_rule(tiny_dataset_dir):
     """A 16-bit picture becomes 8 bits by its range (32768 -> 128), not clipped to white."""
     from forgerytalker.image_utils import to_rgb

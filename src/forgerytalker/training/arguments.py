@@ -273,9 +273,12 @@ def parse_arguments(argv: list[str] | None = None) -> ForgeryTalkerTrainingArgum
         for name in settings:
             fields[name].required = False
     try:
-        return parser.parse_args_into_dataclasses(args=remaining)[0]
+        args, *_, unknown_flags = parser.parse_args_into_dataclasses(args=remaining, return_remaining_strings=True)
     except TrainingConfigurationError as error:
         parser.error(str(error))
+    if unknown_flags:
+        parser.error(f"unrecognized arguments: {' '.join(unknown_flags)}")
+    return args
 
 
 def _read_yaml(parser: argparse.ArgumentParser, path: Path) -> dict:

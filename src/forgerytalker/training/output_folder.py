@@ -14,6 +14,8 @@ import json
 import shutil
 from pathlib import Path
 
+from ..data.errors import DataInputError
+from ..data.output_folders import check_output_folder
 from .arguments import ForgeryTalkerTrainingArguments
 from .checkpoints import CHECKPOINTS
 from .errors import TrainingConfigurationError
@@ -30,6 +32,8 @@ EARLIER_RUN_OUTPUTS = (
 RESUMABLE_CHANGES = frozenset({
     "resume", "overwrite_output_dir", "output_dir", "logging_steps", "log_batch_ids", "report_to_tensorboard",
     "dataloader_num_workers", "save_steps", "save_total_limit",
+    # what the error of a run stopped by an unreadable image advises; the samples before it were all readable
+    "skip_unreadable_images",
 })
 """Settings a resumed run may change: they affect neither the weights nor the validation."""
 
@@ -37,8 +41,10 @@ RESUMABLE_CHANGES = frozenset({
 def check_output_dir(args: ForgeryTalkerTrainingArguments) -> None:
     """Refuses an `--output_dir` the run would damage or mix with another run (module docstring). Writes nothing."""
     output_dir = Path(args.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise TrainingConfigurationError(f"--output_dir: {output_dir} is a file, not a folder")
+    try:  # a file, a folder under a file, or one that cannot be written to
+        check_output_folder(output_dir, "output_dir")
+    except DataInputError as error:
+        raise TrainingConfigurationError(error.render({"output_dir": "--output_dir"})) from None
     contents = sorted(path.name for path in output_dir.iterdir()) if output_dir.is_dir() else []
     if args.resume:
         saved = output_dir / ARGS_FILE
