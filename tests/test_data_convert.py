@@ -845,6 +845,53 @@ def test_a_killed_worker_is_an_error_naming_the_shard_and_the_rerun_resumes(mmtt
     assert _files(out) == _files(tmp_path / "fresh")
 
 
+SLOW_WORKERS = """
+import os, sys, time
+from forgerytalker.data import workers
+
+def slow(index, task):
+    open(os.path.join(os.environ["WORKER_PIDS"], str(os.getpid())), "w").close()
+    time.sleep(120)
+
+workers._run_in_worker = slow
+from forgerytalker.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie waits only to be reaped
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel's parent-death signal is Linux's")
+def test_pool_workers_die_with_their_parent_killed_by_sigkill(mmtt_root, tmp_path):
+    """Issue 19 F18: the parent of `data convert --num-proc 2` killed with SIGKILL left its workers running."""
+    import time
+
+    script, pids = tmp_path / "convert_with_slow_workers.py", tmp_path / "pids"
+    script.write_text(SLOW_WORKERS)
+    pids.mkdir()
+    command = [sys.executable, str(script), "data", "convert", "--mmtt-root", str(mmtt_root), "--out",
+               str(tmp_path / "out"), "--num-proc", "2", "--shard-size", "4", "--no-progress"]
+    parent = subprocess.Popen(command, env=dict(os.environ, WORKER_PIDS=str(pids)), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.1)
+    workers = [int(path.name) for path in pids.iterdir()]
+    assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
 def _bomb_png(width: int, height: int) -> bytes:
     """A PNG of a few hundred bytes whose header announces width × height pixels."""
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -13,6 +13,7 @@ each), and a forked one inherits the task function and its initializer arguments
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -42,8 +43,23 @@ def report_progress(done: int) -> None:
         _REPORT(_CURRENT_TASK, done)
 
 
-def _init_worker(function, states, progress, initializer, initargs) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Makes the kernel kill this worker when the process that started it dies, even by SIGKILL (Linux), which
+    no cleanup code of the parent can handle; elsewhere the pool's own shutdown has to do."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def _init_worker(function, states, progress, initializer, initargs, parent_pid) -> None:
     global _WORKER, _REPORT
+    _die_with_parent(parent_pid)
     _WORKER = (function, states, progress)
     _REPORT = progress.__setitem__
     if initializer is not None:
@@ -112,7 +128,7 @@ def run_tasks(
         min(num_workers, len(tasks)),
         mp_context=context,
         initializer=_init_worker,
-        initargs=(function, states, progress, initializer, initargs),
+        initargs=(function, states, progress, initializer, initargs, os.getpid()),
     )
     try:
         futures = {executor.submit(_run_in_worker, index, task): index for index, task in enumerate(tasks)}
