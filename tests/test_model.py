@@ -311,3 +311,21 @@ def test_other_language_models_train_and_generate(language_model, images):
     model.eval()
     generated = model.generate(**processor(images=images), max_new_tokens=3)
     assert len(processor.batch_decode(generated.sequences)) == 3
+
+
+def test_load_prompter_refuses_a_prompter_of_another_width_naming_both(tiny_model_and_processor, tmp_path):
+    from forgerytalker import ForgeryPrompterNetwork
+    from forgerytalker.tiny import tiny_prompter_config
+
+    model, _ = tiny_model_and_processor
+    width = model.config.prompter_config.hidden_size
+    ForgeryPrompterNetwork(tiny_prompter_config(hidden_size=2 * width)).save_pretrained(tmp_path / "wide")
+    before = {name: tensor.clone() for name, tensor in model.prompter.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"wide.*prompter is {2 * width} wide.*this model's prompter is {width} wide"):
+        model.load_prompter(tmp_path / "wide")
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.prompter.state_dict().items())
+
+    same = ForgeryPrompterNetwork(tiny_prompter_config(hidden_size=width))
+    same.save_pretrained(tmp_path / "same")
+    model.load_prompter(tmp_path / "same")
+    assert all(torch.equal(same.state_dict()[name], tensor) for name, tensor in model.prompter.state_dict().items())
