@@ -293,6 +293,15 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         self.prompter = prompter.to(device=self.device, dtype=self.dtype)
         self.config.prompter_config = prompter.config
 
+    def train(self, mode: bool = True):
+        """As `nn.Module.train`, except that a frozen prompter (stage 2, see `freeze_for_stage`) stays in eval mode:
+        its BatchNorm statistics would otherwise drift while the rest trains (the release keeps them fixed only by
+        accident of its checkpoint order)."""
+        super().train(mode)
+        if mode and not any(parameter.requires_grad for parameter in self.prompter.parameters()):
+            self.prompter.eval()
+        return self
+
     def freeze_for_stage(self, stage: str, train_vision_encoder: bool = False, train_language_model: bool = False) -> None:
         """Sets `requires_grad` for one of the paper's two training stages.
 
