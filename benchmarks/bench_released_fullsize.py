@@ -135,12 +135,17 @@ def child(step: str, args: argparse.Namespace) -> dict:
                 "seconds_per_new_token": round((timings["eight_new_tokens"] - timings["one_new_token"]) / 7, 2),
                 "peak_rss_gib": _peak_rss()}
     if step == "precision":
-        results = {}
+        results, tokens = {}, []
         for dtype in (torch.float32, torch.bfloat16):
             analyzer = pipeline("forgery-analysis", model=args.model, dtype=dtype)
             results[dtype] = analyzer(photo, **settings)
+            # the generated ids themselves: random weights generate ids the stand-in tokenizer cannot spell
+            inputs = analyzer.preprocess(photo)
+            inputs.pop("target_size")
+            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+            with torch.inference_mode():
+                tokens.append(analyzer.model.generate(**inputs, **settings).sequences[0].tolist())
         full, half = results[torch.float32], results[torch.bfloat16]
-        tokens = [analyzer.processor.tokenizer(result["report"], add_special_tokens=False).input_ids for result in (full, half)]
         same = next((index for index, pair in enumerate(zip(*tokens)) if pair[0] != pair[1]), min(map(len, tokens)))
         masks = [torch.tensor(list(result["mask"].getdata())) for result in (full, half)]
         measured_values = {
@@ -153,7 +158,8 @@ def child(step: str, args: argparse.Namespace) -> dict:
                   for key, value in measured_values.items()}
         return {"layers_per_tower": PRECISION_LAYERS, "photo": Path(photo).name, "measured": measured_values,
                 "tolerances": TOLERANCES, "within_tolerance": within,
-                "regions": {"float32": full["regions"], "bfloat16": half["regions"]}}
+                "regions": {"float32": full["regions"], "bfloat16": half["regions"]},
+                "tokens": {"float32": tokens[0], "bfloat16": tokens[1]}}
     raise ValueError(step)
 
 
@@ -209,6 +215,13 @@ def run_step(step: str, args: argparse.Namespace, results: dict) -> dict:
     raise ValueError(step)
 
 
+def _cpu() -> dict:
+    """The CPU's model name and whether it has bfloat16 instructions (which decide bf16's speed on a CPU)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    return {"cpu": names[0] if names else platform.processor(), "avx512_bf16": " avx512_bf16" in info}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scratch", type=Path, required=True, help="folder for the full-size files (~35 GB free needed)")
@@ -233,7 +246,7 @@ def main() -> None:
         except Exception as error:  # recorded, so that the steps already measured are kept
             steps[step] = {"error": repr(error)}
         steps[step]["machine"] = machine_state(load_before)
-        results["platform"] = {"python": platform.python_version(), "architecture": platform.machine(),
+        results["platform"] = {"python": platform.python_version(), "architecture": platform.machine(), **_cpu(),
                                "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1)}
         args.out.write_text(json.dumps(results, indent=2) + "\n")
         print(json.dumps({step: steps[step]}), file=sys.stderr, flush=True)
