@@ -146,6 +146,19 @@ def test_conversion_streams_the_sources_and_writes_shards_with_the_same_weights(
     assert all(torch.equal(written[key], single[key]) for key in single)
 
 
+def test_float16_conversion_warns_and_keeps_flan_t5s_wo_in_float32(released, tmp_path, caplog):
+    from safetensors import safe_open
+
+    with caplog.at_level("WARNING", logger="forgerytalker.released_weights.convert"):
+        convert(released, tmp_path / "fp16", dtype="float16")
+    assert any("float16" in record.message and "bfloat16" in record.message for record in caplog.records)
+    with safe_open(tmp_path / "fp16" / "model.safetensors", "pt") as weights:
+        dtypes = {key: weights.get_slice(key).get_dtype() for key in weights.keys()}
+    wo = [key for key in dtypes if key.endswith(".wo.weight")]
+    assert wo and all(dtypes[key] == "F32" for key in wo)
+    assert dtypes["instructblip.language_model.shared.weight"] == "F16" and dtypes["mask_decoder.prompt_proj.weight"] == "F16"
+
+
 def test_pixel_conv_branch_prompter_matches_the_release(converted, released):
     _, _, model, _ = converted
     prompter = model.prompter.double()

@@ -288,6 +288,12 @@ def convert_released_checkpoint(
     if output_dir.exists() and not overwrite:
         raise CheckpointConversionError("output_dir", f"{output_dir} exists; replace it with --overwrite (overwrite=True in Python)")
     torch_dtype = DTYPES[dtype]
+    if dtype == "float16":
+        logger.warning(
+            "dtype float16: Flan-T5's activations overflow float16's range; its `wo` projections stay in float32 (as "
+            "transformers keeps them), but reports may still come out broken. The release runs Flan-T5 in bfloat16: "
+            "prefer --dtype bfloat16."
+        )
     paths = {"dff_checkpoint": str(dff_checkpoint), "face_vit_checkpoint": str(face_vit_checkpoint)}
 
     logger.info("Reading the Face-ViT checkpoint %s", face_vit_checkpoint)
@@ -316,7 +322,9 @@ def convert_released_checkpoint(
         model = ForgeryTalkerForConditionalGeneration(config, instructblip=base)
     from_instructblip = _fill(model, placed, paths)
     del placed
-    model = model.to(torch_dtype).eval()
+    # every weight is in `dtype` already, except what transformers keeps in float32 on a float16 load (Flan-T5's
+    # `wo` projections, which overflow in float16): a blanket cast would undo that
+    model = model.eval()
     model.generation_config.update(**DFF_GENERATION_SETTINGS)
     processor = _build_processor(base_path, config)
 
