@@ -661,3 +661,12 @@ def test_a_decoding_error_stops_the_prefetching_at_its_batch(model_dir, split):
     assert len(next(batches).samples) == 2
     with pytest.raises(UnreadableImageError, match="img_x"):
         next(batches)
+
+
+def test_dtype_loads_and_runs_the_model_in_that_dtype_and_records_it(model_dir, tiny_dataset_dir, tmp_path):
+    out = tmp_path / "bf16"
+    assert main(evaluate_arguments(model_dir, tiny_dataset_dir, out, "--no-meteor", "--limit", "2", "--dtype", "bfloat16")) == 0
+    assert json.loads((out / "metrics.json").read_text())["run"]["dtype"] == "bfloat16"
+    assert len(read_predictions(out)) == 2
+    assert main(evaluate_arguments(model_dir, tiny_dataset_dir, tmp_path / "fp32", "--no-meteor", "--limit", "2")) == 0
+    assert json.loads((tmp_path / "fp32" / "metrics.json").read_text())["run"]["dtype"] == "float32"

@@ -311,3 +311,45 @@ def test_other_language_models_train_and_generate(language_model, images):
     model.eval()
     generated = model.generate(**processor(images=images), max_new_tokens=3)
     assert len(processor.batch_decode(generated.sequences)) == 3
+
+
+def test_load_prompter_refuses_a_prompter_of_another_width_naming_both(tiny_model_and_processor, tmp_path):
+    from forgerytalker import ForgeryPrompterNetwork
+    from forgerytalker.tiny import tiny_prompter_config
+
+    model, _ = tiny_model_and_processor
+    width = model.config.prompter_config.hidden_size
+    ForgeryPrompterNetwork(tiny_prompter_config(hidden_size=2 * width)).save_pretrained(tmp_path / "wide")
+    before = {name: tensor.clone() for name, tensor in model.prompter.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"wide.*prompter is {2 * width} wide.*this model's prompter is {width} wide"):
+        model.load_prompter(tmp_path / "wide")
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.prompter.state_dict().items())
+
+    same = ForgeryPrompterNetwork(tiny_prompter_config(hidden_size=width))
+    same.save_pretrained(tmp_path / "same")
+    model.load_prompter(tmp_path / "same")
+    assert all(torch.equal(same.state_dict()[name], tensor) for name, tensor in model.prompter.state_dict().items())
+
+
+def test_a_frozen_prompter_stays_in_eval_mode_so_its_batchnorm_statistics_do_not_drift(tiny_model_and_processor):
+    from forgerytalker import ForgeryPrompterNetwork, ForgeryTalkerPrompterConfig
+
+    model, _ = tiny_model_and_processor
+    # the release's pixel branch, whose BatchNorm keeps running statistics
+    model.prompter = ForgeryPrompterNetwork(ForgeryTalkerPrompterConfig(
+        image_size=32, patch_size=8, hidden_size=model.config.prompter_config.hidden_size, num_hidden_layers=3,
+        num_attention_heads=4, intermediate_size=64, conv_branch_type="pixel", conv_kernel_sizes=[3, 5]))
+    pixels = torch.randn(2, 3, 32, 32)
+    model.freeze_for_stage("joint")
+    model.train()
+    statistics = {name: value.clone() for name, value in model.prompter.named_buffers() if "running" in name}
+    assert statistics and not any(module.training for module in model.prompter.modules())
+    assert model.instructblip.qformer.training and model.mask_decoder.training
+    model.prompter(pixels)
+    assert all(torch.equal(value, dict(model.prompter.named_buffers())[name]) for name, value in statistics.items())
+
+    model.freeze_for_stage("prompter")
+    model.train()
+    assert all(module.training for module in model.prompter.modules())
+    model.prompter(pixels)
+    assert not all(torch.equal(value, dict(model.prompter.named_buffers())[name]) for name, value in statistics.items())

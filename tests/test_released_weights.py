@@ -109,6 +109,57 @@ def test_every_form_converts_with_every_key_accounted_for(tmp_path, form, dtype,
     ])
 
 
+def test_conversion_streams_the_sources_and_writes_shards_with_the_same_weights(converted, released, tmp_path, monkeypatch):
+    """At full size the sources (7 GB) and the base (8 GB) must not be resident together, and one 9 GB safetensors
+    file would be serialised in memory whole: the sources are released before the base loads, the output sharded."""
+    import gc
+    import weakref
+
+    from forgerytalker.released_weights import convert as convert_module
+
+    sources, alive_at_base = [], []
+    read, load_base = convert_module.load_pickle, convert_module._load_instructblip
+
+    def recording_read(*args, **kwargs):
+        value = read(*args, **kwargs)
+        state = value["model"] if isinstance(value, dict) and "model" in value else value
+        sources.extend(weakref.ref(tensor) for tensor in state.values())
+        return value
+
+    def checking_load_base(*args, **kwargs):
+        gc.collect()
+        alive_at_base.append(sum(reference() is not None for reference in sources))
+        return load_base(*args, **kwargs)
+
+    monkeypatch.setattr(convert_module, "load_pickle", recording_read)
+    monkeypatch.setattr(convert_module, "_load_instructblip", checking_load_base)
+    out = tmp_path / "sharded"
+    convert(released, out, max_shard_size="200KB")
+    assert sources and alive_at_base == [0]
+
+    shards = sorted(out.glob("model-*.safetensors"))
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(shards) > 1 and not (out / "model.safetensors").exists()
+    assert sorted(set(index["weight_map"].values())) == [shard.name for shard in shards]
+    written = {key: value for shard in shards for key, value in load_file(shard).items()}
+    single = load_file(converted[0] / "model.safetensors")
+    assert written.keys() == single.keys()
+    assert all(torch.equal(written[key], single[key]) for key in single)
+
+
+def test_float16_conversion_warns_and_keeps_flan_t5s_wo_in_float32(released, tmp_path, caplog):
+    from safetensors import safe_open
+
+    with caplog.at_level("WARNING", logger="forgerytalker.released_weights.convert"):
+        convert(released, tmp_path / "fp16", dtype="float16")
+    assert any("float16" in record.message and "bfloat16" in record.message for record in caplog.records)
+    with safe_open(tmp_path / "fp16" / "model.safetensors", "pt") as weights:
+        dtypes = {key: weights.get_slice(key).get_dtype() for key in weights.keys()}
+    wo = [key for key in dtypes if key.endswith(".wo.weight")]
+    assert wo and all(dtypes[key] == "F32" for key in wo)
+    assert dtypes["instructblip.language_model.shared.weight"] == "F16" and dtypes["mask_decoder.prompt_proj.weight"] == "F16"
+
+
 def test_pixel_conv_branch_prompter_matches_the_release(converted, released):
     _, _, model, _ = converted
     prompter = model.prompter.double()

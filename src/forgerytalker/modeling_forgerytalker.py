@@ -278,10 +278,29 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         return cls(config, instructblip=instructblip)
 
     def load_prompter(self, prompter_name_or_path: str | os.PathLike) -> None:
-        """Replaces the prompter with a stage-1 one saved by `ForgeryPrompterNetwork.save_pretrained`."""
+        """Replaces the prompter with a stage-1 one saved by `ForgeryPrompterNetwork.save_pretrained`.
+
+        Raises `ValueError` naming both widths when the prompter's `hidden_size` is not this model's (the mask
+        decoder reads the prompter's tokens at that width, so `generate` would otherwise fail later)."""
         prompter = ForgeryPrompterNetwork.from_pretrained(resolve_local_path(prompter_name_or_path, "prompter_name_or_path"))
+        expected = self.config.prompter_config.hidden_size
+        if prompter.config.hidden_size != expected:
+            raise ValueError(
+                f"{prompter_name_or_path}: the prompter is {prompter.config.hidden_size} wide (hidden_size) but this "
+                f"model's prompter is {expected} wide; train the prompter with hidden_size={expected} or build the "
+                f"model with prompter_config.hidden_size={prompter.config.hidden_size}"
+            )
         self.prompter = prompter.to(device=self.device, dtype=self.dtype)
         self.config.prompter_config = prompter.config
+
+    def train(self, mode: bool = True):
+        """As `nn.Module.train`, except that a frozen prompter (stage 2, see `freeze_for_stage`) stays in eval mode:
+        its BatchNorm statistics would otherwise drift while the rest trains (the release keeps them fixed only by
+        accident of its checkpoint order)."""
+        super().train(mode)
+        if mode and not any(parameter.requires_grad for parameter in self.prompter.parameters()):
+            self.prompter.eval()
+        return self
 
     def freeze_for_stage(self, stage: str, train_vision_encoder: bool = False, train_language_model: bool = False) -> None:
         """Sets `requires_grad` for one of the paper's two training stages.

@@ -88,6 +88,12 @@ def add_parser(subparsers) -> None:
         help="torch device (default: each process's own GPU when available, else cpu); checked before loading",
     )
     parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="dtype the model is loaded and run in (default float32; bfloat16 halves the memory, as `analyze --dtype`)",
+    )
+    parser.add_argument(
         "--num-threads",
         type=positive_int,
         help="torch's intra-op CPU threads (default: OMP_NUM_THREADS if set, else torch's default); 1 avoids "
@@ -125,7 +131,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         processes.on_main(check_output_folder, args.out, args.overwrite)
         device = _device(args.device, processes)
         dataset = _load_split(args.data, args.split, args.limit)
-        model, processor = _load_model(args.model, device)
+        model, processor = _load_model(args.model, device, args.dtype)
         document = _evaluate(args, model, processor, dataset)
     except UsageError as error:
         return fail(str(error), 2)
@@ -230,7 +236,8 @@ def _load_split(data: str, split: str, limit: int | None):
     return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
 
 
-def _load_model(name: str, device: str):
+def _load_model(name: str, device: str, dtype: str = "float32"):
+    import torch
     from safetensors import SafetensorError
     from transformers import AutoModel, AutoProcessor
 
@@ -238,7 +245,7 @@ def _load_model(name: str, device: str):
 
     path = str(Path(name).resolve()) if os.path.exists(name) else name
     try:
-        model = AutoModel.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype))
         processor = AutoProcessor.from_pretrained(path)
     except SafetensorError as error:
         raise UsageError(

@@ -137,7 +137,7 @@ def generate_batches(
     lock = lock or threading.Lock()
     with contextlib.closing(prefetched_batches(processor, samples, settings, degradations, lock)) as batches:
         for batch in batches:
-            inputs = batch.inputs.to(model.device)
+            inputs = batch.inputs.to(device=model.device, dtype=model.dtype)  # floating inputs only
             with torch.inference_mode():
                 outputs = model.generate(
                     **inputs, region_source=settings.region_source, max_new_tokens=settings.max_new_tokens

@@ -92,6 +92,7 @@ def run_fingerprint(model, image_ids: Sequence[str], settings: PredictionSetting
     """The settings that decide the predictions of a run; an unfinished run resumes only when they are equal."""
     return {
         "model": model_fingerprint(model),
+        "dtype": str(model.dtype).removeprefix("torch."),
         "split": hashlib.sha256("\n".join(image_ids).encode("utf-8")).hexdigest(),
         "region_source": settings.region_source,
         "max_new_tokens": settings.max_new_tokens,
@@ -342,6 +343,7 @@ def run_evaluation(
         "detection_threshold": detection_threshold(detection_score, thresholds),
         "num_processes": processes.num_processes,
         "torch_threads": torch.get_num_threads(),
+        "dtype": str(model.dtype).removeprefix("torch."),
     }
     return processes.on_main(
         _score_and_write,

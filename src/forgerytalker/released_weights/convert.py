@@ -56,6 +56,9 @@ DFF_GENERATION_SETTINGS = {
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 REPORT_NAME = "conversion_report.json"
 COMMAND = "forgerytalker convert-checkpoint"
+MAX_SHARD_SIZE = "1GB"
+"""The converter's default safetensors shard size: the released model (9 GiB in bfloat16) is written in shards that
+load and download one by one, and writing never holds more than one shard's bytes beside the model."""
 _LISTED = 20
 
 
@@ -169,11 +172,20 @@ def _load_instructblip(instructblip: str | os.PathLike, dtype: torch.dtype):
     return base, path
 
 
+def _as_dtype(placed: dict[str, tuple[str, str, torch.Tensor]], dtype: torch.dtype) -> None:
+    """Replaces every placed tensor by its own contiguous copy in `dtype` (integer buffers keep theirs), so that
+    nothing refers to the memory-mapped source files any more."""
+    for target, (argument, key, tensor) in placed.items():
+        converted = tensor.to(dtype=dtype if tensor.is_floating_point() else tensor.dtype, memory_format=torch.contiguous_format, copy=True)
+        placed[target] = (argument, key, converted)
+
+
 def _fill(
-    model: ForgeryTalkerForConditionalGeneration, placed: dict[str, tuple[str, str, torch.Tensor]], dtype: torch.dtype, paths: dict[str, str]
+    model: ForgeryTalkerForConditionalGeneration, placed: dict[str, tuple[str, str, torch.Tensor]], paths: dict[str, str]
 ) -> list[str]:
-    """Loads the placed tensors into `model` (built on the meta device around the real base); returns the optional
-    DFF targets left at the base's values. Raises naming any shape that differs and any weight left unfilled."""
+    """Loads the placed tensors (already in the output dtype) into `model` (built on the meta device around the real
+    base); returns the optional DFF targets left at the base's values. Raises naming any shape that differs and any
+    weight left unfilled."""
     expected = model.state_dict()
     for target, (argument, key, tensor) in placed.items():
         if target not in expected:
@@ -195,11 +207,7 @@ def _fill(
         raise CheckpointConversionError(
             "face_vit_checkpoint", f"{paths['face_vit_checkpoint']}: missing required keys {_needed(lacking, face_vit_source)}"
         )
-    tensors = {
-        target: tensor.to(dtype=dtype if tensor.is_floating_point() else tensor.dtype, memory_format=torch.contiguous_format, copy=True)
-        for target, (_, _, tensor) in placed.items()
-    }
-    model.load_state_dict(tensors, strict=False, assign=True)
+    model.load_state_dict({target: tensor for target, (_, _, tensor) in placed.items()}, strict=False, assign=True)
     unfilled = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
     if unfilled:
         raise CheckpointConversionError("dff_checkpoint", f"model weights left unfilled: {_listed(unfilled)}")
@@ -232,6 +240,7 @@ def convert_released_checkpoint(
     mask_decoder_num_heads: int = 8,
     allow_unsafe_pickle: bool = False,
     overwrite: bool = False,
+    max_shard_size: str | int = MAX_SHARD_SIZE,
 ) -> ConversionReport:
     """Converts the released DFF + Face-ViT weights on an InstructBLIP base into a ForgeryTalker checkpoint folder.
 
@@ -248,6 +257,8 @@ def convert_released_checkpoint(
         allow_unsafe_pickle: load the pickles fully when they need more than tensors and plain containers.
             Unpickling can run arbitrary code: only for files you trust.
         overwrite: replace an existing `output_dir`.
+        max_shard_size: the largest safetensors file written (`"1GB"` by default, as `save_pretrained` takes it).
+            Each shard is serialised in memory on its own, so this bounds what writing adds to the model's size.
 
     Raises:
         CheckpointConversionError: an input cannot be used; `argument` names it, the message names the file and the
@@ -261,6 +272,12 @@ def convert_released_checkpoint(
     except ForeignFilesError as error:
         raise CheckpointConversionError("output_dir", str(error)) from None
     torch_dtype = DTYPES[dtype]
+    if dtype == "float16":
+        logger.warning(
+            "dtype float16: Flan-T5's activations overflow float16's range; its `wo` projections stay in float32 (as "
+            "transformers keeps them), but reports may still come out broken. The release runs Flan-T5 in bfloat16: "
+            "prefer --dtype bfloat16."
+        )
     paths = {"dff_checkpoint": str(dff_checkpoint), "face_vit_checkpoint": str(face_vit_checkpoint)}
     check_safetensors_files(instructblip, "instructblip")
 
@@ -275,6 +292,11 @@ def convert_released_checkpoint(
 
     prompter_config = prompter_config_from_face_vit(face_vit, prompter_num_heads, paths["face_vit_checkpoint"])
     decoder_settings = dff_mask_decoder_settings(dff, mask_decoder_num_heads, paths["dff_checkpoint"])
+    mapped = {paths["face_vit_checkpoint"]: len(face_vit), paths["dff_checkpoint"]: len(dff) - (len(dropped) - len(training_state))}
+    # the placed tensors are copied into the output dtype and the memory-mapped sources released before the base
+    # loads: at full size the sources (7 GB in float32) and the base (8 GB in bfloat16) would not fit RAM together
+    _as_dtype(placed, torch_dtype)
+    del face_vit_object, face_vit, dff_object, dff
     logger.info("Loading the InstructBLIP base %s", instructblip)
     base, base_path = _load_instructblip(instructblip, torch_dtype)
     try:
@@ -283,8 +305,11 @@ def convert_released_checkpoint(
         raise CheckpointConversionError("dff_checkpoint", f"{paths['dff_checkpoint']}: {error}") from error
     with torch.device("meta"):
         model = ForgeryTalkerForConditionalGeneration(config, instructblip=base)
-    from_instructblip = _fill(model, placed, torch_dtype, paths)
-    model = model.to(torch_dtype).eval()
+    from_instructblip = _fill(model, placed, paths)
+    del placed
+    # every weight is in `dtype` already, except what transformers keeps in float32 on a float16 load (Flan-T5's
+    # `wo` projections, which overflow in float16): a blanket cast would undo that
+    model = model.eval()
     model.generation_config.update(**DFF_GENERATION_SETTINGS)
     processor = _build_processor(base_path, config)
 
@@ -292,7 +317,7 @@ def convert_released_checkpoint(
         output_dir=str(output_dir),
         num_parameters=sum(parameter.numel() for parameter in model.parameters()),
         dtype=dtype,
-        mapped={paths["face_vit_checkpoint"]: len(face_vit), paths["dff_checkpoint"]: len(dff) - (len(dropped) - len(training_state))},
+        mapped=mapped,
         dropped=dropped,
         face_vit_overridden=sorted(overridden),
         from_instructblip=from_instructblip,
@@ -300,7 +325,7 @@ def convert_released_checkpoint(
 
     def write(folder: Path) -> None:
         logger.info("Writing the checkpoint")
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, max_shard_size=max_shard_size)
         processor.save_pretrained(folder)
         (folder / REPORT_NAME).write_text(json.dumps(asdict(report), indent=2) + "\n")
 
