@@ -10,6 +10,7 @@ import torch
 from conftest import random_image
 
 from forgerytalker import GENERATION_DEFAULTS, ForgeryTalkerForConditionalGeneration
+from forgerytalker.released_weights import DFF_GENERATION_SETTINGS
 from forgerytalker.tiny import build_tiny_model_and_processor
 
 LANGUAGE_MODELS = ["llama", "opt", "t5"]
@@ -35,7 +36,9 @@ def test_generation_config_holds_the_authors_defaults_and_is_saved(tmp_path, tin
     fresh = ForgeryTalkerForConditionalGeneration(model.config)
     for name, value in GENERATION_DEFAULTS.items():
         assert getattr(fresh.generation_config, name) == value, name
-    assert GENERATION_DEFAULTS == {"num_beams": 5, "max_new_tokens": 100, "min_new_tokens": 5, "repetition_penalty": 1.5}
+    # the release's `min_length=5` includes the T5 decoder's start token: 4 new tokens, as the converter writes
+    assert GENERATION_DEFAULTS["min_new_tokens"] == 4 and GENERATION_DEFAULTS["num_beams"] == 5
+    assert GENERATION_DEFAULTS == DFF_GENERATION_SETTINGS
 
     fresh.generation_config.num_beams = 4
     fresh.save_pretrained(tmp_path)

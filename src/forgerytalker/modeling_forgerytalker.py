@@ -25,8 +25,17 @@ from .modeling_forgerytalker_prompter import ForgeryPrompterNetwork, ForgeryProm
 logger = logging.getLogger(__name__)
 
 TRAINING_STAGES = ("prompter", "joint")
-GENERATION_DEFAULTS = {"num_beams": 5, "max_new_tokens": 100, "min_new_tokens": 5, "repetition_penalty": 1.5}
-"""The authors' released inference settings (beam search with 5 beams, 5 to 100 report tokens, penalty 1.5)."""
+GENERATION_DEFAULTS = {
+    "num_beams": 5,
+    "max_new_tokens": 100,
+    # the release's `min_length=5` counts the T5 decoder's start token: at least 4 report tokens before the end
+    "min_new_tokens": 4,
+    "repetition_penalty": 1.5,
+    "length_penalty": 1.0,
+    "do_sample": False,
+}
+"""The authors' released inference settings, the one owner of them (`scripts/evaluation/evaluate.py` with
+`Blip2T5Instruct.generate`'s defaults): beam search with 5 beams, 4 to 100 report tokens, penalty 1.5."""
 _OUTPUT_FLAGS = ("output_attentions", "output_hidden_states")
 
 

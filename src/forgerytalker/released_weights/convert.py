@@ -26,7 +26,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImage
 
 from ..configuration_forgerytalker import ForgeryTalkerConfig
 from ..instruction import DFF_INSTRUCTION_WORDING
-from ..modeling_forgerytalker import ForgeryTalkerForConditionalGeneration, resolve_local_path
+from ..modeling_forgerytalker import GENERATION_DEFAULTS, ForgeryTalkerForConditionalGeneration, resolve_local_path
 from ..owned_folder import ForeignFilesError, check_replaceable, write_folder
 from ..processing_forgerytalker import ForgeryTalkerProcessor
 from .files import CheckpointConversionError, check_safetensors_files, dff_state_dict, load_pickle, tensor_dict
@@ -43,16 +43,8 @@ from .sizes import dff_mask_decoder_settings, prompter_config_from_face_vit
 
 logger = logging.getLogger(__name__)
 
-DFF_GENERATION_SETTINGS = {
-    "num_beams": 5,
-    "max_new_tokens": 100,
-    # their `min_length=5` counts the T5 decoder's start token: at least 4 report tokens before the end
-    "min_new_tokens": 4,
-    "repetition_penalty": 1.5,
-    "length_penalty": 1.0,
-    "do_sample": False,
-}
-"""The release's generation arguments (`scripts/evaluation/evaluate.py` with `Blip2T5Instruct.generate`'s defaults)."""
+DFF_GENERATION_SETTINGS = GENERATION_DEFAULTS
+"""The release's generation arguments; `modeling_forgerytalker.GENERATION_DEFAULTS` owns them."""
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 REPORT_NAME = "conversion_report.json"
 COMMAND = "forgerytalker convert-checkpoint"
