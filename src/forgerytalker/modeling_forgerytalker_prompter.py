@@ -15,6 +15,7 @@ from transformers.utils import ModelOutput
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_forgerytalker import ForgeryTalkerPrompterConfig
+from .modeling_forgerytalker_mobilenet_v2 import MobileNetV2Features, block_channels
 
 
 @dataclass
@@ -131,8 +132,26 @@ class ForgeryPrompterPixelConvLayer(nn.Module):
         return self.pool(self.activation(self.norm(self.conv(features))))
 
 
+class ForgeryPrompterPretrainedBranch(nn.Module):
+    """The `"mobilenet_v2"` branch: MobileNetV2's first blocks (`backbone.features.*`, torchvision's names) on the
+    image, average-pooled to the patch grid and projected: `(batch, 3, H, W)` → `(batch, hidden, grid, grid)`."""
+
+    def __init__(self, config: ForgeryTalkerPrompterConfig):
+        super().__init__()
+        self.grid = config.image_size // config.patch_size
+        self.backbone = MobileNetV2Features(config.pretrained_branch_blocks, frozen=config.freeze_pretrained_branch)
+        self.projection = nn.Conv2d(block_channels(config.pretrained_branch_blocks), config.hidden_size, kernel_size=1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        features = F.adaptive_avg_pool2d(self.backbone(pixel_values), self.grid)
+        return self.projection(features)
+
+
 def build_conv_branch(config: ForgeryTalkerPrompterConfig) -> nn.ModuleList:
-    """The prompter's convolution branch, one layer per entry of `config.conv_kernel_sizes` (see `conv_branch_type`)."""
+    """The prompter's convolution branch, one layer per entry of `config.conv_kernel_sizes` (see `conv_branch_type`);
+    the `"mobilenet_v2"` branch is one module."""
+    if config.conv_branch_type == "mobilenet_v2":
+        return nn.ModuleList([ForgeryPrompterPretrainedBranch(config)])
     if config.conv_branch_type == "grid":
         return nn.ModuleList(
             ForgeryPrompterConvLayer(
@@ -238,7 +257,7 @@ class ForgeryPrompterNetwork(PreTrainedModel):
         pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
         tokens = self.embeddings(pixel_values)
         batch_size, num_tokens, hidden_size = tokens.shape
-        if self.config.conv_branch_type == "pixel":
+        if self.config.conv_branch_type in ("pixel", "mobilenet_v2"):
             local = pixel_values
         else:
             grid = size // self.config.patch_size
