@@ -217,6 +217,10 @@ class ForgeryTalkerConfig(PreTrainedConfig):
             Default origin of the regions named in the instruction: `"predicted"` (the prompter's output),
             `"ground_truth"` (the paper's FPN-GT oracle, needs `region_labels`), `"none"` (the plain instruction
             of the paper's w/o-FPN ablation) or `"explicit"` (regions the caller names).
+        max_instruction_regions (`int`, *optional*):
+            At most this many predicted regions enter the instruction (the most probable ones above the region
+            threshold): set it to the longest region list the language model saw in training, so that it is never
+            asked to describe a longer one. None: every predicted region.
         mask_threshold (`float`, *optional*, defaults to 0.5):
             Probability above which a pixel of the predicted mask counts as forged. Post-processing, evaluation
             and the pipeline use it unless told otherwise.
@@ -246,6 +250,7 @@ class ForgeryTalkerConfig(PreTrainedConfig):
     mask_prompt_length: int = 21
     mask_size: int = 224
     region_source: str = "predicted"
+    max_instruction_regions: int | None = None
     mask_threshold: float = DEFAULT_MASK_THRESHOLD
     mask_loss_weight: float = 1.0
     mask_dice_weight: float = 1.0
@@ -264,6 +269,8 @@ class ForgeryTalkerConfig(PreTrainedConfig):
             raise ValueError(f"`region_source` must be one of {REGION_SOURCES}, got {self.region_source!r}")
         if not 0.0 < self.mask_threshold < 1.0:
             raise ValueError(f"`mask_threshold` must lie in (0, 1), got {self.mask_threshold}")
+        if self.max_instruction_regions is not None and self.max_instruction_regions < 1:
+            raise ValueError(f"`max_instruction_regions` must be at least 1 or None, got {self.max_instruction_regions}")
         if self.mask_decoder_type not in MASK_DECODER_TYPES:
             raise ValueError(f"`mask_decoder_type` must be one of {MASK_DECODER_TYPES}, got {self.mask_decoder_type!r}")
         vision_hidden_size = self.instructblip_config.vision_config.hidden_size
