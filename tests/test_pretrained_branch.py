@@ -97,7 +97,10 @@ def test_one_checkpoint_with_the_branch_saves_and_loads_through_the_auto_classes
 
 def test_a_frozen_branch_keeps_its_weights_and_statistics_while_the_prompter_trains():
     model, _ = _tiny_model()
+    model.freeze_for_stage("prompter")
     prompter = model.prompter.train()
+    assert not any(parameter.requires_grad for parameter in prompter.conv_branch[0].backbone.parameters())
+    assert prompter.conv_branch[0].projection.weight.requires_grad
     backbone = prompter.conv_branch[0].backbone
     before = {name: value.clone() for name, value in backbone.state_dict().items()}
     labels = torch.zeros(2, 21)

@@ -110,6 +110,8 @@ class MobileNetV2Features(nn.Module):
         super().__init__()
         self.features = nn.Sequential(*mobilenet_v2_blocks()[:num_blocks])
         self.frozen = frozen
+        if frozen:
+            self.requires_grad_(False)
 
     def train(self, mode: bool = True):
         return super().train(mode and not self.frozen)

@@ -201,6 +201,15 @@ class ForgeryPrompterNetwork(PreTrainedModel):
         self.region_head = nn.Linear(config.hidden_size, config.num_regions)
         self.post_init()
 
+    def requires_grad_(self, requires_grad: bool = True):
+        """As `nn.Module.requires_grad_`, but a frozen pretrained branch (`freeze_pretrained_branch`) never trains:
+        its parameters keep `requires_grad=False` (data-parallel training would wait for their gradients)."""
+        super().requires_grad_(requires_grad)
+        for module in self.modules():
+            if isinstance(module, MobileNetV2Features) and module.frozen:
+                nn.Module.requires_grad_(module, False)
+        return self
+
     def _vit_config(self, config: ForgeryTalkerPrompterConfig) -> ViTConfig:
         vit_config = ViTConfig(
             image_size=config.image_size,

@@ -33,9 +33,25 @@ def default_model() -> str:
     return str(BUNDLED_MODEL_DIR)
 
 
+DEMONSTRATION_NOTE = "the bundled demonstration model: not a detector for real-world forgeries, see docs/RESULTS.md"
+"""What every verdict of the bundled model says about where it comes from."""
+
+
+def verdict(manipulated: bool, model: str | None) -> str:
+    """The on-screen verdict of an analysis: "manipulated" or not, and, for the bundled model, that it comes from
+    the demonstration model (`model`: the model's name or folder, as the records hold it)."""
+    text = "manipulated" if manipulated else "no region above the threshold"
+    return f"{text}; {DEMONSTRATION_NOTE}" if is_bundled_model(model) else text
+
+
+def is_bundled_model(model: str | None) -> bool:
+    """Whether `model` (a name or folder) is the bundled demo model's folder."""
+    return model is not None and Path(model).resolve() == BUNDLED_MODEL_DIR
+
+
 def resolve_model(model: str | None) -> str:
     """`model`, or the default model when it is `None`."""
     return default_model() if model is None else model
 
 
-__all__ = ["BUNDLED_MODEL_DIR", "NoDefaultModelError", "default_model", "resolve_model"]
+__all__ = ["BUNDLED_MODEL_DIR", "DEMONSTRATION_NOTE", "NoDefaultModelError", "default_model", "is_bundled_model", "resolve_model", "verdict"]
