@@ -83,7 +83,7 @@ def targets_table(main: dict, document: dict, ablation: dict, baselines: dict, m
         iou_drop, auc_drop = drop.get("IoU"), drop.get("AUC")
         met = iou_drop is not None and iou_drop <= ROBUSTNESS_IOU and (auc_drop is None or auc_drop <= ROBUSTNESS_AUC)
         rows.append(_row(f"{degradation}: costs ≤ {ROBUSTNESS_IOU:g} IoU points and ≤ {ROBUSTNESS_AUC / 100:.2f} AUC",
-                         f"IoU −{iou_drop:.2f}, AUC −{(auc_drop or 0) / 100:.3f}", met))
+                         f"drops: IoU {iou_drop:.2f} points, AUC {(auc_drop or 0) / 100:.3f}", met))
     for method, value in leave_one_out_auc.items():
         rows.append(_row(f"trained without {method}: its AUC ≥ {LEAVE_ONE_OUT_AUC / 100:.2f}",
                          "-" if value is None else f"{value / 100:.3f}", None if value is None else value >= LEAVE_ONE_OUT_AUC,
