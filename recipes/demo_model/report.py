@@ -247,6 +247,16 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         _data_summary(work, dataset, utk_faces, settings),
         "## Targets",
         markdown_table({row["target"]: row for row in targets}, ("measured", "met"), "Target"),
+        "What this run tried (`recipes/demo_model/settings.py`): "
+        f"{settings.samples['train']:,} training samples of {len(identity_groups(utk_faces, settings)[0]['train']):,} "
+        f"UTKFace people; the prompter on {settings.image_size} px through the first {settings.pretrained_branch_blocks} "
+        "ImageNet-pretrained MobileNetV2 blocks (frozen), pooled onto its "
+        f"{settings.image_size // settings.prompter_patch_size}×{settings.image_size // settings.prompter_patch_size} "
+        f"grid; {settings.prompter_steps} stage-1 and {settings.joint_steps} stage-2 steps of {settings.batch_size} "
+        "images (the mask-only model the same; each leave-one-out model "
+        f"{settings.leave_one_out_fraction:.0%} of both); the threshold set on the validation people; at most "
+        f"{settings.max_regions} regions in the instruction. Budgets were cut to fit the two shared cores: see the "
+        "step times at the end.",
         "## Detection at the shipped threshold",
         f"An image is called manipulated when its highest region probability is above the region threshold "
         f"{calibration['region_threshold']:.3f}, which `recipes/demo_model/calibration.py` chose on the "

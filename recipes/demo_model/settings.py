@@ -52,13 +52,13 @@ class RecipeSettings:
     pretrained_branch_blocks: int = 14
     vocab_size: int = 800
     # training: optimizer steps, batch size
-    prompter_steps: int = 600
-    joint_steps: int = 700
+    prompter_steps: int = 500
+    joint_steps: int = 500
     batch_size: int = 16
     prompter_learning_rate: float = 5e-4
     joint_learning_rate: float = 5e-4
     eval_points: int = 2
-    leave_one_out_fraction: float = 0.15
+    leave_one_out_fraction: float = 0.1
     # validation images generated for during training (choosing the best checkpoint); calibration uses them all
     max_eval_samples: int = 128
     # evaluation

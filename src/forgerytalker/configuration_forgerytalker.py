@@ -92,8 +92,9 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
             average-pooled along that sequence (`adaptive_avg_pool1d`) to the number of patches.
             `"mobilenet_v2"`: the first `pretrained_branch_blocks` blocks of MobileNetV2's `features` (torchvision's
             parameter names, so ImageNet weights load strictly: `modeling_forgerytalker_mobilenet_v2`) on the image,
-            average-pooled to the patch grid and projected to `hidden_size` by a 1×1 convolution, summed once into
-            the patch tokens entering the first block (`num_conv_branch_layers` and `conv_kernel_sizes` are unused).
+            summed once into the tokens entering the first block: into the patch tokens the map average-pooled to
+            the patch grid and projected by a 1×1 convolution, into the class token its mean and standard deviation
+            over the image, projected (`num_conv_branch_layers` and `conv_kernel_sizes` are unused).
             The network reads ImageNet-normalised pixels: pair it with an image processor using `IMAGENET_MEAN`
             and `IMAGENET_STD`.
         pretrained_branch_blocks (`int`, *optional*, defaults to 14):

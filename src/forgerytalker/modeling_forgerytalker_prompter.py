@@ -134,17 +134,23 @@ class ForgeryPrompterPixelConvLayer(nn.Module):
 
 class ForgeryPrompterPretrainedBranch(nn.Module):
     """The `"mobilenet_v2"` branch: MobileNetV2's first blocks (`backbone.features.*`, torchvision's names) on the
-    image, average-pooled to the patch grid and projected: `(batch, 3, H, W)` → `(batch, hidden, grid, grid)`."""
+    image. `(batch, 3, H, W)` → `(batch, 1 + grid², hidden)`, added to the class and patch tokens: the class token
+    gets the projected mean and standard deviation of the feature map over the whole image (a local edit shows as
+    spread), each patch token the map average-pooled onto its cell and projected."""
 
     def __init__(self, config: ForgeryTalkerPrompterConfig):
         super().__init__()
         self.grid = config.image_size // config.patch_size
+        channels = block_channels(config.pretrained_branch_blocks)
         self.backbone = MobileNetV2Features(config.pretrained_branch_blocks, frozen=config.freeze_pretrained_branch)
-        self.projection = nn.Conv2d(block_channels(config.pretrained_branch_blocks), config.hidden_size, kernel_size=1)
+        self.projection = nn.Conv2d(channels, config.hidden_size, kernel_size=1)
+        self.summary_projection = nn.Linear(2 * channels, config.hidden_size)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        features = F.adaptive_avg_pool2d(self.backbone(pixel_values), self.grid)
-        return self.projection(features)
+        features = self.backbone(pixel_values)
+        summary = self.summary_projection(torch.cat([features.mean((2, 3)), features.std((2, 3))], dim=-1))
+        patches = self.projection(F.adaptive_avg_pool2d(features, self.grid)).flatten(2).transpose(1, 2)
+        return torch.cat([summary[:, None], patches], dim=1)
 
 
 def build_conv_branch(config: ForgeryTalkerPrompterConfig) -> nn.ModuleList:
@@ -266,13 +272,15 @@ class ForgeryPrompterNetwork(PreTrainedModel):
         pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
         tokens = self.embeddings(pixel_values)
         batch_size, num_tokens, hidden_size = tokens.shape
-        if self.config.conv_branch_type in ("pixel", "mobilenet_v2"):
+        if self.config.conv_branch_type == "pixel":
             local = pixel_values
         else:
             grid = size // self.config.patch_size
             local = tokens[:, 1:].transpose(1, 2).reshape(batch_size, hidden_size, grid, grid)
         for index, layer in enumerate(self.layers):
-            if index < len(self.conv_branch):
+            if index < len(self.conv_branch) and isinstance(self.conv_branch[index], ForgeryPrompterPretrainedBranch):
+                tokens = tokens + self.conv_branch[index](pixel_values)
+            elif index < len(self.conv_branch):
                 local = self.conv_branch[index](local)
                 tokens = torch.cat([tokens[:, :1], tokens[:, 1:] + self._branch_tokens(local, num_tokens - 1)], dim=1)
             tokens = layer(tokens, **kwargs)

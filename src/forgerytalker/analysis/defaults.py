@@ -1,9 +1,10 @@
 """The model that `forgerytalker analyze`, `forgerytalker.analyze`, the pipeline and the demo use when none is named.
 
-It is the demo model bundled in the package (`forgerytalker/default_model/`, 3.9 M parameters): trained on two
-CPU cores on forgeries synthesized from a dozen face photos by `python -m recipes.demo_model`, and evaluated in
-docs/RESULTS.md. It shows what the interface answers; it is not a detector for real-world deepfakes. Name a
-trained checkpoint (`--model`, `model=`) for real use.
+It is the demo model bundled in the package (`forgerytalker/default_model/`): trained on two CPU cores by
+`python -m recipes.demo_model` on forgeries synthesized from UTKFace's face photos (non-commercial research use
+only, terms the model carries) and sample photos of Python packages, and evaluated on people it never saw in
+docs/RESULTS.md. It shows what the interface answers; it is not a detector for real-world deepfakes, and its
+verdicts say so (`verdict`). Name a trained checkpoint (`--model`, `model=`) for real use.
 """
 
 from __future__ import annotations
