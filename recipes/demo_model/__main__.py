@@ -58,8 +58,9 @@ def run(faces: Path, utk_faces: Path, work: Path, quick: bool, ship: bool) -> di
         return result
 
     dataset = timed("data", synthesize_splits, faces, utk_faces, work, settings)
-    reports = load_dataset(str(dataset), split="train")["caption"]
-    initial_model, initial_prompter = write_initial_model(reports, settings, work / "init")
+    train = load_dataset(str(dataset), split="train")
+    initial_model, initial_prompter = write_initial_model(train["caption"], settings, work / "init",
+                                                          train.select(range(min(256, len(train))))["image"])
     prompter = timed("stage 1", train_prompter, dataset, initial_prompter, work / "stage1", settings)
     model = timed("stage 2", train_joint, dataset, initial_model, prompter, work / "stage2", settings)
     timed("calibrate", calibrate, model, dataset)

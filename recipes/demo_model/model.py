@@ -85,17 +85,34 @@ def mobilenet_v2_file() -> Path:
     return Path(spec.submodule_search_locations[0]) / "weights" / MOBILENET_V2_FILE
 
 
-def write_initial_model(reports: list[str], settings: RecipeSettings, out: Path) -> tuple[Path, Path]:
+@torch.no_grad()
+def standardize_summary(branch, processor: ForgeryTalkerProcessor, images: list) -> None:
+    """Folds the mean and spread of the branch's image statistics over `images` (PIL, training faces) into its
+    `summary_projection`, so that it starts on standardised inputs (as a linear probe on them would): raw
+    MobileNetV2 statistics differ in scale by orders of magnitude between channels."""
+    pixels = processor.image_processor(images=[image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
+    features = branch.backbone(pixels)
+    statistics = torch.cat([features.mean((2, 3)), features.std((2, 3))], dim=-1)
+    mean, spread = statistics.mean(0), statistics.std(0).clamp_min(1e-6)
+    layer = branch.summary_projection
+    layer.bias -= layer.weight @ (mean / spread)
+    layer.weight /= spread
+
+
+def write_initial_model(reports: list[str], settings: RecipeSettings, out: Path, training_images: list) -> tuple[Path, Path]:
     """Saves the initial model (`out/model`, stage 2's `--model_name_or_path`) and its prompter with the image
     processor (`out/prompter`, stage 1's `--prompter_name_or_path`); returns both folders. Random weights but
-    for the prompter's MobileNetV2 blocks, which are ImageNet's (`mobilenet_v2_file`)."""
+    for the prompter's MobileNetV2 blocks, which are ImageNet's (`mobilenet_v2_file`), and its summary
+    projection, standardised on `training_images` (`standardize_summary`)."""
     model_dir, prompter_dir = out / "model", out / "prompter"
     if (model_dir / "config.json").is_file() and (prompter_dir / "config.json").is_file():
         return model_dir, prompter_dir
     processor = build_processor(reports, settings)
     torch.manual_seed(settings.seed)
     model = ForgeryTalkerForConditionalGeneration(build_config(processor, settings))
-    copy_pretrained_blocks(model.prompter.conv_branch[0].backbone, load_torchvision_mobilenet_v2(mobilenet_v2_file()))
+    branch = model.prompter.conv_branch[0]
+    copy_pretrained_blocks(branch.backbone, load_torchvision_mobilenet_v2(mobilenet_v2_file()))
+    standardize_summary(branch, processor, training_images)
     model.generation_config.update(**GENERATION)
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)

@@ -55,7 +55,7 @@ class RecipeSettings:
     prompter_steps: int = 500
     joint_steps: int = 500
     batch_size: int = 16
-    prompter_learning_rate: float = 5e-4
+    prompter_learning_rate: float = 1e-3
     joint_learning_rate: float = 5e-4
     eval_points: int = 2
     leave_one_out_fraction: float = 0.1
