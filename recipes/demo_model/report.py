@@ -278,14 +278,17 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
                "no regions": ablation["none"]}),
         "## Baselines on the same test images",
         "The mask-only model has the same vision encoder, prompter and mask decoder, trained on the same data for the "
-        "same steps with the mask loss alone (no report loss: the language model and its projection get no gradient).",
+        "same steps with the mask loss alone (no report loss: the language model and its projection get no gradient); "
+        f"its reports (cut at {settings.secondary_max_new_tokens} tokens) are meaningless.",
         _rows({"ForgeryTalker demo": main, "Mask-only model (same budget)": mask_only, **baselines}, (*TABLE_COLUMNS, "AUC")),
         f"The most frequent training report: \"{baselines['Most frequent training report']['report']}\"",
         "## Generalization",
         "### Leave one manipulation out",
         f"Each row pair: the same architecture trained (both stages, {settings.leave_one_out_fraction:.0%} of the main "
         "budget) without one method, tested on that method's test images (AUC: against the untouched test images), "
-        "next to the full model on the same images.",
+        f"next to the full model on the same images. The held-out models' reports were cut at "
+        f"{settings.secondary_max_new_tokens} tokens (their targets are detection and masks), so their report "
+        "metrics are not comparable with the full model's.",
         _rows(leave_one_out, (*TABLE_COLUMNS, "AUC")),
         "### Per manipulation method (the full model)",
         breakdown_markdown(main_document["per_method"]),

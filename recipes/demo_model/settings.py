@@ -63,12 +63,14 @@ class RecipeSettings:
     max_eval_samples: int = 128
     # evaluation
     max_new_tokens: int = 100
+    # the mask-only and leave-one-out evaluations: their targets are masks and detection, not reports
+    secondary_max_new_tokens: int = 20
     degradations: tuple[str, ...] = ("jpeg:75", "resize:0.5")
     figure_images: int = 8
 
 
 QUICK = dict(samples={"train": 60, "validation": 12, "test": 24}, test_identities=12, validation_identities=6, train_identities=40, prompter_steps=6, joint_steps=6, batch_size=4,
-             max_new_tokens=12, eval_points=1, leave_one_out_fraction=0.5, figure_images=4)
+             max_new_tokens=12, secondary_max_new_tokens=8, eval_points=1, leave_one_out_fraction=0.5, figure_images=4)
 """A few minutes end to end: checks the recipe's plumbing, not a model worth shipping."""
 
 
