@@ -193,6 +193,9 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
 
     leave_one_out, leave_one_out_auc = {}, {}
     for method in ("classical_inpainting", "region_transplant", "face_swap"):
+        if not (runs / f"without-{method}" / "metrics.json").is_file():  # the recipe ran with --no-leave-one-out
+            leave_one_out_auc[method] = None
+            continue
         held_out = dict(_overall(runs / f"without-{method}")["per_method"].get(method, {}))
         seen = dict(main_document["per_method"].get(method, {}))
         leave_one_out_auc[method] = held_out["AUC"] = method_auc(runs / f"without-{method}", method)
@@ -289,7 +292,8 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         f"next to the full model on the same images. The held-out models' reports were cut at "
         f"{settings.secondary_max_new_tokens} tokens (their targets are detection and masks), so their report "
         "metrics are not comparable with the full model's.",
-        _rows(leave_one_out, (*TABLE_COLUMNS, "AUC")),
+        _rows(leave_one_out, (*TABLE_COLUMNS, "AUC")) if leave_one_out else
+        "**Not run**: the recipe ran with `--no-leave-one-out` (out of time); the targets table marks them unmeasured.",
         "### Per manipulation method (the full model)",
         breakdown_markdown(main_document["per_method"]),
         "### Robustness: drop from clean to degraded test images (positive = worse)",
