@@ -61,7 +61,7 @@ def stage_model(
 
     import forgerytalker  # noqa: F401  (registers the Auto classes)
 
-    from .hub_cards.model_card import read_facts_from_folder, write_model_card
+    from .hub_cards.model_card import ABOUT_FILE, read_facts_from_folder, write_model_card
 
     model_dir, staging_dir = Path(model_dir), Path(staging_dir)
     check_repo_id(repo_id)
@@ -83,9 +83,9 @@ def stage_model(
                 shutil.copyfile(source, staging_dir / name)
     elif metrics_file != model_dir / "metrics.json":
         raise PublishError(f"{metrics_file}: no such file")
-    training_file = model_dir / "training_args.json"
-    if training_file.is_file():
-        shutil.copyfile(training_file, staging_dir / "training_args.json")
+    for name in ("training_args.json", ABOUT_FILE):  # the card reads them from the staged folder
+        if (model_dir / name).is_file():
+            shutil.copyfile(model_dir / name, staging_dir / name)
     facts = read_facts_from_folder(staging_dir, repo_id, license=license, base_model=base_model)
     training = facts.training_args or {}
     if facts.base_model is None and looks_like_hub_id(training.get("instructblip_name_or_path")):
