@@ -153,11 +153,18 @@ def parse_json_output(stdout: str):
     raise ValueError("its output holds no JSON object")
 
 
+def portable_command(command: list[str]) -> list[str]:
+    """`command` as the document records it: the interpreter as `python`, absolute paths relative to the
+    repository, so that the JSON names no folder of the machine it ran on."""
+    return ["python" if argument == sys.executable else
+            os.path.relpath(argument, REPO_ROOT) if os.path.isabs(argument) else argument for argument in command]
+
+
 def run_one(name: str, command: list[str], timeout: float | None) -> dict:
     """Runs one benchmark script; its entry of the document."""
     logger.info("%s: %s", name, shlex.join(command))
     start = time.perf_counter()
-    entry: dict = {"command": command}
+    entry: dict = {"command": portable_command(command)}
     try:
         completed = subprocess.run(
             command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=_child_environment()

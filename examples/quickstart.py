@@ -1,8 +1,9 @@
 """Analyse a face photo with ForgeryTalker the way a user does: AutoModel + AutoProcessor → generate → answers.
 
-Without `--model` it uses the demo model bundled in the package (`forgerytalker.default_model()`): trained here
-on forgeries synthesized from a dozen photos (docs/RESULTS.md), a demonstration of the interface, not a
-detector for real-world deepfakes. Pass `--model PATH` (a folder or hub id) to use a trained checkpoint.
+Without `--model` it uses the demo model bundled in the package (`forgerytalker.default_model()`): trained on
+forgeries synthesized from UTKFace's faces (non-commercial research use only) and sample photos
+(docs/RESULTS.md), a demonstration of the interface, not a detector for real-world deepfakes. Pass
+`--model PATH` (a folder or hub id) to use a trained checkpoint.
 
     python examples/quickstart.py [IMAGE] [--model PATH]
 """
@@ -16,6 +17,7 @@ from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
 import forgerytalker
+from forgerytalker.analysis.defaults import verdict
 
 
 def sample_face() -> tuple[Image.Image, str]:
@@ -48,6 +50,7 @@ def main() -> None:
     print(json.dumps({
         "image": name,
         "model": model_path if args.model else "bundled demo model (see docs/RESULTS.md)",
+        "verdict": verdict(bool(result["regions"]), model_path),  # manipulated when a region is above the threshold
         "report": result["report"],
         "regions": result["regions"],
         "top_region_probabilities": {name: round(p, 3) for name, p in top_regions.items()},

@@ -3,6 +3,7 @@ inference files shipped. Its full run (about an hour) and `--quick` run (minutes
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -60,10 +61,16 @@ def test_only_the_model_and_its_processor_are_shipped(tmp_path):
     for name in ("training_args.json", "log.jsonl"):
         (run / name).write_text("{}")
     (run / "checkpoints" / "step-00000002").mkdir(parents=True)
+    (run / "calibration.json").write_text("{}")
+    config = json.loads((run / "config.json").read_text())
+    config["prompter_config"]["_name_or_path"] = str(tmp_path / "stage1" / "best")
+    (run / "config.json").write_text(json.dumps(config))
     destination = tmp_path / "default_model"
     (destination / "old").mkdir(parents=True)
     ship_model(run, destination)
     shipped = {path.relative_to(destination).as_posix() for path in destination.rglob("*") if path.is_file()}
+    assert str(tmp_path) not in (destination / "config.json").read_text()  # no path of the machine that built it
+    assert "calibration.json" not in shipped
     assert "model.safetensors" in shipped and any(name.startswith("qformer_tokenizer/") for name in shipped)
     assert not any(name.endswith(".py") or name.startswith(("checkpoints", "old")) for name in shipped)
     assert not shipped & {"training_args.json", "log.jsonl"}
@@ -93,3 +100,47 @@ def test_untouched_faces_are_counted_per_split_by_source_face(tmp_path):
         for index, (face, method) in enumerate(rows):
             (out / "samples" / f"syn{split}{index}.json").write_text(json.dumps({"source_face": face, "method": method}))
     assert authentic_faces(source_faces(tmp_path)) == {"train": 2, "test": 1}
+
+
+def test_utkface_people_are_split_whole_by_identity_group(tmp_path):
+    from recipes.demo_model.data import split_identities
+
+    groups = {f"p{index:03d}": [f"{index}_{copy}.jpg" for copy in range(1 + index % 3)] for index in range(40)}
+    (tmp_path / "identities.json").write_text(json.dumps(groups))
+    for photos in groups.values():
+        for photo in photos:
+            (tmp_path / photo).write_bytes(b"")
+    settings = replace(RecipeSettings(), test_identities=8, validation_identities=4)
+    splits = split_identities(tmp_path, settings)
+    owner = {photo: group for group, photos in groups.items() for photo in photos}
+    people = {split: {owner[photo] for photo in photos} for split, photos in splits.items()}
+    assert len(people["test"]) == 8 and len(people["validation"]) == 4 and len(people["train"]) == 28
+    assert not (people["test"] & people["train"]) and not (people["validation"] & people["train"])
+    for split, photos in splits.items():  # every photo of a person goes with them
+        assert sorted(photos) == sorted(photo for group in people[split] for photo in groups[group])
+    assert split_identities(tmp_path, settings) == splits
+    assert split_identities(tmp_path, replace(settings, seed=1))["test"] != splits["test"]
+    (tmp_path / groups["p005"][0]).unlink()
+    with pytest.raises(FileNotFoundError, match="5_0.jpg"):
+        split_identities(tmp_path, settings)
+
+
+def test_the_threshold_balances_forged_and_authentic_recall_on_validation():
+    import numpy as np
+
+    from recipes.demo_model.calibration import balanced_threshold
+
+    scores = np.array([0.10, 0.20, 0.35, 0.40, 0.60, 0.70, 0.90, 0.95])
+    forged = np.array([False, False, False, True, False, True, True, True])
+    threshold, balanced = balanced_threshold(scores, forged)
+    assert threshold == pytest.approx(0.375) and balanced == pytest.approx(0.875)
+    with pytest.raises(ValueError, match="authentic and forged"):
+        balanced_threshold(scores, np.ones(8, bool))
+
+
+def test_a_report_that_names_a_region_twice_is_counted():
+    from recipes.demo_model.targets import repeats_a_region
+
+    assert repeats_a_region("The chin, jaw, chin and chin look blurred.")
+    assert repeats_a_region("The eye is soft. The eyes do not match.")
+    assert not repeats_a_region("The eyebrow and the eye look soft; the lips are sharp.")

@@ -186,3 +186,14 @@ def test_push_refuses_bad_arguments_naming_the_flag(tmp_path, trained_folder, ca
     for arguments, flag in cases:
         assert main(["push", *arguments]) == 2, arguments
         assert f"error: {flag}" in capsys.readouterr().err
+
+
+def test_a_folder_that_describes_itself_gets_its_own_words_in_the_card(tmp_path):
+    from forgerytalker.hub_cards.model_card import ABOUT_FILE, read_facts_from_folder
+
+    (tmp_path / ABOUT_FILE).write_text("**A demonstration model.** Trained on UTKFace (non-commercial research only).\n")
+    card = ModelCard.load(write_model_card(tmp_path / "card", read_facts_from_folder(tmp_path, "acme/demo")))
+    assert "## What this model is" in card.text and "UTKFace (non-commercial research only)" in card.text
+    assert "MMTT: GAN face swap" not in card.text
+    plain = ModelCard.load(write_model_card(tmp_path / "plain", ModelCardFacts("acme/other")))
+    assert "MMTT: GAN face swap" in plain.text and "## What this model is" not in plain.text

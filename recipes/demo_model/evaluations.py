@@ -15,13 +15,14 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate(model: Path, dataset: Path, out: Path, settings: RecipeSettings, regions: str = "predicted",
-             degrade: bool = False, meteor: bool = True) -> dict:
-    """`metrics.json` of `model` on the test split (computed once; a killed run resumes)."""
+             degrade: bool = False, meteor: bool = True, max_new_tokens: int | None = None) -> dict:
+    """`metrics.json` of `model` on the test split (computed once; a killed run resumes). Reports are cut at
+    `max_new_tokens` (default `settings.max_new_tokens`)."""
     metrics = out / "metrics.json"
     if not metrics.is_file():
         command = [sys.executable, "-m", "forgerytalker.cli", "evaluate", "--model", str(model), "--data", str(dataset),
                    "--split", "test", "--out", str(out), "--regions", regions, "--batch-size", "16",
-                   "--max-new-tokens", str(settings.max_new_tokens), "--num-threads", str(settings.workers),
+                   "--max-new-tokens", str(max_new_tokens or settings.max_new_tokens), "--num-threads", str(settings.workers),
                    "--no-progress", "--meteor" if meteor else "--no-meteor"]
         if degrade:
             command += [argument for spec in settings.degradations for argument in ("--degrade", spec)]

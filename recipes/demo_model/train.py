@@ -46,7 +46,7 @@ def _schedule(steps: int, batch_size: int, learning_rate: float, settings: Recip
             "--per_device_eval_batch_size", str(2 * per_process), "--learning_rate", str(learning_rate),
             "--warmup_steps", str(max(1, steps // 20)), "--lr_scheduler_type", "cosine", "--eval_steps", str(every),
             "--save_steps", str(every), "--logging_steps", str(max(1, steps // 50)), "--seed", str(settings.seed),
-            "--augment", "true"]
+            "--augment", "true", "--max_eval_samples", str(settings.max_eval_samples)]
 
 
 def train_prompter(dataset: Path, initial_prompter: Path, out: Path, settings: RecipeSettings, fraction: float = 1.0) -> Path:

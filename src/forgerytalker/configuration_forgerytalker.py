@@ -12,7 +12,7 @@ from transformers.configuration_utils import SubConfigSpec
 from .instruction import REGION_SOURCES
 from .regions import REGION_NAMES
 
-CONV_BRANCH_TYPES = ("grid", "pixel")
+CONV_BRANCH_TYPES = ("grid", "pixel", "mobilenet_v2")
 MASK_DECODER_TYPES = ("sam", "dff")
 DEFAULT_MASK_THRESHOLD = 0.5
 DEFAULT_REGION_THRESHOLD = 0.5
@@ -90,6 +90,18 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
             max-pooling; the first one sees the image with the `[row, column]` coordinate channels appended
             twice (their CoordConv adds them a second time); each output is flattened in raster order and
             average-pooled along that sequence (`adaptive_avg_pool1d`) to the number of patches.
+            `"mobilenet_v2"`: the first `pretrained_branch_blocks` blocks of MobileNetV2's `features` (torchvision's
+            parameter names, so ImageNet weights load strictly: `modeling_forgerytalker_mobilenet_v2`) on the image,
+            summed once into the tokens entering the first block: into the patch tokens the map average-pooled to
+            the patch grid and projected by a 1×1 convolution, into the class token its mean and standard deviation
+            over the image, projected (`num_conv_branch_layers` and `conv_kernel_sizes` are unused).
+            The network reads ImageNet-normalised pixels: pair it with an image processor using `IMAGENET_MEAN`
+            and `IMAGENET_STD`.
+        pretrained_branch_blocks (`int`, *optional*, defaults to 14):
+            `"mobilenet_v2"` branch: how many of MobileNetV2's 19 feature blocks it keeps (14: up to the stride-16,
+            96-channel stage; 7: stride 8, 32 channels).
+        freeze_pretrained_branch (`bool`, *optional*, defaults to `True`):
+            `"mobilenet_v2"` branch: keep its weights and BatchNorm statistics as loaded while training.
         region_names (`list[str]`, *optional*, defaults to the 21 MMTT regions):
             Names of the regions the head scores, in label order. Kept in the saved config to document the label
             order; it must equal `forgerytalker.REGION_NAMES`, the one owner of the vocabulary.
@@ -124,6 +136,8 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
     conv_kernel_sizes: list[int] = field(default_factory=lambda: [3, 5])
     use_coord_conv: bool = True
     conv_branch_type: str = "grid"
+    pretrained_branch_blocks: int = 14
+    freeze_pretrained_branch: bool = True
     region_names: list[str] = field(default_factory=lambda: list(REGION_NAMES))
     negative_weight: float = 0.2
     region_threshold: float = DEFAULT_REGION_THRESHOLD
@@ -151,6 +165,8 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
             )
         if self.conv_branch_type not in CONV_BRANCH_TYPES:
             raise ValueError(f"`conv_branch_type` must be one of {CONV_BRANCH_TYPES}, got {self.conv_branch_type!r}")
+        if not 1 <= self.pretrained_branch_blocks <= 19:
+            raise ValueError(f"`pretrained_branch_blocks` must lie between 1 and 19 (MobileNetV2's feature blocks), got {self.pretrained_branch_blocks}")
         if any(size % 2 == 0 for size in self.conv_kernel_sizes):
             raise ValueError(f"`conv_kernel_sizes` must be odd so the patch grid keeps its size, got {self.conv_kernel_sizes}")
         if self.image_size % self.patch_size:
@@ -202,6 +218,10 @@ class ForgeryTalkerConfig(PreTrainedConfig):
             Default origin of the regions named in the instruction: `"predicted"` (the prompter's output),
             `"ground_truth"` (the paper's FPN-GT oracle, needs `region_labels`), `"none"` (the plain instruction
             of the paper's w/o-FPN ablation) or `"explicit"` (regions the caller names).
+        max_instruction_regions (`int`, *optional*):
+            At most this many predicted regions enter the instruction (the most probable ones above the region
+            threshold): set it to the longest region list the language model saw in training, so that it is never
+            asked to describe a longer one. None: every predicted region.
         mask_threshold (`float`, *optional*, defaults to 0.5):
             Probability above which a pixel of the predicted mask counts as forged. Post-processing, evaluation
             and the pipeline use it unless told otherwise.
@@ -231,6 +251,7 @@ class ForgeryTalkerConfig(PreTrainedConfig):
     mask_prompt_length: int = 21
     mask_size: int = 224
     region_source: str = "predicted"
+    max_instruction_regions: int | None = None
     mask_threshold: float = DEFAULT_MASK_THRESHOLD
     mask_loss_weight: float = 1.0
     mask_dice_weight: float = 1.0
@@ -249,6 +270,8 @@ class ForgeryTalkerConfig(PreTrainedConfig):
             raise ValueError(f"`region_source` must be one of {REGION_SOURCES}, got {self.region_source!r}")
         if not 0.0 < self.mask_threshold < 1.0:
             raise ValueError(f"`mask_threshold` must lie in (0, 1), got {self.mask_threshold}")
+        if self.max_instruction_regions is not None and self.max_instruction_regions < 1:
+            raise ValueError(f"`max_instruction_regions` must be at least 1 or None, got {self.max_instruction_regions}")
         if self.mask_decoder_type not in MASK_DECODER_TYPES:
             raise ValueError(f"`mask_decoder_type` must be one of {MASK_DECODER_TYPES}, got {self.mask_decoder_type!r}")
         vision_hidden_size = self.instructblip_config.vision_config.hidden_size

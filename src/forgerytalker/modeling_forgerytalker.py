@@ -357,7 +357,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         if region_source is None:
             region_source = "explicit" if instruction_regions is not None else self.config.region_source
         if region_source == "predicted":
-            return (torch.sigmoid(region_logits) > self.config.region_threshold).long()
+            return self._capped_regions(torch.sigmoid(region_logits))
         if region_source == "ground_truth":
             if region_labels is None:
                 raise ValueError('`region_source="ground_truth"` needs `region_labels`')
@@ -369,6 +369,16 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         if region_source == "none":
             return None
         raise ValueError(f"`region_source` must be predicted, ground_truth, none or explicit, got {region_source!r}")
+
+    def _capped_regions(self, region_probs: torch.Tensor) -> torch.Tensor:
+        """0/1 `(batch_size, num_regions)`: the regions above the region threshold, at most
+        `config.max_instruction_regions` of them per image (the most probable)."""
+        regions = (region_probs > self.config.region_threshold).long()
+        limit = self.config.max_instruction_regions
+        if limit is None or limit >= regions.shape[-1]:
+            return regions
+        kept = torch.zeros_like(regions).scatter_(-1, region_probs.topk(limit, dim=-1).indices, 1)
+        return regions * kept
 
     def _check_image_tokens(self, prompt: list[int]) -> None:
         image_token_id = self.config.instructblip_config.image_token_index

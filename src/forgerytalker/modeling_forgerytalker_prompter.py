@@ -15,6 +15,7 @@ from transformers.utils import ModelOutput
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_forgerytalker import ForgeryTalkerPrompterConfig
+from .modeling_forgerytalker_mobilenet_v2 import MobileNetV2Features, block_channels
 
 
 @dataclass
@@ -131,8 +132,32 @@ class ForgeryPrompterPixelConvLayer(nn.Module):
         return self.pool(self.activation(self.norm(self.conv(features))))
 
 
+class ForgeryPrompterPretrainedBranch(nn.Module):
+    """The `"mobilenet_v2"` branch: MobileNetV2's first blocks (`backbone.features.*`, torchvision's names) on the
+    image. `(batch, 3, H, W)` → `(batch, 1 + grid², hidden)`, added to the class and patch tokens: the class token
+    gets the projected mean and standard deviation of the feature map over the whole image (a local edit shows as
+    spread), each patch token the map average-pooled onto its cell and projected."""
+
+    def __init__(self, config: ForgeryTalkerPrompterConfig):
+        super().__init__()
+        self.grid = config.image_size // config.patch_size
+        channels = block_channels(config.pretrained_branch_blocks)
+        self.backbone = MobileNetV2Features(config.pretrained_branch_blocks, frozen=config.freeze_pretrained_branch)
+        self.projection = nn.Conv2d(channels, config.hidden_size, kernel_size=1)
+        self.summary_projection = nn.Linear(2 * channels, config.hidden_size)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(pixel_values)
+        summary = self.summary_projection(torch.cat([features.mean((2, 3)), features.std((2, 3))], dim=-1))
+        patches = self.projection(F.adaptive_avg_pool2d(features, self.grid)).flatten(2).transpose(1, 2)
+        return torch.cat([summary[:, None], patches], dim=1)
+
+
 def build_conv_branch(config: ForgeryTalkerPrompterConfig) -> nn.ModuleList:
-    """The prompter's convolution branch, one layer per entry of `config.conv_kernel_sizes` (see `conv_branch_type`)."""
+    """The prompter's convolution branch, one layer per entry of `config.conv_kernel_sizes` (see `conv_branch_type`);
+    the `"mobilenet_v2"` branch is one module."""
+    if config.conv_branch_type == "mobilenet_v2":
+        return nn.ModuleList([ForgeryPrompterPretrainedBranch(config)])
     if config.conv_branch_type == "grid":
         return nn.ModuleList(
             ForgeryPrompterConvLayer(
@@ -181,6 +206,15 @@ class ForgeryPrompterNetwork(PreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.region_head = nn.Linear(config.hidden_size, config.num_regions)
         self.post_init()
+
+    def requires_grad_(self, requires_grad: bool = True):
+        """As `nn.Module.requires_grad_`, but a frozen pretrained branch (`freeze_pretrained_branch`) never trains:
+        its parameters keep `requires_grad=False` (data-parallel training would wait for their gradients)."""
+        super().requires_grad_(requires_grad)
+        for module in self.modules():
+            if isinstance(module, MobileNetV2Features) and module.frozen:
+                nn.Module.requires_grad_(module, False)
+        return self
 
     def _vit_config(self, config: ForgeryTalkerPrompterConfig) -> ViTConfig:
         vit_config = ViTConfig(
@@ -244,7 +278,9 @@ class ForgeryPrompterNetwork(PreTrainedModel):
             grid = size // self.config.patch_size
             local = tokens[:, 1:].transpose(1, 2).reshape(batch_size, hidden_size, grid, grid)
         for index, layer in enumerate(self.layers):
-            if index < len(self.conv_branch):
+            if index < len(self.conv_branch) and isinstance(self.conv_branch[index], ForgeryPrompterPretrainedBranch):
+                tokens = tokens + self.conv_branch[index](pixel_values)
+            elif index < len(self.conv_branch):
                 local = self.conv_branch[index](local)
                 tokens = torch.cat([tokens[:, :1], tokens[:, 1:] + self._branch_tokens(local, num_tokens - 1)], dim=1)
             tokens = layer(tokens, **kwargs)

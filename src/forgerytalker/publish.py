@@ -62,7 +62,7 @@ def stage_model(
 
     import forgerytalker  # noqa: F401  (registers the Auto classes)
 
-    from .hub_cards.model_card import read_facts_from_folder, write_model_card
+    from .hub_cards.model_card import ABOUT_FILE, read_facts_from_folder, write_model_card
 
     model_dir, staging_dir = Path(model_dir), Path(staging_dir)
     check_repo_id(repo_id)
@@ -94,6 +94,8 @@ def stage_model(
         except (OSError, ValueError) as error:
             raise PublishError(f"{training_file}: cannot be read ({error})") from error
         (staging_dir / "training_args.json").write_text(json.dumps(without_local_paths(training_args), indent=2) + "\n")
+    if (model_dir / ABOUT_FILE).is_file():  # the card reads it from the staged folder
+        shutil.copyfile(model_dir / ABOUT_FILE, staging_dir / ABOUT_FILE)
     facts = read_facts_from_folder(staging_dir, repo_id, license=license, base_model=base_model)
     training = facts.training_args or {}
     if facts.base_model is None and looks_like_hub_id(training.get("instructblip_name_or_path")):

@@ -1,9 +1,10 @@
 """The model that `forgerytalker analyze`, `forgerytalker.analyze`, the pipeline and the demo use when none is named.
 
-It is the demo model bundled in the package (`forgerytalker/default_model/`, 3.9 M parameters): trained on two
-CPU cores on forgeries synthesized from a dozen face photos by `python -m recipes.demo_model`, and evaluated in
-docs/RESULTS.md. It shows what the interface answers; it is not a detector for real-world deepfakes. Name a
-trained checkpoint (`--model`, `model=`) for real use.
+It is the demo model bundled in the package (`forgerytalker/default_model/`): trained on two CPU cores by
+`python -m recipes.demo_model` on forgeries synthesized from UTKFace's face photos (non-commercial research use
+only, terms the model carries) and sample photos of Python packages, and evaluated on people it never saw in
+docs/RESULTS.md. It shows what the interface answers; it is not a detector for real-world deepfakes, and its
+verdicts say so (`verdict`). Name a trained checkpoint (`--model`, `model=`) for real use.
 """
 
 from __future__ import annotations
@@ -33,9 +34,25 @@ def default_model() -> str:
     return str(BUNDLED_MODEL_DIR)
 
 
+DEMONSTRATION_NOTE = "the bundled demonstration model: not a detector for real-world forgeries, see docs/RESULTS.md"
+"""What every verdict of the bundled model says about where it comes from."""
+
+
+def verdict(manipulated: bool, model: str | None) -> str:
+    """The on-screen verdict of an analysis: "manipulated" or not, and, for the bundled model, that it comes from
+    the demonstration model (`model`: the model's name or folder, as the records hold it)."""
+    text = "manipulated" if manipulated else "no region above the threshold"
+    return f"{text}; {DEMONSTRATION_NOTE}" if is_bundled_model(model) else text
+
+
+def is_bundled_model(model: str | None) -> bool:
+    """Whether `model` (a name or folder) is the bundled demo model's folder."""
+    return model is not None and Path(model).resolve() == BUNDLED_MODEL_DIR
+
+
 def resolve_model(model: str | None) -> str:
     """`model`, or the default model when it is `None`."""
     return default_model() if model is None else model
 
 
-__all__ = ["BUNDLED_MODEL_DIR", "NoDefaultModelError", "default_model", "resolve_model"]
+__all__ = ["BUNDLED_MODEL_DIR", "DEMONSTRATION_NOTE", "NoDefaultModelError", "default_model", "is_bundled_model", "resolve_model", "verdict"]

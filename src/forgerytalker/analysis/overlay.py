@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from ..regions import REGION_NAMES
+from .defaults import verdict
 
 PHOTO_SIDE = 512
 BAR_PANEL_WIDTH = 360
@@ -143,10 +144,9 @@ def draw_analysis_figure(photo: Image.Image, analysis, title: str | None = None)
     panel_height = max(panel_height, 21 * 16)
     width = MARGIN * 3 + max(panel_width, 200) + BAR_PANEL_WIDTH
     title_font, body_font = font(16), font(15)
-    verdict = "manipulated" if analysis.manipulated else "no region above the threshold"
     heading = title or analysis.image or "photo"
     summary = (
-        f"manipulation score {analysis.manipulation_score:.2f} ({verdict}) · mask {100 * analysis.mask_area_fraction:.1f}% "
+        f"manipulation score {analysis.manipulation_score:.2f} ({verdict(analysis.manipulated, analysis.model)}) · mask {100 * analysis.mask_area_fraction:.1f}% "
         "of the photo"
     )
     if analysis.mask_confidence is not None:  # the released DFF mask path has no IoU head

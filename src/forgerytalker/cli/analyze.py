@@ -267,10 +267,11 @@ def _json_line(record: dict) -> str:
 def _summary_line(record: dict, skipped: bool) -> str:
     if record["status"] == "error":
         return f"FAILED: {record['error']}"  # the message names the file
-    verdict = "manipulated" if record["manipulated"] else "no region above the threshold"
+    from ..analysis.defaults import verdict
+
     regions = ", ".join(record["regions"]) or "none"
     lines = [
-        f"{record['image']}: {verdict} (score {record['manipulation_score']:.2f}); regions: {regions}; "
+        f"{record['image']}: {verdict(record['manipulated'], record['model'])} (score {record['manipulation_score']:.2f}); regions: {regions}; "
         f"mask {100 * record['mask_area_fraction']:.1f}% of the photo" + (" [from an earlier run]" if skipped else ""),
         f"  report: {record['report']}",
     ]

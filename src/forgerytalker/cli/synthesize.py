@@ -21,6 +21,9 @@ FLAGS = {
     "eval_every": "--eval-every",
     "max_upscale": "--max-upscale",
     "min_detection_score": "--min-detection-score",
+    "face_padding": "--face-padding",
+    "face_size": "--face-size",
+    "jpeg_quality": "--jpeg-quality",
     "max_image_pixels": "--max-image-pixels",
     "allow_changed_faces": "--allow-changed-faces",
     "num_workers": "--num-workers",
@@ -58,6 +61,18 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--min-detection-score", type=number, default=0.2, help="dlib detector score threshold")
     parser.add_argument(
+        "--face-padding", type=number, default=0.0,
+        help="reflect-pad each photo by this share of its side before detection, for tightly cropped faces (default 0)",
+    )
+    parser.add_argument(
+        "--face-size", type=whole_number, default=512,
+        help="side of the written images and masks; samples are made at 512 and resized (default 512)",
+    )
+    parser.add_argument(
+        "--jpeg-quality", type=whole_number, nargs=2, metavar=("LOW", "HIGH"),
+        help="JPEG-compress every written image, untouched or forged, at a quality drawn from LOW..HIGH (default: none)",
+    )
+    parser.add_argument(
         "--max-image-pixels",
         type=whole_number,
         help="skip photos with more pixels (checked before decoding; default 100000000)",
@@ -89,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         max_upscale=args.max_upscale,
         min_detection_score=args.min_detection_score,
+        face_padding=args.face_padding,
+        face_size=args.face_size,
+        jpeg_quality=tuple(args.jpeg_quality) if args.jpeg_quality else None,
         max_image_pixels=args.max_image_pixels,
         allow_changed_faces=args.allow_changed_faces,
         num_workers=args.num_workers,

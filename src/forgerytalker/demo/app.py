@@ -15,6 +15,7 @@ from pathlib import Path
 from ..analysis.faces import face_warnings
 from ..analysis.overlay import heatmap_overlay
 from ..analysis.records import ForgeryAnalysis
+from ..analysis.defaults import DEMONSTRATION_NOTE, is_bundled_model
 from ..analysis.runner import PhotoReader, model_name
 from ..image_utils import ImageReadError
 from ..regions import REGION_NAMES
@@ -74,7 +75,8 @@ def build_demo(pipe, examples_dir: str | Path | None = None, check_faces: bool =
     initial = analyse(str(shown), []) if shown is not None else (None, None, None, None)
 
     with gr.Blocks(title="ForgeryTalker") as demo:
-        gr.Markdown(f"# {TITLE}\n\n{DESCRIPTION}")
+        note = f"\n\n**The answers come from {DEMONSTRATION_NOTE}.**" if is_bundled_model(model_name(pipe)) else ""
+        gr.Markdown(f"# {TITLE}\n\n{DESCRIPTION}{note}")
         with gr.Row():
             with gr.Column(scale=1):
                 image = gr.Image(

