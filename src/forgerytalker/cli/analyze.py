@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from ..analysis.face_crops import DEFAULT_FACES, DEFAULT_MIN_FACE_SIZE, DEFAULT_NO_FACE, FACE_MODES, NO_FACE_MODES
 from ._threads import torch_threads
 from .arguments import positive_int, probability
 
@@ -73,10 +74,25 @@ def add_parser(subparsers) -> None:
         "FORGERYTALKER_MAX_IMAGE_PIXELS)",
     )
     parser.add_argument(
-        "--face-check",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="count faces with dlib's detector and warn about photos with none or several (default: on)",
+        "--faces",
+        choices=FACE_MODES,
+        default=DEFAULT_FACES,
+        help="every: find each face, align it as the model's training faces, analyse it and map its mask back onto "
+        "the photo; largest: only the largest face; whole: the whole picture, for photos that are already face "
+        f"crops (default: {DEFAULT_FACES})",
+    )
+    parser.add_argument(
+        "--min-face-size",
+        type=positive_int,
+        default=DEFAULT_MIN_FACE_SIZE,
+        help=f"leave out faces narrower than this many pixels (default: {DEFAULT_MIN_FACE_SIZE})",
+    )
+    parser.add_argument(
+        "--no-face",
+        choices=NO_FACE_MODES,
+        default=DEFAULT_NO_FACE,
+        help="a photo without a usable face is analysed whole, with a warning, or skipped (its record says why) "
+        f"(default: {DEFAULT_NO_FACE})",
     )
     parser.add_argument(
         "--overlay",
@@ -119,7 +135,9 @@ def _run(args: argparse.Namespace) -> int:
         "mask_threshold": args.threshold,
         "generate_kwargs": generate_kwargs,
         "dtype": args.dtype,
-        "face_check": args.face_check,
+        "faces": args.faces,
+        "min_face_size": args.min_face_size,
+        "no_face": args.no_face,
         "overlay": args.overlay,
     }
     try:
@@ -133,6 +151,7 @@ def _run(args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict, keep_finished: bool) -> int:
     """Loads the model and analyses `photos` (the arguments checked by `_run`); returns the exit code."""
     from ..analysis.outputs import write_results, write_settings
+    from ..analysis.face_crops import FaceOptions
     from ..analysis.runner import AnalysisOptions, run_analysis
 
     model, regions, generate_kwargs = settings["model"], settings["regions"], settings["generate_kwargs"]
@@ -148,7 +167,7 @@ def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict, keep_fin
         mask_threshold=args.threshold,
         generate_kwargs=generate_kwargs,
         batch_size=args.batch_size,
-        check_faces=args.face_check,
+        faces=FaceOptions(args.faces, args.min_face_size, args.no_face),
         max_image_pixels=args.max_image_pixels,
         draw_overlay=args.overlay,
     )
@@ -252,12 +271,20 @@ def _json_line(record: dict) -> str:
 def _summary_line(record: dict, skipped: bool) -> str:
     if record["status"] == "error":
         return f"FAILED: {record['error']}"  # the message names the file
+    if record["status"] == "skipped":
+        return f"{record['image']}: not analysed: {record['reason']}"
     verdict = "manipulated" if record["manipulated"] else "no region above the threshold"
     regions = ", ".join(record["regions"]) or "none"
     lines = [
         f"{record['image']}: {verdict} (score {record['manipulation_score']:.2f}); regions: {regions}; "
         f"mask {100 * record['mask_area_fraction']:.1f}% of the photo" + (" [from an earlier run]" if skipped else ""),
-        f"  report: {record['report']}",
     ]
+    if len(record["face_analyses"]) > 1:
+        for face in record["face_analyses"]:
+            face_regions = ", ".join(face["regions"]) or "none"
+            lines.append(f"  face {face['face']} at {face['box']}: score {face['manipulation_score']:.2f}; regions: {face_regions}")
+            lines.append(f"    report: {face['report']}")
+    else:
+        lines.append(f"  report: {record['report']}")
     lines += [f"  warning: {warning}" for warning in record["warnings"]]
     return "\n".join(lines)
