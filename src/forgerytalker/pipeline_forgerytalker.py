@@ -112,10 +112,10 @@ class ForgeryAnalysisPipeline(Pipeline):
         # imported by name so that a checkpoint's copy of this module (trust_remote_code) does not carry it
         face_crops = importlib.import_module("forgerytalker.analysis.face_crops")
         options = face_crops.FaceOptions.from_arguments(faces, min_face_size, no_face)
-        if options.faces == "whole" and not _has_face_photos(inputs, face_crops.FacePhoto):
+        if {**kwargs, **(kwargs.get("generate_kwargs") or {})}.get("num_return_sequences", 1) != 1:
+            if options.faces != "whole":
+                raise ValueError("`num_return_sequences` > 1 needs `faces=\"whole\"`: one answer per face is merged per photo")
             return super().__call__(inputs, **kwargs)
-        if (kwargs.get("generate_kwargs") or kwargs).get("num_return_sequences", 1) != 1:
-            raise ValueError("`num_return_sequences` > 1 needs `faces=\"whole\"`: one answer per face is merged per photo")
         if self._face_finder is None:
             self._face_finder = face_crops.FaceFinder()
         single = not isinstance(inputs, (list, tuple, Iterator))
@@ -218,11 +218,6 @@ class ForgeryAnalysisPipeline(Pipeline):
         )
         answers = [_answer(result) for result in results]
         return answers[0] if len(answers) == 1 else answers
-
-
-def _has_face_photos(inputs, face_photo_class) -> bool:
-    photos = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-    return any(isinstance(photo, face_photo_class) for photo in photos)
 
 
 def _with_regions(photo, regions: Sequence[str]) -> dict:

@@ -34,7 +34,7 @@ DEFAULT_FACES = "every"
 DEFAULT_MIN_FACE_SIZE = 32
 """Faces whose detector box is narrower than this many photo pixels are left out."""
 DEFAULT_NO_FACE = "whole"
-DETECTION_SIDE = 1024
+DETECTION_SIDE = 1600
 """Longer side, in pixels, of the copy that the detector searches."""
 MAX_DETECTION_UPSCALE = 2.0
 FACE_RESULT_KEYS = ("faces", "face_count", "face_mode", "warnings")
