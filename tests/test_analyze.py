@@ -51,14 +51,8 @@ RECORD_FIELDS = {
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from forgerytalker.tiny import build_tiny_model_and_processor
-
-    model, processor = build_tiny_model_and_processor("llama", seed=0)
-    folder = tmp_path_factory.mktemp("analyze-model") / "tiny"
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+def checkpoint(saved_tiny_checkpoint):
+    return saved_tiny_checkpoint
 
 
 @pytest.fixture

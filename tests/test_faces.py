@@ -78,14 +78,8 @@ def group_photo(portraits) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from forgerytalker.tiny import build_tiny_model_and_processor
-
-    model, processor = build_tiny_model_and_processor("llama", seed=0)
-    folder = tmp_path_factory.mktemp("faces-model") / "tiny"
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+def checkpoint(saved_tiny_checkpoint):
+    return saved_tiny_checkpoint
 
 
 def test_a_group_photo_gives_one_answer_per_detected_face(checkpoint, portraits):
