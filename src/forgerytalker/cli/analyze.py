@@ -64,7 +64,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--num-threads",
         type=positive_int,
-        help="torch's CPU threads per process (default: OMP_NUM_THREADS if set, else torch's default); 1 avoids "
+        help="torch's CPU threads per process (default: OMP_NUM_THREADS if set, else the cores idle at start); 1 avoids "
         "spin-waiting on cores shared with other work",
     )
     parser.add_argument(
