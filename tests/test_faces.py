@@ -227,3 +227,19 @@ def test_a_forgery_in_one_face_of_a_group_is_found_in_that_face_only(patch_finde
     assert analysis.manipulation_score == max(face["manipulation_score"] for face in analysis.face_analyses)
     clean = forgerytalker.analyze(photo, model=patch_finder, max_new_tokens=MAX_NEW_TOKENS)
     assert np.asarray(clean.mask).mean() / 255 < 0.2 * truth.mean()  # the clean group photo: hardly anything
+
+
+def test_pasting_a_face_back_through_its_window_equals_the_whole_photo_warp():
+    from forgerytalker.analysis.face_crops import FaceCrop, FacePhoto, merge_faces
+
+    size = (900, 700)
+    matrix = ffhq_crop_matrix(face_landmarks(30.0, 0.8, (880.0, 40.0)), CROP_SIZE)  # rotated, over the corner
+    crop_map = np.random.default_rng(0).random((CROP_SIZE, CROP_SIZE), dtype=np.float32)
+    crop = FaceCrop((850, 10, 899, 60), 1.0, matrix, Image.new("RGB", (CROP_SIZE, CROP_SIZE)))
+    result = {"mask_probabilities": crop_map, "mask_threshold": 0.5, "report": "r", "regions": [],
+              "region_probabilities": dict.fromkeys(forgerytalker.REGION_NAMES, 0.1), "instruction_regions": None,
+              "mask_confidence": 0.5, "region_threshold": 0.5}
+    merged = merge_faces(FacePhoto(Image.new("RGB", size), [crop], 1, "every"), [result])
+    whole = uncrop(crop_map, matrix, size)
+    np.testing.assert_allclose(merged["mask_probabilities"], whole, atol=1e-6)
+    assert np.array_equal(np.asarray(merged["mask"]) > 0, whole > 0.5)

@@ -186,6 +186,18 @@ class FaceFinder:
         return FacePhoto(image, [], len(found), "whole", warnings=warnings, regions=regions)
 
 
+def crop_window(matrix: np.ndarray, crop_size: int, photo_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """`(left, top, right, bottom)` (right and bottom exclusive) of the photo pixels that a `crop_size` crop with
+    photo → crop transform `matrix` can cover, clipped to the photo."""
+    inverse = np.linalg.inv(np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]]))[:2]
+    corners = np.array([[0, 0, 1], [crop_size, 0, 1], [0, crop_size, 1], [crop_size, crop_size, 1]], dtype=np.float64)
+    points = corners @ inverse.T
+    left, top = np.floor(points.min(axis=0)).astype(int) - 1
+    right, bottom = np.ceil(points.max(axis=0)).astype(int) + 2
+    width, height = photo_size
+    return max(0, left), max(0, top), max(min(width, right), max(0, left)), max(min(height, bottom), max(0, top))
+
+
 def face_score(result: dict) -> float:
     """A face's manipulation score: the `"region"` detection score (the highest region probability)."""
     from ..evaluation.detection_metrics import region_detection_scores
@@ -216,9 +228,13 @@ def merge_faces(photo: FacePhoto, results: list[dict]) -> dict:
     forged = np.zeros((height, width), dtype=bool)
     faces = []
     for number, (crop, result) in enumerate(zip(photo.crops, results), start=1):
-        on_photo = uncrop(result["mask_probabilities"], crop.matrix, (width, height))
-        np.maximum(probabilities, on_photo, out=probabilities)
-        forged |= on_photo > result["mask_threshold"]
+        # only the window of the photo that the crop covers is warped (a large photo's faces are small in it)
+        left, top, right, bottom = crop_window(crop.matrix, crop.image.width, (width, height))
+        window = np.asarray(crop.matrix, dtype=np.float64).copy()
+        window[:, 2] += window[:, :2] @ [left, top]
+        on_photo = uncrop(result["mask_probabilities"], window, (right - left, bottom - top))
+        np.maximum(probabilities[top:bottom, left:right], on_photo, out=probabilities[top:bottom, left:right])
+        forged[top:bottom, left:right] |= on_photo > result["mask_threshold"]
         faces.append(
             {
                 "face": number,
@@ -261,6 +277,7 @@ __all__ = [
     "FaceFinder",
     "FaceOptions",
     "FacePhoto",
+    "crop_window",
     "face_score",
     "merge_faces",
 ]
