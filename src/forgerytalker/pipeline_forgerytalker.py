@@ -117,7 +117,7 @@ class ForgeryAnalysisPipeline(Pipeline):
                 raise ValueError("`num_return_sequences` > 1 needs `faces=\"whole\"`: one answer per face is merged per photo")
             return super().__call__(inputs, **kwargs)
         if self._face_finder is None:
-            self._face_finder = face_crops.FaceFinder()
+            self._face_finder = face_crops.shared_finder()
         single = not isinstance(inputs, (list, tuple, Iterator))
         results = self._analyse_faces([inputs] if single else inputs, options, face_crops, kwargs)
         if single:

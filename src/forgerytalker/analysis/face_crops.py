@@ -123,6 +123,7 @@ class FacePhoto:
 class FaceFinder:
     """Detects and aligns the faces of photos with the synthesizer's `FaceAligner` (dlib's detector and its
     68-point landmark model), which is loaded on first use, or in the background after `start()`.
+    `shared_finder()` is the one every analysis of this process uses.
     """
 
     def __init__(self, min_detection_score: float = 0.2):
@@ -131,8 +132,9 @@ class FaceFinder:
         self._lock = threading.Lock()
 
     def start(self) -> FaceFinder:
-        """Loads dlib's models in a background thread (so that start-up does not wait for them)."""
-        threading.Thread(target=self.aligner, name="face-finder-setup", daemon=True).start()
+        """Loads dlib's models in a background thread (so that start-up does not wait for them); once."""
+        if self._aligner is None and not self._lock.locked():
+            threading.Thread(target=self.aligner, name="face-finder-setup", daemon=True).start()
         return self
 
     def aligner(self):
@@ -184,6 +186,14 @@ class FaceFinder:
             return FacePhoto(image, [], len(found), options.faces, skipped=reason, warnings=warnings + [reason])
         warnings.append(f"{reason}: the whole picture was analysed, which the model was not trained on")
         return FacePhoto(image, [], len(found), "whole", warnings=warnings, regions=regions)
+
+
+_SHARED_FINDER = FaceFinder()
+
+
+def shared_finder() -> FaceFinder:
+    """The process's `FaceFinder` (dlib's models are loaded once, on first use or after `start()`)."""
+    return _SHARED_FINDER
 
 
 def crop_window(matrix: np.ndarray, crop_size: int, photo_size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -280,4 +290,5 @@ __all__ = [
     "crop_window",
     "face_score",
     "merge_faces",
+    "shared_finder",
 ]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .face_crops import FaceFinder, FaceOptions
+from .face_crops import FaceOptions, shared_finder
 from .inputs import PhotoInput
 from .outputs import atomic_write_json, atomic_write_png, is_finished, read_record
 from .overlay import draw_analysis_figure
@@ -67,7 +67,7 @@ class PhotoReader:
 
     def __init__(self, faces: FaceOptions | None = None, max_image_pixels: int | None = None):
         self.faces = faces or FaceOptions()
-        self.finder = FaceFinder().start() if self.faces.faces != "whole" else FaceFinder()
+        self.finder = shared_finder().start() if self.faces.faces != "whole" else shared_finder()
         self.max_image_pixels = max_image_pixels
 
     def __call__(self, source, name: str | None = None, regions: list[str] | None = None) -> Photo:

@@ -156,6 +156,10 @@ def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict, keep_fin
 
     model, regions, generate_kwargs = settings["model"], settings["regions"], settings["generate_kwargs"]
     state = _distributed_state()
+    if args.faces != "whole":  # dlib's models load while the model does
+        from ..analysis.face_crops import shared_finder
+
+        shared_finder().start()
     pipe = _load_pipeline(model, _device(args.device, state), args.dtype)
     from .. import __version__
 
