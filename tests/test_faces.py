@@ -116,6 +116,16 @@ def test_whole_picture_mode_reads_the_photo_as_one_face_crop(checkpoint, portrai
     plain = pipeline("forgery-analysis", model=str(checkpoint), max_new_tokens=MAX_NEW_TOKENS)(portraits[0], faces="whole")
     assert plain["report"] == whole.report and plain["faces"] == []
     np.testing.assert_allclose(plain["mask_probabilities"], whole.mask_probabilities)
+    # the pipeline takes the same options, with the same defaults
+    pipe = pipeline("forgery-analysis", model=str(checkpoint), max_new_tokens=MAX_NEW_TOKENS)
+    group = group_photo(portraits)
+    per_face = pipe([group, random_image(1, 60, 80)], batch_size=4)
+    assert [face["face"] for face in per_face[0]["faces"]] == [1, 2, 3] and per_face[1]["face_mode"] == "whole"
+    assert per_face[0]["report"] == forgerytalker.analyze(group, model=pipe).report
+    skipped = pipe(random_image(1, 60, 80), no_face="skip")
+    assert set(skipped) == {"skipped", "faces", "face_count", "face_mode", "warnings"} and "no face" in skipped["skipped"]
+    assert skipped["faces"] == [] and skipped["warnings"] == [skipped["skipped"]]
+    assert pipe(group, min_face_size=400)["face_mode"] == "whole"
     face = forgerytalker.analyze(portraits[0], model=checkpoint, max_new_tokens=MAX_NEW_TOKENS)
     assert not np.asarray(face.mask)[:, :30].any()  # the background left of the face is outside its crop
 

@@ -199,9 +199,10 @@ def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict, keep_fin
         return FAILED if any(record["status"] == "error" for record in records) else 0
     merged = write_results(out_dir, photos)
     failed = sum(record["status"] == "error" for record in merged)
+    faceless = sum(record["status"] == "skipped" for record in merged)
     print(
-        f"{len(merged) - failed} of {len(photos)} photo(s) analysed ({counts['skipped']} kept from an earlier run), "
-        f"{failed} failed; records in {out_dir / 'results.jsonl'}",
+        f"{len(merged) - failed - faceless} of {len(photos)} photo(s) analysed ({counts['skipped']} kept from an "
+        f"earlier run), {faceless} skipped for want of a face, {failed} failed; records in {out_dir / 'results.jsonl'}",
         file=sys.stderr,
     )
     return FAILED if failed else 0
