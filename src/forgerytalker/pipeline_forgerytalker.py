@@ -5,6 +5,10 @@
     analyze = pipeline("forgery-analysis", model="path/to/checkpoint")
     result = analyze("face.jpg")                           # or a PIL image, or a list of either
     result["report"], result["regions"], result["mask"]    # mask: PIL "L" image, 0/255, at the photo's size
+    result["faces"]                                        # one answer per face (`faces="every"`, the default)
+
+Each face is found, aligned as the training faces were, analysed (all faces of a batch at once) and its mask
+mapped back onto the photo (`forgerytalker.analysis.face_crops`); `faces="whole"` reads the whole picture.
 
 A checkpoint written by `save_pretrained` carries this module, so `pipeline(model=path, trust_remote_code=True)`
 finds the task in a process that never imported the package.
