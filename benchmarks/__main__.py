@@ -90,14 +90,14 @@ BENCHMARKS = {
         "bench_analyze.py",
         ("--preset", "tiny", "--images", "32", "--repeats", "3", "--num-threads", "1"),
         ("--preset", "tiny", "--images", "16", "--repeats", "1", "--num-threads", "1"),
-        what="analyze with the face check and figures (the defaults): batch 8 vs 1, loop vs generate, start-up",
+        what="analyze with face detection and figures (the defaults): batch 8 vs 1, loop vs generate, start-up",
     ),
     "analyze_no_files": Benchmark(
         "bench_analyze.py",
-        ("--preset", "tiny", "--images", "32", "--repeats", "3", "--num-threads", "1", "--no-face-check", "--no-overlay",
-         "--no-startup"),
-        ("--preset", "tiny", "--images", "16", "--repeats", "1", "--num-threads", "1", "--no-face-check", "--no-overlay",
-         "--no-startup"),
+        ("--preset", "tiny", "--images", "32", "--repeats", "3", "--num-threads", "1", "--face-mode", "whole",
+         "--no-overlay", "--no-startup"),
+        ("--preset", "tiny", "--images", "16", "--repeats", "1", "--num-threads", "1", "--face-mode", "whole",
+         "--no-overlay", "--no-startup"),
         what="the same with mask and record only",
     ),
     "analyze_small": Benchmark(
@@ -105,6 +105,14 @@ BENCHMARKS = {
         ("--preset", "small", "--images", "32", "--repeats", "2", "--num-threads", "1", "--no-startup"),
         ("--preset", "small", "--images", "8", "--repeats", "1", "--num-threads", "1", "--no-startup", "--max-new-tokens", "20"),
         what="analyze's whole loop vs model.generate alone at the real model's proportions, batch 8",
+    ),
+    "faces": Benchmark(
+        "bench_faces.py",
+        ("--photos", "24", "--repeats", "3"),
+        ("--photos", "12", "--repeats", "2"),
+        needs_faces=True,
+        what="per-face analysis, bundled model, real photos of 1-6 faces: batch 8 vs 1 faces/s and photos/s, start-up "
+        "vs a transformers load of the same size, a busy neighbour",
     ),
     "evaluate": Benchmark(
         "bench_evaluate.py",

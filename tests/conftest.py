@@ -49,6 +49,18 @@ def tiny_model_and_processor():
     return model.eval(), processor
 
 
+@pytest.fixture(scope="session")
+def saved_tiny_checkpoint(tmp_path_factory):
+    """A tiny llama checkpoint folder (`save_pretrained`), loaded the way a user loads one."""
+    from forgerytalker.tiny import build_tiny_model_and_processor
+
+    model, processor = build_tiny_model_and_processor("llama", seed=0)
+    folder = tmp_path_factory.mktemp("tiny-checkpoint") / "tiny"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def random_image(seed: int, height: int, width: int) -> Image.Image:
     """A reproducible RGB noise image of the given size."""
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))

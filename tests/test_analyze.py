@@ -41,6 +41,8 @@ RECORD_FIELDS = {
     "mask_threshold": float,
     "region_threshold": float,
     "faces": int,
+    "face_mode": str,
+    "face_analyses": list,
     "warnings": list,
     "model": str,
     "forgerytalker_version": str,
@@ -49,14 +51,8 @@ RECORD_FIELDS = {
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from forgerytalker.tiny import build_tiny_model_and_processor
-
-    model, processor = build_tiny_model_and_processor("llama", seed=0)
-    folder = tmp_path_factory.mktemp("analyze-model") / "tiny"
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+def checkpoint(saved_tiny_checkpoint):
+    return saved_tiny_checkpoint
 
 
 @pytest.fixture
@@ -81,6 +77,20 @@ def records_of(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
+def inside_faces(record: dict) -> np.ndarray:
+    """bool `(H, W)`: the photo pixels that some analysed face's aligned crop covers (everything for a whole picture)."""
+    if record["face_mode"] == "whole":
+        return np.ones((record["height"], record["width"]), dtype=bool)
+    ys, xs = np.mgrid[: record["height"], : record["width"]]
+    inside = np.zeros(xs.shape, dtype=bool)
+    for face in record["face_analyses"]:
+        matrix = np.asarray(face["matrix"]).reshape(2, 3)
+        u = matrix[0, 0] * xs + matrix[0, 1] * ys + matrix[0, 2]
+        v = matrix[1, 0] * xs + matrix[1, 1] * ys + matrix[1, 2]
+        inside |= (u > -1) & (v > -1) & (u < face["crop_size"]) & (v < face["crop_size"])
+    return inside
+
+
 def check_record(record: dict, out: Path, photo: Path) -> None:
     for key, kind in RECORD_FIELDS.items():
         assert isinstance(record[key], kind), (key, record[key])
@@ -97,6 +107,14 @@ def check_record(record: dict, out: Path, photo: Path) -> None:
         forged = np.asarray(mask) > 0
     assert set(np.unique(np.asarray(Image.open(out / record["outputs"]["mask"])))) <= {0, 255}
     assert record["mask_area_fraction"] == pytest.approx(forged.mean())
+    assert not forged[~inside_faces(record)].any()  # 0 outside every analysed face
+    if record["face_mode"] != "whole":
+        faces = record["face_analyses"]
+        assert [face["face"] for face in faces] == list(range(1, len(faces) + 1)) and len(faces) <= record["faces"]
+        assert record["manipulation_score"] == max(face["manipulation_score"] for face in faces)
+        for face in faces:
+            assert face["manipulation_score"] == max(face["region_probabilities"].values())
+            assert face["regions"] == [n for n, p in face["region_probabilities"].items() if p > record["region_threshold"]]
     if forged.any():
         rows, columns = np.flatnonzero(forged.any(1)), np.flatnonzero(forged.any(0))
         assert record["mask_bbox"] == [columns[0], rows[0], columns[-1] + 1, rows[-1] + 1]
@@ -123,7 +141,9 @@ def test_files_a_folder_and_a_glob(tmp_path, checkpoint, photos, capsys):
     printed = [json.loads(line) for line in stdout.splitlines()]
     assert sorted(r["image"] for r in printed) == sorted(r["image"] for r in records)
     assert [record["faces"] for record in records] == [1, 0, 1]
-    assert "no face found" in records[1]["warnings"][0] and records[0]["warnings"] == []
+    assert [record["face_mode"] for record in records] == ["every", "whole", "every"]
+    assert [len(record["face_analyses"]) for record in records] == [1, 0, 1]
+    assert "no face" in records[1]["warnings"][0] and records[0]["warnings"] == []
     assert json.loads((out / "run.json").read_text())["model"] == str(checkpoint)
 
 
@@ -296,8 +316,8 @@ def bad_inputs(folder: Path, face_photos_dir: Path) -> dict[str, str | None]:
         "dangling.png": "no such file",
         "tiny.png": "too small to analyse",
         "bomb.png": "over the limit of 1,000,000 pixels (refused before decoding",
-        "no_face.png": "no face found",
-        "two_faces.png": "2 faces found",
+        "no_face.png": "no face of at least 32 px found",
+        "two_faces.png": None,
         "gray.png": "grayscale picture",
         "rgba.png": "transparent picture",
         "sixteen_bit.png": "16-bit picture",
@@ -322,11 +342,13 @@ def test_every_kind_of_bad_input_gets_its_record_and_the_run_goes_on(tmp_path, c
         if record["status"] == "error":
             assert message in record["error"] and name in record["error"], (name, record)
             assert f"FAILED: {record['error']}" in stdout
-        else:
+        elif message is not None:
             assert any(message in warning for warning in record["warnings"]), (name, record["warnings"])
     failed = {name for name, record in records.items() if record["status"] == "error"}
     assert failed == {"truncated.jpg", "empty.png", "notes.jpg", "dangling.png", "tiny.png", "bomb.png"}
     assert records["two_faces.png"]["faces"] == 2 and records["no_face.png"]["faces"] == 0
+    assert [face["face"] for face in records["two_faces.png"]["face_analyses"]] == [1, 2]
+    assert "face 2 at" in stdout
     assert (records["rotated.jpg"]["width"], records["rotated.jpg"]["height"]) == (120, 160)  # shown upright
     with Image.open(out / records["rotated.jpg"]["outputs"]["mask"]) as mask:
         assert mask.size == (120, 160)

@@ -69,10 +69,23 @@ def test_the_demo_answers_a_request_over_http(demo_server, tmp_path, face_photos
         assert overlay.format == "PNG" and overlay.size == original.size  # 512 × 600, under the 768 px display cap
     assert {item["label"] for item in bars["confidences"]} == set(record["region_probabilities"])
     assert len(bars["confidences"]) == 21
-    assert isinstance(report, str) and report == record["report"]
+    assert isinstance(report, str) and report == record["report"] and len(record["face_analyses"]) == 1
     assert record["instruction_regions"] == ["eye", "nose"] and record["faces"] == 1
     assert record["status"] == "ok" and 0.0 <= record["manipulation_score"] <= 1.0
     assert "default_model" in record["model"]  # no --model: the bundled demo model
+    grace = Image.open(photo).convert("RGB").resize((256, 300))
+    group = Image.new("RGB", (512, 300))
+    group.paste(grace, (0, 0))
+    group.paste(grace.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (256, 0))
+    group.save(tmp_path / "group.png")
+    heatmap, _, report, record = client.predict(gradio_client.handle_file(str(tmp_path / "group.png")), [], api_name="/analyze")
+    assert [face["face"] for face in record["face_analyses"]] == [1, 2] and record["face_mode"] == "every"
+    for face in record["face_analyses"]:  # each face's number, regions and report on the page
+        assert f"Face {face['face']} (score {face['manipulation_score']:.2f}; regions: " in report
+        assert face["report"] in report
+    with Image.open(heatmap) as overlay:
+        left, top = record["face_analyses"][1]["box"][:2]
+        assert overlay.convert("RGB").getpixel((left, top + 3)) == (40, 200, 255)  # the face's numbered box
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a picture")
     with pytest.raises(Exception, match="(?i)image|picture"):  # the reason reaches the page, not a generic error

@@ -44,3 +44,34 @@ def test_zero_probability_leaves_the_photo_untouched():
     photo = Image.fromarray(np.full((64, 64, 3), (10, 200, 90), dtype=np.uint8))
     drawn = heatmap_overlay(photo, np.zeros((64, 64), np.float32), Image.new("L", (64, 64)), (64, 64))
     assert (np.asarray(drawn) == (10, 200, 90)).all()
+
+
+def test_the_figure_numbers_each_face_and_gives_its_regions_and_report():
+    from forgerytalker import REGION_NAMES
+    from forgerytalker.analysis.overlay import FACE_BOX, PHOTO_SIDE, draw_analysis_figure, face_summaries
+    from forgerytalker.analysis.records import ForgeryAnalysis
+
+    photo = Image.new("RGB", (1024, 512), (100, 100, 100))
+    faces = [
+        {"face": 1, "box": [100, 120, 300, 320], "manipulation_score": 0.9, "regions": ["eye", "nose"], "report": "The eyes are blurred."},
+        {"face": 2, "box": [600, 100, 820, 330], "manipulation_score": 0.1, "regions": [], "report": "No issue."},
+    ]
+    probabilities = {name: 0.1 for name in REGION_NAMES}
+    analysis = ForgeryAnalysis(
+        report="Face 1: The eyes are blurred.\nFace 2: No issue.", regions=["eye", "nose"], region_probabilities=probabilities,
+        instruction_regions=None, mask=Image.new("L", photo.size), mask_probabilities=np.zeros((512, 1024), np.float32),
+        mask_confidence=0.5, mask_area_fraction=0.0, mask_bbox=None, manipulation_score=0.9, manipulated=True,
+        mask_threshold=0.5, region_threshold=0.5, width=1024, height=512, faces=2, face_mode="every", face_analyses=faces,
+    )
+    assert face_summaries(analysis).splitlines() == [
+        "Face 1 (score 0.90; regions: eye, nose): The eyes are blurred.",
+        "Face 2 (score 0.10; regions: none): No issue.",
+    ]
+    figure = np.asarray(draw_analysis_figure(photo, analysis, title="group.jpg"))
+    scale = PHOTO_SIDE / 1024
+    top = 12 + 2 * 20 + 6  # the photo panel's place in the figure (overlay.py's layout)
+    for face in faces:
+        left, upper, right, lower = (round(value * scale) for value in face["box"])
+        box_edge = figure[top + (upper + lower) // 2, 12 + left]
+        assert tuple(box_edge) == FACE_BOX
+        assert tuple(figure[top + (upper + lower) // 2, 12 + (left + right) // 2]) == (100, 100, 100)  # inside: the photo

@@ -16,6 +16,7 @@ from transformers import pipeline
 
 from forgerytalker import PIPELINE_TASK, REGION_NAMES
 from forgerytalker.image_utils import ImageReadError
+from forgerytalker.analysis.face_crops import FACE_RESULT_KEYS
 from forgerytalker.pipeline_forgerytalker import RESULT_KEYS
 
 MAX_NEW_TOKENS = 5
@@ -56,7 +57,10 @@ def test_the_task_is_registered_on_import():
 def test_each_photo_gets_the_documented_answer(tmp_path, analyze):
     results = analyze(photos(tmp_path))
     for result, size in zip(results, [(50, 40), (48, 64), (33, 45)]):
-        assert tuple(result) == RESULT_KEYS
+        assert tuple(result) == RESULT_KEYS + FACE_RESULT_KEYS
+        # noise has no face: analysed whole, by default, with a warning
+        assert result["faces"] == [] and result["face_mode"] == "whole" and result["face_count"] == 0
+        assert "no face" in result["warnings"][0]
         assert isinstance(result["report"], str)
         assert result["regions"] == [name for name in REGION_NAMES if name in result["regions"]]
         assert list(result["region_probabilities"]) == list(REGION_NAMES)
@@ -100,7 +104,9 @@ def test_generation_and_threshold_arguments(tmp_path, analyze):
     photo = photos(tmp_path)[0]
     short = analyze(photo, max_new_tokens=2)
     assert len(analyze.processor.tokenizer(short["report"], add_special_tokens=False)["input_ids"]) <= 3
-    several = analyze(photo, num_beams=2, num_return_sequences=2)
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        analyze(photo, num_beams=2, num_return_sequences=2)
+    several = analyze(photo, num_beams=2, num_return_sequences=2, faces="whole")
     assert isinstance(several, list) and len(several) == 2 and all(tuple(r) == RESULT_KEYS for r in several)
     loose = analyze(photo, mask_threshold=0.01)
     assert loose["mask_threshold"] == 0.01

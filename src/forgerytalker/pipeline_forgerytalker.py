@@ -5,6 +5,10 @@
     analyze = pipeline("forgery-analysis", model="path/to/checkpoint")
     result = analyze("face.jpg")                           # or a PIL image, or a list of either
     result["report"], result["regions"], result["mask"]    # mask: PIL "L" image, 0/255, at the photo's size
+    result["faces"]                                        # one answer per face (`faces="every"`, the default)
+
+Each face is found, aligned as the training faces were, analysed (all faces of a batch at once) and its mask
+mapped back onto the photo (`forgerytalker.analysis.face_crops`); `faces="whole"` reads the whole picture.
 
 A checkpoint written by `save_pretrained` carries this module, so `pipeline(model=path, trust_remote_code=True)`
 finds the task in a process that never imported the package.
@@ -12,8 +16,10 @@ finds the task in a process that never imported the package.
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -56,14 +62,22 @@ class ForgeryAnalysisPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         if self.processor is None:
             raise ValueError("The forgery-analysis pipeline needs the checkpoint's ForgeryTalkerProcessor (`processor=`)")
+        self._face_finder = None
 
-    def __call__(self, inputs, **kwargs):
+    def __call__(self, inputs, faces: str | None = None, min_face_size: int | None = None, no_face: str | None = None, **kwargs):
         """Analyses one photo or a list of photos.
 
         Args:
             inputs (`str`, `os.PathLike`, `PIL.Image.Image`, a dict, or a list of them):
                 Photo files (read with `image_utils.load_rgb`), pictures (made RGB with `image_utils.to_rgb`), or
                 `{"image": ..., "regions": [...]}` to name one photo's regions.
+            faces (`str`, *optional*, defaults to `"every"`):
+                `"every"`: each face is found, aligned as the training data was, analysed, and its mask mapped back
+                onto the photo; `"largest"`: only the largest face; `"whole"`: the whole picture (face crops).
+            min_face_size (`int`, *optional*, defaults to 32):
+                Faces whose detector box is narrower than this many pixels are left out.
+            no_face (`str`, *optional*, defaults to `"whole"`):
+                A photo without a usable face is analysed `"whole"` (with a warning) or `"skip"`ped.
             regions (`list[str]` or `list[list[str]]`, *optional*):
                 Regions to name in the instruction instead of the prompter's (an analyst correcting the model):
                 one list for every photo, or one list per photo.
@@ -72,7 +86,7 @@ class ForgeryAnalysisPipeline(Pipeline):
             mask_threshold (`float`, *optional*):
                 Overrides the checkpoint's `config.mask_threshold`.
             batch_size (`int`, *optional*):
-                Photos per `generate` call.
+                Model inputs (faces, or whole photos) per `generate` call.
             generate_kwargs (`dict`, *optional*), and any generation argument (`max_new_tokens`, `num_beams`,
             `num_return_sequences`, ...):
                 Override the checkpoint's `generation_config`.
@@ -83,8 +97,13 @@ class ForgeryAnalysisPipeline(Pipeline):
             `instruction_regions` (the names in the instruction, or `None` for the plain one), `mask` (PIL "L"
             image, 0/255, at the photo's size), `mask_probabilities` (float32 `(H, W)` array at the photo's
             size, for heatmaps), `mask_confidence` (the IoU head's estimate), `mask_threshold` and
-            `region_threshold` (the values used). With `num_return_sequences=k > 1`, a list of `k` such dicts.
-            A list of photos gives a list of results.
+            `region_threshold` (the values used), and `faces` (one dict per analysed face: number, box,
+            detection score, manipulation score, report, regions and their probabilities, mask confidence, the
+            photo → crop transform), `face_count`, `face_mode` and `warnings` (`analysis.face_crops.merge_faces`).
+            With several faces, the photo's mask is their union, its region probabilities the highest over the
+            faces and its report each face's in turn. A skipped photo's result has `skipped` (the reason) instead
+            of an analysis. With `num_return_sequences=k > 1` (whole pictures only), a list of `k` dicts of
+            `RESULT_KEYS`. A list of photos gives a list of results.
         """
         regions = kwargs.get("regions")
         if regions is not None and not all(isinstance(name, str) for name in regions):
@@ -94,7 +113,46 @@ class ForgeryAnalysisPipeline(Pipeline):
                 raise ValueError(f"`regions` has {len(regions)} lists but {len(photos)} photos were given; give one per photo")
             paired = [_with_regions(photo, names) for photo, names in zip(photos, regions)]
             inputs = paired if isinstance(inputs, (list, tuple)) else paired[0]
-        return super().__call__(inputs, **kwargs)
+        # imported by name so that a checkpoint's copy of this module (trust_remote_code) does not carry it
+        face_crops = importlib.import_module("forgerytalker.analysis.face_crops")
+        options = face_crops.FaceOptions.from_arguments(faces, min_face_size, no_face)
+        if {**kwargs, **(kwargs.get("generate_kwargs") or {})}.get("num_return_sequences", 1) != 1:
+            if options.faces != "whole":
+                raise ValueError("`num_return_sequences` > 1 needs `faces=\"whole\"`: one answer per face is merged per photo")
+            return super().__call__(inputs, **kwargs)
+        if self._face_finder is None:
+            self._face_finder = face_crops.shared_finder()
+        single = not isinstance(inputs, (list, tuple, Iterator))
+        results = self._analyse_faces([inputs] if single else inputs, options, face_crops, kwargs)
+        if single:
+            return next(results)
+        return results if isinstance(inputs, Iterator) else list(results)
+
+    def _analyse_faces(self, inputs, options, face_crops, kwargs: dict) -> Iterator[dict]:
+        """Per photo: its faces found and aligned, all crops of a batch read at once, the answers merged."""
+        pending = deque()
+
+        def model_inputs():
+            for photo in inputs:
+                if not isinstance(photo, face_crops.FacePhoto):
+                    regions = kwargs.get("regions")
+                    if isinstance(photo, dict):
+                        photo, regions = photo["image"], photo.get("regions", regions)
+                    image = load_rgb(photo) if isinstance(photo, (str, os.PathLike)) else to_rgb(photo)
+                    photo = self._face_finder(image, options, regions)
+                items = photo.model_inputs()
+                pending.append((photo, len(items)))
+                yield from items
+
+        answers: list[dict] = []
+        for answer in super().__call__(model_inputs(), **kwargs):
+            answers.append(answer)
+            while pending and len(answers) >= pending[0][1]:
+                photo, count = pending.popleft()
+                yield face_crops.merge_faces(photo, answers[:count])
+                del answers[:count]
+        while pending:
+            yield face_crops.merge_faces(pending.popleft()[0], [])
 
     def _sanitize_parameters(
         self,

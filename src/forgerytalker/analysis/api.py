@@ -14,7 +14,7 @@ import os
 from functools import lru_cache
 
 from .defaults import resolve_model
-from .faces import face_warnings
+from .face_crops import FaceOptions
 from .records import ForgeryAnalysis
 from .runner import PhotoReader, model_name
 
@@ -69,7 +69,9 @@ def analyze(
     batch_size: int = 1,
     device: str | None = None,
     dtype: str = "float32",
-    check_faces: bool = True,
+    faces: str | None = None,
+    min_face_size: int | None = None,
+    no_face: str | None = None,
     max_image_pixels: int | None = None,
     **generate_kwargs,
 ) -> ForgeryAnalysis | list[ForgeryAnalysis]:
@@ -81,14 +83,19 @@ def analyze(
         regions: regions to name in the instruction instead of the prompter's (an analyst correcting the model):
             one list for every photo, or one list per photo.
         mask_threshold: overrides the checkpoint's `config.mask_threshold`.
-        batch_size: photos per `generate` call (the answers do not depend on it).
+        batch_size: model inputs (faces, or whole photos) per `generate` call (the answers do not depend on it).
         device, dtype: where and in which precision the model runs (see `load_analyzer`).
-        check_faces: count the faces with dlib's detector; none or several give a warning in the result.
+        faces: `"every"` (default): each face is found, aligned as the model's training data, analysed, and its
+            mask mapped back onto the photo (`result.faces` has one entry per face); `"largest"`: only the
+            largest face; `"whole"`: the whole picture (for inputs that are already face crops).
+        min_face_size: faces narrower than this many pixels are left out (default 32).
+        no_face: a photo without a usable face is analysed `"whole"` (default, with a warning) or `"skip"`ped
+            (its result is `None`).
         max_image_pixels: pixel limit checked before decoding (default `image_utils.max_image_pixels()`).
         generate_kwargs: generation arguments (`max_new_tokens`, `num_beams`, ...) overriding the checkpoint's.
 
     Returns:
-        A `ForgeryAnalysis` per photo (one, or a list for a list).
+        A `ForgeryAnalysis` per photo (one, or a list for a list); `None` for a photo skipped for want of a face.
 
     Raises:
         ImageReadError: a photo cannot be read or is too small or too large; the message names it.
@@ -98,21 +105,21 @@ def analyze(
     pipe = model if hasattr(model, "postprocess") else load_analyzer(model, device=device, dtype=dtype)
     single = not isinstance(images, (list, tuple))
     sources = [images] if single else list(images)
-    reader = PhotoReader(check_faces, max_image_pixels)
-    photos = [reader(source) for source in sources]
+    if regions is not None and not all(isinstance(name, str) for name in regions) and len(regions) != len(sources):
+        raise ValueError(f"`regions` has {len(regions)} lists but {len(sources)} photos were given; give one per photo")
+    per_photo = [regions] * len(sources) if regions is None or all(isinstance(n, str) for n in regions) else regions
+    reader = PhotoReader(FaceOptions.from_arguments(faces, min_face_size, no_face), max_image_pixels)
+    photos = [reader(source, regions=names) for source, names in zip(sources, per_photo)]
     kwargs = dict(generate_kwargs)
     if mask_threshold is not None:
         kwargs["mask_threshold"] = mask_threshold
-    if regions is not None:
-        kwargs["regions"] = regions
-    results = pipe([photo.image for photo in photos], batch_size=batch_size, **kwargs)
+    results = pipe([photo.found for photo in photos], batch_size=batch_size, **kwargs)
     name = model_name(pipe)
     answers = [
         ForgeryAnalysis.from_pipeline_result(
             result,
             image=os.fspath(source) if isinstance(source, (str, os.PathLike)) else None,
-            faces=photo.faces,
-            warnings=photo.notes + face_warnings(photo.faces),
+            warnings=photo.notes,
             model=name,
         )
         for source, photo, result in zip(sources, photos, results)

@@ -38,6 +38,8 @@ from .inputs import PhotoInput
 SETTINGS_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
 LOCK_FILE = ".forgerytalker-analyze.lock"
+RECORD_STATUSES = ("ok", "error", "skipped")
+"""The `status` of every record analyze writes: analysed, failed (retried by the next run), skipped for want of a face."""
 
 
 class OutputFolderError(ValueError):
@@ -137,7 +139,7 @@ def _parse_record(path: Path) -> dict | None:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("status") not in ("ok", "error") or "record_version" not in record:
+    if not isinstance(record, dict) or record.get("status") not in RECORD_STATUSES or "record_version" not in record:
         return None
     return record
 
@@ -200,7 +202,7 @@ def _is_record_line(line: str) -> bool:
         record = json.loads(line)
     except ValueError:
         return False
-    return isinstance(record, dict) and record.get("status") in ("ok", "error") and "record_version" in record
+    return isinstance(record, dict) and record.get("status") in RECORD_STATUSES and "record_version" in record
 
 
 def hold_lock(out_dir: Path):

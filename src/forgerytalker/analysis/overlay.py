@@ -10,7 +10,9 @@ the 21 region probabilities as a bar chart beside it, and the report below.
     └───────────────────────────────────────────────────────────────────────────────────────┘
 
 The binary mask PNG keeps the photo's resolution; this figure is for reading, so its photo panel is scaled to
-`PHOTO_SIDE` pixels on its longer side.
+`PHOTO_SIDE` pixels on its longer side. Each analysed face is boxed and numbered on the photo; with several
+faces, the bars are the highest probability over the faces and the report part gives each face's score, regions
+and report under its number.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ OUTLINE = (255, 255, 255)
 """Colour of the binary mask's outline on the heatmap."""
 TEXT = (20, 20, 20)
 MUTED = (110, 110, 110)
+FACE_BOX = (40, 200, 255)
+"""Colour of the analysed faces' boxes and numbers."""
 FLAGGED = (200, 30, 30)
 UNFLAGGED = (90, 120, 170)
 # Anchor colours of the heatmap, low to high probability (dark purple, red, orange, pale yellow: like "inferno").
@@ -95,6 +99,35 @@ def _panel_size(width: int, height: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def draw_face_boxes(picture: Image.Image, faces: list[dict], scale: float) -> Image.Image:
+    """Boxes and numbers the analysed faces (`ForgeryAnalysis.face_analyses`) on `picture`, a copy of the photo
+    scaled by `scale`; returns it."""
+    draw = ImageDraw.Draw(picture)
+    label_font = font(max(12, min(22, round(picture.height / 25))))
+    for face in faces:
+        left, top, right, bottom = (round(value * scale) for value in face["box"])
+        draw.rectangle((left, top, right, bottom), outline=FACE_BOX, width=2)
+        label = str(face["face"])
+        box = draw.textbbox((left, max(0, top - 2)), label, font=label_font, anchor="lb")
+        draw.rectangle((box[0] - 3, box[1] - 2, box[2] + 3, box[3] + 2), fill=FACE_BOX)
+        draw.text((left, max(0, top - 2)), label, fill=(0, 0, 0), font=label_font, anchor="lb")
+    return picture
+
+
+def face_summaries(analysis) -> str:
+    """The analysis's reports as text: one report, or with several faces each face's number, score, regions and
+    report."""
+    if len(analysis.face_analyses) <= 1:
+        return analysis.report
+    paragraphs = []
+    for face in analysis.face_analyses:
+        regions = ", ".join(face["regions"]) or "none"
+        paragraphs.append(
+            f"Face {face['face']} (score {face['manipulation_score']:.2f}; regions: {regions}): {face['report']}"
+        )
+    return "\n".join(paragraphs)
+
+
 def _draw_bars(draw: ImageDraw.ImageDraw, left: int, top: int, height: int, analysis) -> None:
     row = height / len(REGION_NAMES)
     label_font, value_font = font(max(10, min(15, int(row * 0.7)))), font(max(9, min(13, int(row * 0.6))))
@@ -151,7 +184,7 @@ def draw_analysis_figure(photo: Image.Image, analysis, title: str | None = None)
     )
     if analysis.mask_confidence is not None:  # the released DFF mask path has no IoU head
         summary += f" · mask confidence {analysis.mask_confidence:.2f}"
-    report_lines = _wrap(analysis.report, width - 2 * MARGIN, body_font)
+    report_lines = _wrap(face_summaries(analysis), width - 2 * MARGIN, body_font)
     line_height = 20
     top = MARGIN + 2 * line_height + 6
     scale_top = top + panel_height + 8
@@ -162,7 +195,8 @@ def draw_analysis_figure(photo: Image.Image, analysis, title: str | None = None)
     draw.text((MARGIN, MARGIN), _clip(heading, width - 2 * MARGIN, title_font), fill=TEXT, font=title_font)
     draw.text((MARGIN, MARGIN + line_height), summary, fill=MUTED, font=font(13))
     photo_size = _panel_size(*photo.size)
-    canvas.paste(heatmap_overlay(photo, analysis.mask_probabilities, analysis.mask, photo_size), (MARGIN, top))
+    panel = heatmap_overlay(photo, analysis.mask_probabilities, analysis.mask, photo_size)
+    canvas.paste(draw_face_boxes(panel, analysis.face_analyses, photo_size[0] / photo.width), (MARGIN, top))
     _draw_colour_scale(canvas, draw, MARGIN, scale_top, photo_size[0])
     _draw_bars(draw, MARGIN * 2 + max(panel_width, 200), top, panel_height, analysis)
     draw.text((MARGIN, report_top), "Report", fill=TEXT, font=title_font)
@@ -179,4 +213,4 @@ def _clip(text: str, width_px: int, text_font) -> str:
     return "…" + text
 
 
-__all__ = ["PHOTO_SIDE", "draw_analysis_figure", "heatmap_overlay"]
+__all__ = ["PHOTO_SIDE", "draw_analysis_figure", "draw_face_boxes", "face_summaries", "heatmap_overlay"]

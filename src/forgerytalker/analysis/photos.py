@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from .face_crops import FacePhoto
+
 from ..image_utils import ImageReadError, describe, open_image, to_rgb
 from .inputs import PhotoInput
 
@@ -46,14 +48,14 @@ class Photo:
         image: 8-bit RGB, as displayed (EXIF orientation applied).
         name: how messages and records name it (its path, or "image" for a picture given in memory).
         notes: conversions the analyst should know about.
-        faces: faces found by `FaceCounter`, or `None` when not checked.
+        found: its faces, found and aligned (`face_crops.FaceFinder`), or `None` before that.
         item: the photo of an `analyze` run it was read for (its output names), if any.
     """
 
     image: Image.Image
     name: str
     notes: list[str] = field(default_factory=list)
-    faces: int | None = None
+    found: FacePhoto | None = None
     item: PhotoInput | None = None
 
 

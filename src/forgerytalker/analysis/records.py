@@ -2,7 +2,12 @@
 
 `forgerytalker.analyze`, `forgerytalker analyze` and the demo all build a `ForgeryAnalysis` from one result of
 the `forgery-analysis` pipeline (`from_pipeline_result`); `to_record` is its line in `results.jsonl` (and the
-photo's own `<name>.json`). A photo that could not be analysed gets `error_record` instead.
+photo's own `<name>.json`). A photo that could not be analysed gets `error_record` instead, and one skipped for want of a face
+`skipped_record`.
+
+Photos are analysed one face at a time (`face_crops`): `face_analyses` has each face's box, detector score, regions
+and their probabilities, report, mask confidence and manipulation score; the photo's mask is the union of the
+faces', and its manipulation score the highest face's.
 
 The image-level manipulation score is the evaluation's `"region"` detection score
 (`forgerytalker.evaluation.detection_metrics.region_detection_scores`: the highest of the 21 region
@@ -20,8 +25,8 @@ from PIL import Image
 
 from ..regions import REGION_NAMES
 
-RECORD_VERSION = 1
-"""Bumped when a field of the JSON record changes meaning."""
+RECORD_VERSION = 2
+"""Bumped when a field of the JSON record changes meaning (2: per-face analysis, `face_analyses`)."""
 MANIPULATION_SCORE_RULE = (
     "highest region probability (the 'region' detection score of forgerytalker evaluate, whose AUC it is); "
     "manipulated when above region_threshold"
@@ -50,7 +55,10 @@ class ForgeryAnalysis:
         mask_threshold, region_threshold: the thresholds used.
         image: the file the photo came from (`None` for a picture given in memory).
         width, height: the photo's size as displayed.
-        faces: number of faces dlib's detector found, or `None` when faces were not checked.
+        faces: number of faces dlib's detector found, or `None` when not searched (`face_mode="whole"` asked).
+        face_mode: `"every"`, `"largest"`, or `"whole"` when the whole picture was analysed.
+        face_analyses: one dict per analysed face, numbered from 1 (`face_crops.merge_faces`); empty for a whole
+            picture.
         warnings: what the analyst should know about the input (no face, several faces, converted colours, ...).
         model: the model's name or folder.
         version: the forgerytalker version that wrote it.
@@ -73,6 +81,8 @@ class ForgeryAnalysis:
     width: int = 0
     height: int = 0
     faces: int | None = None
+    face_mode: str = "whole"
+    face_analyses: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     model: str | None = None
     version: str | None = None
@@ -83,11 +93,13 @@ class ForgeryAnalysis:
         result: Mapping,
         *,
         image: str | None = None,
-        faces: int | None = None,
         warnings: list[str] | None = None,
         model: str | None = None,
-    ) -> ForgeryAnalysis:
-        """Builds the analysis from one result of the `forgery-analysis` pipeline (its `RESULT_KEYS`)."""
+    ) -> ForgeryAnalysis | None:
+        """Builds the analysis from one result of the `forgery-analysis` pipeline (its `RESULT_KEYS` and
+        `face_crops.FACE_RESULT_KEYS`); `None` for a photo skipped for want of a face."""
+        if result.get("skipped") is not None:
+            return None
         from .. import __version__
         from ..evaluation.detection_metrics import region_detection_scores
 
@@ -113,8 +125,10 @@ class ForgeryAnalysis:
             image=image,
             width=mask.width,
             height=mask.height,
-            faces=faces,
-            warnings=list(warnings or []),
+            faces=result.get("face_count"),
+            face_mode=result.get("face_mode", "whole"),
+            face_analyses=[dict(face) for face in result.get("faces", [])],
+            warnings=list(warnings or []) + list(result.get("warnings", [])),
             model=model,
             version=__version__,
         )
@@ -140,6 +154,8 @@ class ForgeryAnalysis:
             "mask_threshold": self.mask_threshold,
             "region_threshold": self.region_threshold,
             "faces": self.faces,
+            "face_mode": self.face_mode,
+            "face_analyses": self.face_analyses,
             "warnings": self.warnings,
             "model": self.model,
             "forgerytalker_version": self.version,
@@ -163,6 +179,22 @@ def error_record(image: str, error: str, model: str | None) -> dict:
     }
 
 
+def skipped_record(image: str, reason: str, faces: int | None, warnings: list[str], model: str | None) -> dict:
+    """The record of a photo left out for want of a usable face (`no_face="skip"`): the file and the reason."""
+    from .. import __version__
+
+    return {
+        "record_version": RECORD_VERSION,
+        "status": "skipped",
+        "image": image,
+        "reason": reason,
+        "faces": faces,
+        "warnings": list(warnings),
+        "model": model,
+        "forgerytalker_version": __version__,
+    }
+
+
 def mask_bounding_box(forged: np.ndarray) -> list[int] | None:
     """`[left, top, right, bottom]` (right and bottom exclusive) of the True pixels of a bool `(H, W)` map."""
     rows, columns = np.flatnonzero(forged.any(axis=1)), np.flatnonzero(forged.any(axis=0))
@@ -171,4 +203,11 @@ def mask_bounding_box(forged: np.ndarray) -> list[int] | None:
     return [int(columns[0]), int(rows[0]), int(columns[-1]) + 1, int(rows[-1]) + 1]
 
 
-__all__ = ["MANIPULATION_SCORE_RULE", "RECORD_VERSION", "ForgeryAnalysis", "error_record", "mask_bounding_box"]
+__all__ = [
+    "MANIPULATION_SCORE_RULE",
+    "RECORD_VERSION",
+    "ForgeryAnalysis",
+    "error_record",
+    "mask_bounding_box",
+    "skipped_record",
+]

@@ -1,6 +1,6 @@
 """The loop behind `forgerytalker analyze`: photos in, per photo a mask, a heatmap figure and a JSON record out.
 
-Reading (decoding, the face check) runs in a background thread a few batches ahead of the model, and writing
+Reading (decoding, finding and aligning the faces) runs in a background thread a few batches ahead of the model, and writing
 (the mask PNG, the figure, the record) in another behind it, so the model is rarely kept waiting. Photos that
 cannot be read get an error record and the run goes on. Under `accelerate launch` each process takes every
 n-th unfinished photo; the caller merges `results.jsonl` once all are done (`outputs.write_results`).
@@ -12,17 +12,17 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .faces import FaceCounter, face_warnings
+from .face_crops import FaceOptions, shared_finder
 from .inputs import PhotoInput
 from .outputs import atomic_write_json, atomic_write_png, is_finished, photo_fingerprint, read_record
 from .overlay import draw_analysis_figure
 from .photos import Photo, read_photo
-from .records import ForgeryAnalysis, error_record
+from .records import ForgeryAnalysis, error_record, skipped_record
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ class AnalysisOptions:
         regions: regions to name in the instruction instead of the prompter's (`None`: the prompter's).
         mask_threshold: overrides the checkpoint's `config.mask_threshold`.
         generate_kwargs: generation arguments overriding the checkpoint's `generation_config`.
-        batch_size: photos per `generate` call.
-        check_faces: count faces with dlib's detector and warn about none or several.
+        batch_size: model inputs (faces, or whole photos) per `generate` call.
+        faces: which faces are analysed, their minimum size, and what happens without one (`face_crops`).
         max_image_pixels: pixel limit checked before decoding (`None`: `image_utils.max_image_pixels()`).
         draw_overlay: write each photo's heatmap figure (drawing and encoding it costs about 50 ms a photo on
             one core; very large runs may leave it out).
@@ -46,7 +46,7 @@ class AnalysisOptions:
     mask_threshold: float | None = None
     generate_kwargs: dict | None = None
     batch_size: int = 1
-    check_faces: bool = True
+    faces: FaceOptions = field(default_factory=FaceOptions)
     max_image_pixels: int | None = None
     draw_overlay: bool = True
 
@@ -62,16 +62,17 @@ def pipeline_kwargs(options: AnalysisOptions) -> dict:
 
 
 class PhotoReader:
-    """Reads photos for analysis: `photos.read_photo`, then the face check."""
+    """Reads photos for analysis: `photos.read_photo`, then its faces found and aligned (`face_crops.FaceFinder`,
+    whose dlib models start loading in the background when the reader is made)."""
 
-    def __init__(self, check_faces: bool = True, max_image_pixels: int | None = None):
-        self.count_faces = FaceCounter() if check_faces else None
+    def __init__(self, faces: FaceOptions | None = None, max_image_pixels: int | None = None):
+        self.faces = faces or FaceOptions()
+        self.finder = shared_finder().start() if self.faces.faces != "whole" else shared_finder()
         self.max_image_pixels = max_image_pixels
 
-    def __call__(self, source, name: str | None = None) -> Photo:
+    def __call__(self, source, name: str | None = None, regions: list[str] | None = None) -> Photo:
         photo = read_photo(source, max_pixels=self.max_image_pixels, name=name)
-        if self.count_faces is not None:
-            photo.faces = self.count_faces(photo.image)
+        photo.found = self.finder(photo.image, self.faces, regions)
         return photo
 
 
@@ -80,25 +81,20 @@ def model_name(pipe) -> str:
 
 
 def analyses(pipe, photos: Iterable[Photo], options: AnalysisOptions) -> Iterator[tuple[Photo, ForgeryAnalysis]]:
-    """Runs the pipeline over `photos` (a stream), `options.batch_size` at a time; yields each with its analysis."""
+    """Runs the pipeline over `photos` (a stream, faces found), `options.batch_size` faces at a time; yields each
+    with its analysis (`None` for a photo skipped for want of a face)."""
     pending: deque[Photo] = deque()
     name = model_name(pipe)
 
     def stream():
         for photo in photos:
             pending.append(photo)
-            yield photo.image
+            yield photo.found
 
     results = pipe(stream(), batch_size=options.batch_size, **pipeline_kwargs(options))
     for result in results:
         photo = pending.popleft()
-        yield photo, ForgeryAnalysis.from_pipeline_result(
-            result,
-            image=photo.name,
-            faces=photo.faces,
-            warnings=photo.notes + face_warnings(photo.faces),
-            model=name,
-        )
+        yield photo, ForgeryAnalysis.from_pipeline_result(result, image=photo.name, warnings=photo.notes, model=name)
 
 
 def _read_ahead(reader: PhotoReader, items: Sequence[PhotoInput], lookahead: int) -> Iterator[tuple[PhotoInput, Future]]:
@@ -114,9 +110,22 @@ def _read_ahead(reader: PhotoReader, items: Sequence[PhotoInput], lookahead: int
 
 
 def write_photo_outputs(
-    out_dir: Path, item: PhotoInput, photo: Photo, analysis: ForgeryAnalysis, draw_overlay: bool = True
+    out_dir: Path,
+    item: PhotoInput,
+    photo: Photo,
+    analysis: ForgeryAnalysis | None,
+    draw_overlay: bool = True,
+    model: str | None = None,
 ) -> dict:
-    """Writes the mask, the figure, then the record (the finished mark) of one photo; returns the record."""
+    """Writes the mask, the figure, then the record (the finished mark) of one photo; returns the record.
+
+    A photo skipped for want of a face (`analysis` is `None`) gets only its record, which says why."""
+    if analysis is None:
+        record = skipped_record(item.path, photo.found.skipped, photo.found.face_count, photo.notes + photo.found.warnings, model)
+        record["source"] = photo_fingerprint(item.path)
+        atomic_write_json(out_dir / item.output("record"), record)
+        (out_dir / item.output("error")).unlink(missing_ok=True)
+        return record
     outputs = {kind: item.output(kind) for kind in ("mask", "overlay", "record") if draw_overlay or kind != "overlay"}
     atomic_write_png(out_dir / outputs["mask"], analysis.mask)
     if draw_overlay:
@@ -180,7 +189,7 @@ def run_analysis(
         report(record, True)
     if finished:
         logger.info("Skipping %d photo(s) analysed by an earlier run (--overwrite redoes them)", len(finished))
-    reader = PhotoReader(options.check_faces, options.max_image_pixels)
+    reader = PhotoReader(options.faces, options.max_image_pixels)
     name = model_name(pipe)
     bar = tqdm(total=len(todo), unit="photo", desc="analyze", disable=not progress)
     lookahead = 2 * options.batch_size + 1
@@ -217,9 +226,9 @@ def run_analysis(
     return records
 
 
-def _write_or_record_error(out_dir: Path, photo: Photo, analysis: ForgeryAnalysis, model: str, draw_overlay: bool) -> dict:
+def _write_or_record_error(out_dir: Path, photo: Photo, analysis: ForgeryAnalysis | None, model: str, draw_overlay: bool) -> dict:
     try:
-        return write_photo_outputs(out_dir, photo.item, photo, analysis, draw_overlay)
+        return write_photo_outputs(out_dir, photo.item, photo, analysis, draw_overlay, model)
     except OSError as error:
         message = f"{photo.item.path}: the outputs cannot be written ({error})"
         logger.error("%s", message)

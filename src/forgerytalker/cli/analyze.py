@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from ..analysis.face_crops import DEFAULT_FACES, DEFAULT_MIN_FACE_SIZE, DEFAULT_NO_FACE, FACE_MODES, NO_FACE_MODES
 from ._threads import torch_threads
 from .arguments import positive_int, probability
 
@@ -63,7 +64,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--num-threads",
         type=positive_int,
-        help="torch's CPU threads per process (default: OMP_NUM_THREADS if set, else torch's default); 1 avoids "
+        help="torch's CPU threads per process (default: OMP_NUM_THREADS if set, else the cores idle at start); 1 avoids "
         "spin-waiting on cores shared with other work",
     )
     parser.add_argument(
@@ -73,10 +74,25 @@ def add_parser(subparsers) -> None:
         "FORGERYTALKER_MAX_IMAGE_PIXELS)",
     )
     parser.add_argument(
-        "--face-check",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="count faces with dlib's detector and warn about photos with none or several (default: on)",
+        "--faces",
+        choices=FACE_MODES,
+        default=DEFAULT_FACES,
+        help="every: find each face, align it as the model's training faces, analyse it and map its mask back onto "
+        "the photo; largest: only the largest face; whole: the whole picture, for photos that are already face "
+        f"crops (default: {DEFAULT_FACES})",
+    )
+    parser.add_argument(
+        "--min-face-size",
+        type=positive_int,
+        default=DEFAULT_MIN_FACE_SIZE,
+        help=f"leave out faces narrower than this many pixels (default: {DEFAULT_MIN_FACE_SIZE})",
+    )
+    parser.add_argument(
+        "--no-face",
+        choices=NO_FACE_MODES,
+        default=DEFAULT_NO_FACE,
+        help="a photo without a usable face is analysed whole, with a warning, or skipped (its record says why) "
+        f"(default: {DEFAULT_NO_FACE})",
     )
     parser.add_argument(
         "--overlay",
@@ -123,7 +139,9 @@ def _run(args: argparse.Namespace) -> int:
         "mask_threshold": args.threshold,
         "generate_kwargs": generate_kwargs,
         "dtype": args.dtype,
-        "face_check": args.face_check,
+        "faces": args.faces,
+        "min_face_size": args.min_face_size,
+        "no_face": args.no_face,
         "overlay": args.overlay,
     }
     try:
@@ -140,12 +158,17 @@ def _run(args: argparse.Namespace) -> int:
 
 def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict) -> int:
     """Loads the model and analyses `photos` (the arguments checked by `_run`); returns the exit code."""
+    from ..analysis.face_crops import FaceOptions
     from ..analysis.outputs import OutputFolderError, check_settings, write_results, write_settings
     from ..analysis.runner import AnalysisOptions, run_analysis
     from ..evaluation.runner import model_fingerprint
 
     model, regions, generate_kwargs = settings["model"], settings["regions"], settings["generate_kwargs"]
     state = _distributed_state()
+    if args.faces != "whole":  # dlib's models load while the model does
+        from ..analysis.face_crops import shared_finder
+
+        shared_finder().start()
     pipe = _load_pipeline(model, _device(args.device, state), args.dtype)
     settings = {**settings, "model_weights": model_fingerprint(pipe.model)}  # a retrained model at the same path
     try:
@@ -162,7 +185,7 @@ def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict) -> int:
         mask_threshold=args.threshold,
         generate_kwargs=generate_kwargs,
         batch_size=args.batch_size,
-        check_faces=args.face_check,
+        faces=FaceOptions(args.faces, args.min_face_size, args.no_face),
         max_image_pixels=args.max_image_pixels,
         draw_overlay=args.overlay,
     )
@@ -190,10 +213,11 @@ def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict) -> int:
         return FAILED if any(record["status"] == "error" for record in records) else 0
     merged = write_results(out_dir, photos)
     analysed = sum(record["status"] == "ok" for record in merged)
-    failed = len(photos) - analysed  # a photo whose outputs could not be written at all has no record: failed too
+    faceless = sum(record["status"] == "skipped" for record in merged)
+    failed = len(photos) - analysed - faceless  # a photo whose outputs could not be written has no record: failed
     print(
         f"{analysed} of {len(photos)} photo(s) analysed ({counts['skipped']} kept from an earlier run), "
-        f"{failed} failed; records in {out_dir / 'results.jsonl'}",
+        f"{faceless} skipped for want of a face, {failed} failed; records in {out_dir / 'results.jsonl'}",
         file=sys.stderr,
     )
     return FAILED if failed else 0
@@ -267,13 +291,21 @@ def _json_line(record: dict) -> str:
 def _summary_line(record: dict, skipped: bool) -> str:
     if record["status"] == "error":
         return f"FAILED: {record['error']}"  # the message names the file
+    if record["status"] == "skipped":
+        return f"{record['image']}: not analysed: {record['reason']}"
     from ..analysis.defaults import verdict
 
     regions = ", ".join(record["regions"]) or "none"
     lines = [
         f"{record['image']}: {verdict(record['manipulated'], record['model'])} (score {record['manipulation_score']:.2f}); regions: {regions}; "
         f"mask {100 * record['mask_area_fraction']:.1f}% of the photo" + (" [from an earlier run]" if skipped else ""),
-        f"  report: {record['report']}",
     ]
+    if len(record["face_analyses"]) > 1:
+        for face in record["face_analyses"]:
+            face_regions = ", ".join(face["regions"]) or "none"
+            lines.append(f"  face {face['face']} at {face['box']}: score {face['manipulation_score']:.2f}; regions: {face_regions}")
+            lines.append(f"    report: {face['report']}")
+    else:
+        lines.append(f"  report: {record['report']}")
     lines += [f"  warning: {warning}" for warning in record["warnings"]]
     return "\n".join(lines)

@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
         "--examples", help="a folder of photos to offer as examples (default: faces the demo draws, no real person)"
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--num-threads", type=positive_int, help="torch's CPU threads (default: torch's)")
+    parser.add_argument("--num-threads", type=positive_int, help="torch's CPU threads (default: OMP_NUM_THREADS if set, else the cores idle at start)")
     parser.set_defaults(func=run_demo)
 
 

@@ -96,7 +96,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--num-threads",
         type=positive_int,
-        help="torch's intra-op CPU threads (default: OMP_NUM_THREADS if set, else torch's default); 1 avoids "
+        help="torch's intra-op CPU threads (default: OMP_NUM_THREADS if set, else the cores idle at start); 1 avoids "
         "spin-waiting when other processes share the cores",
     )
     parser.add_argument(

@@ -12,8 +12,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ..analysis.faces import face_warnings
-from ..analysis.overlay import heatmap_overlay
+from ..analysis.face_crops import FaceOptions
+from ..analysis.overlay import draw_face_boxes, face_summaries, heatmap_overlay
 from ..analysis.records import ForgeryAnalysis
 from ..analysis.defaults import DEMONSTRATION_NOTE, is_bundled_model
 from ..analysis.runner import PhotoReader, model_name
@@ -29,7 +29,8 @@ for those regions instead of the ones the model found."""
 
 
 def analyse_upload(pipe, reader: PhotoReader, path: str | None, regions: list[str] | None):
-    """One request: (heatmap overlay PIL image, {region: probability}, report, record)."""
+    """One request: (heatmap overlay PIL image with the faces numbered, {region: probability}, report (each face's
+    under its number), record)."""
     import gradio as gr
 
     if not path:
@@ -38,31 +39,32 @@ def analyse_upload(pipe, reader: PhotoReader, path: str | None, regions: list[st
         photo = reader(path, name=Path(path).name)
     except ImageReadError as error:
         raise gr.Error(str(error)) from None
-    kwargs = {"regions": list(regions)} if regions else {}
-    result = pipe(photo.image, **kwargs)
-    analysis = ForgeryAnalysis.from_pipeline_result(
-        result, image=photo.name, faces=photo.faces, warnings=photo.notes + face_warnings(photo.faces), model=model_name(pipe)
-    )
+    photo.found.regions = list(regions) if regions else None
+    result = pipe(photo.found)
+    analysis = ForgeryAnalysis.from_pipeline_result(result, image=photo.name, warnings=photo.notes, model=model_name(pipe))
+    if analysis is None:
+        raise gr.Error(photo.found.skipped)
     scale = min(1.0, 768 / max(photo.image.size))
     size = (max(1, round(photo.image.width * scale)), max(1, round(photo.image.height * scale)))
     overlay = heatmap_overlay(photo.image, analysis.mask_probabilities, analysis.mask, size)
-    return overlay, analysis.region_probabilities, analysis.report, analysis.to_record()
+    overlay = draw_face_boxes(overlay, analysis.face_analyses, size[0] / photo.image.width)
+    return overlay, analysis.region_probabilities, face_summaries(analysis), analysis.to_record()
 
 
-def build_demo(pipe, examples_dir: str | Path | None = None, check_faces: bool = True, analyse_example_on_load: bool = True,
-               example_photos: list[str | Path] | None = None):
+def build_demo(pipe, examples_dir: str | Path | None = None, faces: FaceOptions | None = None,
+               analyse_example_on_load: bool = True, example_photos: list[str | Path] | None = None):
     """The Gradio `Blocks` app around a `forgery-analysis` pipeline.
 
     Args:
         pipe: the pipeline (loaded once, shared by every request).
         examples_dir: where the drawn example faces are written (default: a temporary folder).
         example_photos: photos to offer as examples instead of the drawn faces (the first is analysed on load).
-        check_faces: count faces in each upload and warn about none or several.
+        faces: which faces of each upload are analysed (default: every face, a photo without one analysed whole).
         analyse_example_on_load: open the page with an example face analysed (computed once, when the app is built).
     """
     import gradio as gr
 
-    reader = PhotoReader(check_faces)
+    reader = PhotoReader(faces)
     if example_photos:
         examples = [Path(photo) for photo in example_photos]
     else:

@@ -162,6 +162,31 @@ def crop_face(photo: np.ndarray, alignment: FaceAlignment, size: int = CROP_SIZE
     return AlignedFace(alignment.face_id, image, alignment.landmark_array())
 
 
+def uncrop(crop_map: np.ndarray, matrix: np.ndarray, photo_size: tuple[int, int]) -> np.ndarray:
+    """Maps a per-pixel map of an aligned crop back onto the photo: the inverse of `crop_face`'s warp.
+
+    Each photo pixel takes the (bilinearly interpolated) value of the crop at the point the photo → crop transform
+    sends it to; photo pixels that fall outside the crop get 0.
+
+    Args:
+        crop_map (`np.ndarray`): float32 `(S, S)` map in the pixels of the crop.
+        matrix (`np.ndarray`): the 2×3 photo → crop transform of that crop (`ffhq_crop_matrix(landmarks, S)`).
+        photo_size (`tuple`): `(width, height)` of the photo.
+
+    Returns:
+        float32 `(height, width)` map in photo pixels.
+    """
+    matrix = np.asarray(matrix, dtype=np.float64).reshape(2, 3)
+    return cv2.warpAffine(
+        np.asarray(crop_map, dtype=np.float32),
+        matrix,
+        tuple(int(side) for side in photo_size),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
+    )
+
+
 def landmark_box(landmarks: np.ndarray) -> tuple[int, int, int, int]:
     """A detector-like box (left, top, right, bottom) around 68 landmarks (float (68, 2)): jaw sides and bottom,
     eyebrow top; used to find the landmarks again on an edited crop without running the detector."""
