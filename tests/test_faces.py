@@ -205,6 +205,8 @@ def patch_finder(tmp_path_factory, portraits):
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same training on every machine: sums over threads round differently
     for _ in range(120):
         images, masks = [], []
         for face in faces:
@@ -217,6 +219,7 @@ def patch_finder(tmp_path_factory, portraits):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    torch.set_num_threads(threads)
     folder = tmp_path_factory.mktemp("patch-finder") / "model"
     model.eval().save_pretrained(folder)
     processor.save_pretrained(folder)
