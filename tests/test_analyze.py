@@ -527,3 +527,20 @@ def _read_only_open(folder: Path):
         return original(path, flags, *args, **kwargs)
 
     return opener
+
+
+def test_a_small_file_that_decodes_to_gigabytes_is_refused_before_decoding(tmp_path, checkpoint, capsys):
+    """N7: a 12 KB 1-bit PNG of 9990 x 9990 passed the 100 MP limit and took 2.6 GB to analyse."""
+    import resource
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("1", (9990, 9990)).save(folder / "bomb.png")
+    assert (folder / "bomb.png").stat().st_size < 100_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, _, stderr = run_cli(str(folder), "--model", str(checkpoint), "--out", str(tmp_path / "out"), capsys=capsys)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert code == 1 and "1 failed" in stderr
+    error = records_of(tmp_path / "out")[0]["error"]
+    assert "bomb.png: 9990×9990" in error and "GiB of memory" in error and "refused before decoding" in error
+    assert grown_mib < 200  # never decoded

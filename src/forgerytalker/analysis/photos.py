@@ -8,17 +8,33 @@ converted, comes with notes for the record's `warnings`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from PIL import Image
 
 from .face_crops import FacePhoto
 
-from ..image_utils import ImageReadError, describe, open_image, to_rgb
+from ..image_utils import (
+    MAX_IMAGE_PIXELS_ENV,
+    ImageReadError,
+    ImageTooLargeError,
+    describe,
+    max_image_pixels,
+    open_image,
+    to_rgb,
+)
 from .inputs import PhotoInput
 
 MIN_IMAGE_SIDE = 32
 """Photos whose shorter side is below this many pixels are refused: no face can be read at that size."""
+ANALYSIS_BYTES_PER_PIXEL = 22
+"""Memory one analysis takes per pixel of the photo, whatever its file format: measured with the bundled model on a
+24-megapixel photo (504 MiB: the decoded RGB picture, each face's mask mapped back as float32, their union, the
+binary mask). A 12 KB black-and-white PNG of 10,000 × 10,000 pixels would take 2 GiB."""
+DEFAULT_MAX_ANALYSIS_BYTES = 1 << 30
+"""The memory one photo's analysis may take unless a pixel limit is named (`max_pixels`, `--max-image-pixels`,
+`FORGERYTALKER_MAX_IMAGE_PIXELS`): 1 GiB, so about 48 megapixels. Checked from the header, before decoding."""
 _EXIF_ORIENTATION = 0x0112
 _MODE_NOTES = {
     "L": "grayscale picture: analysed as RGB",
@@ -71,7 +87,16 @@ def read_photo(source, *, max_pixels: int | None = None, name: str | None = None
         picture = source
     else:
         name = name or describe(source)
-        picture = open_image(source, max_pixels=max_pixels, what=name)
+        limit = analysis_pixel_limit() if max_pixels is None else max_pixels
+        try:
+            picture = open_image(source, max_pixels=limit, what=name)
+        except ImageTooLargeError as error:
+            if max_pixels is not None or os.environ.get(MAX_IMAGE_PIXELS_ENV):
+                raise
+            raise ImageTooLargeError(
+                f"{error}; analysing {limit:,} pixels takes about {limit * ANALYSIS_BYTES_PER_PIXEL / 2**30:.1f} GiB "
+                f"of memory ({ANALYSIS_BYTES_PER_PIXEL} bytes a pixel, whatever the file's size)"
+            ) from None
     notes = []
     if picture.mode in _MODE_NOTES:
         notes.append(_MODE_NOTES[picture.mode])
@@ -87,4 +112,19 @@ def read_photo(source, *, max_pixels: int | None = None, name: str | None = None
     return Photo(image=image, name=name, notes=notes)
 
 
-__all__ = ["MIN_IMAGE_SIDE", "Photo", "read_photo"]
+def analysis_pixel_limit() -> int:
+    """The pixel limit of a photo to analyse: `FORGERYTALKER_MAX_IMAGE_PIXELS` if set, else what
+    `DEFAULT_MAX_ANALYSIS_BYTES` of memory allows (never above `image_utils.max_image_pixels()`)."""
+    if os.environ.get(MAX_IMAGE_PIXELS_ENV):
+        return max_image_pixels()
+    return min(max_image_pixels(), DEFAULT_MAX_ANALYSIS_BYTES // ANALYSIS_BYTES_PER_PIXEL)
+
+
+__all__ = [
+    "ANALYSIS_BYTES_PER_PIXEL",
+    "DEFAULT_MAX_ANALYSIS_BYTES",
+    "MIN_IMAGE_SIDE",
+    "Photo",
+    "analysis_pixel_limit",
+    "read_photo",
+]

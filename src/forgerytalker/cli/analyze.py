@@ -70,8 +70,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--max-image-pixels",
         type=positive_int,
-        help="refuse pictures of more pixels than this before decoding them (default: 100,000,000, or "
-        "FORGERYTALKER_MAX_IMAGE_PIXELS)",
+        help="refuse pictures of more pixels than this before decoding them (default: what 1 GiB of memory "
+        "analyses, about 48,000,000, or FORGERYTALKER_MAX_IMAGE_PIXELS)",
     )
     parser.add_argument(
         "--faces",
