@@ -487,7 +487,7 @@ def test_analyze_writes_its_files_for_the_converted_model_which_has_no_mask_conf
     random_image(9, 48, 40).save(photo)
     results = tmp_path / "results"
     code = main(["analyze", str(photo), "--model", str(out), "--out", str(results), "--no-progress",
-                 "--no-face-check", "--max-new-tokens", "4", "--num-threads", "1"])
+                 "--faces", "whole", "--max-new-tokens", "4", "--num-threads", "1"])
     assert code == 0
     record = json.loads((results / "face.png.json").read_text())
     assert record["status"] == "ok" and record["mask_confidence"] is None
