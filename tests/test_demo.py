@@ -41,7 +41,7 @@ def demo_server(tmp_path, face_photos_dir):
     port = free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(tmp_path / "gradio"))
     command = [sys.executable, "-m", "forgerytalker.cli", "demo", "--port", str(port), "--num-threads", "1",
-               "--examples", str(face_photos_dir)]
+               "--examples", str(face_photos_dir), "--max-upload-mb", "1"]
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -86,6 +86,11 @@ def test_the_demo_answers_a_request_over_http(demo_server, tmp_path, face_photos
     with Image.open(heatmap) as overlay:
         left, top = record["face_analyses"][1]["box"][:2]
         assert overlay.convert("RGB").getpixel((left, top + 3)) == (40, 200, 255)  # the face's numbered box
+    huge = tmp_path / "huge.png"  # issue 19 N8: a 300 MB upload was accepted and kept
+    huge.write_bytes(b"\x89PNG" + bytes(2 * 2**20))
+    with pytest.raises(Exception, match="(?i)file.*(large|size)|413"):
+        client.predict(gradio_client.handle_file(str(huge)), [], api_name="/analyze")
+    assert not [path for path in (tmp_path / "gradio").rglob("huge.png")]  # refused before it was stored
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a picture")
     with pytest.raises(Exception, match="(?i)image|picture"):  # the reason reaches the page, not a generic error

@@ -10,6 +10,9 @@ from ._threads import torch_threads
 from .analyze import UsageError, _device, _load_pipeline, _model_argument
 from .arguments import positive_int
 
+DEFAULT_MAX_UPLOAD_MB = 25
+"""Face photos are rarely larger; a larger upload is refused by Gradio before it is written to disk."""
+
 
 def _port(text: str) -> int:
     value = positive_int(text)
@@ -37,6 +40,12 @@ def add_parser(subparsers) -> None:
         "--examples", help="a folder of photos to offer as examples (default: faces the demo draws, no real person)"
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument(
+        "--max-upload-mb",
+        type=positive_int,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help=f"refuse uploads larger than this many megabytes before they are stored (default {DEFAULT_MAX_UPLOAD_MB})",
+    )
     parser.add_argument("--num-threads", type=positive_int, help="torch's CPU threads (default: OMP_NUM_THREADS if set, else the cores idle at start)")
     parser.set_defaults(func=run_demo)
 
@@ -62,7 +71,8 @@ def run_demo(args: argparse.Namespace) -> int:
         from ..demo import build_demo
 
         build_demo(pipe, example_photos=example_photos).launch(
-            server_name=args.host, server_port=args.port, share=args.share, show_error=True
+            server_name=args.host, server_port=args.port, share=args.share, show_error=True,
+            max_file_size=args.max_upload_mb * 2**20,
         )
     return 0
 

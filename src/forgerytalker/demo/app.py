@@ -21,6 +21,8 @@ from ..image_utils import ImageReadError
 from ..regions import REGION_NAMES
 from .examples import write_example_faces
 
+UPLOAD_CACHE_SECONDS = 3600
+"""How long Gradio keeps an uploaded photo, and how often it clears older ones."""
 TITLE = "ForgeryTalker: where was this face edited, and how?"
 DESCRIPTION = """Upload a face photo. The model answers with a **heatmap** of the forgery probability of every pixel
 (the white outline is the binary mask), the probability of each of the 21 facial **regions**, and a written
@@ -76,7 +78,9 @@ def build_demo(pipe, examples_dir: str | Path | None = None, faces: FaceOptions 
     shown = (examples[0] if example_photos else examples[1]) if analyse_example_on_load else None
     initial = analyse(str(shown), []) if shown is not None else (None, None, None, None)
 
-    with gr.Blocks(title="ForgeryTalker") as demo:
+    # uploads are cached by Gradio; those older than an hour are removed every hour, so a long-running demo does
+    # not keep every photo it was sent
+    with gr.Blocks(title="ForgeryTalker", delete_cache=(UPLOAD_CACHE_SECONDS, UPLOAD_CACHE_SECONDS)) as demo:
         note = f"\n\n**The answers come from {DEMONSTRATION_NOTE}.**" if is_bundled_model(model_name(pipe)) else ""
         gr.Markdown(f"# {TITLE}\n\n{DESCRIPTION}{note}")
         with gr.Row():
