@@ -544,3 +544,14 @@ def test_a_small_file_that_decodes_to_gigabytes_is_refused_before_decoding(tmp_p
     error = records_of(tmp_path / "out")[0]["error"]
     assert "bomb.png: 9990×9990" in error and "GiB of memory" in error and "refused before decoding" in error
     assert grown_mib < 200  # never decoded
+
+
+def test_the_face_check_options_of_earlier_versions_still_work_with_a_deprecation(tmp_path, checkpoint, photos, capsys):
+    code, _, stderr = run_cli(str(photos / "grace.jpg"), "--model", str(checkpoint), "--out", str(tmp_path / "o"),
+                              "--no-face-check", capsys=capsys)
+    assert code == 0 and "--no-face-check are deprecated" in stderr
+    assert records_of(tmp_path / "o")[0]["face_mode"] == "whole"
+    with pytest.warns(FutureWarning, match="check_faces"):
+        analysis = forgerytalker.analyze(str(photos / "grace.jpg"), model=checkpoint, check_faces=False,
+                                         max_new_tokens=4)
+    assert analysis.face_mode == "whole"

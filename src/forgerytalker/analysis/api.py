@@ -11,6 +11,7 @@ The model is loaded once per (model, device, dtype) and kept (`load_analyzer`), 
 from __future__ import annotations
 
 import os
+import warnings
 from functools import lru_cache
 
 from .defaults import resolve_model
@@ -100,6 +101,15 @@ def analyze(
     Raises:
         ImageReadError: a photo cannot be read or is too small or too large; the message names it.
     """
+    if "check_faces" in generate_kwargs:  # before per-face analysis: False read the whole picture
+        warnings.warn(
+            "`check_faces` is deprecated and will be removed: faces are analysed one by one now; use "
+            '`faces="whole"` to read the whole picture as `check_faces=False` did',
+            FutureWarning,
+            stacklevel=2,
+        )
+        if not generate_kwargs.pop("check_faces") and faces is None:
+            faces = "whole"
     if generate_kwargs.get("num_return_sequences", 1) != 1:
         raise ValueError("`analyze` writes one report per photo; use the pipeline for `num_return_sequences`")
     pipe = model if hasattr(model, "postprocess") else load_analyzer(model, device=device, dtype=dtype)

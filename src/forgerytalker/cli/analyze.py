@@ -94,6 +94,9 @@ def add_parser(subparsers) -> None:
         help="a photo without a usable face is analysed whole, with a warning, or skipped (its record says why) "
         f"(default: {DEFAULT_NO_FACE})",
     )
+    parser.add_argument(  # deprecated: before per-face analysis, --no-face-check read the whole picture
+        "--face-check", action=argparse.BooleanOptionalAction, default=None, help=argparse.SUPPRESS
+    )
     parser.add_argument(
         "--overlay",
         action=argparse.BooleanOptionalAction,
@@ -114,6 +117,11 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.face_check is not None:
+        print("warning: --face-check / --no-face-check are deprecated and will be removed: faces are analysed one "
+              "by one now (--faces); --no-face-check reads the whole picture, as --faces whole", file=sys.stderr)
+        if not args.face_check:
+            args.faces = "whole"
     from pathlib import Path
 
     from ..analysis.inputs import InputPathError, collect_photos
