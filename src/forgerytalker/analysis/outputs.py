@@ -28,6 +28,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
@@ -108,7 +109,17 @@ def write_settings(out_dir: Path, settings: Mapping) -> None:
 
 
 def photo_fingerprint(path: str | os.PathLike) -> dict | None:
-    """What a record's `source` holds: the photo's size and SHA-256 (`None` when it cannot be read)."""
+    """What a record's `source` holds: the photo's size and SHA-256 (`None` when it cannot be read). Hashed once
+    per file state (size, mtime): a run asks for it when checking, reusing and merging each photo's record."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return _hashed(os.fspath(path), status.st_size, status.st_mtime_ns)
+
+
+@lru_cache(maxsize=4096)
+def _hashed(path: str, size: int, mtime_ns: int) -> dict | None:
     try:
         data = Path(path).read_bytes()
     except OSError:
@@ -139,9 +150,11 @@ def _parse_record(path: Path) -> dict | None:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("status") not in RECORD_STATUSES or "record_version" not in record:
-        return None
-    return record
+    return record if _is_record(record) else None
+
+
+def _is_record(value) -> bool:
+    return isinstance(value, dict) and value.get("status") in RECORD_STATUSES and "record_version" in value
 
 
 def read_record(out_dir: Path, photo: PhotoInput) -> dict | None:
@@ -199,10 +212,9 @@ def check_foreign_files(out_dir: Path, photos: Iterable[PhotoInput]) -> None:
 
 def _is_record_line(line: str) -> bool:
     try:
-        record = json.loads(line)
+        return _is_record(json.loads(line))
     except ValueError:
         return False
-    return isinstance(record, dict) and record.get("status") in RECORD_STATUSES and "record_version" in record
 
 
 def hold_lock(out_dir: Path):
