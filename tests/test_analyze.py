@@ -489,11 +489,11 @@ def test_a_photo_whose_outputs_cannot_be_named_counts_as_failed(tmp_path, checkp
 
 def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(tmp_path, checkpoint, photos, capsys):
     """N11: two runs with different settings on one --out at once both returned 0, one overwriting the other."""
-    from forgerytalker.analysis.outputs import hold_lock
+    from forgerytalker.output_folder import hold_lock
 
     out = tmp_path / "out"
     out.mkdir()
-    held = hold_lock(out)  # a first run, still writing
+    held = hold_lock(out, "analyze")  # a first run, still writing
     code, _, stderr = run_cli(str(photos), "--model", str(checkpoint), "--out", str(out), capsys=capsys)
     assert code == 2 and "another forgerytalker analyze is writing into" in stderr
     held.close()

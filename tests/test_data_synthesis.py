@@ -263,6 +263,20 @@ def test_missing_faces_and_unusable_out_are_rejected_naming_the_flag(faces_dir, 
     assert not (faces_dir / "synthetic").exists()
 
 
+def test_files_the_synthesis_did_not_write_in_out_are_never_overwritten(faces_dir, tmp_path, capsys):
+    """Issue 19 (one output-folder policy): a folder holding the user's own record file or images."""
+    out = tmp_path / "mine"
+    (out / "dataset").mkdir(parents=True)
+    (out / TRAIN_FILE).write_text("my own records")
+    (out / "dataset" / "keep.png").write_bytes(b"my picture")
+    (out / "notes.txt").write_text("never in the way")
+    assert _cli(_cli_argv(faces_dir, out)) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: --out: ") and f"did not write (dataset/keep.png, {TRAIN_FILE})" in error
+    assert (out / TRAIN_FILE).read_text() == "my own records" and sorted(p.name for p in out.iterdir()) == [
+        "dataset", "notes.txt", TRAIN_FILE]  # fmt: skip
+
+
 def test_output_inside_the_photo_folder_is_refused(faces_dir, capsys):
     assert _cli(_cli_argv(faces_dir, faces_dir / "forged")) == 2
     err = capsys.readouterr().err

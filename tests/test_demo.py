@@ -86,6 +86,10 @@ def test_the_demo_answers_a_request_over_http(demo_server, tmp_path, face_photos
     with Image.open(heatmap) as overlay:
         left, top = record["face_analyses"][1]["box"][:2]
         assert overlay.convert("RGB").getpixel((left, top + 3)) == (40, 200, 255)  # the face's numbered box
+    uploads = tmp_path / "gradio"
+    assert not list(uploads.rglob("group.png"))  # issue 19 N8: the server's copy of an upload is removed once read
+    assert record["image"] == "group.png"  # named by the file the user sent, not the server's copy
+    assert list(uploads.rglob("grace_hopper.jpg"))  # an example photo's copy is the app's own: kept
     huge = tmp_path / "huge.png"  # issue 19 N8: a 300 MB upload was accepted and kept
     huge.write_bytes(b"\x89PNG" + bytes(2 * 2**20))
     with pytest.raises(Exception, match="(?i)file.*(large|size)|413"):
@@ -93,8 +97,13 @@ def test_the_demo_answers_a_request_over_http(demo_server, tmp_path, face_photos
     assert not [path for path in (tmp_path / "gradio").rglob("huge.png")]  # refused before it was stored
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a picture")
-    with pytest.raises(Exception, match="(?i)image|picture"):  # the reason reaches the page, not a generic error
+    with pytest.raises(Exception, match="(?i)image|picture") as caught:  # the reason reaches the page
         client.predict(gradio_client.handle_file(str(broken)), [], api_name="/analyze")
+    # issue 19 N8: read by the project's reader, not decoded by Gradio first; named by its own name, and the
+    # server's temporary copy is neither shown nor kept
+    message = str(caught.value)
+    assert message.startswith("broken.png: ") and str(uploads) not in message and "gradio" not in message
+    assert not list(uploads.rglob("broken.png"))
 
 
 @pytest.mark.parametrize("make", ["missing", "empty"])

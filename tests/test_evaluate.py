@@ -18,6 +18,7 @@ from forgerytalker.data.methods import METHODS
 from forgerytalker.evaluation import ALL_METRICS, accumulate_mask_counts, compute_text_metrics
 from forgerytalker.evaluation.report import TABLE2_COLUMNS
 from forgerytalker.evaluation.output_folder import mask_filename
+from forgerytalker.output_folder import MANIFEST_NAME
 from forgerytalker.evaluation.runner import run_evaluation
 from forgerytalker.evaluation.samples import UnreadableImageError
 from forgerytalker.regions import REGION_NAMES
@@ -459,9 +460,9 @@ def test_the_users_own_files_in_out_are_never_deleted(model_dir, tiny_dataset_di
     (finished / "masks" / "notes.txt").unlink()
     assert main(evaluate_arguments(model_dir, tiny_dataset_dir, finished, "--no-meteor", "--overwrite")) == 0
     assert (finished / "my-notes.md").read_text() == "mine too" and len(read_predictions(finished)) == 4
-    manifest = json.loads((finished / "evaluation_manifest.json").read_text())["files"]
+    manifest = json.loads((finished / MANIFEST_NAME).read_text())["files"]
     assert sorted(manifest) == sorted(name for name in output_files(finished)
-                                      if name not in ("my-notes.md", "evaluation_manifest.json"))
+                                      if name not in ("my-notes.md", MANIFEST_NAME, ".forgerytalker-evaluate.lock"))
 
 
 @pytest.mark.parametrize("entry", ["../notes.txt", "ABSOLUTE", "masks/../../notes.txt", "linked/notes.txt"])
@@ -476,9 +477,9 @@ def test_a_manifest_entry_outside_out_is_refused_and_nothing_is_deleted(
     (tmp_path / "elsewhere").mkdir()
     (out / "linked").symlink_to(tmp_path)  # a folder inside --out that leads out of it
     entry = str(notes) if entry == "ABSOLUTE" else entry
-    manifest_path = out / "evaluation_manifest.json"
+    manifest_path = out / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
-    manifest["files"].append(entry)
+    manifest["files"][entry] = notes.stat().st_size
     manifest_path.write_text(json.dumps(manifest))
     before = output_files(out)
 

@@ -63,7 +63,7 @@ def test_an_interrupted_swap_is_finished_by_the_next_command(tmp_path, monkeypat
     check_output_folder(root, overwrite=True)  # the next command finishes the swap first
     on_disk = {str(path.relative_to(root)): path.read_text() for path in root.rglob("*") if path.is_file()}
     assert on_disk.pop(MANIFEST_NAME) and on_disk == {**new_files, "notes.txt": "the user's"}
-    assert json.loads((root / MANIFEST_NAME).read_text())["files"] == sorted(new_files)
+    assert sorted(json.loads((root / MANIFEST_NAME).read_text())["files"]) == sorted(new_files)
 
 
 def test_a_file_that_appears_during_the_run_is_never_deleted(tmp_path):

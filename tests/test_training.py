@@ -508,6 +508,37 @@ def test_overwrite_output_dir_replaces_the_earlier_run(stage_one, tiny_dataset_d
     assert json.loads((run / "training_args.json").read_text())["max_steps"] == 2
 
 
+def test_overwrite_output_dir_never_deletes_a_file_the_run_did_not_write(stage_one, tiny_dataset_dir, tmp_path, capsys,
+                                                                       no_model_may_be_built):
+    """Issue 19 (one output-folder policy): --overwrite_output_dir cleared checkpoints/, best/ and the log of any
+    folder; now only a training run's folder, holding only its files (the shared manifest), and one run at a time."""
+    from forgerytalker.output_folder import MANIFEST_NAME, hold_lock
+
+    run = tmp_path / "run"
+    shutil.copytree(stage_one, run)
+    assert (run / MANIFEST_NAME).is_file()  # the finished run's record of its files
+    (run / "checkpoints" / "my-notes.txt").write_text("mine")
+    before = folder_digest(run)
+    assert run_cli(*tiny("prompter", tiny_dataset_dir, run, "--overwrite_output_dir")) == 2
+    error = capsys.readouterr().err
+    assert "--output_dir: " in error and "did not write (checkpoints/my-notes.txt)" in error and "Traceback" not in error
+    assert folder_digest(run) == before
+
+    mine = tmp_path / "mine"  # not a training run's folder at all
+    (mine / "checkpoints").mkdir(parents=True)
+    (mine / "checkpoints" / "thesis.tex").write_text("mine")
+    assert run_cli(*tiny("prompter", tiny_dataset_dir, mine, "--overwrite_output_dir")) == 2
+    assert "is not the folder of a training run" in capsys.readouterr().err
+    assert (mine / "checkpoints" / "thesis.tex").read_text() == "mine"
+
+    (run / "checkpoints" / "my-notes.txt").unlink()
+    held = hold_lock(run, "train")  # a first run, still writing
+    assert run_cli(*tiny("prompter", tiny_dataset_dir, run, "--overwrite_output_dir")) == 2
+    assert "another forgerytalker train is writing into" in capsys.readouterr().err
+    held.close()
+    assert (run / "log.jsonl").is_file()  # nothing cleared while the other run held the folder
+
+
 # -- stage-2 options: what the instruction names while training, the mask-only baseline, augmentation ----------
 
 

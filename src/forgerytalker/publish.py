@@ -121,22 +121,23 @@ def stage_dataset(dataset_dir: str | Path, staging_dir: str | Path) -> Path:
     """Writes into `staging_dir` (created) the files a dataset repository gets: those the conversion listed."""
     from huggingface_hub import DatasetCard
 
-    from .data.errors import DataInputError
-    from .data.mmtt_publish import REPORT_FILE, listed_files
+    from .data.mmtt_publish import REPORT_FILE
+    from .output_folder import MANIFEST_NAME, ForeignFilesError, read_manifest
 
     dataset_dir, staging_dir = Path(dataset_dir), Path(staging_dir)
     try:
-        listed = listed_files(dataset_dir)  # every entry checked to stay inside the folder, links followed
-    except DataInputError as error:
+        listed = read_manifest(dataset_dir)  # every entry checked to stay inside the folder, links followed
+    except ForeignFilesError as error:
         raise PublishError(str(error).replace(", nothing was deleted", ", nothing was staged")) from None
-    if listed is None:
+    if listed is None or REPORT_FILE not in listed:
         raise PublishError(
             f"{dataset_dir}: not a folder written by `forgerytalker data convert` (no {REPORT_FILE} listing its "
             "files); convert the dataset first"
         )
+    listed.pop(MANIFEST_NAME, None)  # the record of who wrote the folder, not part of the dataset
     for name, size in sorted(listed.items()):
         source = dataset_dir / name
-        if not source.is_file() or source.stat().st_size != size:
+        if not source.is_file() or size not in (None, source.stat().st_size):
             raise PublishError(f"{source}: missing or changed since the conversion wrote it; convert the dataset again")
     try:
         DatasetCard.load(dataset_dir / "README.md")
@@ -168,9 +169,11 @@ def upload_folder(staging_dir: str | Path, repo_id: str, repo_type: str, private
 
 
 def describe_folder(folder: str | Path) -> str:
-    """A listing of a staged folder: file, size (for the command's output)."""
+    """A listing of a staged folder: file, size (for the command's output), without the record of who wrote it."""
+    from .output_folder import MANIFEST_NAME
+
     folder = Path(folder)
-    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    files = sorted(path for path in folder.rglob("*") if path.is_file() and path.name != MANIFEST_NAME)
     return "\n".join(f"  {path.relative_to(folder).as_posix()}  ({path.stat().st_size:,} bytes)" for path in files)
 
 

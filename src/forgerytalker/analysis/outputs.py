@@ -8,43 +8,46 @@
       <name>.json                the photo's record, written last: its presence marks the photo finished
       <name>.error.json          the record of a photo that failed (retried by the next run)
       results.jsonl              every photo's record, in input order, rewritten at the end of each run
+      .forgerytalker-files.json  the files analyze wrote (path -> size), rewritten at the end of each run
       .forgerytalker-analyze.lock  held while a run writes, so that a second run into the same folder is refused
 
 Every file is written to a temporary sibling and renamed into place, so a killed run never leaves a partial
 PNG, JSON file or line: what exists is complete.
 
-Nothing the command did not write is replaced, with or without --overwrite (`check_foreign_files`): a JSON file
-named like a record must be one of analyze's records, `results.jsonl` must hold only records, and masks and
-figures count as the command's own only in a folder with its `run.json`. A finished photo is kept by a re-run only
-while its record's `source` (the photo's size and SHA-256) matches the photo, and `run.json` holds a fingerprint of
-the model's weights, so a replaced photo or a retrained model is never answered from an earlier run.
+The folder follows the shared policy (`forgerytalker.output_folder`): nothing the command did not write is replaced,
+with or without --overwrite (`check_foreign_files`). A file is analyze's own when its manifest lists it with its
+size; in a folder an earlier version or a killed run wrote, a JSON file named like a record must be one of analyze's
+records, `results.jsonl` must hold only records, and masks and figures count as its own only beside its `run.json`.
+A finished photo is kept by a re-run only while its record's `source` (the photo's size and SHA-256,
+`output_folder.file_fingerprint`) matches the photo, and `run.json` holds a fingerprint of the model's weights
+(`output_folder.model_fingerprint`), so a replaced photo or a retrained model is never answered from an earlier run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import threading
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
 
-from ..owned_folder import shown_names
+from ..output_folder import (
+    OutputFolderError,
+    check_no_foreign,
+    file_fingerprint,
+    read_manifest,
+    write_manifest,
+)
 from .inputs import PhotoInput
 
 SETTINGS_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
-LOCK_FILE = ".forgerytalker-analyze.lock"
+COMMAND = "analyze"
 RECORD_STATUSES = ("ok", "error", "skipped")
 """The `status` of every record analyze writes: analysed, failed (retried by the next run), skipped for want of a face."""
-
-
-class OutputFolderError(ValueError):
-    """The output folder cannot take this run; the message says why and what to do."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -108,32 +111,13 @@ def write_settings(out_dir: Path, settings: Mapping) -> None:
     atomic_write_json(out_dir / SETTINGS_FILE, dict(settings))
 
 
-def photo_fingerprint(path: str | os.PathLike) -> dict | None:
-    """What a record's `source` holds: the photo's size and SHA-256 (`None` when it cannot be read). Hashed once
-    per file state (size, mtime): a run asks for it when checking, reusing and merging each photo's record."""
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return _hashed(os.fspath(path), status.st_size, status.st_mtime_ns)
-
-
-@lru_cache(maxsize=4096)
-def _hashed(path: str, size: int, mtime_ns: int) -> dict | None:
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
 def is_finished(out_dir: Path, photo: PhotoInput) -> bool:
     """Whether the photo has a record made from the photo as it is now (same size and content)."""
     path = out_dir / photo.output("record")
     if not _is_file(path):
         return False
     record = _parse_record(path)
-    return record is not None and record.get("source") is not None and record["source"] == photo_fingerprint(photo.path)
+    return record is not None and record.get("source") is not None and record["source"] == file_fingerprint(photo.path)
 
 
 def _is_file(path: Path) -> bool:
@@ -170,9 +154,17 @@ def read_record(out_dir: Path, photo: PhotoInput) -> dict | None:
             record = _parse_record(path)
             if record is None:
                 raise OutputFolderError(f"{path} is not a record written by forgerytalker analyze; move it away")
-            if kind == "error" or record.get("source") == photo_fingerprint(photo.path):
+            if kind == "error" or record.get("source") == file_fingerprint(photo.path):
                 return record
     return None
+
+
+def _would_write(photos: Iterable[PhotoInput]) -> dict[str, str]:
+    """Output file name -> its kind, for every file a run over `photos` writes (besides `run.json`)."""
+    names = {RESULTS_FILE: "results"}
+    for photo in photos:
+        names.update({photo.output(kind): kind for kind in ("record", "error", "mask", "overlay")})
+    return names
 
 
 def check_foreign_files(out_dir: Path, photos: Iterable[PhotoInput]) -> None:
@@ -181,33 +173,27 @@ def check_foreign_files(out_dir: Path, photos: Iterable[PhotoInput]) -> None:
     Raises:
         OutputFolderError: naming the files.
     """
-    if not out_dir.is_dir():
-        return
+    names = {**_would_write(photos), SETTINGS_FILE: "settings"}
     ours = (out_dir / SETTINGS_FILE).is_file()
-    foreign = []
-    results = out_dir / RESULTS_FILE
-    if results.exists():
-        try:
-            lines = results.read_text(encoding="utf-8").splitlines()
-            if not ours or not all(_is_record_line(line) for line in lines if line.strip()):
-                foreign.append(RESULTS_FILE)
-        except (OSError, UnicodeDecodeError):
-            foreign.append(RESULTS_FILE)
-    for photo in photos:
-        for kind in ("record", "error"):
-            path = out_dir / photo.output(kind)
-            if os.path.lexists(path) and (path.is_symlink() or _parse_record(path) is None):
-                foreign.append(photo.output(kind))
-        for kind in ("mask", "overlay"):
-            path = out_dir / photo.output(kind)
-            if os.path.lexists(path) and (path.is_symlink() or not ours):
-                foreign.append(photo.output(kind))
-    if foreign:
-        raise OutputFolderError(
-            f"{out_dir} holds files that forgerytalker analyze did not write but would replace "
-            f"({shown_names(foreign)}); they are never overwritten, with or without --overwrite: choose another "
-            "--out, or move them away"
-        )
+
+    def written_before_manifests(path: Path) -> bool:
+        kind = names[path.relative_to(out_dir).as_posix()]
+        if kind == "settings":
+            try:
+                return "forgerytalker_version" in json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, TypeError):
+                return False
+        if kind in ("record", "error"):
+            return _parse_record(path) is not None
+        if kind == "results":
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError):
+                return False
+            return ours and all(_is_record_line(line) for line in lines if line.strip())
+        return ours
+
+    check_no_foreign(out_dir, "forgerytalker analyze", names, legacy_own=written_before_manifests)
 
 
 def _is_record_line(line: str) -> bool:
@@ -217,23 +203,16 @@ def _is_record_line(line: str) -> bool:
         return False
 
 
-def hold_lock(out_dir: Path):
-    """Takes the folder's lock for this process (released when it exits); returns the open lock file.
-
-    Raises:
-        OutputFolderError: another analyze run holds it.
-    """
-    import fcntl
-
-    handle = open(out_dir / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise OutputFolderError(
-            f"another forgerytalker analyze is writing into {out_dir}; wait for it to finish, or choose another --out"
-        ) from None
-    return handle
+def record_outputs(out_dir: Path, photos: Iterable[PhotoInput]) -> None:
+    """Rewrites the folder's manifest: the files this run wrote, and those of earlier runs still unchanged."""
+    files = {
+        name: size for name, size in (read_manifest(out_dir) or {}).items()
+        if size is not None and _is_file(out_dir / name) and (out_dir / name).stat().st_size == size
+    }  # fmt: skip
+    for name in (*_would_write(photos), SETTINGS_FILE):
+        if _is_file(out_dir / name):
+            files[name] = (out_dir / name).stat().st_size
+    write_manifest(out_dir, "forgerytalker analyze", files)
 
 
 def write_results(out_dir: Path, photos: Iterable[PhotoInput]) -> list[dict]:
@@ -241,11 +220,12 @@ def write_results(out_dir: Path, photos: Iterable[PhotoInput]) -> list[dict]:
     records = [record for record in (read_record(out_dir, photo) for photo in photos) if record is not None]
     text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     atomic_write_bytes(out_dir / RESULTS_FILE, text.encode("utf-8"))
+    record_outputs(out_dir, photos)
     return records
 
 
 __all__ = [
-    "LOCK_FILE",
+    "COMMAND",
     "RESULTS_FILE",
     "SETTINGS_FILE",
     "OutputFolderError",
@@ -254,10 +234,9 @@ __all__ = [
     "atomic_write_png",
     "check_foreign_files",
     "check_settings",
-    "hold_lock",
     "is_finished",
-    "photo_fingerprint",
     "read_record",
+    "record_outputs",
     "write_results",
     "write_settings",
 ]

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from .face_crops import FaceOptions, shared_finder
 from .inputs import PhotoInput
-from .outputs import atomic_write_json, atomic_write_png, is_finished, photo_fingerprint, read_record
+from ..output_folder import file_fingerprint
+from .outputs import atomic_write_json, atomic_write_png, is_finished, read_record
 from .overlay import draw_analysis_figure
 from .photos import Photo, read_photo
 from .records import ForgeryAnalysis, error_record, skipped_record
@@ -122,7 +123,7 @@ def write_photo_outputs(
     A photo skipped for want of a face (`analysis` is `None`) gets only its record, which says why."""
     if analysis is None:
         record = skipped_record(item.path, photo.found.skipped, photo.found.face_count, photo.notes + photo.found.warnings, model)
-        record["source"] = photo_fingerprint(item.path)
+        record["source"] = file_fingerprint(item.path)
         atomic_write_json(out_dir / item.output("record"), record)
         (out_dir / item.output("error")).unlink(missing_ok=True)
         return record
@@ -130,7 +131,7 @@ def write_photo_outputs(
     atomic_write_png(out_dir / outputs["mask"], analysis.mask)
     if draw_overlay:
         atomic_write_png(out_dir / outputs["overlay"], draw_analysis_figure(photo.image, analysis, title=item.path))
-    record = {**analysis.to_record(outputs), "source": photo_fingerprint(item.path)}
+    record = {**analysis.to_record(outputs), "source": file_fingerprint(item.path)}
     atomic_write_json(out_dir / outputs["record"], record)
     (out_dir / item.output("error")).unlink(missing_ok=True)
     return record

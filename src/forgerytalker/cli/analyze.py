@@ -125,7 +125,8 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..analysis.inputs import InputPathError, collect_photos
-    from ..analysis.outputs import OutputFolderError, check_foreign_files, check_settings, hold_lock
+    from ..analysis.outputs import COMMAND, check_foreign_files, check_settings
+    from ..output_folder import OutputFolderError, hold_lock
     from ..data.errors import DataInputError
     from ..data.output_folders import check_output_folder
 
@@ -155,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if int(os.environ.get("RANK", "0")) == 0:  # one lock for a run, however many processes it has
             out_dir.mkdir(parents=True, exist_ok=True)
-            lock = hold_lock(out_dir)  # noqa: F841  (held until the process exits)
+            lock = hold_lock(out_dir, COMMAND)  # noqa: F841  (held until the process exits)
         check_foreign_files(out_dir, photos)
         check_settings(out_dir, settings, args.overwrite, ignore=("model_weights",))
     except OutputFolderError as error:
@@ -167,9 +168,9 @@ def _run(args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict) -> int:
     """Loads the model and analyses `photos` (the arguments checked by `_run`); returns the exit code."""
     from ..analysis.face_crops import FaceOptions
-    from ..analysis.outputs import OutputFolderError, check_settings, write_results, write_settings
+    from ..analysis.outputs import check_settings, write_results, write_settings
     from ..analysis.runner import AnalysisOptions, run_analysis
-    from ..evaluation.runner import model_fingerprint
+    from ..output_folder import OutputFolderError, model_fingerprint
 
     model, regions, generate_kwargs = settings["model"], settings["regions"], settings["generate_kwargs"]
     state = _distributed_state()

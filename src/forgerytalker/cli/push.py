@@ -42,6 +42,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_push(args: argparse.Namespace) -> int:
+    from ..output_folder import OutputFolderError, write_folder
     from ..publish import PublishError, check_repo_id, describe_folder, stage_dataset, stage_model, upload_folder
 
     try:
@@ -70,15 +71,7 @@ def run_push(args: argparse.Namespace) -> int:
 
     try:
         if args.dry_run:
-            partial = out.with_name(f".{out.name}.partial")
-            if partial.exists():
-                import shutil
-
-                shutil.rmtree(partial)
-            stage(partial)
-            if out.is_dir():
-                out.rmdir()
-            os.rename(partial, out)
+            write_folder(out, stage, overwrite=False, command="forgerytalker push")  # staged beside, then swapped in
             print(f"Dry run: this folder would be uploaded to {args.repo_id}: {out}\n{describe_folder(out)}")
             return 0
         with tempfile.TemporaryDirectory(prefix="forgerytalker-push-") as staging:
@@ -90,5 +83,7 @@ def run_push(args: argparse.Namespace) -> int:
                 return 1
     except PublishError as error:
         return fail(f"{option}: {error}", 2)
+    except OutputFolderError as error:  # files appeared in --out while it was staged
+        return fail(f"--out: {error}", 2)
     print(f"Uploaded {folder} to {args.repo_id}: {url}")
     return 0

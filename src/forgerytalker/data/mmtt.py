@@ -20,6 +20,7 @@ conversion, and nothing time- or machine-dependent is written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -39,11 +40,12 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..regions import REGION_NAMES
 from ..hub_cards.dataset_card import DATA_DIR, CardFacts, shard_file_name, write_dataset_card
+from ..output_folder import FolderLockedError, locked
 from .errors import DataInputError, option
 from .features import MMTT_FEATURES
 from .json_files import read_json, write_json_atomic
 from .mmtt_layout import find_split_files, read_split_file, resolve_record_path, split_file_name
-from .mmtt_publish import REPORT_FILE, check_replaceable, publish, recover_interrupted_replace, sibling
+from .mmtt_publish import REPORT_FILE, check_replaceable, publish, record_files, recover_interrupted_replace, sibling
 from .mmtt_records import LoadedExample, PlannedRecord, examples_to_table, load_example, plan_records
 from .output_folders import check_free_space, check_output_folder, output_write_error
 from .splits import SPLITS, TEST
@@ -409,6 +411,19 @@ def _finish_staging(staging_dir: Path, results: list[_ShardResult], result: Conv
     }
     report = json.dumps(result.report(), indent=2, ensure_ascii=False) + "\n"
     (staging_dir / REPORT_FILE).write_text(report, encoding="utf-8")
+    record_files(staging_dir)
+
+
+@contextlib.contextmanager
+def _convert_lock(output_dir: Path) -> Iterator[None]:
+    """Holds the converter's lock on `output_dir` (beside it: the folder is replaced whole) for the block."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(output_dir, "convert", option("output_dir"), beside=True))
+        except FolderLockedError as error:
+            raise DataInputError(str(error)) from None
+        yield
 
 
 def convert_mmtt(
@@ -455,49 +470,50 @@ def convert_mmtt(
     _check_options(num_proc, shard_size, test_fraction, labels, max_image_pixels)
     mmtt_root = Path(mmtt_root)
     output_dir = check_output_folder(output_dir, "output_dir", writes_beside=True)
-    recover_interrupted_replace(output_dir)
-    check_replaceable(output_dir, overwrite)
-    split_paths = find_split_files(mmtt_root, split_files)
-    if test_fraction is not None and TEST in split_paths:
-        raise DataInputError(
-            f"{option('test_fraction')}: the dataset has a test split file ({split_paths[TEST].name}); a test "
-            "split is carved only from a dataset without one"
-        )
-    names = {split: split_file_name(path, mmtt_root) for split, path in split_paths.items()}
-    released = {split: (names[split], read_split_file(path)) for split, path in split_paths.items()}
-    planned = plan_records(released, test_fraction)
-    staging_dir = sibling(output_dir, "partial")
-    options = dict(mmtt_root=str(mmtt_root), strict=strict, labels=labels, max_image_pixels=max_image_pixels)
-    tasks = _shard_tasks(planned, staging_dir, shard_size, **options)
-    fingerprint_options = dict(root=os.path.realpath(mmtt_root), test_fraction=test_fraction, labels=labels,
-                               shard_size=shard_size, max_image_pixels=max_image_pixels)  # fmt: skip
-    kept = f"finished shards are kept in {staging_dir}; run the same command again to resume"
-    try:
-        finished = _prepare_staging(staging_dir, _fingerprint(split_paths, fingerprint_options), tasks)
-        todo = [task for task in tasks if task.file_name not in finished]
-        check_free_space(staging_dir, _estimated_bytes(todo, mmtt_root), "output_dir")
-        if finished:
-            logger.info("Resuming: %d of %d shards are already converted", len(finished), len(tasks))
-        done = sum(result.num_records for result in finished.values())
-        total = sum(len(task.records) for task in tasks)
-        bar = tqdm(total=total, initial=done, unit="record", desc="Converting MMTT", disable=None if show_progress else True)
-        with bar:
-            shards = run_tasks(_convert_shard, todo, num_workers=num_proc, describe=_ShardTask.describe, on_progress=bar.update)
-            for _, result in shards:
-                finished[result.file_name] = result
-        results = [finished[task.file_name] for task in tasks]
-        result = _results_to_conversion(output_dir, names, planned, results, test_fraction, labels)
-        check_replaceable(output_dir, overwrite)  # again, before anything in the staging folder is finalised
-        _finish_staging(staging_dir, results, result)
-        publish(staging_dir, output_dir)
-    except OSError as error:
-        converted = output_write_error(error, "output_dir", kept)
-        if converted is None:
-            raise
-        raise converted from error
-    if result.bad_records:
-        logger.warning("Skipped %d bad records; see %s", len(result.bad_records), output_dir / REPORT_FILE)
-    return result
+    with _convert_lock(output_dir):
+        recover_interrupted_replace(output_dir)
+        check_replaceable(output_dir, overwrite)
+        split_paths = find_split_files(mmtt_root, split_files)
+        if test_fraction is not None and TEST in split_paths:
+            raise DataInputError(
+                f"{option('test_fraction')}: the dataset has a test split file ({split_paths[TEST].name}); a test "
+                "split is carved only from a dataset without one"
+            )
+        names = {split: split_file_name(path, mmtt_root) for split, path in split_paths.items()}
+        released = {split: (names[split], read_split_file(path)) for split, path in split_paths.items()}
+        planned = plan_records(released, test_fraction)
+        staging_dir = sibling(output_dir, "partial")
+        options = dict(mmtt_root=str(mmtt_root), strict=strict, labels=labels, max_image_pixels=max_image_pixels)
+        tasks = _shard_tasks(planned, staging_dir, shard_size, **options)
+        fingerprint_options = dict(root=os.path.realpath(mmtt_root), test_fraction=test_fraction, labels=labels,
+                                   shard_size=shard_size, max_image_pixels=max_image_pixels)  # fmt: skip
+        kept = f"finished shards are kept in {staging_dir}; run the same command again to resume"
+        try:
+            finished = _prepare_staging(staging_dir, _fingerprint(split_paths, fingerprint_options), tasks)
+            todo = [task for task in tasks if task.file_name not in finished]
+            check_free_space(staging_dir, _estimated_bytes(todo, mmtt_root), "output_dir")
+            if finished:
+                logger.info("Resuming: %d of %d shards are already converted", len(finished), len(tasks))
+            done = sum(result.num_records for result in finished.values())
+            total = sum(len(task.records) for task in tasks)
+            bar = tqdm(total=total, initial=done, unit="record", desc="Converting MMTT", disable=None if show_progress else True)
+            with bar:
+                shards = run_tasks(_convert_shard, todo, num_workers=num_proc, describe=_ShardTask.describe, on_progress=bar.update)
+                for _, result in shards:
+                    finished[result.file_name] = result
+            results = [finished[task.file_name] for task in tasks]
+            result = _results_to_conversion(output_dir, names, planned, results, test_fraction, labels)
+            check_replaceable(output_dir, overwrite)  # again, before anything in the staging folder is finalised
+            _finish_staging(staging_dir, results, result)
+            publish(staging_dir, output_dir)
+        except OSError as error:
+            converted = output_write_error(error, "output_dir", kept)
+            if converted is None:
+                raise
+            raise converted from error
+        if result.bad_records:
+            logger.warning("Skipped %d bad records; see %s", len(result.bad_records), output_dir / REPORT_FILE)
+        return result
 
 
 @dataclasses.dataclass

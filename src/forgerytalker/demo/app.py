@@ -30,15 +30,20 @@ DESCRIPTION = """Upload a face photo. The model answers with a **heatmap** of th
 for those regions instead of the ones the model found."""
 
 
-def analyse_upload(pipe, reader: PhotoReader, path: str | None, regions: list[str] | None):
+def analyse_upload(pipe, uploads, upload, regions: list[str] | None):
     """One request: (heatmap overlay PIL image with the faces numbered, {region: probability}, report (each face's
-    under its number), record)."""
+    under its number), record).
+
+    Args:
+        uploads: the `uploads.UploadedPhotos` that reads it (through the project's reader, then deletes the upload).
+        upload: an `uploads.Upload`, or the path of one of the app's own photos.
+    """
     import gradio as gr
 
-    if not path:
+    if not upload:
         raise gr.Error("Upload a face photo first.")
     try:
-        photo = reader(path, name=Path(path).name)
+        photo = uploads.read(upload)
     except ImageReadError as error:
         raise gr.Error(str(error)) from None
     photo.found.regions = list(regions) if regions else None
@@ -66,14 +71,16 @@ def build_demo(pipe, examples_dir: str | Path | None = None, faces: FaceOptions 
     """
     import gradio as gr
 
-    reader = PhotoReader(faces)
+    from .uploads import UploadedPhotos, photo_input
+
+    uploads = UploadedPhotos(PhotoReader(faces))
     if example_photos:
         examples = [Path(photo) for photo in example_photos]
     else:
         examples = write_example_faces(examples_dir or Path(tempfile.gettempdir()) / "forgerytalker-demo-examples")
 
-    def analyse(path, regions):
-        return analyse_upload(pipe, reader, path, regions)
+    def analyse(upload, regions):
+        return analyse_upload(pipe, uploads, upload, regions)
 
     shown = (examples[0] if example_photos else examples[1]) if analyse_example_on_load else None
     initial = analyse(str(shown), []) if shown is not None else (None, None, None, None)
@@ -85,9 +92,9 @@ def build_demo(pipe, examples_dir: str | Path | None = None, faces: FaceOptions 
         gr.Markdown(f"# {TITLE}\n\n{DESCRIPTION}{note}")
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(
+                image = photo_input(  # the upload's file, read by the project's reader (not decoded by Gradio)
                     value=None if shown is None else str(shown),
-                    type="filepath",
+                    own_photos=examples,
                     image_mode=None,
                     label="Face photo",
                     sources=["upload", "clipboard"],

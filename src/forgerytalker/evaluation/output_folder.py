@@ -3,9 +3,11 @@ finished run replaces the previous one.
 
 Guarantees (README "Evaluating a model", docs/evaluation.md):
 
-- **Only its own files are ever replaced.** A finished run leaves `MANIFEST_NAME`, the list of every file it
-  wrote. An earlier run's outputs are replaced only file by file as listed there; an output name
+- **Only its own files are ever replaced** (the shared policy, `forgerytalker.output_folder`). A finished run leaves
+  the shared manifest `MANIFEST_NAME`, every file it wrote with its size (earlier versions' `evaluation_manifest.json`
+  is read too). An earlier run's outputs are replaced only file by file as listed there; an output name
   (`OUTPUT_NAMES`) that holds anything else, such as the user's own `masks/`, stops the run before it starts.
+- **One writer.** A run holds the folder's `evaluate` lock (`output_folder.hold_lock`) while it writes.
 - **Written beside, swapped when complete.** A run writes into `PARTIAL_DIR_NAME` inside the folder and moves its
   outputs into place only when every prediction and report is written, so a killed or failed run leaves the
   earlier outputs untouched and its own work marked unfinished (`STATE_NAME` says so, in words too).
@@ -45,11 +47,21 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from ..contained_paths import OutsidePathError, check_entries_inside
+from ..output_folder import (
+    MANIFEST_NAME,
+    OutputFolderError,
+    check_no_foreign,
+    files_in,
+    hold_lock,
+    write_manifest,
+)
+from ..output_folder import read_manifest as read_owned
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "evaluation_manifest.json"
+LEGACY_MANIFEST_NAME = "evaluation_manifest.json"
+"""The manifest of earlier versions: read as the shared one is, and removed once a new run is installed."""
+COMMAND = "evaluate"
 PARTIAL_DIR_NAME = ".evaluation-partial"
 STATE_NAME = "state.json"
 OUTPUT_NAMES: tuple[str, ...] = ("predictions.jsonl", "masks", "metrics.json", "metrics.md", "degraded")
@@ -58,10 +70,6 @@ CLEAN_RUN = "clean"
 MAX_NAME_BYTES = 160
 """Longest mask file name, in bytes (file systems allow 255; the rest is left for temporary suffixes)."""
 _HASH_SEPARATOR = "+"  # never in a percent-encoded id, so a shortened name cannot equal a full one
-
-
-class OutputFolderError(ValueError):
-    """The output folder cannot be used as asked; the message names the folder and what to do."""
 
 
 class OutputWriteError(OSError):
@@ -153,7 +161,7 @@ def check_output_folder(output_dir: str | os.PathLike, overwrite: bool) -> None:
     if not root.exists():
         return
     folder = OutputFolder(root)
-    if (folder.staged / MANIFEST_NAME).exists():
+    if any((folder.staged / name).exists() for name in (MANIFEST_NAME, LEGACY_MANIFEST_NAME)):
         logger.info("Finishing the installation of the run completed earlier in %s", root)
         install(folder)
     owned = read_manifest(root)
@@ -162,7 +170,7 @@ def check_output_folder(output_dir: str | os.PathLike, overwrite: bool) -> None:
             f"{root} holds the outputs of an earlier run ({MANIFEST_NAME}); choose another folder or overwrite them "
             "(they are kept until the new run is complete)"
         )
-    check_owned(root, owned or set())
+    check_owned(root)
 
 
 def prepare_output_folder(output_dir: str | os.PathLike, fingerprint: Mapping, overwrite: bool) -> OutputFolder:
@@ -231,32 +239,29 @@ def _check_writable(root: Path) -> None:
 
 
 def read_manifest(folder: Path) -> set[str] | None:
-    """The files (relative POSIX paths) a finished run wrote into `folder`, or `None` if it holds no manifest."""
-    path = folder / MANIFEST_NAME
-    if not path.exists():
-        return None
-    try:
-        files = set(json.loads(path.read_text(encoding="utf-8"))["files"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise OutputFolderError(f"{path} is damaged ({error}); move it away to use this folder") from error
-    try:
-        check_entries_inside(folder, files, listed_in=path)
-    except OutsidePathError as error:
-        raise OutputFolderError(f"{error}; nothing was deleted: move the manifest away to use this folder") from None
-    return files
+    """The files (relative POSIX paths) a finished run wrote into `folder`, its manifests left out, or `None` if it
+    holds no manifest (`output_folder.read_manifest`, which checks every entry to stay inside the folder)."""
+    owned = read_owned(folder)
+    return None if owned is None else set(owned) - {MANIFEST_NAME, LEGACY_MANIFEST_NAME}
 
 
-def check_owned(root: Path, owned: set[str]) -> None:
-    """Raises `OutputFolderError` if an output name in `root` holds anything `owned` does not list."""
-    for name in OUTPUT_NAMES:
-        foreign = [path for path in _files_under(root / name) if _relative(path, root) not in owned]
-        if foreign:
-            listed = ", ".join(_relative(path, root) for path in foreign[:3])
-            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-            raise OutputFolderError(
-                f"{root / name} holds files this command did not write ({listed}{more}); they are never deleted: "
-                "choose another folder, or move them away"
-            )
+_HELD_LOCKS = []  # the open lock files of `lock_output_folder`: released when the process exits
+
+
+def lock_output_folder(output_dir: str | os.PathLike) -> None:
+    """Creates the folder and takes its `evaluate` lock until this process exits (`output_folder.hold_lock`).
+
+    Raises:
+        OutputFolderError: another `forgerytalker evaluate` is writing into it.
+    """
+    root = Path(output_dir)
+    _check_writable(root)
+    _HELD_LOCKS.append(hold_lock(root, COMMAND))
+
+
+def check_owned(root: Path) -> None:
+    """Raises `OutputFolderError` if an output name in `root` holds anything a manifest does not list."""
+    check_no_foreign(root, "this command", OUTPUT_NAMES)
 
 
 def _files_under(path: Path) -> list[Path]:
@@ -393,9 +398,8 @@ def write_predictions(folder: OutputFolder, spec: str | None, records: Iterable[
 
 def complete(folder: OutputFolder, version: str) -> None:
     """Marks the staged outputs complete (their manifest) and moves them into place (`install`)."""
-    files = sorted(_relative(path, folder.staged) for path in _files_under(folder.staged) if path.is_file())
-    manifest = {"created_by": "forgerytalker evaluate", "version": version, "files": files}
-    write_json_atomic(folder.staged / MANIFEST_NAME, manifest, folder.partial / "tmp")
+    files = {name: size for name, size in files_in(folder.staged).items() if (folder.staged / name).is_file()}
+    write_manifest(folder.staged, f"forgerytalker evaluate {version}", files)
     install(folder)
 
 
@@ -417,7 +421,9 @@ def install(folder: OutputFolder) -> None:
     for path in sorted(old_files):
         if PurePosixPath(path).parts[0] not in new_names:
             _move_owned(root / path, old_files, root, replaced)
-    write_bytes_atomic(root / MANIFEST_NAME, (staged / MANIFEST_NAME).read_bytes(), folder.partial / "tmp")
+    manifest = next(staged / name for name in (MANIFEST_NAME, LEGACY_MANIFEST_NAME) if (staged / name).exists())
+    write_bytes_atomic(root / MANIFEST_NAME, manifest.read_bytes(), folder.partial / "tmp")
+    (root / LEGACY_MANIFEST_NAME).unlink(missing_ok=True)  # an earlier version's record, replaced by the line above
     shutil.rmtree(folder.partial)
     logger.info("Wrote the outputs into %s", root)
 

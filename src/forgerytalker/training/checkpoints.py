@@ -46,6 +46,11 @@ class TrainerState:
     best_step: int | None = None
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """Whether `name` is a checkpoint folder's name, finished (`step-N`) or being written (`step-N.tmp`)."""
+    return _CHECKPOINT_NAME.fullmatch(name.removesuffix(_PARTIAL_SUFFIX)) is not None
+
+
 def checkpoint_problem(folder: Path) -> str | None:
     """Why `folder` is not a complete checkpoint, or `None` if it is one."""
     match = _CHECKPOINT_NAME.fullmatch(folder.name)

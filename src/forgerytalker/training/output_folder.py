@@ -1,8 +1,12 @@
 """What a training run keeps in `--output_dir`, and the rules that protect an earlier run's work there.
 
+The folder follows the shared policy (`forgerytalker.output_folder`): a run records the files it wrote in the shared
+manifest when it ends, holds the folder's `train` lock while it runs, and swaps `best/` in whole.
+
 - A new run (no `--resume`) refuses a non-empty `--output_dir` unless `--overwrite_output_dir`, which deletes
   the earlier run's checkpoints, `best/`, log and settings first (its final model files are replaced when the
-  new run saves its own).
+  new run saves its own). It replaces only a training run's folder, and only when every file in it is the run's
+  own (`check_only_training_files`): a file it did not write stops it, nothing deleted.
 - `--resume` continues only the run whose `training_args.json` is in the folder, with the same settings
   (`settings_changes`): resuming under other settings would mix two runs.
 """
@@ -16,18 +20,30 @@ from pathlib import Path
 
 from ..data.errors import DataInputError
 from ..data.output_folders import check_output_folder
+from ..output_folder import (
+    ForeignFilesError,
+    check_no_foreign,
+    files_in,
+    lock_name,
+    read_manifest,
+    recover_swap,
+    sibling,
+    swap_in,
+    write_manifest,
+)
 from .arguments import ForgeryTalkerTrainingArguments
-from .checkpoints import CHECKPOINTS
+from .checkpoints import CHECKPOINTS, is_checkpoint_name
 from .errors import TrainingConfigurationError
 
 ARGS_FILE = "training_args.json"
 LOG_FILE = "log.jsonl"
 BEST_DIR = "best"
 TRACKER_DIR = "forgerytalker"  # the run name given to accelerate's trackers (TensorBoard writes there)
-_STAGING_SUFFIXES = (".tmp", ".old")
-EARLIER_RUN_OUTPUTS = (
-    CHECKPOINTS, BEST_DIR, *(BEST_DIR + suffix for suffix in _STAGING_SUFFIXES), LOG_FILE, ARGS_FILE, TRACKER_DIR
-)
+COMMAND = "forgerytalker train"
+WHO = "a training run"
+_STAGING = (sibling(BEST_DIR, "partial").name, sibling(BEST_DIR, "replaced").name)
+EARLIER_RUN_OUTPUTS = (CHECKPOINTS, BEST_DIR, *_STAGING, LOG_FILE, ARGS_FILE, TRACKER_DIR)
+"""What only a training run writes; the final model's files beside them are its own where its manifest lists them."""
 
 RESUMABLE_CHANGES = frozenset({
     "resume", "overwrite_output_dir", "output_dir", "logging_steps", "log_batch_ids", "report_to_tensorboard",
@@ -45,7 +61,7 @@ def check_output_dir(args: ForgeryTalkerTrainingArguments) -> None:
         check_output_folder(output_dir, "output_dir")
     except DataInputError as error:
         raise TrainingConfigurationError(error.render({"output_dir": "--output_dir"})) from None
-    contents = sorted(path.name for path in output_dir.iterdir()) if output_dir.is_dir() else []
+    contents = sorted(path.name for path in output_dir.iterdir() if path.name != lock_name("train")) if output_dir.is_dir() else []
     if args.resume:
         saved = output_dir / ARGS_FILE
         if saved.is_file():
@@ -64,6 +80,36 @@ def check_output_dir(args: ForgeryTalkerTrainingArguments) -> None:
             f"--output_dir: {output_dir} is not empty ({shown}); pass --resume to continue the run there, "
             "--overwrite_output_dir to replace it, or choose another folder"
         )
+    if contents:
+        try:
+            check_only_training_files(output_dir)
+        except ForeignFilesError as error:
+            raise TrainingConfigurationError(f"--output_dir: {error}") from None
+
+
+def check_only_training_files(output_dir: Path) -> None:
+    """Refuses a folder `--overwrite_output_dir` would clear that is not a training run's, or holds files the run
+    did not write: those its manifest lists, and (in a folder with `training_args.json`, also one a killed run or
+    an earlier version left) the `EARLIER_RUN_OUTPUTS`, under `checkpoints/` only inside a checkpoint's folder.
+
+    Raises:
+        ForeignFilesError: naming the files; nothing was deleted.
+    """
+    owned = read_manifest(output_dir)
+    is_run = (output_dir / ARGS_FILE).is_file()
+    if owned is None and not is_run:
+        raise ForeignFilesError(
+            f"{output_dir} is not the folder of a training run (no {ARGS_FILE}); --overwrite_output_dir replaces only "
+            "a training run's folder, nothing was deleted: choose another --output_dir"
+        )
+
+    def written_by_a_run(path: Path) -> bool:
+        parts = path.relative_to(output_dir).parts
+        if not is_run or parts[0] not in EARLIER_RUN_OUTPUTS:
+            return is_run and owned is None
+        return parts[0] != CHECKPOINTS or (len(parts) > 2 and is_checkpoint_name(parts[1]))
+
+    check_no_foreign(output_dir, WHO, legacy_own=written_by_a_run)
 
 
 def settings_changes(saved: dict, current: dict) -> list[str]:
@@ -88,25 +134,38 @@ def clear_earlier_run(output_dir: Path) -> None:
 
 
 def replace_folder(staging: Path, final: Path) -> None:
-    """Puts a fully written `staging` folder in place of `final`; at every moment one complete version exists
-    (`final`, or `final.old` until `recover_folder` puts it back)."""
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
+    """Puts a fully written `staging` folder (`sibling(final, "partial")`) in place of `final` by renames
+    (`output_folder.swap_in`); at every moment one complete version exists."""
+    write_manifest(staging, COMMAND)
+    swap_in(staging, final, who=WHO, overwrite_flag="--overwrite_output_dir", legacy_own=lambda path: True)
 
 
 def recover_folder(final: Path) -> None:
     """Undoes what a kill inside `replace_folder` (or while writing its staging folder) left behind."""
-    staging, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
+    staging = sibling(final, "partial")
     if staging.exists():
         shutil.rmtree(staging)
-    if old.exists():
-        if final.exists():
-            shutil.rmtree(old)
-        else:
-            old.rename(final)
+    recover_swap(final)
+
+
+def file_states(output_dir: Path) -> dict[str, tuple[int, int]]:
+    """Relative path → (size, modification time) of every file in `output_dir`, to tell what a save wrote."""
+    return {name: _state(output_dir / name) for name in files_in(output_dir)}
+
+
+def _state(path: Path) -> tuple[int, int]:
+    status = path.lstat()
+    return status.st_size, status.st_mtime_ns
+
+
+def record_run_files(output_dir: Path, before_final_save: dict[str, tuple[int, int]]) -> None:
+    """Records in the folder's manifest the files of the finished run: the `EARLIER_RUN_OUTPUTS`, what the final
+    save wrote (changed since `before_final_save`), and what the manifest listed before, unchanged."""
+    owned = read_manifest(output_dir) or {}
+    files = {}
+    for name, size in files_in(output_dir).items():
+        path = output_dir / name
+        if (Path(name).parts[0] in EARLIER_RUN_OUTPUTS or before_final_save.get(name) != _state(path)
+                or owned.get(name) == size):  # fmt: skip
+            files[name] = size
+    write_manifest(output_dir, COMMAND, files)

@@ -6,6 +6,7 @@ scores its share) and the best-model decision; only writing files is left to the
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -21,12 +22,24 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from ..output_folder import FolderLockedError, locked, sibling
 from .arguments import ForgeryTalkerTrainingArguments
 from .augmentation import AugmentationSettings
 from .checkpoints import TrainerState, resume_from_latest, save_checkpoint
 from .data import ForgeryTalkerCollator
+from .errors import TrainingConfigurationError
 from .model_setup import build_model_and_processor
-from .output_folder import ARGS_FILE, BEST_DIR, LOG_FILE, TRACKER_DIR, clear_earlier_run, recover_folder, replace_folder
+from .output_folder import (
+    ARGS_FILE,
+    BEST_DIR,
+    LOG_FILE,
+    TRACKER_DIR,
+    clear_earlier_run,
+    file_states,
+    record_run_files,
+    recover_folder,
+    replace_folder,
+)
 from .startup_checks import run_startup_checks
 from .validation import is_improvement, validate
 
@@ -42,6 +55,12 @@ def train(args: ForgeryTalkerTrainingArguments) -> Path:
     output folder, model source, dataset or missing tool, and `UnreadableSampleError` naming the image id of a
     sample that cannot be decoded (unless `args.skip_unreadable_images`).
     """
+    with contextlib.ExitStack() as held:
+        return _train(args, held)
+
+
+def _train(args: ForgeryTalkerTrainingArguments, held: contextlib.ExitStack) -> Path:
+    """`train`; the main process holds the output folder's lock in `held` (released when the run ends)."""
     output_dir = Path(args.output_dir)
     log_with = "tensorboard" if args.report_to_tensorboard and _tensorboard_available() else None
     accelerator = Accelerator(
@@ -54,7 +73,7 @@ def train(args: ForgeryTalkerTrainingArguments) -> Path:
     train_split, validation_split = run_startup_checks(args)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _prepare_output_dir(args, output_dir)
+        _prepare_output_dir(args, output_dir, held)
     accelerator.wait_for_everyone()
     set_seed(args.seed)
     if log_with:
@@ -138,11 +157,16 @@ def train(args: ForgeryTalkerTrainingArguments) -> Path:
     return output_dir
 
 
-def _prepare_output_dir(args: ForgeryTalkerTrainingArguments, output_dir: Path) -> None:
-    """Main process, after the start-up checks: clears an earlier run if asked, records the settings."""
+def _prepare_output_dir(args: ForgeryTalkerTrainingArguments, output_dir: Path, held: contextlib.ExitStack) -> None:
+    """Main process, after the start-up checks: takes the folder's lock, clears an earlier run if asked, records the
+    settings."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        held.enter_context(locked(output_dir, "train", "--output_dir"))
+    except FolderLockedError as error:
+        raise TrainingConfigurationError(f"--output_dir: {error}") from None
     if args.overwrite_output_dir:
         clear_earlier_run(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     recover_folder(output_dir / BEST_DIR)
     if not (output_dir / ARGS_FILE).is_file():
         (output_dir / ARGS_FILE).write_text(json.dumps(dataclasses.asdict(args), indent=2))
@@ -251,7 +275,7 @@ def _validate_and_keep_best(accelerator, module, processor, split, args, state: 
     if is_improvement(args.best_metric, value, state.best_metric):
         state.best_metric, state.best_step = float(value), state.step
         if accelerator.is_main_process:
-            staging = output_dir / (BEST_DIR + ".tmp")
+            staging = sibling(output_dir / BEST_DIR, "partial")
             _save_model(model, processor, staging)
             replace_folder(staging, output_dir / BEST_DIR)
         logger.info("New best %s = %.4f at step %d", args.best_metric, value, state.step)
@@ -270,6 +294,8 @@ def _save_model(model, processor, folder: Path) -> None:
 def _save_final(accelerator: Accelerator, module, processor, output_dir: Path) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        before = file_states(output_dir)
         _save_model(accelerator.unwrap_model(module), processor, output_dir)
+        record_run_files(output_dir, before)
         logger.info("Saved the final model and processor to %s", output_dir)
     accelerator.wait_for_everyone()

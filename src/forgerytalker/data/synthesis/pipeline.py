@@ -22,6 +22,7 @@ that stops (killed, a lost worker process, a full disk) keeps its finished sampl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import Counter
@@ -33,8 +34,16 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...output_folder import (
+    FolderLockedError,
+    ForeignFilesError,
+    check_no_foreign,
+    files_in,
+    locked,
+    write_manifest,
+)
 from ...regions import caption_to_labels, caption_to_regions
-from ..errors import DataInputError
+from ..errors import DataInputError, option
 from ..json_files import read_json, write_json_atomic
 from ..methods import AUTHENTIC, CLASSICAL_INPAINTING, FACE_SWAP
 from ..output_folders import check_output_folder, output_write_error
@@ -46,7 +55,7 @@ from .landmark_regions import face_geometry, face_mask, region_masks
 from .manipulations import MANIPULATIONS
 from .measurements import measure_regions
 from .reports import authentic_report, select_swap_regions, write_report
-from .run_state import SAMPLE_PREFIX, check_parameters, check_photo_set
+from .run_state import PARAMETERS_FILE, SAMPLE_PREFIX, check_parameters, check_photo_set
 
 logger = logging.getLogger(__name__)
 
@@ -231,10 +240,33 @@ def _versions() -> dict:
     return {"forgerytalker": __version__, "opencv": cv2.__version__, "dlib": dlib.__version__, "numpy": np.__version__}
 
 
+OUTPUT_NAMES = (IMAGE_ROOT, "samples", "cache", TRAIN_FILE, EVAL_FILE, SUMMARY_FILE)
+"""Everything a synthesis writes into its output folder (besides the shared manifest and lock)."""
+COMMAND = "forgerytalker data synthesize"
+
+
+def _check_own_files(output_dir: Path) -> None:
+    """Refuses a folder where the run would write over a file it did not write (the shared policy,
+    `forgerytalker.output_folder`): its own are those its manifest lists, and, in a folder a run started (it has
+    `samples/parameters.json`), the files under `OUTPUT_NAMES` a killed run or an earlier version left. Entries of
+    the face cache (`cache/`, named by the photo's content) count as its own anywhere: a user may copy the cache of
+    another synthesis to skip aligning the same photos again."""
+    started = (output_dir / "samples" / PARAMETERS_FILE).is_file()
+
+    def written_by_a_synthesis(path: Path) -> bool:
+        return started or path.relative_to(output_dir).parts[0] == "cache"
+
+    try:
+        check_no_foreign(output_dir, "`forgerytalker data synthesize`", OUTPUT_NAMES, legacy_own=written_by_a_synthesis)
+    except ForeignFilesError as error:
+        raise DataInputError(f"{option('output_dir')}: {error}") from None
+
+
 def _remove_unfinished(output_dir: Path) -> None:
-    """Deletes the temporary files a killed run left (every file here is written as `<name>.tmp` first)."""
-    for unfinished in output_dir.rglob("*.tmp"):
-        unfinished.unlink()
+    """Deletes the temporary files a killed run left (every file it writes is written as `<name>.tmp` first)."""
+    for name in OUTPUT_NAMES:
+        for unfinished in (output_dir / name).rglob("*.tmp") if (output_dir / name).is_dir() else ():
+            unfinished.unlink()
 
 
 def _make_samples(config: SynthesisConfig, faces: list[FaceAlignment]) -> None:
@@ -285,6 +317,8 @@ def _write_layout(config: SynthesisConfig, aligned: AlignedFolder, mixed: bool) 
         "versions": _versions(),
     }
     write_json_atomic(config.output_dir / SUMMARY_FILE, summary)
+    write_manifest(config.output_dir, COMMAND, {name: size for name, size in files_in(config.output_dir).items()
+                                                if Path(name).parts[0] in OUTPUT_NAMES})  # fmt: skip
     return summary
 
 
@@ -299,17 +333,23 @@ def synthesize(config: SynthesisConfig) -> dict:
     """
     config.validate()
     check_output_folder(config.output_dir, "output_dir")
+    _check_own_files(config.output_dir)
     kept = "finished samples are kept; free space and run the same command again to resume"
     try:
         config.output_dir.mkdir(parents=True, exist_ok=True)
-        check_parameters(config)
-        _remove_unfinished(config.output_dir)
-        aligned = align_folder(config)
-        if not aligned.faces:
-            raise DataInputError(f"No usable face in the {len(aligned.photos)} photos of {config.faces_dir}")
-        mixed = check_photo_set(config, aligned.photos, [face.face_id for face in aligned.faces])
-        _make_samples(config, aligned.faces)
-        return _write_layout(config, aligned, mixed)
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(locked(config.output_dir, "synthesize", option("output_dir")))
+            except FolderLockedError as error:
+                raise DataInputError(str(error)) from None
+            check_parameters(config)
+            _remove_unfinished(config.output_dir)
+            aligned = align_folder(config)
+            if not aligned.faces:
+                raise DataInputError(f"No usable face in the {len(aligned.photos)} photos of {config.faces_dir}")
+            mixed = check_photo_set(config, aligned.photos, [face.face_id for face in aligned.faces])
+            _make_samples(config, aligned.faces)
+            return _write_layout(config, aligned, mixed)
     except OSError as error:
         converted = output_write_error(error, "output_dir", kept)
         if converted is None:

@@ -1,0 +1,59 @@
+"""The one owner of output folders: every command that writes a folder (`data convert`, `data synthesize`,
+training, `evaluate`, `analyze`, `convert-checkpoint`, `push --dry-run`) follows this policy.
+
+- **A manifest of what the command wrote.** `MANIFEST_NAME` (`.forgerytalker-files.json`) lists every file the
+  command wrote into the folder (relative path → size) and which command wrote it (`manifest`). The manifests of
+  earlier versions (`evaluation_manifest.json`, the `files` of `conversion_report.json`) are read too, so folders
+  written before keep working. Every entry of every manifest must stay inside the folder (`contained_paths`).
+- **Foreign files are refused.** A file the command would delete, replace or write over that no manifest lists
+  with its size, is the user's: the command stops with an error naming it, with or without `--overwrite`, and
+  nothing is deleted (`ownership`).
+- **Staged, then swapped.** A folder written whole is written beside its destination (`.NAME.partial`) and moved
+  into place by renames only when complete; a kill between the renames is undone by the next run (`staging`).
+- **Locked against a second writer.** A run holds `.forgerytalker-<command>.lock` while it writes (`lock`).
+- **Fingerprinted.** What the outputs depend on is recorded so that a re-run never keeps outputs made from other
+  inputs: input files by size, modification time and SHA-256, the model by its weights (`fingerprints`).
+"""
+
+from .fingerprints import file_fingerprint, model_fingerprint
+from .lock import FolderLockedError, hold_lock, lock_name, locked
+from .manifest import (
+    MANIFEST_NAME,
+    ForeignFilesError,
+    OutputFolderError,
+    files_in,
+    read_manifest,
+    write_manifest,
+)
+from .ownership import (
+    check_no_foreign,
+    check_replaceable,
+    foreign_files,
+    remove_owned,
+    shown_names,
+)
+from .staging import recover_swap, sibling, swap_in, write_folder
+
+__all__ = [
+    "MANIFEST_NAME",
+    "FolderLockedError",
+    "ForeignFilesError",
+    "OutputFolderError",
+    "check_no_foreign",
+    "check_replaceable",
+    "file_fingerprint",
+    "files_in",
+    "foreign_files",
+    "hold_lock",
+    "lock_name",
+    "locked",
+    "model_fingerprint",
+    "read_manifest",
+    "recover_swap",
+    "remove_owned",
+    "shown_names",
+    "sibling",
+    "swap_in",
+    "write_folder",
+    "write_manifest",
+]

@@ -1,0 +1,68 @@
+"""A lock that keeps a second run of a command from writing into the same output folder at once.
+
+The lock is an `flock` on `.forgerytalker-<command>.lock` inside the folder (or, for a command that replaces the
+folder whole, on `.<folder>.forgerytalker-<command>.lock` beside it, removed by `locked` when the run ends): the
+operating system releases it when the process ends, however it ends, so a killed run never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .manifest import OutputFolderError
+
+LOCK_PREFIX = ".forgerytalker-"
+
+
+class FolderLockedError(OutputFolderError):
+    """Another run of the command holds the folder's lock."""
+
+
+def lock_name(command: str) -> str:
+    """The lock file of `command` (`"analyze"` → `.forgerytalker-analyze.lock`)."""
+    return f"{LOCK_PREFIX}{command}.lock"
+
+
+def lock_path(folder: str | os.PathLike, command: str, *, beside: bool = False) -> Path:
+    """Where `command`'s lock on `folder` lives: inside it, or beside it (`.<name>.forgerytalker-<command>.lock`)."""
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}{lock_name(command)}" if beside else folder / lock_name(command)
+
+
+def hold_lock(folder: str | os.PathLike, command: str, option: str = "--out", *, beside: bool = False):
+    """Takes `command`'s lock on `folder` for this process (released when it exits or the handle is closed);
+    returns the open lock file.
+
+    Raises:
+        FolderLockedError: another run holds it; the message names the folder and the option that chose it.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    handle = open(lock_path(folder, command, beside=beside), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise FolderLockedError(
+            f"another forgerytalker {command} is writing into {folder}; wait for it to finish, or choose another {option}"
+        ) from None
+    return handle
+
+
+@contextlib.contextmanager
+def locked(folder: str | os.PathLike, command: str, option: str = "--out", *, beside: bool = False) -> Iterator[None]:
+    """Holds `command`'s lock on `folder` for the block (`hold_lock`); a lock beside the folder is removed after."""
+    handle = hold_lock(folder, command, option, beside=beside)
+    try:
+        yield
+    finally:
+        if beside:
+            Path(handle.name).unlink(missing_ok=True)
+        handle.close()
+
+
+__all__ = ["LOCK_PREFIX", "FolderLockedError", "hold_lock", "lock_name", "lock_path", "locked"]

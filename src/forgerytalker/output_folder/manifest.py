@@ -1,0 +1,99 @@
+"""The record of the files a command wrote into its output folder, and the records of earlier versions.
+
+    OUT/.forgerytalker-files.json   {"created_by": "forgerytalker evaluate", "files": {"masks/a.png": 1234, ...}}
+
+`read_manifest` merges it with the older per-command records still found in folders written before
+(`LEGACY_MANIFESTS`): `evaluation_manifest.json` (a list of paths, sizes unknown) and the `files` of
+`conversion_report.json` (path → size). Every entry is checked to stay inside the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..contained_paths import OutsidePathError, check_entries_inside
+
+MANIFEST_NAME = ".forgerytalker-files.json"
+LEGACY_MANIFESTS = ("evaluation_manifest.json", "conversion_report.json")
+"""Records of earlier versions: `evaluate`'s manifest, and `data convert`'s report (its `files` entry)."""
+
+
+class OutputFolderError(ValueError):
+    """An output folder cannot be used as asked; the message names the folder or file and what to do."""
+
+
+class ForeignFilesError(OutputFolderError):
+    """An output folder holds files the command did not write where it would write, or cannot be replaced; nothing
+    was deleted."""
+
+
+def files_in(folder: Path) -> dict[str, int]:
+    """Relative POSIX path → size of every file (links included, not followed) under `folder`."""
+    return {
+        path.relative_to(folder).as_posix(): path.lstat().st_size
+        for path in Path(folder).rglob("*")
+        if path.is_symlink() or not path.is_dir()
+    }
+
+
+def _listing(path: Path) -> Mapping[str, int | None] | None:
+    """The `files` of one record file: path → size (`None`: any size), or `None` when it holds no listing."""
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(files, list) and all(isinstance(name, str) for name in files):
+        return dict.fromkeys(files)
+    if isinstance(files, dict) and all(isinstance(size, int) for size in files.values()):
+        return files
+    return None
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, int | None] | None:
+    """Path → size (`None` where an older record kept no size) of every file a command recorded writing into
+    `folder`, the records themselves included; `None` when the folder has no readable record.
+
+    Raises:
+        ForeignFilesError: a record lists a path outside the folder (the message names the record and the entry).
+    """
+    folder = Path(folder)
+    owned: dict[str, int | None] = {}
+    found = False
+    for name in (MANIFEST_NAME, *LEGACY_MANIFESTS):
+        record = folder / name
+        if record.is_symlink() or not record.is_file():
+            continue
+        listed = _listing(record)
+        if listed is None:
+            continue
+        try:
+            check_entries_inside(folder, listed, listed_in=record)
+        except OutsidePathError as error:
+            raise ForeignFilesError(f"{error}; nothing was deleted") from None
+        found = True
+        owned.update(listed)
+        owned[name] = record.stat().st_size
+    return owned if found else None
+
+
+def write_manifest(folder: str | os.PathLike, command: str, files: Mapping[str, int] | None = None) -> None:
+    """Records `files` (default: every file in `folder`) as written by `command`, atomically."""
+    folder = Path(folder)
+    files = files_in(folder) if files is None else files
+    files = {name: size for name, size in files.items() if name != MANIFEST_NAME}
+    text = json.dumps({"created_by": command, "files": dict(sorted(files.items()))}, indent=1) + "\n"
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f"{MANIFEST_NAME}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, folder / MANIFEST_NAME)
+    finally:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+
+
+__all__ = ["LEGACY_MANIFESTS", "MANIFEST_NAME", "ForeignFilesError", "OutputFolderError", "files_in", "read_manifest", "write_manifest"]

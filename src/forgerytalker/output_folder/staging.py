@@ -1,0 +1,102 @@
+"""Writing a folder beside its destination and putting it in place by renames once it is complete.
+
+    .OUT.partial   the folder being written (a re-run of the same work may resume it)
+    .OUT.replaced  the earlier OUT, moved aside during the swap; its own files are deleted after it
+
+`swap_in` replaces OUT by two renames (OUT → .OUT.replaced, .OUT.partial → OUT), then deletes the files the earlier
+folder's manifest lists. A run killed between the renames leaves `.OUT.replaced` and no OUT: `recover_swap`, called
+by the next run, renames it back; one killed after them has its `.OUT.replaced` cleared the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from .manifest import write_manifest
+from .ownership import check_replaceable, remove_owned
+
+logger = logging.getLogger(__name__)
+
+
+def sibling(output_dir: str | os.PathLike, suffix: str) -> Path:
+    """The hidden sibling `.<name>.<suffix>` of `output_dir` (same file system, so renames are atomic)."""
+    output_dir = Path(output_dir)
+    return output_dir.parent / f".{output_dir.name}.{suffix}"
+
+
+def recover_swap(output_dir: str | os.PathLike) -> None:
+    """Undoes what a run killed inside `swap_in` left behind (module docstring)."""
+    output_dir = Path(output_dir)
+    retired = sibling(output_dir, "replaced")
+    if not retired.exists():
+        return
+    if not os.path.lexists(output_dir):
+        logger.warning("Restoring %s, moved aside by a run that was stopped while replacing it", output_dir)
+        os.rename(retired, output_dir)
+    else:
+        logger.info("Removing %s, the folder a finished replacement left behind", retired)
+        _remove_retired(retired)
+
+
+def _remove_retired(retired: Path, legacy_own: Callable[[Path], bool] | None = None) -> None:
+    kept = remove_owned(retired, legacy_own)
+    if kept:
+        logger.warning("Left %s in place: it holds files the command did not write (%s)", retired, ", ".join(kept[:5]))
+
+
+def swap_in(
+    staging_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    who: str,
+    overwrite_flag: str,
+    legacy_own: Callable[[Path], bool] | None = None,
+) -> None:
+    """Moves the complete `staging_dir` to `output_dir` by renames, replacing an earlier folder there only when it
+    holds nothing but its command's files (`check_replaceable`, checked again here: files may have appeared)."""
+    staging_dir, output_dir = Path(staging_dir), Path(output_dir)
+    if output_dir.is_dir() and not output_dir.is_symlink() and not any(output_dir.iterdir()):
+        output_dir.rmdir()
+    if not os.path.lexists(output_dir):
+        os.rename(staging_dir, output_dir)
+        return
+    check_replaceable(output_dir, overwrite=True, who=who, overwrite_flag=overwrite_flag, legacy_own=legacy_own)
+    retired = sibling(output_dir, "replaced")
+    os.rename(output_dir, retired)
+    os.rename(staging_dir, output_dir)
+    _remove_retired(retired, legacy_own)
+
+
+def write_folder(
+    output_dir: str | os.PathLike,
+    write: Callable[[Path], None],
+    *,
+    overwrite: bool,
+    command: str,
+    who: str | None = None,
+    overwrite_flag: str = "--overwrite",
+) -> None:
+    """Runs `write(folder)` into a fresh `.OUT.partial`, records its files as `command`'s, and swaps it into place
+    (`swap_in`); an existing folder is checked before writing and again before the swap."""
+    output_dir = Path(output_dir)
+    who = who or f"`{command}`"
+    recover_swap(output_dir)
+    check_replaceable(output_dir, overwrite=overwrite, who=who, overwrite_flag=overwrite_flag)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = sibling(output_dir, "partial")
+    if partial.exists():
+        shutil.rmtree(partial)  # left by a killed run: only ever written by this function
+    partial.mkdir()
+    try:
+        write(partial)
+        write_manifest(partial, command)
+        swap_in(partial, output_dir, who=who, overwrite_flag=overwrite_flag)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+__all__ = ["recover_swap", "sibling", "swap_in", "write_folder"]
