@@ -493,7 +493,7 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(tmp
 
     out = tmp_path / "out"
     out.mkdir()
-    held = hold_lock(out, "analyze")  # a first run, still writing
+    held = hold_lock(out, "forgerytalker analyze")  # a first run, still writing
     code, _, stderr = run_cli(str(photos), "--model", str(checkpoint), "--out", str(out), capsys=capsys)
     assert code == 2 and "another forgerytalker analyze is writing into" in stderr
     held.close()

@@ -726,6 +726,21 @@ def test_a_report_entry_outside_out_is_refused_and_nothing_is_deleted(mmtt_root,
     assert outside.read_text() == "the user's file" and _files(out) == before
 
 
+def test_a_second_conversion_into_the_same_out_is_refused_while_the_first_writes(mmtt_root, tmp_path, capsys):
+    """Issue 19 (one output-folder policy): two conversions into one --out shared `.out.partial` and its shards."""
+    from forgerytalker.output_folder import hold_lock
+
+    out = tmp_path / "out"
+    held = hold_lock(out, mmtt.CONVERTER.command, beside=True)  # a first conversion, still writing
+    assert _run_cli(["--mmtt-root", str(mmtt_root), "--out", str(out)]) == 2
+    assert f"error: --out: another forgerytalker data convert is writing into {out}" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / ".out.partial").exists()
+    held.close()
+    Path(held.name).unlink()
+    assert _run_cli(["--mmtt-root", str(mmtt_root), "--out", str(out)]) == 0
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []  # its lock is gone
+
+
 def test_a_kill_between_the_renames_of_overwrite_leaves_no_hidden_copy(mmtt_root, tmp_path, monkeypatch):
     out = tmp_path / "out"
     convert_mmtt(mmtt_root, out)

@@ -106,6 +106,33 @@ def test_the_demo_answers_a_request_over_http(demo_server, tmp_path, face_photos
     assert not list(uploads.rglob("broken.png"))
 
 
+def test_an_upload_is_read_once_deleted_and_remembered_for_the_next_analysis(tmp_path):
+    """Issue 19 N8: uploads were left in the temporary folder. The server's copy is deleted once read; ticking
+    regions and analysing the same upload again reads it from memory, for the last few uploads only."""
+    import gradio as gr
+
+    from forgerytalker.demo.uploads import Upload, UploadedPhotos
+
+    seen = []
+    uploads = UploadedPhotos(lambda source, name: seen.append((source, name)) or name, keep=1)
+    copies = []
+    for index, name in enumerate(("face.png", "other.png")):
+        copy = tmp_path / "gradio" / f"hash{index}" / name
+        copy.parent.mkdir(parents=True)
+        copy.write_bytes(f"picture {index}".encode())
+        copies.append(Upload(str(copy), name, temporary=True))
+    assert uploads.read(copies[0]) == "face.png" and seen[-1] == (b"picture 0", "face.png")
+    assert not (tmp_path / "gradio" / "hash0").exists()  # the copy and the folder Gradio made for it
+    assert uploads.read(copies[0]) == "face.png" and seen[-1] == (b"picture 0", "face.png")  # again, from memory
+    uploads.read(copies[1])  # a newer upload: only the last one is remembered here
+    with pytest.raises(gr.Error, match="face.png: the upload is no longer on the server; upload the photo again"):
+        uploads.read(copies[0])
+    example = tmp_path / "example.png"
+    example.write_bytes(b"the app's own photo")
+    uploads.read(Upload(str(example), "example.png", temporary=False))
+    assert seen[-1] == (str(example), "example.png") and example.exists()  # read in place, never deleted
+
+
 @pytest.mark.parametrize("make", ["missing", "empty"])
 def test_an_examples_folder_without_photos_is_refused_naming_the_flag(tmp_path, make):
     folder = tmp_path / "examples"

@@ -326,6 +326,13 @@ def test_two_processes_give_the_metrics_and_files_of_one(model_dir, tiny_dataset
             confidences = [[record.pop("mask_confidence") for record in run] for run in records]
             assert records[0] == records[1], name
             assert confidences[0] == pytest.approx(confidences[1], rel=1e-5), name
+        elif name == MANIFEST_NAME:  # the same files; sizes differ only where the contents may (above)
+            listed = [json.loads(files[index][name])["files"] for index in (0, 1)]
+            assert listed[0].keys() == listed[1].keys()
+            same = [{path: size for path, size in run.items()
+                     if not path.endswith("predictions.jsonl") and path not in ("metrics.json", "metrics.md")}
+                    for run in listed]  # fmt: skip
+            assert same[0] == same[1]
         elif name not in ("metrics.json", "metrics.md"):
             assert files[0][name] == files[1][name], name
 
@@ -462,7 +469,22 @@ def test_the_users_own_files_in_out_are_never_deleted(model_dir, tiny_dataset_di
     assert (finished / "my-notes.md").read_text() == "mine too" and len(read_predictions(finished)) == 4
     manifest = json.loads((finished / MANIFEST_NAME).read_text())["files"]
     assert sorted(manifest) == sorted(name for name in output_files(finished)
-                                      if name not in ("my-notes.md", MANIFEST_NAME, ".forgerytalker-evaluate.lock"))
+                                      if name not in ("my-notes.md", MANIFEST_NAME))
+
+
+def test_a_second_run_into_the_same_out_is_refused_while_the_first_writes(model_dir, tiny_dataset_dir, tmp_path, capsys):
+    """Issue 19 (one output-folder policy): two evaluations into one --out mixed their unfinished runs."""
+    from forgerytalker.output_folder import hold_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    held = hold_lock(out, "forgerytalker evaluate")  # a first run, still writing
+    assert main(evaluate_arguments(model_dir, tiny_dataset_dir, out, "--no-meteor", "--limit", "2")) == 2
+    error = error_line(capsys.readouterr().err)
+    assert error.startswith("error: --out: another forgerytalker evaluate is writing into")
+    assert sorted(path.name for path in out.iterdir()) == [".forgerytalker-evaluate.lock"]  # nothing else begun
+    held.close()
+    assert main(evaluate_arguments(model_dir, tiny_dataset_dir, out, "--no-meteor", "--limit", "2")) == 0
 
 
 @pytest.mark.parametrize("entry", ["../notes.txt", "ABSOLUTE", "masks/../../notes.txt", "linked/notes.txt"])

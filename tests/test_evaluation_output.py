@@ -59,7 +59,7 @@ def test_an_interrupted_swap_is_finished_by_the_next_command(tmp_path, monkeypat
     with monkeypatch.context() as patch:
         patch.setattr(output_folder.os, "replace", killed_after_two_entries)
         with pytest.raises(KeyboardInterrupt):
-            complete(folder, "test")
+            complete(folder)
     check_output_folder(root, overwrite=True)  # the next command finishes the swap first
     on_disk = {str(path.relative_to(root)): path.read_text() for path in root.rglob("*") if path.is_file()}
     assert on_disk.pop(MANIFEST_NAME) and on_disk == {**new_files, "notes.txt": "the user's"}
@@ -74,7 +74,7 @@ def test_a_file_that_appears_during_the_run_is_never_deleted(tmp_path):
     (folder.staged / "masks" / "a.png").write_text("new")
     (root / "masks" / "added-meanwhile.png").write_text("the user's")
     with pytest.raises(OutputFolderError, match="did not write"):
-        complete(folder, "test")
+        complete(folder)
     assert (root / "masks" / "added-meanwhile.png").read_text() == "the user's"
     (root / "masks" / "added-meanwhile.png").rename(tmp_path / "moved-away.png")
     check_output_folder(root, overwrite=True)  # once it is moved away, the swap completes

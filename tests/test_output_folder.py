@@ -15,6 +15,7 @@ from forgerytalker.output_folder import (
     MANIFEST_NAME,
     FolderLockedError,
     ForeignFilesError,
+    Owner,
     check_no_foreign,
     check_replaceable,
     file_fingerprint,
@@ -27,17 +28,19 @@ from forgerytalker.output_folder import (
     write_manifest,
 )
 
+TEST = Owner("forgerytalker test")
+
 
 def contents(folder: Path) -> dict[str, bytes]:
     return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def written(folder: Path, files: dict[str, str], command: str = "forgerytalker test") -> Path:
-    """A folder as `command` leaves it: `files` and the manifest listing them."""
+def written(folder: Path, files: dict[str, str], owner: Owner = TEST) -> Path:
+    """A folder as `owner` leaves it: `files` and the manifest listing them."""
     for name, text in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
-    write_manifest(folder, command)
+    write_manifest(folder, owner)
     return folder
 
 
@@ -54,31 +57,34 @@ def test_a_foreign_file_is_named_and_never_replaced_with_or_without_overwrite(tm
     out = written(tmp_path / "out", {"model.bin": "old", "sub/a.txt": "old"})
     (out / "thesis.tex").write_text("mine")
     (out / "sub" / "a.txt").write_text("edited by hand")  # listed, but no longer the size the command wrote
-    assert foreign_files(out) == ["sub/a.txt", "thesis.tex"]
+    assert foreign_files(out, TEST) == ["sub/a.txt", "thesis.tex"]
     for overwrite in (False, True):
         with pytest.raises(ForeignFilesError, match=r"already exists|did not write \(sub/a.txt, thesis.tex\)"):
-            write_folder(out, write_into({"model.bin": "new"}), overwrite=overwrite, command="forgerytalker test")
+            write_folder(out, write_into({"model.bin": "new"}), TEST, overwrite=overwrite)
     assert (out / "thesis.tex").read_text() == "mine" and (out / "model.bin").read_text() == "old"
     with pytest.raises(ForeignFilesError, match="thesis.tex"):
-        check_no_foreign(out, "the test", ["thesis.tex"])
-    check_no_foreign(out, "the test", ["model.bin"])  # only where the command would write
+        check_no_foreign(out, TEST, ["thesis.tex"])
+    check_no_foreign(out, TEST, ["model.bin"])  # only where the command would write
 
     mine = tmp_path / "mine"  # a folder no command wrote
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
     with pytest.raises(ForeignFilesError, match="was not written by `forgerytalker test`"):
-        write_folder(mine, write_into({"a": "b"}), overwrite=True, command="forgerytalker test")
+        write_folder(mine, write_into({"a": "b"}), TEST, overwrite=True)
     assert contents(mine) == {"notes.txt": b"mine"}
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]
 
 
-def test_overwrite_replaces_a_folder_of_the_commands_own_files(tmp_path):
+def test_overwrite_replaces_a_folder_of_the_commands_own_files_only(tmp_path):
+    other = written(tmp_path / "other", {"model.bin": "another command's"}, Owner("forgerytalker other"))
+    with pytest.raises(ForeignFilesError, match="was not written by `forgerytalker test`"):  # one command never
+        write_folder(other, write_into({"model.bin": "new"}), TEST, overwrite=True)  # replaces another's folder
+    assert (other / "model.bin").read_text() == "another command's"
     out = written(tmp_path / "out", {"model.bin": "old", "gone.txt": "old"})
-    write_folder(out, write_into({"model.bin": "new", "deep/x": "new"}), overwrite=True, command="forgerytalker test")
+    write_folder(out, write_into({"model.bin": "new", "deep/x": "new"}), TEST, overwrite=True)
     assert contents(out).keys() == {"model.bin", "deep/x", MANIFEST_NAME}
-    assert json.loads((out / MANIFEST_NAME).read_text()) == {
-        "created_by": "forgerytalker test", "files": {"deep/x": 3, "model.bin": 3}
-    }
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["created_by"] == "forgerytalker test" and manifest["files"] == {"deep/x": 3, "model.bin": 3}
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]
 
 
@@ -96,14 +102,15 @@ def test_a_stale_manifest_entry_outside_the_folder_is_refused_and_nothing_delete
     files = sorted(listing) if record == "evaluation_manifest.json" else listing
     (out / record).write_text(json.dumps({"files": files}))
     before = contents(out)
-    for attempt in (read_manifest, foreign_files, lambda folder: check_replaceable(
-            folder, overwrite=True, who="the test", overwrite_flag="--overwrite")):
+    owner = Owner("forgerytalker test", legacy_records=("evaluation_manifest.json", "conversion_report.json"))
+    for attempt in (read_manifest, lambda folder: foreign_files(folder, owner),
+                    lambda folder: check_replaceable(folder, owner, overwrite=True)):
         with pytest.raises(ForeignFilesError) as caught:
             attempt(out)
         assert str(out / record) in str(caught.value) and repr(entry) in str(caught.value)
         assert "nothing was deleted" in str(caught.value)
     with pytest.raises(ForeignFilesError):
-        write_folder(out, write_into({"model.bin": "new"}), overwrite=True, command="forgerytalker test")
+        write_folder(out, write_into({"model.bin": "new"}), owner, overwrite=True)
     assert outside.read_text() == "the user's" and contents(out) == before
 
 
@@ -114,14 +121,16 @@ def test_the_records_of_earlier_versions_are_read(tmp_path):
     (evaluation / "evaluation_manifest.json").write_text(json.dumps({"files": ["masks/a.png"]}))
     record_size = (evaluation / "evaluation_manifest.json").stat().st_size
     assert read_manifest(evaluation) == {"masks/a.png": None, "evaluation_manifest.json": record_size}
-    assert foreign_files(evaluation) == []
+    assert foreign_files(evaluation, Owner("forgerytalker evaluate", legacy_records=("evaluation_manifest.json",))) == []
     converted = tmp_path / "converted"
     converted.mkdir()
     (converted / "README.md").write_text("card")
     (converted / "conversion_report.json").write_text(json.dumps({"files": {"README.md": 4}}))
-    assert foreign_files(converted) == []
+    converter = Owner("forgerytalker data convert", legacy_records=("conversion_report.json",))
+    assert foreign_files(converted, converter) == []
     (converted / "README.md").write_text("edited card")
-    assert foreign_files(converted) == ["README.md"]
+    assert foreign_files(converted, converter) == ["README.md"]
+    assert foreign_files(evaluation, converter) == ["evaluation_manifest.json", "masks/a.png"]  # not its record
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
@@ -129,19 +138,19 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
     out.mkdir()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys; from forgerytalker.output_folder import hold_lock; "
-         f"lock = hold_lock({str(out)!r}, 'analyze'); print('held', flush=True); sys.stdin.read()"],
+         f"lock = hold_lock({str(out)!r}, 'forgerytalker analyze'); print('held', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(FolderLockedError, match=f"another forgerytalker analyze is writing into {out}"):
-            hold_lock(out, "analyze")
+            hold_lock(out, "forgerytalker analyze")
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
-    hold_lock(out, "analyze").close()  # released when its process ended, however it ended
+    hold_lock(out, "forgerytalker analyze").close()  # released when its process ended, however it ended
     assert sorted(path.name for path in out.iterdir()) == [".forgerytalker-analyze.lock"]
-    assert foreign_files(out) == []  # the lock is the policy's own bookkeeping, never a foreign file
+    assert foreign_files(out, TEST) == []  # the lock is the policy's own bookkeeping, never a foreign file
 
 
 def test_an_interrupted_staging_is_cleaned_up_and_an_interrupted_swap_restored(tmp_path, monkeypatch):
@@ -153,7 +162,7 @@ def test_an_interrupted_staging_is_cleaned_up_and_an_interrupted_swap_restored(t
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        write_folder(out, killed_while_writing, overwrite=True, command="forgerytalker test")
+        write_folder(out, killed_while_writing, TEST, overwrite=True)
     assert contents(out) == old and not (tmp_path / ".out.partial").exists()
 
     (tmp_path / ".out.partial").mkdir()  # what a SIGKILL while writing leaves: cleared by the next run
@@ -168,12 +177,12 @@ def test_an_interrupted_staging_is_cleaned_up_and_an_interrupted_swap_restored(t
 
     monkeypatch.setattr(staging.os, "rename", killed_at_the_second_rename)
     with pytest.raises(KeyboardInterrupt):
-        write_folder(out, write_into({"model.bin": "new"}), overwrite=True, command="forgerytalker test")
+        write_folder(out, write_into({"model.bin": "new"}), TEST, overwrite=True)
     monkeypatch.undo()
     assert renames == [("out", ".out.replaced"), (".out.partial", "out")] and not out.exists()
-    recover_swap(out)  # the next run puts the complete old folder back first
+    recover_swap(out, TEST)  # the next run puts the complete old folder back first
     assert contents(out) == old
-    write_folder(out, write_into({"model.bin": "new"}), overwrite=True, command="forgerytalker test")
+    write_folder(out, write_into({"model.bin": "new"}), TEST, overwrite=True)
     assert (out / "model.bin").read_text() == "new"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out"]
 

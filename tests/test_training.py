@@ -532,7 +532,7 @@ def test_overwrite_output_dir_never_deletes_a_file_the_run_did_not_write(stage_o
     assert (mine / "checkpoints" / "thesis.tex").read_text() == "mine"
 
     (run / "checkpoints" / "my-notes.txt").unlink()
-    held = hold_lock(run, "train")  # a first run, still writing
+    held = hold_lock(run, "forgerytalker train")  # a first run, still writing
     assert run_cli(*tiny("prompter", tiny_dataset_dir, run, "--overwrite_output_dir")) == 2
     assert "another forgerytalker train is writing into" in capsys.readouterr().err
     held.close()

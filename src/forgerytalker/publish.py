@@ -121,12 +121,13 @@ def stage_dataset(dataset_dir: str | Path, staging_dir: str | Path) -> Path:
     """Writes into `staging_dir` (created) the files a dataset repository gets: those the conversion listed."""
     from huggingface_hub import DatasetCard
 
+    from .data.mmtt_publish import OWNER as CONVERTER
     from .data.mmtt_publish import REPORT_FILE
     from .output_folder import MANIFEST_NAME, ForeignFilesError, read_manifest
 
     dataset_dir, staging_dir = Path(dataset_dir), Path(staging_dir)
     try:
-        listed = read_manifest(dataset_dir)  # every entry checked to stay inside the folder, links followed
+        listed = read_manifest(dataset_dir, CONVERTER)  # every entry checked to stay inside the folder, links followed
     except ForeignFilesError as error:
         raise PublishError(str(error).replace(", nothing was deleted", ", nothing was staged")) from None
     if listed is None or REPORT_FILE not in listed:

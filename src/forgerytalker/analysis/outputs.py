@@ -34,18 +34,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..output_folder import (
-    OutputFolderError,
-    check_no_foreign,
-    file_fingerprint,
-    read_manifest,
-    write_manifest,
-)
+from ..output_folder import OutputFolderError, Owner, check_no_foreign, file_fingerprint, read_manifest, write_manifest
 from .inputs import PhotoInput
 
 SETTINGS_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
-COMMAND = "analyze"
+OWNER = Owner("forgerytalker analyze")
 RECORD_STATUSES = ("ok", "error", "skipped")
 """The `status` of every record analyze writes: analysed, failed (retried by the next run), skipped for want of a face."""
 
@@ -193,7 +187,7 @@ def check_foreign_files(out_dir: Path, photos: Iterable[PhotoInput]) -> None:
             return ours and all(_is_record_line(line) for line in lines if line.strip())
         return ours
 
-    check_no_foreign(out_dir, "forgerytalker analyze", names, legacy_own=written_before_manifests)
+    check_no_foreign(out_dir, OWNER, names, legacy_own=written_before_manifests)
 
 
 def _is_record_line(line: str) -> bool:
@@ -206,13 +200,13 @@ def _is_record_line(line: str) -> bool:
 def record_outputs(out_dir: Path, photos: Iterable[PhotoInput]) -> None:
     """Rewrites the folder's manifest: the files this run wrote, and those of earlier runs still unchanged."""
     files = {
-        name: size for name, size in (read_manifest(out_dir) or {}).items()
+        name: size for name, size in (read_manifest(out_dir, OWNER) or {}).items()
         if size is not None and _is_file(out_dir / name) and (out_dir / name).stat().st_size == size
     }  # fmt: skip
     for name in (*_would_write(photos), SETTINGS_FILE):
         if _is_file(out_dir / name):
             files[name] = (out_dir / name).stat().st_size
-    write_manifest(out_dir, "forgerytalker analyze", files)
+    write_manifest(out_dir, OWNER, files)
 
 
 def write_results(out_dir: Path, photos: Iterable[PhotoInput]) -> list[dict]:
@@ -225,7 +219,7 @@ def write_results(out_dir: Path, photos: Iterable[PhotoInput]) -> list[dict]:
 
 
 __all__ = [
-    "COMMAND",
+    "OWNER",
     "RESULTS_FILE",
     "SETTINGS_FILE",
     "OutputFolderError",

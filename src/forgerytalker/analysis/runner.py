@@ -17,9 +17,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..output_folder import file_fingerprint
 from .face_crops import FaceOptions, shared_finder
 from .inputs import PhotoInput
-from ..output_folder import file_fingerprint
 from .outputs import atomic_write_json, atomic_write_png, is_finished, read_record
 from .overlay import draw_analysis_figure
 from .photos import Photo, read_photo

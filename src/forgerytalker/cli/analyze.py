@@ -125,10 +125,10 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..analysis.inputs import InputPathError, collect_photos
-    from ..analysis.outputs import COMMAND, check_foreign_files, check_settings
-    from ..output_folder import OutputFolderError, hold_lock
+    from ..analysis.outputs import OWNER, check_foreign_files, check_settings
     from ..data.errors import DataInputError
     from ..data.output_folders import check_output_folder
+    from ..output_folder import OutputFolderError, hold_lock
 
     regions = _check_regions(args.regions)
     model = _model_argument(args.model)
@@ -156,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if int(os.environ.get("RANK", "0")) == 0:  # one lock for a run, however many processes it has
             out_dir.mkdir(parents=True, exist_ok=True)
-            lock = hold_lock(out_dir, COMMAND)  # noqa: F841  (held until the process exits)
+            lock = hold_lock(out_dir, OWNER.command)  # noqa: F841  (held until the process exits)
         check_foreign_files(out_dir, photos)
         check_settings(out_dir, settings, args.overwrite, ignore=("model_weights",))
     except OutputFolderError as error:

@@ -120,7 +120,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.distributed import EvaluationProcesses
-    from ..evaluation.output_folder import OutputFolderError, OutputWriteError, check_output_folder, lock_output_folder
+    from ..evaluation.output_folder import OutputFolderError, OutputWriteError, check_output_folder
     from ..evaluation.samples import UnreadableImageError
     from ..evaluation.text_metrics import JavaNotFoundError, require_java
 
@@ -129,7 +129,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         processes = EvaluationProcesses()
         processes.all_succeed(require_java, "The report metrics (PTB tokenizer)")  # every process, before loading
         processes.on_main(check_output_folder, args.out, args.overwrite)
-        processes.on_main(lock_output_folder, args.out)  # held until the process exits
         device = _device(args.device, processes)
         dataset = _load_split(args.data, args.split, args.limit)
         model, processor = _load_model(args.model, device, args.dtype)

@@ -42,7 +42,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from ..output_folder import OutputFolderError, write_folder
+    from ..output_folder import OutputFolderError, Owner, write_folder
     from ..publish import PublishError, check_repo_id, describe_folder, stage_dataset, stage_model, upload_folder
 
     try:
@@ -71,7 +71,7 @@ def run_push(args: argparse.Namespace) -> int:
 
     try:
         if args.dry_run:
-            write_folder(out, stage, overwrite=False, command="forgerytalker push")  # staged beside, then swapped in
+            write_folder(out, stage, Owner("forgerytalker push"), overwrite=False)  # staged beside, then swapped in
             print(f"Dry run: this folder would be uploaded to {args.repo_id}: {out}\n{describe_folder(out)}")
             return 0
         with tempfile.TemporaryDirectory(prefix="forgerytalker-push-") as staging:

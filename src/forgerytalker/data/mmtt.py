@@ -38,13 +38,14 @@ from datasets.builder import Key
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..regions import REGION_NAMES
 from ..hub_cards.dataset_card import DATA_DIR, CardFacts, shard_file_name, write_dataset_card
-from ..output_folder import FolderLockedError, locked
+from ..output_folder import FolderLockedError, file_fingerprint, locked
+from ..regions import REGION_NAMES
 from .errors import DataInputError, option
 from .features import MMTT_FEATURES
 from .json_files import read_json, write_json_atomic
 from .mmtt_layout import find_split_files, read_split_file, resolve_record_path, split_file_name
+from .mmtt_publish import OWNER as CONVERTER
 from .mmtt_publish import REPORT_FILE, check_replaceable, publish, record_files, recover_interrupted_replace, sibling
 from .mmtt_records import LoadedExample, PlannedRecord, examples_to_table, load_example, plan_records
 from .output_folders import check_free_space, check_output_folder, output_write_error
@@ -287,7 +288,7 @@ def _shard_tasks(planned: dict[str, list[PlannedRecord]], staging_dir: Path, sha
 def _fingerprint(split_paths: Mapping[str, Path], options: Mapping) -> str:
     """Identifies a conversion by its dataset root, its record files' content and the options that decide the
     shards' content."""
-    files = {split: hashlib.sha256(path.read_bytes()).hexdigest() for split, path in split_paths.items()}
+    files = {split: (file_fingerprint(path) or {}).get("sha256") for split, path in split_paths.items()}
     content = {"format": _FORMAT, "forgerytalker": __version__, "files": files, **options}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
@@ -420,9 +421,9 @@ def _convert_lock(output_dir: Path) -> Iterator[None]:
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(locked(output_dir, "convert", option("output_dir"), beside=True))
+            stack.enter_context(locked(output_dir, CONVERTER.command, option("output_dir"), beside=True))
         except FolderLockedError as error:
-            raise DataInputError(str(error)) from None
+            raise DataInputError(f"{option('output_dir')}: {error}") from None
         yield
 
 

@@ -10,19 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..output_folder import (
-    ForeignFilesError,
-    recover_swap,
-    sibling,
-    swap_in,
-    write_manifest,
-)
+from ..output_folder import ForeignFilesError, Owner, recover_swap, sibling, swap_in, write_manifest
 from ..output_folder import check_replaceable as check_folder_replaceable
 from .errors import DataInputError, option
 
 REPORT_FILE = "conversion_report.json"
-COMMAND = "forgerytalker data convert"
-WHO = "the converter"
+OWNER = Owner("forgerytalker data convert", who="the converter", overwrite_flag=option("overwrite"),
+              legacy_records=(REPORT_FILE,))  # fmt: skip
 
 
 def _as_input_error(error: ForeignFilesError) -> DataInputError:
@@ -37,20 +31,20 @@ def check_replaceable(output_dir: Path, overwrite: bool) -> None:
         DataInputError: naming `output_dir` and what stops the replacement.
     """
     try:
-        check_folder_replaceable(output_dir, overwrite=overwrite, who=WHO, overwrite_flag=option("overwrite"))
+        check_folder_replaceable(output_dir, OWNER, overwrite=overwrite)
     except ForeignFilesError as error:
         raise _as_input_error(error) from None
 
 
 def record_files(staging_dir: Path) -> None:
     """Records every file of the finished `staging_dir` in the shared manifest."""
-    write_manifest(staging_dir, COMMAND)
+    write_manifest(staging_dir, OWNER)
 
 
 def recover_interrupted_replace(output_dir: Path) -> None:
     """Undoes what a conversion killed while replacing `output_dir` left behind (`output_folder.recover_swap`)."""
     try:
-        recover_swap(output_dir)
+        recover_swap(output_dir, OWNER)
     except ForeignFilesError as error:
         raise _as_input_error(error) from None
 
@@ -58,9 +52,9 @@ def recover_interrupted_replace(output_dir: Path) -> None:
 def publish(staging_dir: Path, output_dir: Path) -> None:
     """Moves the finished `staging_dir` to `output_dir` by renames, replacing a converted folder there."""
     try:
-        swap_in(staging_dir, output_dir, who=WHO, overwrite_flag=option("overwrite"))
+        swap_in(staging_dir, output_dir, OWNER)
     except ForeignFilesError as error:
         raise _as_input_error(error) from None
 
 
-__all__ = ["REPORT_FILE", "check_replaceable", "publish", "record_files", "recover_interrupted_replace", "sibling"]
+__all__ = ["OWNER", "REPORT_FILE", "check_replaceable", "publish", "record_files", "recover_interrupted_replace", "sibling"]

@@ -12,10 +12,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from ..analysis.defaults import DEMONSTRATION_NOTE, is_bundled_model
 from ..analysis.face_crops import FaceOptions
 from ..analysis.overlay import draw_face_boxes, face_summaries, heatmap_overlay
 from ..analysis.records import ForgeryAnalysis
-from ..analysis.defaults import DEMONSTRATION_NOTE, is_bundled_model
 from ..analysis.runner import PhotoReader, model_name
 from ..image_utils import ImageReadError
 from ..regions import REGION_NAMES

@@ -79,7 +79,7 @@ class UploadedPhotos:
         self.keep = keep
         self._recent: OrderedDict[str, bytes] = OrderedDict()
 
-    def read(self, upload: Upload | str, regions: list[str] | None = None):
+    def read(self, upload: Upload | str):
         """The `Photo` (faces found) of an upload, or of a photo path the app gave itself.
 
         Raises:
@@ -87,10 +87,10 @@ class UploadedPhotos:
             gr.Error: a temporary upload that is gone and no longer remembered.
         """
         if isinstance(upload, str):
-            return self.reader(upload, name=Path(upload).name, regions=regions)
+            return self.reader(upload, name=Path(upload).name)
         if not upload.temporary:
-            return self.reader(upload.path, name=upload.name, regions=regions)
-        return self.reader(self._take(upload), name=upload.name, regions=regions)
+            return self.reader(upload.path, name=upload.name)
+        return self.reader(self._take(upload), name=upload.name)
 
     def _take(self, upload: Upload) -> bytes:
         """The upload's bytes: read from Gradio's copy, which is then deleted, or remembered from an earlier read."""

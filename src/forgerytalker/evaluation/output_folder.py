@@ -47,21 +47,14 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from ..output_folder import (
-    MANIFEST_NAME,
-    OutputFolderError,
-    check_no_foreign,
-    files_in,
-    hold_lock,
-    write_manifest,
-)
+from ..output_folder import MANIFEST_NAME, OutputFolderError, Owner, check_no_foreign, files_in, locked, write_manifest
 from ..output_folder import read_manifest as read_owned
 
 logger = logging.getLogger(__name__)
 
 LEGACY_MANIFEST_NAME = "evaluation_manifest.json"
 """The manifest of earlier versions: read as the shared one is, and removed once a new run is installed."""
-COMMAND = "evaluate"
+OWNER = Owner("forgerytalker evaluate", who="this command", legacy_records=(LEGACY_MANIFEST_NAME,))
 PARTIAL_DIR_NAME = ".evaluation-partial"
 STATE_NAME = "state.json"
 OUTPUT_NAMES: tuple[str, ...] = ("predictions.jsonl", "masks", "metrics.json", "metrics.md", "degraded")
@@ -173,7 +166,9 @@ def check_output_folder(output_dir: str | os.PathLike, overwrite: bool) -> None:
     check_owned(root)
 
 
-def prepare_output_folder(output_dir: str | os.PathLike, fingerprint: Mapping, overwrite: bool) -> OutputFolder:
+def prepare_output_folder(
+    output_dir: str | os.PathLike, fingerprint: Mapping, overwrite: bool, held: contextlib.ExitStack | None = None
+) -> OutputFolder:
     """Checks the output folder and opens the unfinished run in it: resumed if its settings match, else new.
 
     Args:
@@ -182,6 +177,8 @@ def prepare_output_folder(output_dir: str | os.PathLike, fingerprint: Mapping, o
             an unfinished run is resumed only when its fingerprint is equal.
         overwrite: allow replacing an earlier finished run (its files only), and discarding an unfinished run
             whose settings differ.
+        held: where the folder's lock is kept (`lock_output_folder`, taken before the folder is changed), so that a
+            second run into it is refused until the stack closes.
 
     Raises:
         OutputFolderError: the folder is a file, under a file, not writable, holds an earlier run (without
@@ -190,6 +187,9 @@ def prepare_output_folder(output_dir: str | os.PathLike, fingerprint: Mapping, o
     """
     root = Path(output_dir)
     check_output_folder(root, overwrite)
+    if held is not None:
+        held.enter_context(lock_output_folder(root))
+        check_output_folder(root, overwrite)  # again, now that no other run can change it
     _check_writable(root)
     folder = OutputFolder(root)
     state = _read_state(folder.partial)
@@ -241,27 +241,26 @@ def _check_writable(root: Path) -> None:
 def read_manifest(folder: Path) -> set[str] | None:
     """The files (relative POSIX paths) a finished run wrote into `folder`, its manifests left out, or `None` if it
     holds no manifest (`output_folder.read_manifest`, which checks every entry to stay inside the folder)."""
-    owned = read_owned(folder)
+    owned = read_owned(folder, OWNER)
     return None if owned is None else set(owned) - {MANIFEST_NAME, LEGACY_MANIFEST_NAME}
 
 
-_HELD_LOCKS = []  # the open lock files of `lock_output_folder`: released when the process exits
-
-
-def lock_output_folder(output_dir: str | os.PathLike) -> None:
-    """Creates the folder and takes its `evaluate` lock until this process exits (`output_folder.hold_lock`).
+@contextlib.contextmanager
+def lock_output_folder(output_dir: str | os.PathLike) -> Iterator[None]:
+    """Creates the folder and holds its `evaluate` lock for the block (`output_folder.locked`).
 
     Raises:
         OutputFolderError: another `forgerytalker evaluate` is writing into it.
     """
     root = Path(output_dir)
     _check_writable(root)
-    _HELD_LOCKS.append(hold_lock(root, COMMAND))
+    with locked(root, OWNER.command):
+        yield
 
 
 def check_owned(root: Path) -> None:
     """Raises `OutputFolderError` if an output name in `root` holds anything a manifest does not list."""
-    check_no_foreign(root, "this command", OUTPUT_NAMES)
+    check_no_foreign(root, OWNER, OUTPUT_NAMES)
 
 
 def _files_under(path: Path) -> list[Path]:
@@ -396,10 +395,10 @@ def write_predictions(folder: OutputFolder, spec: str | None, records: Iterable[
     write_bytes_atomic(folder.run_dir(spec) / "predictions.jsonl", lines.encode("utf-8"), folder.partial / "tmp")
 
 
-def complete(folder: OutputFolder, version: str) -> None:
+def complete(folder: OutputFolder) -> None:
     """Marks the staged outputs complete (their manifest) and moves them into place (`install`)."""
     files = {name: size for name, size in files_in(folder.staged).items() if (folder.staged / name).is_file()}
-    write_manifest(folder.staged, f"forgerytalker evaluate {version}", files)
+    write_manifest(folder.staged, OWNER, files)
     install(folder)
 
 

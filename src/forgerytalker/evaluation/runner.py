@@ -287,62 +287,63 @@ def run_evaluation(
     thresholds = model_thresholds(model)
     settings = PredictionSettings(region_source, max_new_tokens, thresholds["mask_threshold"], batch_size, protocol)
     folder = None
-    if output_dir is not None:
-        folder = processes.on_main(
-            lambda: prepare_output_folder(output_dir, run_fingerprint(model, image_ids, settings), overwrite)
-        )
-    shard = processes.shard(len(image_ids), batch_size)
-    runs: dict[str | None, list[Degradation]] = {None: [], **degraded_runs}
-    gathered: dict[str | None, dict] = {}
-    started = time.perf_counter()
-    with eval_mode(model):
-        for spec, run_degradations in runs.items():
-            parts = processes.all_succeed(
-                _predict_shard,
-                model,
-                processor,
-                dataset,
-                image_ids,
-                shard,
-                settings,
-                run_degradations,
-                spec,
-                folder,
-                processes.process_index,
-                skip_unreadable_images,
-                progress and processes.is_main_process,
+    with contextlib.ExitStack() as held:  # the output folder's lock, held by the main process until the end
+        if output_dir is not None:
+            folder = processes.on_main(
+                lambda: prepare_output_folder(output_dir, run_fingerprint(model, image_ids, settings), overwrite, held)
             )
-            gathered[spec] = {
-                "records": [record for part in parts for record in part["records"]],
-                "skipped": [item for part in parts for item in part["skipped"]],
-            }
-    logger.info("Predicted %d images x %d runs in %.1f s", len(image_ids), len(runs), time.perf_counter() - started)
-    run = {
-        **(run_info or {}),
-        "region_source": region_source,
-        "protocol": protocol,
-        "batch_size": batch_size,
-        "max_new_tokens": max_new_tokens,
-        "degradations": list(degraded_runs),
-        "with_meteor": with_meteor,
-        "detection_score": detection_score,
-        "detection_threshold": detection_threshold(detection_score, thresholds),
-        "num_processes": processes.num_processes,
-        "torch_threads": torch.get_num_threads(),
-        "dtype": str(model.dtype).removeprefix("torch."),
-    }
-    return processes.on_main(
-        _score_and_write,
-        gathered,
-        image_ids,
-        thresholds,
-        run,
-        folder,
-        with_meteor=with_meteor,
-        detection_score=detection_score,
-        protocol=protocol,
-        model_name=model_name or f"ForgeryTalker ({region_source} regions)",
-    )
+        shard = processes.shard(len(image_ids), batch_size)
+        runs: dict[str | None, list[Degradation]] = {None: [], **degraded_runs}
+        gathered: dict[str | None, dict] = {}
+        started = time.perf_counter()
+        with eval_mode(model):
+            for spec, run_degradations in runs.items():
+                parts = processes.all_succeed(
+                    _predict_shard,
+                    model,
+                    processor,
+                    dataset,
+                    image_ids,
+                    shard,
+                    settings,
+                    run_degradations,
+                    spec,
+                    folder,
+                    processes.process_index,
+                    skip_unreadable_images,
+                    progress and processes.is_main_process,
+                )
+                gathered[spec] = {
+                    "records": [record for part in parts for record in part["records"]],
+                    "skipped": [item for part in parts for item in part["skipped"]],
+                }
+        logger.info("Predicted %d images x %d runs in %.1f s", len(image_ids), len(runs), time.perf_counter() - started)
+        run = {
+            **(run_info or {}),
+            "region_source": region_source,
+            "protocol": protocol,
+            "batch_size": batch_size,
+            "max_new_tokens": max_new_tokens,
+            "degradations": list(degraded_runs),
+            "with_meteor": with_meteor,
+            "detection_score": detection_score,
+            "detection_threshold": detection_threshold(detection_score, thresholds),
+            "num_processes": processes.num_processes,
+            "torch_threads": torch.get_num_threads(),
+            "dtype": str(model.dtype).removeprefix("torch."),
+        }
+        return processes.on_main(
+            _score_and_write,
+            gathered,
+            image_ids,
+            thresholds,
+            run,
+            folder,
+            with_meteor=with_meteor,
+            detection_score=detection_score,
+            protocol=protocol,
+            model_name=model_name or f"ForgeryTalker ({region_source} regions)",
+        )
 
 
 def _score_and_write(
@@ -358,8 +359,6 @@ def _score_and_write(
     model_name: str,
 ) -> dict:
     """On the main process: puts every run's records in split order, scores them, writes and installs the files."""
-    from .. import __version__
-
     ordered = {spec: records_in_order(part["records"], image_ids) for spec, part in gathered.items()}
     for spec, part in gathered.items():
         covered = {item["image_id"] for item in part["skipped"]} | {record["image_id"] for record in ordered[spec]}
@@ -379,5 +378,5 @@ def _score_and_write(
             for spec, records in ordered.items():
                 write_predictions(folder, spec, records)
             write_report(folder.staged, document, model_name)
-            complete(folder, __version__)
+            complete(folder)
     return document

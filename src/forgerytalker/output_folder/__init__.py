@@ -2,7 +2,8 @@
 training, `evaluate`, `analyze`, `convert-checkpoint`, `push --dry-run`) follows this policy.
 
 - **A manifest of what the command wrote.** `MANIFEST_NAME` (`.forgerytalker-files.json`) lists every file the
-  command wrote into the folder (relative path → size) and which command wrote it (`manifest`). The manifests of
+  command wrote into the folder (relative path → size) and which command wrote it (`manifest`): only files a
+  manifest of the same command lists are its own, so one command never replaces another's folder. The manifests of
   earlier versions (`evaluation_manifest.json`, the `files` of `conversion_report.json`) are read too, so folders
   written before keep working. Every entry of every manifest must stay inside the folder (`contained_paths`).
 - **Foreign files are refused.** A file the command would delete, replace or write over that no manifest lists
@@ -11,6 +12,9 @@ training, `evaluate`, `analyze`, `convert-checkpoint`, `push --dry-run`) follows
 - **Staged, then swapped.** A folder written whole is written beside its destination (`.NAME.partial`) and moved
   into place by renames only when complete; a kill between the renames is undone by the next run (`staging`).
 - **Locked against a second writer.** A run holds `.forgerytalker-<command>.lock` while it writes (`lock`).
+
+Each command describes itself once as an `Owner` (its name in manifests and messages, its `--overwrite` flag, the
+records its earlier versions kept) and passes it to every function here.
 - **Fingerprinted.** What the outputs depend on is recorded so that a re-run never keeps outputs made from other
   inputs: input files by size, modification time and SHA-256, the model by its weights (`fingerprints`).
 """
@@ -21,17 +25,12 @@ from .manifest import (
     MANIFEST_NAME,
     ForeignFilesError,
     OutputFolderError,
+    Owner,
     files_in,
     read_manifest,
     write_manifest,
 )
-from .ownership import (
-    check_no_foreign,
-    check_replaceable,
-    foreign_files,
-    remove_owned,
-    shown_names,
-)
+from .ownership import check_no_foreign, check_replaceable, foreign_files, remove_owned, shown_names
 from .staging import recover_swap, sibling, swap_in, write_folder
 
 __all__ = [
@@ -39,6 +38,7 @@ __all__ = [
     "FolderLockedError",
     "ForeignFilesError",
     "OutputFolderError",
+    "Owner",
     "check_no_foreign",
     "check_replaceable",
     "file_fingerprint",

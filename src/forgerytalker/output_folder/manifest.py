@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..contained_paths import OutsidePathError, check_entries_inside
@@ -20,6 +21,28 @@ from ..contained_paths import OutsidePathError, check_entries_inside
 MANIFEST_NAME = ".forgerytalker-files.json"
 LEGACY_MANIFESTS = ("evaluation_manifest.json", "conversion_report.json")
 """Records of earlier versions: `evaluate`'s manifest, and `data convert`'s report (its `files` entry)."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A command as the policy knows it.
+
+    Attributes:
+        command: `"forgerytalker evaluate"`: recorded as the manifest's `created_by` (only files a manifest of this
+            command lists are its own) and named by the lock's message.
+        who: how messages name it (default: the command in backquotes).
+        overwrite_flag: how the user asks for a replacement, for messages (`"--overwrite"`).
+        legacy_records: the records earlier versions of this command kept instead of the manifest.
+    """
+
+    command: str
+    who: str = ""
+    overwrite_flag: str = "--overwrite"
+    legacy_records: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.who or f"`{self.command}`"
 
 
 class OutputFolderError(ValueError):
@@ -53,9 +76,17 @@ def _listing(path: Path) -> Mapping[str, int | None] | None:
     return None
 
 
-def read_manifest(folder: str | os.PathLike) -> dict[str, int | None] | None:
-    """Path → size (`None` where an older record kept no size) of every file a command recorded writing into
-    `folder`, the records themselves included; `None` when the folder has no readable record.
+def _created_by(record: Path) -> str | None:
+    try:
+        created_by = json.loads(record.read_text(encoding="utf-8")).get("created_by")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return created_by if isinstance(created_by, str) else None
+
+
+def read_manifest(folder: str | os.PathLike, owner: Owner | None = None) -> dict[str, int | None] | None:
+    """Path → size (`None` where an older record kept no size) of every file `owner` (default: any command) recorded
+    writing into `folder`, the records themselves included; `None` when the folder has no readable record of it.
 
     Raises:
         ForeignFilesError: a record lists a path outside the folder (the message names the record and the entry).
@@ -63,13 +94,15 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, int | None] | None:
     folder = Path(folder)
     owned: dict[str, int | None] = {}
     found = False
-    for name in (MANIFEST_NAME, *LEGACY_MANIFESTS):
+    for name in (MANIFEST_NAME, *(LEGACY_MANIFESTS if owner is None else owner.legacy_records)):
         record = folder / name
         if record.is_symlink() or not record.is_file():
             continue
         listed = _listing(record)
         if listed is None:
             continue
+        if name == MANIFEST_NAME and owner is not None and _created_by(record) not in (None, owner.command):
+            continue  # another command's folder: none of its files is this command's
         try:
             check_entries_inside(folder, listed, listed_in=record)
         except OutsidePathError as error:
@@ -80,12 +113,15 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, int | None] | None:
     return owned if found else None
 
 
-def write_manifest(folder: str | os.PathLike, command: str, files: Mapping[str, int] | None = None) -> None:
-    """Records `files` (default: every file in `folder`) as written by `command`, atomically."""
+def write_manifest(folder: str | os.PathLike, owner: Owner, files: Mapping[str, int] | None = None) -> None:
+    """Records `files` (default: every file in `folder`) as written by `owner`, atomically."""
+    from .. import __version__
+
     folder = Path(folder)
     files = files_in(folder) if files is None else files
     files = {name: size for name, size in files.items() if name != MANIFEST_NAME}
-    text = json.dumps({"created_by": command, "files": dict(sorted(files.items()))}, indent=1) + "\n"
+    manifest = {"created_by": owner.command, "forgerytalker_version": __version__, "files": dict(sorted(files.items()))}
+    text = json.dumps(manifest, indent=1) + "\n"
     descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f"{MANIFEST_NAME}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
@@ -96,4 +132,13 @@ def write_manifest(folder: str | os.PathLike, command: str, files: Mapping[str, 
             os.unlink(temporary)
 
 
-__all__ = ["LEGACY_MANIFESTS", "MANIFEST_NAME", "ForeignFilesError", "OutputFolderError", "files_in", "read_manifest", "write_manifest"]
+__all__ = [
+    "LEGACY_MANIFESTS",
+    "MANIFEST_NAME",
+    "ForeignFilesError",
+    "OutputFolderError",
+    "Owner",
+    "files_in",
+    "read_manifest",
+    "write_manifest",
+]

@@ -12,13 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .lock import LOCK_PREFIX
-from .manifest import (
-    LEGACY_MANIFESTS,
-    MANIFEST_NAME,
-    ForeignFilesError,
-    files_in,
-    read_manifest,
-)
+from .manifest import LEGACY_MANIFESTS, MANIFEST_NAME, ForeignFilesError, Owner, files_in, read_manifest
 
 RECORDS = (MANIFEST_NAME, *LEGACY_MANIFESTS)
 
@@ -44,10 +38,11 @@ def _present(folder: Path, name: str) -> list[str]:
 
 def foreign_files(
     folder: str | os.PathLike,
+    owner: Owner,
     names: Iterable[str] | None = None,
     legacy_own: Callable[[Path], bool] | None = None,
 ) -> list[str]:
-    """The files (sorted, relative) at `names` (default: everything) in `folder` that the command did not write.
+    """The files (sorted, relative) at `names` (default: everything) in `folder` that `owner` did not write.
 
     Args:
         names: where the command would write, delete or replace (files or folders, relative to `folder`).
@@ -59,7 +54,7 @@ def foreign_files(
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    owned = read_manifest(folder) or {}
+    owned = read_manifest(folder, owner) or {}
     present = files_in(folder) if names is None else [file for name in names for file in _present(folder, name)]
     foreign = []
     for name in present:
@@ -76,7 +71,7 @@ def foreign_files(
 
 def check_no_foreign(
     folder: str | os.PathLike,
-    who: str,
+    owner: Owner,
     names: Iterable[str] | None = None,
     legacy_own: Callable[[Path], bool] | None = None,
 ) -> None:
@@ -85,10 +80,10 @@ def check_no_foreign(
     Raises:
         ForeignFilesError: naming the files (or the manifest entry leading out of the folder).
     """
-    foreign = foreign_files(folder, names, legacy_own)
+    foreign = foreign_files(folder, owner, names, legacy_own)
     if foreign:
         raise ForeignFilesError(
-            f"{folder} holds files {who} did not write ({shown_names(foreign)}); they are never deleted or "
+            f"{folder} holds files {owner.name} did not write ({shown_names(foreign)}); they are never deleted or "
             "overwritten, with or without --overwrite: move them out of it or choose another folder, nothing was "
             "deleted"
         )
@@ -96,18 +91,15 @@ def check_no_foreign(
 
 def check_replaceable(
     output_dir: str | os.PathLike,
+    owner: Owner,
     *,
     overwrite: bool,
-    who: str,
-    overwrite_flag: str,
     legacy_own: Callable[[Path], bool] | None = None,
 ) -> None:
     """Refuses an existing, non-empty `output_dir` that a command writing folders whole would replace, unless
-    `overwrite` is set and every file in it is the command's own (a manifest lists it with its size).
+    `overwrite` is set and every file in it is `owner`'s own (its manifest lists it with its size).
 
     Args:
-        who: the command as messages name it (`"the converter"`, `` "`forgerytalker convert-checkpoint`" ``).
-        overwrite_flag: how the user asks for a replacement (`"--overwrite"`), for the message.
         legacy_own: recognises the files of a folder an earlier version wrote without a manifest (`foreign_files`).
 
     Raises:
@@ -121,16 +113,17 @@ def check_replaceable(
     if not files_in(output_dir):
         return
     if not overwrite:
-        raise ForeignFilesError(f"{output_dir} already exists; pass {overwrite_flag} to replace it")
-    if read_manifest(output_dir) is None and legacy_own is None:
+        raise ForeignFilesError(f"{output_dir} already exists; pass {owner.overwrite_flag} to replace it")
+    if read_manifest(output_dir, owner) is None and legacy_own is None:
         raise ForeignFilesError(
-            f"{output_dir} is not a folder written by {who}: it was not written by {who} (no {MANIFEST_NAME} lists "
-            "its files); refusing to replace it, nothing was deleted: choose another folder or remove it yourself"
+            f"{output_dir} is not a folder written by {owner.name}: it was not written by {owner.name} (no record of "
+            f"its files lists them); refusing to replace it, nothing was deleted: choose another folder or remove it "
+            "yourself"
         )
-    check_no_foreign(output_dir, who, legacy_own=legacy_own)
+    check_no_foreign(output_dir, owner, legacy_own=legacy_own)
 
 
-def remove_owned(folder: str | os.PathLike, legacy_own: Callable[[Path], bool] | None = None) -> list[str]:
+def remove_owned(folder: str | os.PathLike, owner: Owner, legacy_own: Callable[[Path], bool] | None = None) -> list[str]:
     """Deletes the files a manifest lists in `folder` with their size (or that `legacy_own` recognises), then the
     folders left empty, and the folder itself when nothing else is left; returns what stays (foreign files, sorted).
 
@@ -138,7 +131,7 @@ def remove_owned(folder: str | os.PathLike, legacy_own: Callable[[Path], bool] |
         ForeignFilesError: a manifest lists a path outside the folder; nothing is deleted.
     """
     folder = Path(folder)
-    foreign = set(foreign_files(folder, legacy_own=legacy_own))
+    foreign = set(foreign_files(folder, owner, legacy_own=legacy_own))
     owned = [name for name in files_in(folder) if name not in foreign]  # inside `folder`: found by walking it
     for name in sorted(owned, key=lambda entry: entry in RECORDS):  # the records, the lists, go last
         (folder / name).unlink()

@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .manifest import write_manifest
+from .manifest import Owner, write_manifest
 from .ownership import check_replaceable, remove_owned
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def sibling(output_dir: str | os.PathLike, suffix: str) -> Path:
     return output_dir.parent / f".{output_dir.name}.{suffix}"
 
 
-def recover_swap(output_dir: str | os.PathLike) -> None:
+def recover_swap(output_dir: str | os.PathLike, owner: Owner) -> None:
     """Undoes what a run killed inside `swap_in` left behind (module docstring)."""
     output_dir = Path(output_dir)
     retired = sibling(output_dir, "replaced")
@@ -39,11 +39,11 @@ def recover_swap(output_dir: str | os.PathLike) -> None:
         os.rename(retired, output_dir)
     else:
         logger.info("Removing %s, the folder a finished replacement left behind", retired)
-        _remove_retired(retired)
+        _remove_retired(retired, owner)
 
 
-def _remove_retired(retired: Path, legacy_own: Callable[[Path], bool] | None = None) -> None:
-    kept = remove_owned(retired, legacy_own)
+def _remove_retired(retired: Path, owner: Owner, legacy_own: Callable[[Path], bool] | None = None) -> None:
+    kept = remove_owned(retired, owner, legacy_own)
     if kept:
         logger.warning("Left %s in place: it holds files the command did not write (%s)", retired, ", ".join(kept[:5]))
 
@@ -51,9 +51,8 @@ def _remove_retired(retired: Path, legacy_own: Callable[[Path], bool] | None = N
 def swap_in(
     staging_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
+    owner: Owner,
     *,
-    who: str,
-    overwrite_flag: str,
     legacy_own: Callable[[Path], bool] | None = None,
 ) -> None:
     """Moves the complete `staging_dir` to `output_dir` by renames, replacing an earlier folder there only when it
@@ -64,28 +63,19 @@ def swap_in(
     if not os.path.lexists(output_dir):
         os.rename(staging_dir, output_dir)
         return
-    check_replaceable(output_dir, overwrite=True, who=who, overwrite_flag=overwrite_flag, legacy_own=legacy_own)
+    check_replaceable(output_dir, owner, overwrite=True, legacy_own=legacy_own)
     retired = sibling(output_dir, "replaced")
     os.rename(output_dir, retired)
     os.rename(staging_dir, output_dir)
-    _remove_retired(retired, legacy_own)
+    _remove_retired(retired, owner, legacy_own)
 
 
-def write_folder(
-    output_dir: str | os.PathLike,
-    write: Callable[[Path], None],
-    *,
-    overwrite: bool,
-    command: str,
-    who: str | None = None,
-    overwrite_flag: str = "--overwrite",
-) -> None:
-    """Runs `write(folder)` into a fresh `.OUT.partial`, records its files as `command`'s, and swaps it into place
+def write_folder(output_dir: str | os.PathLike, write: Callable[[Path], None], owner: Owner, *, overwrite: bool) -> None:
+    """Runs `write(folder)` into a fresh `.OUT.partial`, records its files as `owner`'s, and swaps it into place
     (`swap_in`); an existing folder is checked before writing and again before the swap."""
     output_dir = Path(output_dir)
-    who = who or f"`{command}`"
-    recover_swap(output_dir)
-    check_replaceable(output_dir, overwrite=overwrite, who=who, overwrite_flag=overwrite_flag)
+    recover_swap(output_dir, owner)
+    check_replaceable(output_dir, owner, overwrite=overwrite)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = sibling(output_dir, "partial")
     if partial.exists():
@@ -93,8 +83,8 @@ def write_folder(
     partial.mkdir()
     try:
         write(partial)
-        write_manifest(partial, command)
-        swap_in(partial, output_dir, who=who, overwrite_flag=overwrite_flag)
+        write_manifest(partial, owner)
+        swap_in(partial, output_dir, owner)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
 

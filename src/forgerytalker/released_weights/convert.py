@@ -27,7 +27,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImage
 from ..configuration_forgerytalker import ForgeryTalkerConfig
 from ..instruction import DFF_INSTRUCTION_WORDING
 from ..modeling_forgerytalker import GENERATION_DEFAULTS, ForgeryTalkerForConditionalGeneration, resolve_local_path
-from ..output_folder import ForeignFilesError, check_replaceable, recover_swap, write_folder
+from ..output_folder import ForeignFilesError, Owner, check_replaceable, recover_swap, write_folder
 from ..processing_forgerytalker import ForgeryTalkerProcessor
 from .files import CheckpointConversionError, check_safetensors_files, dff_state_dict, load_pickle, tensor_dict
 from .key_mapping import (
@@ -48,7 +48,7 @@ DFF_GENERATION_SETTINGS = GENERATION_DEFAULTS
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 REPORT_NAME = "conversion_report.json"
 COMMAND = "forgerytalker convert-checkpoint"
-OVERWRITE_FLAG = "--overwrite (overwrite=True in Python)"
+OWNER = Owner(COMMAND, overwrite_flag="--overwrite (overwrite=True in Python)")
 MAX_SHARD_SIZE = "1GB"
 """The converter's default safetensors shard size: the released model (9 GiB in bfloat16) is written in shards that
 load and download one by one, and writing never holds more than one shard's bytes beside the model."""
@@ -261,8 +261,8 @@ def convert_released_checkpoint(
         raise CheckpointConversionError("dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
     output_dir = Path(output_dir)
     try:  # before minutes of reading: a folder that cannot be replaced is refused at once
-        recover_swap(output_dir)
-        check_replaceable(output_dir, overwrite=overwrite, who=f"`{COMMAND}`", overwrite_flag=OVERWRITE_FLAG)
+        recover_swap(output_dir, OWNER)
+        check_replaceable(output_dir, OWNER, overwrite=overwrite)
     except ForeignFilesError as error:
         raise CheckpointConversionError("output_dir", str(error)) from None
     torch_dtype = DTYPES[dtype]
@@ -324,7 +324,7 @@ def convert_released_checkpoint(
         (folder / REPORT_NAME).write_text(json.dumps(asdict(report), indent=2) + "\n")
 
     try:
-        write_folder(output_dir, write, overwrite=overwrite, command=COMMAND, overwrite_flag=OVERWRITE_FLAG)
+        write_folder(output_dir, write, OWNER, overwrite=overwrite)
     except ForeignFilesError as error:
         raise CheckpointConversionError("output_dir", str(error)) from None
     return report

@@ -22,6 +22,7 @@ from ..data.errors import DataInputError
 from ..data.output_folders import check_output_folder
 from ..output_folder import (
     ForeignFilesError,
+    Owner,
     check_no_foreign,
     files_in,
     lock_name,
@@ -39,8 +40,7 @@ ARGS_FILE = "training_args.json"
 LOG_FILE = "log.jsonl"
 BEST_DIR = "best"
 TRACKER_DIR = "forgerytalker"  # the run name given to accelerate's trackers (TensorBoard writes there)
-COMMAND = "forgerytalker train"
-WHO = "a training run"
+OWNER = Owner("forgerytalker train", who="a training run", overwrite_flag="--overwrite_output_dir")
 _STAGING = (sibling(BEST_DIR, "partial").name, sibling(BEST_DIR, "replaced").name)
 EARLIER_RUN_OUTPUTS = (CHECKPOINTS, BEST_DIR, *_STAGING, LOG_FILE, ARGS_FILE, TRACKER_DIR)
 """What only a training run writes; the final model's files beside them are its own where its manifest lists them."""
@@ -61,7 +61,7 @@ def check_output_dir(args: ForgeryTalkerTrainingArguments) -> None:
         check_output_folder(output_dir, "output_dir")
     except DataInputError as error:
         raise TrainingConfigurationError(error.render({"output_dir": "--output_dir"})) from None
-    contents = sorted(path.name for path in output_dir.iterdir() if path.name != lock_name("train")) if output_dir.is_dir() else []
+    contents = sorted(path.name for path in output_dir.iterdir() if path.name != lock_name(OWNER.command)) if output_dir.is_dir() else []
     if args.resume:
         saved = output_dir / ARGS_FILE
         if saved.is_file():
@@ -95,7 +95,7 @@ def check_only_training_files(output_dir: Path) -> None:
     Raises:
         ForeignFilesError: naming the files; nothing was deleted.
     """
-    owned = read_manifest(output_dir)
+    owned = read_manifest(output_dir, OWNER)
     is_run = (output_dir / ARGS_FILE).is_file()
     if owned is None and not is_run:
         raise ForeignFilesError(
@@ -109,7 +109,7 @@ def check_only_training_files(output_dir: Path) -> None:
             return is_run and owned is None
         return parts[0] != CHECKPOINTS or (len(parts) > 2 and is_checkpoint_name(parts[1]))
 
-    check_no_foreign(output_dir, WHO, legacy_own=written_by_a_run)
+    check_no_foreign(output_dir, OWNER, legacy_own=written_by_a_run)
 
 
 def settings_changes(saved: dict, current: dict) -> list[str]:
@@ -136,8 +136,8 @@ def clear_earlier_run(output_dir: Path) -> None:
 def replace_folder(staging: Path, final: Path) -> None:
     """Puts a fully written `staging` folder (`sibling(final, "partial")`) in place of `final` by renames
     (`output_folder.swap_in`); at every moment one complete version exists."""
-    write_manifest(staging, COMMAND)
-    swap_in(staging, final, who=WHO, overwrite_flag="--overwrite_output_dir", legacy_own=lambda path: True)
+    write_manifest(staging, OWNER)
+    swap_in(staging, final, OWNER, legacy_own=lambda path: True)  # an earlier version's best/ has no manifest
 
 
 def recover_folder(final: Path) -> None:
@@ -145,7 +145,7 @@ def recover_folder(final: Path) -> None:
     staging = sibling(final, "partial")
     if staging.exists():
         shutil.rmtree(staging)
-    recover_swap(final)
+    recover_swap(final, OWNER)
 
 
 def file_states(output_dir: Path) -> dict[str, tuple[int, int]]:
@@ -161,11 +161,11 @@ def _state(path: Path) -> tuple[int, int]:
 def record_run_files(output_dir: Path, before_final_save: dict[str, tuple[int, int]]) -> None:
     """Records in the folder's manifest the files of the finished run: the `EARLIER_RUN_OUTPUTS`, what the final
     save wrote (changed since `before_final_save`), and what the manifest listed before, unchanged."""
-    owned = read_manifest(output_dir) or {}
+    owned = read_manifest(output_dir, OWNER) or {}
     files = {}
     for name, size in files_in(output_dir).items():
         path = output_dir / name
         if (Path(name).parts[0] in EARLIER_RUN_OUTPUTS or before_final_save.get(name) != _state(path)
                 or owned.get(name) == size):  # fmt: skip
             files[name] = size
-    write_manifest(output_dir, COMMAND, files)
+    write_manifest(output_dir, OWNER, files)

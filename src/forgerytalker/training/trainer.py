@@ -33,6 +33,7 @@ from .output_folder import (
     ARGS_FILE,
     BEST_DIR,
     LOG_FILE,
+    OWNER,
     TRACKER_DIR,
     clear_earlier_run,
     file_states,
@@ -162,7 +163,7 @@ def _prepare_output_dir(args: ForgeryTalkerTrainingArguments, output_dir: Path, 
     settings."""
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
-        held.enter_context(locked(output_dir, "train", "--output_dir"))
+        held.enter_context(locked(output_dir, OWNER.command, "--output_dir"))
     except FolderLockedError as error:
         raise TrainingConfigurationError(f"--output_dir: {error}") from None
     if args.overwrite_output_dir:

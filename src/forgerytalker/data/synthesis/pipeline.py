@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from ...output_folder import (
     FolderLockedError,
     ForeignFilesError,
+    Owner,
     check_no_foreign,
     files_in,
     locked,
@@ -242,7 +243,7 @@ def _versions() -> dict:
 
 OUTPUT_NAMES = (IMAGE_ROOT, "samples", "cache", TRAIN_FILE, EVAL_FILE, SUMMARY_FILE)
 """Everything a synthesis writes into its output folder (besides the shared manifest and lock)."""
-COMMAND = "forgerytalker data synthesize"
+OWNER = Owner("forgerytalker data synthesize")
 
 
 def _check_own_files(output_dir: Path) -> None:
@@ -257,7 +258,7 @@ def _check_own_files(output_dir: Path) -> None:
         return started or path.relative_to(output_dir).parts[0] == "cache"
 
     try:
-        check_no_foreign(output_dir, "`forgerytalker data synthesize`", OUTPUT_NAMES, legacy_own=written_by_a_synthesis)
+        check_no_foreign(output_dir, OWNER, OUTPUT_NAMES, legacy_own=written_by_a_synthesis)
     except ForeignFilesError as error:
         raise DataInputError(f"{option('output_dir')}: {error}") from None
 
@@ -317,7 +318,7 @@ def _write_layout(config: SynthesisConfig, aligned: AlignedFolder, mixed: bool) 
         "versions": _versions(),
     }
     write_json_atomic(config.output_dir / SUMMARY_FILE, summary)
-    write_manifest(config.output_dir, COMMAND, {name: size for name, size in files_in(config.output_dir).items()
+    write_manifest(config.output_dir, OWNER, {name: size for name, size in files_in(config.output_dir).items()
                                                 if Path(name).parts[0] in OUTPUT_NAMES})  # fmt: skip
     return summary
 
@@ -339,9 +340,9 @@ def synthesize(config: SynthesisConfig) -> dict:
         config.output_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as held:
             try:
-                held.enter_context(locked(config.output_dir, "synthesize", option("output_dir")))
+                held.enter_context(locked(config.output_dir, OWNER.command, option("output_dir")))
             except FolderLockedError as error:
-                raise DataInputError(str(error)) from None
+                raise DataInputError(f"{option('output_dir')}: {error}") from None
             check_parameters(config)
             _remove_unfinished(config.output_dir)
             aligned = align_folder(config)
