@@ -7,7 +7,7 @@ Guarantees (README "Evaluating a model", docs/evaluation.md):
   the shared manifest `MANIFEST_NAME`, every file it wrote with its size (earlier versions' `evaluation_manifest.json`
   is read too). An earlier run's outputs are replaced only file by file as listed there; an output name
   (`OUTPUT_NAMES`) that holds anything else, such as the user's own `masks/`, stops the run before it starts.
-- **One writer.** A run holds the folder's `evaluate` lock (`output_folder.hold_lock`) while it writes.
+- **One writer.** A run holds the folder's `evaluate` lock (`lock_output_folder`) while it writes.
 - **Written beside, swapped when complete.** A run writes into `PARTIAL_DIR_NAME` inside the folder and moves its
   outputs into place only when every prediction and report is written, so a killed or failed run leaves the
   earlier outputs untouched and its own work marked unfinished (`STATE_NAME` says so, in words too).

@@ -17,7 +17,8 @@ for each degradation, the same metrics on degraded inputs and the drop from the 
   - `metrics.json`, `metrics.md`: `report.metrics_document` plus "thresholds", "run" and "skipped_images";
   - `degraded/<name>/predictions.jsonl` and `degraded/<name>/masks/`: the same for each degradation, `<name>`
     being the spec with `:` and `+` replaced (`jpeg:75` -> `jpeg-75`);
-  - `evaluation_manifest.json`: every file above, so that a later `overwrite` replaces only those.
+  - `.forgerytalker-files.json` (the shared manifest): every file above, so that a later `overwrite` replaces only
+    those.
 """
 
 from __future__ import annotations
