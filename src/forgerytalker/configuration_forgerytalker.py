@@ -298,6 +298,12 @@ class ForgeryTalkerConfig(PreTrainedConfig):
         return self.instructblip_config.num_query_tokens
 
     @property
+    def image_token_id(self) -> int:
+        """The language model's image token, `instructblip_config.image_token_index`, under transformers' usual
+        name (generation utilities read it to keep the image token out of generated text)."""
+        return self.instructblip_config.image_token_index
+
+    @property
     def region_names(self) -> list[str]:
         return self.prompter_config.region_names
 

@@ -1,0 +1,116 @@
+"""What transformers' own common model and generation tests expect of ForgeryTalker (issue 22), as project tests."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import warnings
+
+import pytest
+import torch
+from transformers import GenerationConfig
+
+from conftest import random_image
+from forgerytalker.tiny import build_tiny_language_tokenizer, tiny_config
+
+
+def _inputs(processor, count: int = 2):
+    return processor(images=[random_image(seed, 40, 40) for seed in range(count)], regions=[["nose"]] * count)
+
+
+def test_set_attn_implementation_reaches_the_prompters_vit(tiny_model_and_processor):
+    model, processor = tiny_model_and_processor
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        output = model(**_inputs(processor), output_attentions=True)
+    attentions = output.prompter_outputs.attentions
+    assert len(attentions) == model.config.prompter_config.num_hidden_layers
+    heads, tokens = model.config.prompter_config.num_attention_heads, 1 + 16  # class token + 4x4 patches
+    assert all(layer.shape == (2, heads, tokens, tokens) for layer in attentions)
+
+
+def test_generate_keeps_attentions_and_hidden_states_when_asked(tiny_model_and_processor):
+    model, processor = tiny_model_and_processor
+    model.set_attn_implementation("eager")
+    output = model.generate(
+        **_inputs(processor), max_new_tokens=3, min_new_tokens=3, num_beams=1,
+        return_dict_in_generate=True, output_attentions=True, output_hidden_states=True, output_scores=True,
+    )
+    layers = model.config.get_text_config().num_hidden_layers
+    assert len(output.attentions) == len(output.hidden_states) == len(output.scores) == 3
+    assert all(len(step) == layers for step in output.attentions)
+    assert all(len(step) == layers + 1 for step in output.hidden_states)
+    assert output.past_key_values is not None
+
+
+def test_image_token_id_is_on_the_top_level_config(tiny_model_and_processor):
+    model, processor = tiny_model_and_processor
+    assert model.config.image_token_id == model.config.instructblip_config.image_token_index == processor.image_token_id
+
+
+def test_get_encoder_and_get_decoder_are_the_backbones(tiny_model_and_processor):
+    model, _ = tiny_model_and_processor
+    backbone = model.instructblip
+    assert model.get_decoder() is backbone.language_model.get_decoder() is not model
+    assert model.get_encoder(modality="image") is backbone.vision_model
+    assert model.get_encoder() is backbone.get_encoder()
+
+
+@pytest.mark.parametrize("implementation", ["flash_attention_2", "flex_attention"])
+def test_attention_implementations_the_mask_decoder_lacks_are_refused(tiny_model_and_processor, implementation):
+    model, _ = tiny_model_and_processor
+    assert model._supports_sdpa and not model._supports_flash_attn and not model._supports_flex_attn
+    with pytest.raises(ValueError, match="does not support"):
+        model.set_attn_implementation(implementation)
+
+
+def test_save_pretrained_leaves_the_models_config_as_it_was(tmp_path, tiny_model_and_processor):
+    model, _ = tiny_model_and_processor
+    before = model.config.to_dict()
+    model.save_pretrained(tmp_path)
+    assert model.config.to_dict() == before
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert "AutoModelForImageTextToText" in saved["auto_map"] and "forgery-analysis" in saved["custom_pipelines"]
+
+
+def test_forward_declares_only_what_it_takes_and_refuses_language_model_tensors(tiny_model_and_processor):
+    model, processor = tiny_model_and_processor
+    parameters = inspect.signature(model.forward).parameters
+    assert not {"input_ids", "attention_mask", "inputs_embeds"} & set(parameters)
+    inputs = _inputs(processor)
+    with torch.no_grad():
+        # what PEFT's CAUSAL_LM wrapper passes
+        plain = model(**inputs).logits
+        wrapped = model(**inputs, input_ids=None, attention_mask=None, inputs_embeds=None).logits
+    torch.testing.assert_close(plain, wrapped)
+    with pytest.raises(ValueError, match="attention_mask"):
+        model(**inputs, attention_mask=torch.ones(2, 5, dtype=torch.long))
+
+
+def test_report_lengths_follow_one_rule(tiny_model_and_processor):
+    model, processor = tiny_model_and_processor
+    inputs = _inputs(processor)
+    eos = processor.tokenizer.eos_token_id
+    never_stop = {"suppress_tokens": [eos], "num_beams": 1}
+    # `max_length` bounds the returned sequence, which is the report; a `max_new_tokens` of the same call wins
+    assert model.generate(**inputs, **never_stop, max_length=4).sequences.shape[1] == 4
+    assert model.generate(**inputs, **never_stop, max_length=4, max_new_tokens=6).sequences.shape[1] == 6
+    # a generation config's own `max_length` counts the same way when it has no `max_new_tokens`
+    config = GenerationConfig(max_length=5, num_beams=1)
+    assert model.generate(**inputs, generation_config=config, suppress_tokens=[eos]).sequences.shape[1] == 5
+    # a minimum above the maximum gives the maximum, as in transformers
+    assert model.generate(**inputs, **never_stop, max_new_tokens=2, min_new_tokens=5).sequences.shape[1] == 2
+
+
+def test_tiny_config_old_argument_order_still_works_with_a_warning():
+    tokenizer = build_tiny_language_tokenizer(language_model="opt")
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    with pytest.warns(FutureWarning, match="tokenizer first"):
+        old = tiny_config(len(tokenizer), 60, image_token, "opt", hidden_size=64)
+    text = old.instructblip_config.text_config
+    assert (text.model_type, text.vocab_size, text.hidden_size) == ("opt", len(tokenizer), 64)
+    assert (old.instructblip_config.image_token_index, text.pad_token_id, text.eos_token_id) == (image_token, 0, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        current = tiny_config(tokenizer, 60, "opt", hidden_size=64)
+    assert current.instructblip_config.image_token_index == image_token
