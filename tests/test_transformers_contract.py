@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import subprocess
+import sys
+import textwrap
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -114,3 +118,73 @@ def test_tiny_config_old_argument_order_still_works_with_a_warning():
         warnings.simplefilter("error")
         current = tiny_config(tokenizer, 60, "opt", hidden_size=64)
     assert current.instructblip_config.image_token_index == image_token
+
+
+def test_a_loaded_config_does_not_depend_on_what_was_imported_before(tmp_path, tiny_model_and_processor):
+    """The copy of the config's code next to the weights (trust_remote_code) reads a checkpoint the same before and
+    after the package registers its pipeline, keeping `custom_pipelines` for remote-code users; the installed
+    package's class leaves them out (its registered pipeline serves the task)."""
+    model, _ = tiny_model_and_processor
+    model.save_pretrained(tmp_path)
+    code = textwrap.dedent(f"""
+        import json
+        from transformers import AutoConfig
+        remote_class = type(AutoConfig.from_pretrained({str(tmp_path)!r}, trust_remote_code=True))
+        assert remote_class.__module__.startswith("transformers_modules")
+        def load(config_class):
+            return sorted(config_class.from_pretrained({str(tmp_path)!r}).to_dict())
+        remote_before = load(remote_class)
+        import transformers.pipelines
+        import forgerytalker
+        from forgerytalker import ForgeryTalkerConfig, PIPELINE_TASK
+        from transformers.pipelines import PIPELINE_REGISTRY
+        assert PIPELINE_TASK in PIPELINE_REGISTRY.get_supported_tasks()
+        package = load(ForgeryTalkerConfig)
+        print(json.dumps([remote_before, load(remote_class), "custom_pipelines" in remote_before, "custom_pipelines" in package]))
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    remote_before, remote_after, remote_has_pipeline, package_has_pipeline = json.loads(run.stdout.splitlines()[-1])
+    assert remote_before == remote_after and remote_has_pipeline and not package_has_pipeline
+
+
+def test_a_process_without_the_package_loads_the_processor_with_trust_remote_code(saved_tiny_checkpoint):
+    """What the README says of a process that never imported forgerytalker."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "`AutoProcessor.from_pretrained(path)` and `AutoConfig.from_pretrained(path)` need `trust_remote_code=True`" in readme
+    code = textwrap.dedent(f"""
+        from transformers import AutoProcessor
+        try:
+            AutoProcessor.from_pretrained({str(saved_tiny_checkpoint)!r})
+        except ValueError as error:
+            assert "trust_remote_code" in str(error), error
+        else:
+            raise AssertionError("loaded without trust_remote_code")
+        processor = AutoProcessor.from_pretrained({str(saved_tiny_checkpoint)!r}, trust_remote_code=True)
+        print(type(processor).__name__, processor.num_query_tokens)
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split()[-2:] == ["ForgeryTalkerProcessor", "4"]
+
+
+def test_trainer_evaluate_reports_eval_loss_with_the_documented_label_names(tmp_path, tiny_model_and_processor):
+    """README: `label_names=["labels", "masks"]` gives `eval_loss` for batches without `region_labels`; Trainer's
+    default label names (every forward argument containing "label") include `region_labels` and give none."""
+    from transformers import Trainer, TrainingArguments
+
+    model, processor = tiny_model_and_processor
+    inputs = _inputs(processor)
+    report = processor.tokenizer(["the nose looks blurred"] * 2, return_tensors="pt").input_ids
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[:, :, 8:20, 8:20] = 1
+    samples = [{**{k: v[i] for k, v in inputs.items()}, "labels": report[i], "masks": masks[i]} for i in range(2)]
+    with torch.no_grad():
+        expected = model(**{k: torch.stack([s[k] for s in samples]) for k in samples[0]}).loss.item()
+
+    def evaluate(**settings):
+        args = TrainingArguments(tmp_path / "trainer", per_device_eval_batch_size=2, report_to=[], use_cpu=True, **settings)
+        return Trainer(model=model, args=args, eval_dataset=samples).evaluate()
+
+    assert "eval_loss" not in evaluate()
+    assert evaluate(label_names=["labels", "masks"])["eval_loss"] == pytest.approx(expected, rel=1e-5)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import field
 
-import sys
-
 from transformers import InstructBlipConfig, PreTrainedConfig, SamMaskDecoderConfig
 from transformers.configuration_utils import SubConfigSpec
 
@@ -17,6 +15,11 @@ MASK_DECODER_TYPES = ("sam", "dff")
 DEFAULT_MASK_THRESHOLD = 0.5
 DEFAULT_REGION_THRESHOLD = 0.5
 PIPELINE_TASK = "forgery-analysis"
+_IS_INSTALLED_PACKAGE = __name__.split(".")[0] == "forgerytalker"
+"""Whether this is the installed package's module (whose registered pipeline serves `PIPELINE_TASK`) rather than the
+copy `save_pretrained` writes next to the weights for `trust_remote_code` users. A config loaded with either class
+contains the same whatever was imported before: the copy keeps the checkpoint's `custom_pipelines`, the package's
+class leaves them out."""
 
 # The authors' released backbone, InstructBLIP with Flan-T5-XL (`Salesforce/instructblip-flan-t5-xl`): EVA ViT-g
 # (the InstructBLIP vision defaults), a BERT-base Q-Former with the extra "[DEC]" token (vocabulary 30523) and
@@ -259,10 +262,10 @@ class ForgeryTalkerConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
-        if _pipeline_task_registered():
+        if _IS_INSTALLED_PACKAGE:
             # `save_pretrained` writes `custom_pipelines` so that `pipeline(..., trust_remote_code=True)` finds the
-            # pipeline's code in a process without this package; where the package registered the task, its own
-            # class is used instead (transformers would otherwise insist on `trust_remote_code`).
+            # pipeline's code in a process without this package. The installed package registers the task with its
+            # own pipeline class, which transformers would refuse without `trust_remote_code` if the config named it.
             kwargs.pop("custom_pipelines", None)
         super().__post_init__(**kwargs)
         self.mask_decoder_config.num_multimask_outputs = 0
@@ -318,12 +321,6 @@ class ForgeryTalkerConfig(PreTrainedConfig):
         if not 0.0 < value < 1.0:
             raise ValueError(f"`region_threshold` must lie in (0, 1), got {value}")
         self.prompter_config.region_threshold = value
-
-
-def _pipeline_task_registered() -> bool:
-    """Whether this process registered the ForgeryTalker pipeline task (i.e. imported the package)."""
-    pipelines = sys.modules.get("transformers.pipelines")
-    return pipelines is not None and PIPELINE_TASK in pipelines.PIPELINE_REGISTRY.supported_tasks
 
 
 __all__ = [
