@@ -7,14 +7,16 @@ and RAM work; not part of `python -m benchmarks` nor of the tests).
 Each step runs as a user would, in its own process, and records its wall time and peak resident memory (the
 process's `ru_maxrss`, from `os.wait4`):
 - `write`: the release's three downloads at full size (`released_fullsize_files.py`);
-- `convert`: `forgerytalker convert-checkpoint ... --dtype bfloat16` into sharded safetensors;
+- `convert`: `forgerytalker convert-checkpoint ... --dtype bfloat16 --uniform-dtype` into sharded safetensors (every
+  weight in bfloat16; without `--uniform-dtype` all but Flan-T5 stay in float32, 4.7 GiB more);
 - `load`: `AutoModel.from_pretrained(out, dtype=torch.bfloat16)`;
 - `offload`: the same with `device_map="auto"` and a RAM limit that forces disk offload;
 - `pipeline`: `pipeline("forgery-analysis", model=out, dtype=torch.bfloat16)` on one photo with the release's
   generation settings and `max_new_tokens=8` (seconds per image), then with one new token (seconds per new token
   from the difference);
-- `precision`: a copy with the first 2 layers of every tower, converted in float32, run in float32 and bfloat16:
-  region probabilities, mask probabilities, mask and the first report tokens compared.
+- `precision`: a copy with the first 2 layers of every tower, converted in float32, run in float32, in bfloat16 with
+  the release's mix the converter records (only Flan-T5 in bfloat16) and wholly in bfloat16: region probabilities,
+  mask probabilities, mask and the first report tokens compared with float32.
 Results are merged into `--out` after every step (a step that fails records its error), with the machine it ran on.
 """
 
@@ -135,38 +137,45 @@ def child(step: str, args: argparse.Namespace) -> dict:
                 "seconds_per_new_token": round((timings["eight_new_tokens"] - timings["one_new_token"]) / 7, 2),
                 "peak_rss_gib": _peak_rss()}
     if step == "precision":
-        results, tokens = {}, []
-        for dtype in (torch.float32, torch.bfloat16):
-            analyzer = pipeline("forgery-analysis", model=args.model, dtype=dtype)
-            results[dtype] = analyzer(photo, **settings)
+        # the converted config records the release's mix, which a bfloat16 load keeps; `keep_in_fp32_modules=None`
+        # loads every weight in bfloat16
+        runs = {"float32": (torch.float32, {}), "bfloat16": (torch.bfloat16, {}),
+                "bfloat16_uniform": (torch.bfloat16, {"keep_in_fp32_modules": None})}
+        results, tokens = {}, {}
+        for name, (dtype, model_kwargs) in runs.items():
+            analyzer = pipeline("forgery-analysis", model=args.model, dtype=dtype, model_kwargs=model_kwargs)
+            results[name] = analyzer(photo, **settings)
             # the generated ids themselves: random weights generate ids the stand-in tokenizer cannot spell
             inputs = analyzer.preprocess(photo)
             inputs.pop("target_size")
-            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+            inputs["pixel_values"] = inputs["pixel_values"].to(analyzer.model.dtype)  # as the pipeline passes them
             with torch.inference_mode():
-                tokens.append(analyzer.model.generate(**inputs, **settings).sequences[0].tolist())
-        full, half = results[torch.float32], results[torch.bfloat16]
-        same = next((index for index, pair in enumerate(zip(*tokens)) if pair[0] != pair[1]), min(map(len, tokens)))
-        masks = [torch.tensor(list(result["mask"].getdata())) for result in (full, half)]
-        measured_values = {
-            "region_probability": max(abs(full["region_probabilities"][name] - half["region_probabilities"][name]) for name in full["region_probabilities"]),
-            "mask_probability": float(abs(full["mask_probabilities"] - half["mask_probabilities"]).max()),
-            "mask_pixels_differing": float((masks[0] != masks[1]).float().mean()),
-            "first_tokens_equal": same,
-        }
-        within = {key: (value >= TOLERANCES[key] if key == "first_tokens_equal" else value <= TOLERANCES[key])
-                  for key, value in measured_values.items()}
-        return {"layers_per_tower": PRECISION_LAYERS, "photo": Path(photo).name, "measured": measured_values,
-                "tolerances": TOLERANCES, "within_tolerance": within,
-                "regions": {"float32": full["regions"], "bfloat16": half["regions"]},
-                "tokens": {"float32": tokens[0], "bfloat16": tokens[1]}}
+                tokens[name] = analyzer.model.generate(**inputs, **settings).sequences[0].tolist()
+        compared = {}
+        for name in ("bfloat16", "bfloat16_uniform"):
+            full, half = results["float32"], results[name]
+            same = next((index for index, pair in enumerate(zip(tokens["float32"], tokens[name])) if pair[0] != pair[1]),
+                        min(len(tokens["float32"]), len(tokens[name])))
+            masks = [torch.tensor(list(result["mask"].getdata())) for result in (full, half)]
+            measured_values = {
+                "region_probability": max(abs(full["region_probabilities"][region] - half["region_probabilities"][region]) for region in full["region_probabilities"]),
+                "mask_probability": float(abs(full["mask_probabilities"] - half["mask_probabilities"]).max()),
+                "mask_pixels_differing": float((masks[0] != masks[1]).float().mean()),
+                "first_tokens_equal": same,
+            }
+            within = {key: (value >= TOLERANCES[key] if key == "first_tokens_equal" else value <= TOLERANCES[key])
+                      for key, value in measured_values.items()}
+            compared[name] = {"measured": measured_values, "within_tolerance": within}
+        return {"layers_per_tower": PRECISION_LAYERS, "photo": Path(photo).name, "tolerances": TOLERANCES,
+                "against_float32": compared, "regions": {name: result["regions"] for name, result in results.items()},
+                "tokens": tokens}
     raise ValueError(step)
 
 
-def convert_command(sources: dict, out: Path, dtype: str) -> list[str]:
+def convert_command(sources: dict, out: Path, dtype: str, uniform: bool = False) -> list[str]:
     return [sys.executable, "-m", "forgerytalker.cli", "convert-checkpoint", "--instructblip", sources["instructblip"],
             "--dff-checkpoint", sources["dff_checkpoint"], "--face-vit-checkpoint", sources["face_vit_checkpoint"],
-            "--out", str(out), "--dtype", dtype, "--overwrite"]
+            "--out", str(out), "--dtype", dtype, "--overwrite", *(["--uniform-dtype"] if uniform else [])]
 
 
 def run_step(step: str, args: argparse.Namespace, results: dict) -> dict:
@@ -188,7 +197,7 @@ def run_step(step: str, args: argparse.Namespace, results: dict) -> dict:
         result["download_gib"]["total"] = round(folder_bytes(released) / GIB, 2)
         return result
     if step == "convert":
-        result = measured(convert_command(sources(released), converted, "bfloat16"), log)
+        result = measured(convert_command(sources(released), converted, "bfloat16", uniform=True), log)
         if converted.exists():
             result["converted_gib"] = round(folder_bytes(converted) / GIB, 2)
             result["weight_files"] = sorted(file.name for file in converted.glob("*.safetensors"))
