@@ -8,8 +8,8 @@ Each step runs as a user would, in its own process, and records its wall time an
 process's `ru_maxrss`, from `os.wait4`):
 - `write`: the release's three downloads at full size (`released_fullsize_files.py`);
 - `convert`: `forgerytalker convert-checkpoint ... --dtype bfloat16 --uniform-dtype` into sharded safetensors (every
-  weight in bfloat16; without `--uniform-dtype` all but Flan-T5 stay in float32, 4.7 GiB more);
-- `load`: `AutoModel.from_pretrained(out, dtype=torch.bfloat16)`;
+  weight in bfloat16); `convert_mix`: the same without `--uniform-dtype`, the default (all but Flan-T5 in float32);
+- `load` / `load_mix`: `AutoModel.from_pretrained(out, dtype=torch.bfloat16)` of either conversion;
 - `offload`: the same with `device_map="auto"` and a RAM limit that forces disk offload;
 - `pipeline`: `pipeline("forgery-analysis", model=out, dtype=torch.bfloat16)` on one photo with the release's
   generation settings and `max_new_tokens=8` (seconds per image), then with one new token (seconds per new token
@@ -37,7 +37,7 @@ from _machine import load_average, machine_state
 
 HERE = Path(__file__).resolve().parent
 GIB = 1024**3
-STEPS = ("write", "convert", "load", "offload", "pipeline", "precision")
+STEPS = ("write", "convert", "load", "offload", "pipeline", "precision", "convert_mix", "load_mix")
 PRECISION_LAYERS = 2
 OFFLOAD_RAM = "3GiB"
 """The `max_memory` of the offload step: a third of the bf16 weights, so most of them go to disk."""
@@ -95,7 +95,7 @@ def child(step: str, args: argparse.Namespace) -> dict:
     from forgerytalker.released_weights import DFF_GENERATION_SETTINGS
 
     torch.set_num_threads(args.threads)
-    if step == "load":
+    if step in ("load", "load_mix"):
         start = time.perf_counter()
         model = AutoModel.from_pretrained(args.model, dtype=torch.bfloat16)
         loaded, rss_loaded = time.perf_counter() - start, _peak_rss()
@@ -182,7 +182,8 @@ def run_step(step: str, args: argparse.Namespace, results: dict) -> dict:
     from released_fullsize_files import DFF_NAME, FACE_VIT_NAME, INSTRUCTBLIP_NAME
 
     scratch, log = args.scratch, args.scratch / "rehearsal.log"
-    released, converted = scratch / "released", scratch / "converted-bf16"
+    released = scratch / "released"
+    converted = scratch / ("converted-mix" if step.endswith("_mix") else "converted-bf16")
     def sources(folder: Path) -> dict:
         return {"instructblip": str(folder / INSTRUCTBLIP_NAME), "dff_checkpoint": str(folder / DFF_NAME),
                 "face_vit_checkpoint": str(folder / FACE_VIT_NAME)}
@@ -196,18 +197,19 @@ def run_step(step: str, args: argparse.Namespace, results: dict) -> dict:
                                   for path in sorted(released.iterdir())}
         result["download_gib"]["total"] = round(folder_bytes(released) / GIB, 2)
         return result
-    if step == "convert":
-        result = measured(convert_command(sources(released), converted, "bfloat16", uniform=True), log)
+    if step in ("convert", "convert_mix"):
+        result = measured(convert_command(sources(released), converted, "bfloat16", uniform=step == "convert"), log)
         if converted.exists():
             result["converted_gib"] = round(folder_bytes(converted) / GIB, 2)
             result["weight_files"] = sorted(file.name for file in converted.glob("*.safetensors"))
         result["target_peak_rss_gib"] = round(result.get("converted_gib", 0) + 2, 2)
         return result
-    if step in ("load", "offload", "pipeline"):
+    if step in ("load", "offload", "pipeline", "load_mix"):
         result = measured([*me, "--child", step, "--model", str(converted), "--scratch", str(scratch), "--faces", args.faces,
                            "--threads", str(args.threads)], log)
-        if step == "load" and "converted_gib" in results.get("convert", {}):
-            result["target_peak_rss_gib"] = round(1.2 * results["convert"]["converted_gib"], 2)
+        conversion = results.get("convert_mix" if step == "load_mix" else "convert", {})
+        if step in ("load", "load_mix") and "converted_gib" in conversion:
+            result["target_peak_rss_gib"] = round(1.2 * conversion["converted_gib"], 2)
         shutil.rmtree(scratch / "offload", ignore_errors=True)
         return result
     if step == "precision":
