@@ -20,6 +20,16 @@ _IS_INSTALLED_PACKAGE = __name__.split(".")[0] == "forgerytalker"
 copy `save_pretrained` writes next to the weights for `trust_remote_code` users. A config loaded with either class
 contains the same whatever was imported before: the copy keeps the checkpoint's `custom_pipelines`, the package's
 class leaves them out."""
+RELEASE_FP32_MODULES = (
+    "prompter",
+    "mask_decoder",
+    "instructblip.vision_model",
+    "instructblip.qformer",
+    "instructblip.query_tokens",
+    "instructblip.language_projection",
+)
+"""The modules the authors' release runs in float32 (Face-ViT, EVA, the Q-Former, the projections and the mask path):
+everything but Flan-T5, which LAVIS casts to bfloat16 (`blip2_t5_instruct.py:135-137`)."""
 
 # The authors' released backbone, InstructBLIP with Flan-T5-XL (`Salesforce/instructblip-flan-t5-xl`): EVA ViT-g
 # (the InstructBLIP vision defaults), a BERT-base Q-Former with the extra "[DEC]" token (vocabulary 30523) and
@@ -238,6 +248,12 @@ class ForgeryTalkerConfig(PreTrainedConfig):
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialisation of the modules ForgeryTalker adds around the backbone
             (the mask decoder and its projections). The backbone and the prompter use their own configs'.
+        keep_in_fp32_modules (`list[str]`, *optional*):
+            Modules (names as in `named_modules`, e.g. `"prompter"`, `"instructblip.qformer"`) whose weights stay in
+            float32 when the model is loaded with `dtype=torch.bfloat16` or `torch.float16`; the rest takes that
+            dtype, and each module's inputs are cast to its own dtype. The released-weights converter records the
+            release's mix (`RELEASE_FP32_MODULES`: only the language model in half precision), where an all-bfloat16
+            prompter flips region probabilities near the threshold. None: every weight takes the loading dtype.
     """
 
     model_type = "forgerytalker"
@@ -260,6 +276,7 @@ class ForgeryTalkerConfig(PreTrainedConfig):
     mask_dice_weight: float = 1.0
     mask_iou_loss_weight: float = 0.1
     initializer_range: float = 0.02
+    keep_in_fp32_modules: list[str] | None = None
 
     def __post_init__(self, **kwargs):
         if _IS_INSTALLED_PACKAGE:
@@ -283,6 +300,8 @@ class ForgeryTalkerConfig(PreTrainedConfig):
                 f'`mask_decoder_type="dff"` attends to the vision patches directly, so `mask_decoder_config.hidden_size` '
                 f"({self.mask_decoder_config.hidden_size}) must be the vision encoder's hidden size ({vision_hidden_size})"
             )
+        if self.keep_in_fp32_modules is not None:
+            self.keep_in_fp32_modules = list(self.keep_in_fp32_modules)
         for name in ("mask_prompt_length", "mask_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
@@ -330,4 +349,5 @@ __all__ = [
     "ForgeryTalkerPrompterConfig",
     "PAPER_INSTRUCTBLIP_CONFIG",
     "REGION_SOURCES",
+    "RELEASE_FP32_MODULES",
 ]

@@ -23,6 +23,7 @@ from .modeling_forgerytalker_dff_mask_decoder import ForgeryTalkerDffMaskDecoder
 from .modeling_forgerytalker_mask_decoder import ForgeryTalkerMaskDecoder, forgery_mask_loss
 from .modeling_forgerytalker_outputs import ForgeryTalkerGenerationOutput, ForgeryTalkerOutput
 from .modeling_forgerytalker_prompter import ForgeryPrompterNetwork, ForgeryPrompterOutput
+from .precision import check_module_names, float32_buffers, fp32_patterns, warn_if_t5_in_float16
 
 logger = logging.getLogger(__name__)
 
@@ -122,12 +123,19 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             self.mask_decoder = ForgeryTalkerMaskDecoder(config)
         self.generation_config.update(**GENERATION_DEFAULTS)
         self.post_init()
+        if config.keep_in_fp32_modules:
+            check_module_names(self, config.keep_in_fp32_modules)
+            self._keep_in_fp32_modules_strict = {*self._keep_in_fp32_modules_strict, *fp32_patterns(config.keep_in_fp32_modules)}
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         if pretrained_model_name_or_path is not None:
             pretrained_model_name_or_path = resolve_local_path(pretrained_model_name_or_path)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        float32_buffers(model, model.config.keep_in_fp32_modules or ())
+        warn_if_t5_in_float16(model)
+        return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus what `trust_remote_code` users need: the task Auto class and
@@ -190,7 +198,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
                 f"model's prompter is {expected} wide; train the prompter with hidden_size={expected} or build the "
                 f"model with prompter_config.hidden_size={prompter.config.hidden_size}"
             )
-        self.prompter = prompter.to(device=self.device, dtype=self.dtype)
+        self.prompter = prompter.to(device=self.device, dtype=self.prompter.dtype)
         self.config.prompter_config = prompter.config
 
     def train(self, mode: bool = True):
