@@ -15,7 +15,7 @@ import torch
 from transformers import GenerationConfig
 
 from conftest import random_image
-from forgerytalker.tiny import build_tiny_language_tokenizer, tiny_config
+from forgerytalker.tiny import LANGUAGE_MODELS, build_tiny_language_tokenizer, build_tiny_model_and_processor, tiny_config
 
 
 def _inputs(processor, count: int = 2):
@@ -33,17 +33,22 @@ def test_set_attn_implementation_reaches_the_prompters_vit(tiny_model_and_proces
     assert all(layer.shape == (2, heads, tokens, tokens) for layer in attentions)
 
 
-def test_generate_keeps_attentions_and_hidden_states_when_asked(tiny_model_and_processor):
-    model, processor = tiny_model_and_processor
-    model.set_attn_implementation("eager")
+@pytest.mark.parametrize("language_model", LANGUAGE_MODELS)
+def test_generate_keeps_attentions_and_hidden_states_when_asked(language_model):
+    model, processor = build_tiny_model_and_processor(language_model)
+    model.eval().set_attn_implementation("eager")
     output = model.generate(
         **_inputs(processor), max_new_tokens=3, min_new_tokens=3, num_beams=1,
         return_dict_in_generate=True, output_attentions=True, output_hidden_states=True, output_scores=True,
     )
     layers = model.config.get_text_config().num_hidden_layers
-    assert len(output.attentions) == len(output.hidden_states) == len(output.scores) == 3
-    assert all(len(step) == layers for step in output.attentions)
-    assert all(len(step) == layers + 1 for step in output.hidden_states)
+    if language_model == "t5":
+        assert len(output.encoder_attentions) == layers and len(output.encoder_hidden_states) == layers + 1
+        steps = (output.decoder_attentions, output.cross_attentions, output.decoder_hidden_states)
+    else:
+        steps = (output.attentions, output.hidden_states)
+    assert all(len(per_step) == len(output.scores) == 3 for per_step in steps)
+    assert all(len(step) in (layers, layers + 1) for per_step in steps for step in per_step)
     assert output.past_key_values is not None
 
 
