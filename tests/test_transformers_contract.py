@@ -119,6 +119,10 @@ def test_tiny_config_old_argument_order_still_works_with_a_warning():
     text = old.instructblip_config.text_config
     assert (text.model_type, text.vocab_size, text.hidden_size) == ("opt", len(tokenizer), 64)
     assert (old.instructblip_config.image_token_index, text.pad_token_id, text.eos_token_id) == (image_token, 0, 3)
+    with pytest.warns(FutureWarning):
+        by_name = tiny_config(vocab_size=len(tokenizer), qformer_vocab_size=60, image_token_index=image_token,
+                              language_model="opt", hidden_size=64)
+    assert by_name.to_dict() == old.to_dict()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         current = tiny_config(tokenizer, 60, "opt", hidden_size=64)

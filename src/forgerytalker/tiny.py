@@ -161,26 +161,27 @@ def minilm_vocabulary_file() -> Path:
 
 
 def tiny_config(
-    tokenizer: PreTrainedTokenizerFast,
-    qformer_vocab_size: int,
+    tokenizer: PreTrainedTokenizerFast | None = None,
+    qformer_vocab_size: int | None = None,
     language_model: str = "llama",
     image_size: int = 32,
     hidden_size: int = 32,
     num_query_tokens: int = 4,
-    *legacy_positional,
     **config_kwargs,
 ) -> ForgeryTalkerConfig:
     """A ForgeryTalker config with every part a couple of layers of width `hidden_size`, whose language model
     matches `tokenizer` (vocabulary size, special token ids, image token).
 
-    Deprecated form (0.1.0 before the tokenizer came first; it warns and will be removed):
-    `tiny_config(vocab_size, qformer_vocab_size, image_token_index, language_model, image_size, hidden_size,
-    num_query_tokens)`, with the special token ids that form used (pad 0, BOS 2, EOS 3).
+    Deprecated form (before the tokenizer came first; it warns and will be removed):
+    `tiny_config(vocab_size, qformer_vocab_size, image_token_index, language_model="llama", **settings)` (by position
+    or by name; the settings after `language_model` by name), with the special token ids that form used (pad 0, BOS 2, EOS 3).
     """
+    if tokenizer is None and "vocab_size" in config_kwargs:  # the deprecated form, by name
+        tokenizer = config_kwargs.pop("vocab_size")
+    if tokenizer is None or qformer_vocab_size is None:
+        raise TypeError("tiny_config() needs the language model's `tokenizer` and `qformer_vocab_size`")
     if isinstance(tokenizer, int):
-        return _legacy_tiny_config(tokenizer, qformer_vocab_size, [language_model, image_size, hidden_size, num_query_tokens, *legacy_positional], config_kwargs)
-    if legacy_positional:
-        raise TypeError(f"tiny_config() takes at most 6 positional arguments ({6 + len(legacy_positional)} given)")
+        return _legacy_tiny_config(tokenizer, qformer_vocab_size, [language_model, image_size, hidden_size, num_query_tokens], config_kwargs)
     if language_model not in LANGUAGE_MODELS:
         raise ValueError(f"`language_model` must be one of {LANGUAGE_MODELS}, got {language_model!r}")
     heads = 4
@@ -237,8 +238,8 @@ def _legacy_tiny_config(vocab_size: int, qformer_vocab_size: int, slots: list, c
     """The deprecated `tiny_config(vocab_size, qformer_vocab_size, image_token_index, language_model, **kwargs)`.
 
     `slots` holds what landed in the current form's `language_model, image_size, hidden_size, num_query_tokens`
-    places (and any further positional arguments): in the old form the third argument was `image_token_index`,
-    so a language model given fourth sits in `image_size`'s place. Later settings must be given by name."""
+    places: in the old form the third argument was `image_token_index`, so a language model given fourth sits in
+    `image_size`'s place."""
     warnings.warn(
         "tiny_config(vocab_size, qformer_vocab_size, image_token_index, ...) is deprecated and will be removed: pass "
         "the language model's tokenizer first, tiny_config(tokenizer, qformer_vocab_size, ...) "
@@ -246,9 +247,7 @@ def _legacy_tiny_config(vocab_size: int, qformer_vocab_size: int, slots: list, c
         FutureWarning,
         stacklevel=3,
     )
-    language_model, image_size, hidden_size, num_query_tokens, *more = slots
-    if more:
-        raise TypeError("the deprecated tiny_config(vocab_size, qformer_vocab_size, image_token_index, language_model) takes the other settings by name")
+    language_model, image_size, hidden_size, num_query_tokens = slots
     if "image_token_index" in config_kwargs:
         image_token_index = config_kwargs.pop("image_token_index")
     else:  # given third, in `language_model`'s place; a fourth positional (the language model) is in `image_size`'s
