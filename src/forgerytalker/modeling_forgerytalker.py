@@ -509,6 +509,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         region_source: str | None = None,
         mask_prompt_input_ids: torch.LongTensor | None = None,
         generation_config: GenerationConfig | None = None,
+        penalize_instruction: bool = True,
         **kwargs,
     ) -> ForgeryTalkerGenerationOutput:
         """Writes the report and predicts the mask and regions in one call.
@@ -517,9 +518,12 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         `num_beams`, `num_return_sequences`, `return_dict_in_generate`, `output_scores`, ...), which override
         `generation_config` (default: `self.generation_config`). Lengths count report tokens
         (`generation_forgerytalker.generation_settings` owns the rule).
-        The language model receives the prompt ids together with their embeddings, as InstructBLIP passes them,
-        so that `repetition_penalty` sees the instruction; padding positions hold the image token, which every
-        prompt already contains, so a sample is penalised the same in a batch as alone.
+        A decoder-only language model receives the prompt ids together with their embeddings, as InstructBLIP
+        passes them, so that `repetition_penalty` also counts the instruction's words (the regions it names
+        among them); padding positions hold the image token, which every prompt already contains, so a sample is
+        penalised the same in a batch as alone. `penalize_instruction=False` gives it the embeddings alone, so the
+        penalty counts report tokens only: what the release does, and what an encoder-decoder language model
+        (Flan-T5) always does, whose penalty sees the decoder's tokens only.
 
         Returns:
             [`ForgeryTalkerGenerationOutput`] (whatever `return_dict_in_generate` says: the mask and regions are
@@ -553,7 +557,8 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         )
         language_model_inputs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
         decoder_only = self.config.instructblip_config.use_decoder_only_language_model
-        if decoder_only:
+        prompt_returned = decoder_only and penalize_instruction
+        if prompt_returned:
             image_token_id = self.config.instructblip_config.image_token_index
             language_model_inputs["input_ids"] = torch.where(attention_mask.bool(), input_ids, image_token_id)
         if hasattr(backbone.language_model, "_hf_hook"):  # accelerate device map: give outputs back on our device
@@ -562,8 +567,11 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             **language_model_inputs, generation_config=generation_config, **model_kwargs
         )
         sequences = generated if isinstance(generated, torch.Tensor) else generated.sequences
-        # the language model returns the prompt ids (decoder-only) or the decoder's start token first
-        sequences = sequences[:, input_ids.shape[1] :] if decoder_only else sequences[:, 1:]
+        # the language model returns the prompt ids it was given (decoder-only) or the decoder's start token first
+        if prompt_returned:
+            sequences = sequences[:, input_ids.shape[1] :]
+        elif not decoder_only:
+            sequences = sequences[:, 1:]
         region_probs = torch.sigmoid(region_logits)
         return ForgeryTalkerGenerationOutput(
             sequences=sequences,
