@@ -20,7 +20,7 @@ size; in a folder an earlier version or a killed run wrote, a JSON file named li
 records, `results.jsonl` must hold only records, and masks and figures count as its own only beside its `run.json`.
 A finished photo is kept by a re-run only while its record's `source` (the photo's size and SHA-256,
 `output_folder.file_fingerprint`) matches the photo, and `run.json` holds a fingerprint of the model's weights
-(`output_folder.model_fingerprint`), so a replaced photo or a retrained model is never answered from an earlier run.
+(`forgerytalker.model_fingerprint`), so a replaced photo or a retrained model is never answered from an earlier run.
 """
 
 from __future__ import annotations

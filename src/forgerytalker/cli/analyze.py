@@ -170,7 +170,8 @@ def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict) -> int:
     from ..analysis.face_crops import FaceOptions
     from ..analysis.outputs import check_settings, write_results, write_settings
     from ..analysis.runner import AnalysisOptions, run_analysis
-    from ..output_folder import OutputFolderError, model_fingerprint
+    from ..model_fingerprint import model_fingerprint
+    from ..output_folder import OutputFolderError
 
     model, regions, generate_kwargs = settings["model"], settings["regions"], settings["generate_kwargs"]
     state = _distributed_state()

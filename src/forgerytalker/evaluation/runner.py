@@ -34,7 +34,7 @@ import torch
 from datasets import Dataset
 
 from ..instruction import DATASET_REGION_SOURCES
-from ..output_folder import model_fingerprint
+from ..model_fingerprint import model_fingerprint
 from ..regions import REGION_NAMES, regions_to_labels
 from .breakdown import EvaluationRecords, breakdown_by_method, evaluate_records
 from .conventions import EVALUATION_PROTOCOLS, MASK_AREA_DETECTION_THRESHOLD

@@ -19,7 +19,7 @@ records its earlier versions kept) and passes it to every function here.
   inputs: input files by size, modification time and SHA-256, the model by its weights (`fingerprints`).
 """
 
-from .fingerprints import file_fingerprint, model_fingerprint
+from .fingerprints import file_fingerprint
 from .lock import FolderLockedError, hold_lock, lock_name, locked
 from .manifest import (
     MANIFEST_NAME,
@@ -47,7 +47,6 @@ __all__ = [
     "hold_lock",
     "lock_name",
     "locked",
-    "model_fingerprint",
     "read_manifest",
     "recover_swap",
     "remove_owned",
