@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -198,3 +202,30 @@ def test_a_mask_of_another_size_than_its_image_is_refused(tiny_model_and_process
     _, processor = tiny_model_and_processor
     with pytest.raises(ValueError, match=r"`masks\[0\]` is 20×10 but `images\[0\]` is 32×32"):
         processor(images=[random_image(0, 32, 32)], masks=[np.zeros((10, 20), np.uint8)])
+
+
+
+def test_the_processing_module_does_not_import_modeling_code(tmp_path):
+    """Like transformers' own processors, the processor works without the model's code. Checked the way a
+    `trust_remote_code=True` checkpoint loads it: the processing module and the files it imports (as transformers
+    finds them) are copied into a package of their own and imported in a fresh interpreter, where importing
+    `forgerytalker` itself would register the model with the Auto classes."""
+    import forgerytalker.processing_forgerytalker as processing
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    package = tmp_path / "checkpoint_code"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    copied = [processing.__file__, *get_relative_import_files(processing.__file__)]
+    for source in copied:
+        shutil.copy(source, package / os.path.basename(source))
+    assert not any("modeling_forgerytalker" in os.path.basename(source) for source in copied), copied
+    code = (
+        "import sys\n"
+        "import checkpoint_code.processing_forgerytalker as processing\n"
+        "assert processing.resolve_local_path('owner/name') == 'owner/name'\n"
+        "print(sorted(name for name in sys.modules if 'modeling_forgerytalker' in name or name.startswith('forgerytalker')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -21,6 +21,7 @@ from .mask_prompt import assemble_mask_prompt_ids
 from .modeling_forgerytalker_dff_mask_decoder import ForgeryTalkerDffMaskDecoder
 from .modeling_forgerytalker_mask_decoder import ForgeryTalkerMaskDecoder, forgery_mask_loss
 from .modeling_forgerytalker_prompter import ForgeryPrompterNetwork, ForgeryPrompterOutput
+from .paths import resolve_local_path
 
 logger = logging.getLogger(__name__)
 
@@ -140,24 +141,6 @@ class ForgeryTalkerGenerationOutput(ModelOutput):
     logits: tuple[torch.FloatTensor, ...] | None = None
     sequences_scores: torch.FloatTensor | None = None
     beam_indices: torch.LongTensor | None = None
-
-
-def resolve_local_path(path: str | os.PathLike, argument: str = "pretrained_model_name_or_path") -> str:
-    """Returns `path` as a string if it is an existing folder, or if it cannot be a local path at all (a hub id).
-
-    `from_pretrained` treats a relative path that does not exist as a hub id, which fails with a confusing
-    network error; a path that looks local (absolute, `./`, `~`, or with more than one `/`) and is missing is
-    reported here instead.
-    """
-    text = os.fspath(path)
-    expanded = os.path.expanduser(text)
-    if os.path.isdir(expanded):
-        return expanded
-    # a hub id is "name" or "owner/name"
-    looks_local = os.path.isabs(expanded) or text.startswith((".", "~")) or text.count("/") > 1
-    if looks_local or os.path.exists(expanded):
-        raise FileNotFoundError(f"`{argument}`: no checkpoint folder at {text!r} ({os.path.abspath(expanded)})")
-    return text
 
 
 class ForgeryTalkerPreTrainedModel(PreTrainedModel):

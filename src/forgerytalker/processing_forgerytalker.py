@@ -42,7 +42,7 @@ from .mask_prompt import (
     mask_prompt_name_texts,
     render_mask_prompt,
 )
-from .modeling_forgerytalker import resolve_local_path
+from .paths import resolve_local_path
 from .regions import REGION_NAMES, labels_to_regions, regions_to_labels
 
 

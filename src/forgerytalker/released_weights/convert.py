@@ -26,7 +26,8 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImage
 
 from ..configuration_forgerytalker import ForgeryTalkerConfig
 from ..instruction import DFF_INSTRUCTION_WORDING
-from ..modeling_forgerytalker import GENERATION_DEFAULTS, ForgeryTalkerForConditionalGeneration, resolve_local_path
+from ..modeling_forgerytalker import GENERATION_DEFAULTS, ForgeryTalkerForConditionalGeneration
+from ..paths import resolve_local_path
 from ..owned_folder import ForeignFilesError, check_replaceable, write_folder
 from ..processing_forgerytalker import ForgeryTalkerProcessor
 from .files import CheckpointConversionError, check_safetensors_files, dff_state_dict, load_pickle, tensor_dict

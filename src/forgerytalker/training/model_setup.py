@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from ..configuration_forgerytalker import ForgeryTalkerPrompterConfig
-from ..modeling_forgerytalker import ForgeryTalkerForConditionalGeneration, resolve_local_path
+from ..modeling_forgerytalker import ForgeryTalkerForConditionalGeneration
+from ..paths import resolve_local_path
 from ..modeling_forgerytalker_prompter import ForgeryPrompterNetwork
 from ..processing_forgerytalker import ForgeryTalkerProcessor
 from ..tiny import build_tiny_model_and_processor, build_tiny_processor, tiny_prompter_config
