@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 from transformers import default_data_collator
 
 from forgerytalker.image_utils import forged_pixels
-from forgerytalker.instruction import NUM_PIECES
+from forgerytalker.instruction import InstructionPieces
 from forgerytalker.regions import REGION_NAMES
 
 
@@ -30,7 +30,7 @@ def test_every_tensor_is_batch_first(tiny_model_and_processor, images):
                           "instruction_regions", "region_labels", "masks"}
     for name, tensor in batch.items():
         assert tensor.shape[0] == 3, name
-    assert batch["instruction_input_ids"].shape[:2] == (3, NUM_PIECES)
+    assert batch["instruction_input_ids"].shape[:2] == (3, InstructionPieces.NUM_ROWS)
     assert find_batch_size(dict(batch)) == 3
 
 

@@ -16,8 +16,8 @@ from transformers.utils import ModelOutput
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_forgerytalker import PIPELINE_TASK, ForgeryTalkerConfig
-from .instruction import IGNORE_INDEX, assemble_instruction_ids, piece_rows
-from .mask_prompt import assemble_mask_prompt_ids
+from .instruction import IGNORE_INDEX, InstructionPieces
+from .mask_prompt import MaskPromptPieces
 from .modeling_forgerytalker_dff_mask_decoder import ForgeryTalkerDffMaskDecoder
 from .modeling_forgerytalker_mask_decoder import ForgeryTalkerMaskDecoder, forgery_mask_loss
 from .modeling_forgerytalker_prompter import ForgeryPrompterNetwork, ForgeryPrompterOutput
@@ -384,7 +384,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         """Token ids for the Q-Former and the language model, with each sample's instruction naming its `regions`.
 
         Args:
-            instruction_input_ids, instruction_qformer_input_ids: `(batch, NUM_PIECES, piece_length)` pieces.
+            instruction_input_ids, instruction_qformer_input_ids: `(batch, InstructionPieces.NUM_ROWS, piece_length)` pieces.
             regions: `(batch, num_regions)` 0/1, or `None` for the plain instruction.
             labels: `(batch, report_length)` report ids padded with -100 (training).
             for_generation: left-pad the language model's prompt (decoder-only LMs).
@@ -401,8 +401,8 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
                 )
         device = instruction_input_ids.device
         flagged = [None] * len(instruction_input_ids) if regions is None else regions.bool().tolist()
-        qformer_ids = [assemble_instruction_ids(piece_rows(p), f) for p, f in zip(instruction_qformer_input_ids, flagged)]
-        prompts = [assemble_instruction_ids(piece_rows(p), f) for p, f in zip(instruction_input_ids, flagged)]
+        qformer_ids = [InstructionPieces.assemble(p, f) for p, f in zip(instruction_qformer_input_ids, flagged)]
+        prompts = [InstructionPieces.assemble(p, f) for p, f in zip(instruction_input_ids, flagged)]
         self._check_image_tokens(prompts[0])
         inputs = dict(zip(("qformer_input_ids", "qformer_attention_mask"), _pad(qformer_ids, 0, "right", device)))
         text_pad = self.config.get_text_config().pad_token_id or 0
@@ -428,7 +428,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         """The `"dff"` mask decoder's prompt: each sample's region names, `(batch, config.mask_prompt_length)` ids.
 
         Args:
-            mask_prompt_input_ids: `(batch, NUM_MASK_PROMPT_PIECES, piece_length)` pieces from the processor.
+            mask_prompt_input_ids: `(batch, MaskPromptPieces.NUM_ROWS, piece_length)` pieces from the processor.
             regions: `(batch, num_regions)` 0/1 regions of the instruction, or `None` (no names).
         """
         if mask_prompt_input_ids.dim() != 3:
@@ -437,10 +437,8 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
                 f"{tuple(mask_prompt_input_ids.shape)}"
             )
         flagged = [None] * len(mask_prompt_input_ids) if regions is None else regions.bool().tolist()
-        rows = [
-            assemble_mask_prompt_ids(piece_rows(pieces), names, self.config.mask_prompt_length)
-            for pieces, names in zip(mask_prompt_input_ids, flagged)
-        ]
+        table = MaskPromptPieces(self.config.mask_prompt_length)
+        rows = [table.assemble(pieces, names) for pieces, names in zip(mask_prompt_input_ids, flagged)]
         return torch.tensor(rows, dtype=torch.long, device=mask_prompt_input_ids.device)
 
     def _predict_mask(
