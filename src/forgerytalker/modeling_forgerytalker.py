@@ -20,7 +20,7 @@ from .instruction import IGNORE_INDEX, InstructionPieces
 from .mask_prompt import MaskPromptPieces
 from .modeling_forgerytalker_dff_mask_decoder import ForgeryTalkerDffMaskDecoder
 from .modeling_forgerytalker_mask_decoder import ForgeryTalkerMaskDecoder, forgery_mask_loss
-from .modeling_forgerytalker_prompter import ForgeryPrompterNetwork, ForgeryPrompterOutput
+from .modeling_forgerytalker_prompter import ForgeryTalkerPrompterNetwork, ForgeryTalkerPrompterOutput
 from .paths import resolve_local_path
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class ForgeryTalkerOutput(ModelOutput):
         The Q-Former's outputs (`hidden_states` / `attentions` / `cross_attentions` when asked).
     language_model_outputs (`CausalLMOutputWithPast` or `Seq2SeqLMOutput`):
         The language model's outputs (`hidden_states` / `attentions` when asked).
-    prompter_outputs ([`ForgeryPrompterOutput`]):
+    prompter_outputs ([`ForgeryTalkerPrompterOutput`]):
         The prompter's outputs (`hidden_states` / `attentions` when asked).
     mask_decoder_attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
         Attention weights of every attention layer of the mask decoder (prompt fusion, two-way blocks, final
@@ -90,7 +90,7 @@ class ForgeryTalkerOutput(ModelOutput):
     vision_outputs: ModelOutput | None = None
     qformer_outputs: ModelOutput | None = None
     language_model_outputs: ModelOutput | None = None
-    prompter_outputs: ForgeryPrompterOutput | None = None
+    prompter_outputs: ForgeryTalkerPrompterOutput | None = None
     mask_decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
 
     def to_tuple(self) -> tuple:
@@ -207,7 +207,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
                 getattr(config.instructblip_config, sub_config_key).dtype = config.instructblip_config.dtype
             instructblip = InstructBlipForConditionalGeneration(config.instructblip_config)
         self.instructblip = instructblip
-        self.prompter = ForgeryPrompterNetwork(config.prompter_config)
+        self.prompter = ForgeryTalkerPrompterNetwork(config.prompter_config)
         if config.mask_decoder_type == "dff":
             self.mask_decoder = ForgeryTalkerDffMaskDecoder(config)
         else:
@@ -270,11 +270,11 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         return cls(config, instructblip=instructblip)
 
     def load_prompter(self, prompter_name_or_path: str | os.PathLike) -> None:
-        """Replaces the prompter with a stage-1 one saved by `ForgeryPrompterNetwork.save_pretrained`.
+        """Replaces the prompter with a stage-1 one saved by `ForgeryTalkerPrompterNetwork.save_pretrained`.
 
         Raises `ValueError` naming both widths when the prompter's `hidden_size` is not this model's (the mask
         decoder reads the prompter's tokens at that width, so `generate` would otherwise fail later)."""
-        prompter = ForgeryPrompterNetwork.from_pretrained(resolve_local_path(prompter_name_or_path, "prompter_name_or_path"))
+        prompter = ForgeryTalkerPrompterNetwork.from_pretrained(resolve_local_path(prompter_name_or_path, "prompter_name_or_path"))
         expected = self.config.prompter_config.hidden_size
         if prompter.config.hidden_size != expected:
             raise ValueError(
@@ -444,7 +444,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
     def _predict_mask(
         self,
         image_features: ModelOutput,
-        prompter_output: ForgeryPrompterOutput,
+        prompter_output: ForgeryTalkerPrompterOutput,
         regions: torch.Tensor | None,
         mask_prompt_input_ids: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
