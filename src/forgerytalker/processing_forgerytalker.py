@@ -98,7 +98,7 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         `from_pretrained`) gathered into `instruction_wording`."""
         processor_dict = dict(processor_dict)
         wording = InstructionWording.pop_from(processor_dict)
-        kwargs["instruction_wording"] = InstructionWording.pop_from(kwargs, kwargs.get("instruction_wording", wording))
+        kwargs["instruction_wording"] = InstructionWording.pop_from(kwargs, kwargs.get("instruction_wording") or wording)
         return super().from_args_and_dict(args, processor_dict, **kwargs)
 
     def to_dict(self) -> dict:
@@ -157,17 +157,6 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         if self.mask_prompt_pieces is None:
             raise ValueError("This processor makes no mask prompt: build it with `mask_prompt_length`")
         return self.mask_prompt_pieces.encode(self.tokenizer)
-
-    def expected_instruction_ids(self, regions: Sequence[str] | None) -> tuple[list[int], list[int]]:
-        """The ids the language model and the Q-Former must see for `regions`, from the whole text."""
-        pieces = self.instruction_pieces
-        return pieces.expected_ids(self.tokenizer, regions, self._image_tokens), pieces.expected_ids(self.qformer_tokenizer, regions)
-
-    def expected_mask_prompt_ids(self, regions: Sequence[str] | None) -> list[int]:
-        """The mask-prompt ids the model must see for `regions`, from the whole text (`MaskPromptPieces.expected_ids`)."""
-        if self.mask_prompt_pieces is None:
-            raise ValueError("This processor makes no mask prompt: build it with `mask_prompt_length`")
-        return self.mask_prompt_pieces.expected_ids(self.tokenizer, regions)
 
     # -- inputs --------------------------------------------------------------------------------------------
 
