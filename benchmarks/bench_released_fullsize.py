@@ -7,14 +7,16 @@ and RAM work; not part of `python -m benchmarks` nor of the tests).
 Each step runs as a user would, in its own process, and records its wall time and peak resident memory (the
 process's `ru_maxrss`, from `os.wait4`):
 - `write`: the release's three downloads at full size (`released_fullsize_files.py`);
-- `convert`: `forgerytalker convert-checkpoint ... --dtype bfloat16` into sharded safetensors;
-- `load`: `AutoModel.from_pretrained(out, dtype=torch.bfloat16)`;
+- `convert`: `forgerytalker convert-checkpoint ... --dtype bfloat16 --uniform-dtype` into sharded safetensors (every
+  weight in bfloat16); `convert_mix`: the same without `--uniform-dtype`, the default (all but Flan-T5 in float32);
+- `load` / `load_mix`: `AutoModel.from_pretrained(out, dtype=torch.bfloat16)` of either conversion;
 - `offload`: the same with `device_map="auto"` and a RAM limit that forces disk offload;
 - `pipeline`: `pipeline("forgery-analysis", model=out, dtype=torch.bfloat16)` on one photo with the release's
   generation settings and `max_new_tokens=8` (seconds per image), then with one new token (seconds per new token
   from the difference);
-- `precision`: a copy with the first 2 layers of every tower, converted in float32, run in float32 and bfloat16:
-  region probabilities, mask probabilities, mask and the first report tokens compared.
+- `precision`: a copy with the first 2 layers of every tower, converted in float32, run in float32, in bfloat16 with
+  the release's mix the converter records (only Flan-T5 in bfloat16) and wholly in bfloat16: region probabilities,
+  mask probabilities, mask and the first report tokens compared with float32.
 Results are merged into `--out` after every step (a step that fails records its error), with the machine it ran on.
 """
 
@@ -35,7 +37,7 @@ from _machine import load_average, machine_state
 
 HERE = Path(__file__).resolve().parent
 GIB = 1024**3
-STEPS = ("write", "convert", "load", "offload", "pipeline", "precision")
+STEPS = ("write", "convert", "load", "offload", "pipeline", "precision", "convert_mix", "load_mix")
 PRECISION_LAYERS = 2
 OFFLOAD_RAM = "3GiB"
 """The `max_memory` of the offload step: a third of the bf16 weights, so most of them go to disk."""
@@ -93,7 +95,7 @@ def child(step: str, args: argparse.Namespace) -> dict:
     from forgerytalker.released_weights import DFF_GENERATION_SETTINGS
 
     torch.set_num_threads(args.threads)
-    if step == "load":
+    if step in ("load", "load_mix"):
         start = time.perf_counter()
         model = AutoModel.from_pretrained(args.model, dtype=torch.bfloat16)
         loaded, rss_loaded = time.perf_counter() - start, _peak_rss()
@@ -135,45 +137,53 @@ def child(step: str, args: argparse.Namespace) -> dict:
                 "seconds_per_new_token": round((timings["eight_new_tokens"] - timings["one_new_token"]) / 7, 2),
                 "peak_rss_gib": _peak_rss()}
     if step == "precision":
-        results, tokens = {}, []
-        for dtype in (torch.float32, torch.bfloat16):
-            analyzer = pipeline("forgery-analysis", model=args.model, dtype=dtype)
-            results[dtype] = analyzer(photo, **settings)
+        # the converted config records the release's mix, which a bfloat16 load keeps; `keep_in_fp32_modules=None`
+        # loads every weight in bfloat16
+        runs = {"float32": (torch.float32, {}), "bfloat16": (torch.bfloat16, {}),
+                "bfloat16_uniform": (torch.bfloat16, {"keep_in_fp32_modules": None})}
+        results, tokens = {}, {}
+        for name, (dtype, model_kwargs) in runs.items():
+            analyzer = pipeline("forgery-analysis", model=args.model, dtype=dtype, model_kwargs=model_kwargs)
+            results[name] = analyzer(photo, **settings)
             # the generated ids themselves: random weights generate ids the stand-in tokenizer cannot spell
             inputs = analyzer.preprocess(photo)
             inputs.pop("target_size")
-            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+            inputs["pixel_values"] = inputs["pixel_values"].to(analyzer.model.dtype)  # as the pipeline passes them
             with torch.inference_mode():
-                tokens.append(analyzer.model.generate(**inputs, **settings).sequences[0].tolist())
-        full, half = results[torch.float32], results[torch.bfloat16]
-        same = next((index for index, pair in enumerate(zip(*tokens)) if pair[0] != pair[1]), min(map(len, tokens)))
-        masks = [torch.tensor(list(result["mask"].getdata())) for result in (full, half)]
-        measured_values = {
-            "region_probability": max(abs(full["region_probabilities"][name] - half["region_probabilities"][name]) for name in full["region_probabilities"]),
-            "mask_probability": float(abs(full["mask_probabilities"] - half["mask_probabilities"]).max()),
-            "mask_pixels_differing": float((masks[0] != masks[1]).float().mean()),
-            "first_tokens_equal": same,
-        }
-        within = {key: (value >= TOLERANCES[key] if key == "first_tokens_equal" else value <= TOLERANCES[key])
-                  for key, value in measured_values.items()}
-        return {"layers_per_tower": PRECISION_LAYERS, "photo": Path(photo).name, "measured": measured_values,
-                "tolerances": TOLERANCES, "within_tolerance": within,
-                "regions": {"float32": full["regions"], "bfloat16": half["regions"]},
-                "tokens": {"float32": tokens[0], "bfloat16": tokens[1]}}
+                tokens[name] = analyzer.model.generate(**inputs, **settings).sequences[0].tolist()
+        compared = {}
+        for name in ("bfloat16", "bfloat16_uniform"):
+            full, half = results["float32"], results[name]
+            same = next((index for index, pair in enumerate(zip(tokens["float32"], tokens[name])) if pair[0] != pair[1]),
+                        min(len(tokens["float32"]), len(tokens[name])))
+            masks = [torch.tensor(list(result["mask"].getdata())) for result in (full, half)]
+            measured_values = {
+                "region_probability": max(abs(full["region_probabilities"][region] - half["region_probabilities"][region]) for region in full["region_probabilities"]),
+                "mask_probability": float(abs(full["mask_probabilities"] - half["mask_probabilities"]).max()),
+                "mask_pixels_differing": float((masks[0] != masks[1]).float().mean()),
+                "first_tokens_equal": same,
+            }
+            within = {key: (value >= TOLERANCES[key] if key == "first_tokens_equal" else value <= TOLERANCES[key])
+                      for key, value in measured_values.items()}
+            compared[name] = {"measured": measured_values, "within_tolerance": within}
+        return {"layers_per_tower": PRECISION_LAYERS, "photo": Path(photo).name, "tolerances": TOLERANCES,
+                "against_float32": compared, "regions": {name: result["regions"] for name, result in results.items()},
+                "tokens": tokens}
     raise ValueError(step)
 
 
-def convert_command(sources: dict, out: Path, dtype: str) -> list[str]:
+def convert_command(sources: dict, out: Path, dtype: str, uniform: bool = False) -> list[str]:
     return [sys.executable, "-m", "forgerytalker.cli", "convert-checkpoint", "--instructblip", sources["instructblip"],
             "--dff-checkpoint", sources["dff_checkpoint"], "--face-vit-checkpoint", sources["face_vit_checkpoint"],
-            "--out", str(out), "--dtype", dtype, "--overwrite"]
+            "--out", str(out), "--dtype", dtype, "--overwrite", *(["--uniform-dtype"] if uniform else [])]
 
 
 def run_step(step: str, args: argparse.Namespace, results: dict) -> dict:
     from released_fullsize_files import DFF_NAME, FACE_VIT_NAME, INSTRUCTBLIP_NAME
 
     scratch, log = args.scratch, args.scratch / "rehearsal.log"
-    released, converted = scratch / "released", scratch / "converted-bf16"
+    released = scratch / "released"
+    converted = scratch / ("converted-mix" if step.endswith("_mix") else "converted-bf16")
     def sources(folder: Path) -> dict:
         return {"instructblip": str(folder / INSTRUCTBLIP_NAME), "dff_checkpoint": str(folder / DFF_NAME),
                 "face_vit_checkpoint": str(folder / FACE_VIT_NAME)}
@@ -187,18 +197,19 @@ def run_step(step: str, args: argparse.Namespace, results: dict) -> dict:
                                   for path in sorted(released.iterdir())}
         result["download_gib"]["total"] = round(folder_bytes(released) / GIB, 2)
         return result
-    if step == "convert":
-        result = measured(convert_command(sources(released), converted, "bfloat16"), log)
+    if step in ("convert", "convert_mix"):
+        result = measured(convert_command(sources(released), converted, "bfloat16", uniform=step == "convert"), log)
         if converted.exists():
             result["converted_gib"] = round(folder_bytes(converted) / GIB, 2)
             result["weight_files"] = sorted(file.name for file in converted.glob("*.safetensors"))
         result["target_peak_rss_gib"] = round(result.get("converted_gib", 0) + 2, 2)
         return result
-    if step in ("load", "offload", "pipeline"):
+    if step in ("load", "offload", "pipeline", "load_mix"):
         result = measured([*me, "--child", step, "--model", str(converted), "--scratch", str(scratch), "--faces", args.faces,
                            "--threads", str(args.threads)], log)
-        if step == "load" and "converted_gib" in results.get("convert", {}):
-            result["target_peak_rss_gib"] = round(1.2 * results["convert"]["converted_gib"], 2)
+        conversion = results.get("convert_mix" if step == "load_mix" else "convert", {})
+        if step in ("load", "load_mix") and "converted_gib" in conversion:
+            result["target_peak_rss_gib"] = round(1.2 * conversion["converted_gib"], 2)
         shutil.rmtree(scratch / "offload", ignore_errors=True)
         return result
     if step == "precision":

@@ -555,3 +555,17 @@ def test_the_face_check_options_of_earlier_versions_still_work_with_a_deprecatio
         analysis = forgerytalker.analyze(str(photos / "grace.jpg"), model=checkpoint, check_faces=False,
                                          max_new_tokens=4)
     assert analysis.face_mode == "whole"
+
+
+def test_analyze_does_not_pay_for_the_evaluation_stack(checkpoint, photos, tmp_path):
+    """`datasets` and the caption metrics take most of a second to import; analysing a photo needs neither (the model's
+    weight fingerprint lives outside the evaluation runner)."""
+    photo = next(path for path in sorted(photos.iterdir()) if path.suffix == ".jpg")
+    code = (
+        "import sys; from forgerytalker.cli import main; "
+        f"code = main(['analyze', {str(photo)!r}, '--model', {str(checkpoint)!r}, '--out', {str(tmp_path / 'out')!r}, "
+        "'--no-progress', '--max-new-tokens', '2']); "
+        "print(code, sorted(name for name in ('datasets', 'pycocoevalcap', 'forgerytalker.evaluation.runner') if name in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.split("\n")[-2] == "0 []", result.stdout + result.stderr

@@ -111,6 +111,38 @@ def test_the_penalty_sees_the_instruction_and_nothing_else(tiny_model_and_proces
     assert len({len(ids) for ids in seen[0]}) == 1 and len(set(map(len, (processor.build_instruction(n) for n in REGIONS)))) > 1
 
 
+@pytest.mark.parametrize("language_model", ["llama", "t5"])
+def test_penalize_instruction_false_counts_report_tokens_only_as_the_release(language_model):
+    """With `penalize_instruction=False` the first report token is scored without penalising the instruction's words,
+    as the release's Flan-T5 does (an encoder-decoder's penalty never sees them); by default a decoder-only language
+    model's penalty counts them."""
+    model, processor = build_tiny_model_and_processor(language_model, seed=2)
+    model.eval()
+    inputs = processor(images=images(), regions=REGIONS)
+    settings = {"max_new_tokens": 3, "min_new_tokens": 3, "return_dict_in_generate": True, "output_scores": True,
+                "num_beams": 1, "do_sample": False}
+    plain = model.generate(**inputs, **settings, repetition_penalty=1.0)
+    release = model.generate(**inputs, **settings, repetition_penalty=3.0, penalize_instruction=False)
+    counted = model.generate(**inputs, **settings, repetition_penalty=3.0)
+
+    def penalised(output):
+        return {int(token) for token in torch.nonzero(output.scores[0] != plain.scores[0])[:, 1]}
+
+    # before the first report token only T5's decoder start token has been "written" (the release penalises it too)
+    start = {model.config.get_text_config().decoder_start_token_id} if language_model == "t5" else set()
+    assert penalised(release) == start
+    assert (penalised(counted) == start) == (language_model == "t5") and len(penalised(counted)) > 3 * (language_model != "t5")
+    assert release.sequences.shape == counted.sequences.shape == (3, 3)
+    if language_model != "t5":  # nothing penalised yet: the first report token is the unpenalised one
+        assert torch.equal(release.sequences[:, 0], plain.sequences[:, 0])
+    from transformers import pipeline
+
+    analyze = pipeline("forgery-analysis", model=model, processor=processor)
+    expected = processor.batch_decode(release.sequences, skip_special_tokens=True)[0].strip()
+    result = analyze(images()[0], regions=REGIONS[0], **settings, repetition_penalty=3.0, penalize_instruction=False)
+    assert result["report"].strip() == expected
+
+
 def test_several_reports_per_image_are_paired_with_their_own_image(backbone):
     model, processor = backbone
     settings = {"num_beams": 3, "num_return_sequences": 3, "max_new_tokens": 6}

@@ -204,6 +204,30 @@ def test_a_mask_of_another_size_than_its_image_is_refused(tiny_model_and_process
         processor(images=[random_image(0, 32, 32)], masks=[np.zeros((10, 20), np.uint8)])
 
 
+def test_a_saved_processor_resizes_with_pil_where_transformers_would_pick_torchvision(saved_tiny_checkpoint, monkeypatch):
+    """transformers saves `BlipImageProcessorPil` as "BlipImageProcessor" and loads torchvision's resize wherever
+    torchvision is installed (not on this machine: a stand-in plays its part); the processor keeps PIL's, as the
+    checkpoint was trained, unless the caller names the backend."""
+    from transformers import AutoImageProcessor, BlipImageProcessorPil
+    from transformers.image_processing_backends import TorchvisionBackend
+
+    from forgerytalker import ForgeryTalkerProcessor
+
+    class TorchvisionResize(TorchvisionBackend):
+        pass
+
+    load = AutoImageProcessor.from_pretrained.__func__
+
+    def as_with_torchvision_installed(cls, *args, backend=None, **kwargs):
+        return TorchvisionResize() if backend in (None, "torchvision") else load(cls, *args, backend=backend, **kwargs)
+
+    monkeypatch.setattr(AutoImageProcessor, "from_pretrained", classmethod(as_with_torchvision_installed))
+    processor = ForgeryTalkerProcessor.from_pretrained(saved_tiny_checkpoint)
+    assert type(processor.image_processor) is BlipImageProcessorPil
+    assert processor.image_processor.size == {"height": 32, "width": 32}
+    chosen = ForgeryTalkerProcessor.from_pretrained(saved_tiny_checkpoint, image_processor_backend="torchvision")
+    assert isinstance(chosen.image_processor, TorchvisionResize)
+
 
 def test_the_processing_module_does_not_import_modeling_code(tmp_path):
     """Like transformers' own processors, the processor works without the model's code. Checked the way a

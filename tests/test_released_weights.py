@@ -27,6 +27,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from forgerytalker import ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor
 from forgerytalker.cli import main
+from forgerytalker.configuration_forgerytalker import RELEASE_FP32_MODULES
 from forgerytalker.released_weights import CheckpointConversionError, convert_released_checkpoint
 from forgerytalker.released_weights.files import RUNNER_TRAINING_STATE
 
@@ -147,17 +148,38 @@ def test_conversion_streams_the_sources_and_writes_shards_with_the_same_weights(
     assert all(torch.equal(written[key], single[key]) for key in single)
 
 
-def test_float16_conversion_warns_and_keeps_flan_t5s_wo_in_float32(released, tmp_path, caplog):
+def _written_dtypes(folder) -> dict[str, str]:
     from safetensors import safe_open
 
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        return {key: weights.get_slice(key).get_dtype() for key in weights.keys()}
+
+
+def test_float16_conversion_warns_and_keeps_flan_t5s_wo_in_float32(released, tmp_path, caplog):
     with caplog.at_level("WARNING", logger="forgerytalker.released_weights.convert"):
-        convert(released, tmp_path / "fp16", dtype="float16")
+        convert(released, tmp_path / "fp16", dtype="float16", keep_in_fp32_modules=())
     assert any("float16" in record.message and "bfloat16" in record.message for record in caplog.records)
-    with safe_open(tmp_path / "fp16" / "model.safetensors", "pt") as weights:
-        dtypes = {key: weights.get_slice(key).get_dtype() for key in weights.keys()}
+    dtypes = _written_dtypes(tmp_path / "fp16")
     wo = [key for key in dtypes if key.endswith(".wo.weight")]
     assert wo and all(dtypes[key] == "F32" for key in wo)
     assert dtypes["instructblip.language_model.shared.weight"] == "F16" and dtypes["mask_decoder.prompt_proj.weight"] == "F16"
+    with caplog.at_level("WARNING", logger="forgerytalker.precision"):
+        ForgeryTalkerForConditionalGeneration.from_pretrained(tmp_path / "fp16", dtype=torch.float16)
+    assert any("Flan-T5 runs in float16" in record.message for record in caplog.records)
+
+
+def test_a_half_precision_conversion_keeps_the_releases_float32_modules(released, tmp_path):
+    """The release runs only Flan-T5 in bfloat16: a bfloat16 conversion writes the rest in float32 and says so in the
+    config, so that loading it in bfloat16 keeps the mix."""
+    report = convert(released, tmp_path / "bf16", dtype="bfloat16")
+    dtypes = _written_dtypes(tmp_path / "bf16")
+    language_model = {dtype for key, dtype in dtypes.items() if key.startswith("instructblip.language_model.")}
+    rest = {dtype for key, dtype in dtypes.items() if not key.startswith("instructblip.language_model.") and "num_batches" not in key}
+    assert language_model == {"BF16"} and rest == {"F32"}
+    assert dtypes["prompter.conv_branch.0.norm.num_batches_tracked"] == "I64"
+    assert report.float32_modules == list(RELEASE_FP32_MODULES) and "float32: prompter" in report.summary()
+    saved = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert saved["keep_in_fp32_modules"] == list(RELEASE_FP32_MODULES)
 
 
 def test_pixel_conv_branch_prompter_matches_the_release(converted, released):
@@ -257,12 +279,20 @@ def test_converted_model_loads_with_remote_code_in_a_fresh_process_and_generates
 
 
 def test_forgery_analysis_pipeline_runs_on_the_converted_model_in_bfloat16(converted):
-    """A float32 conversion loads in bfloat16 as a whole (InstructBLIP's nested configs included) and analyses photos."""
+    """A float32 conversion loads in bfloat16 with the release's mix: Flan-T5 (InstructBLIP's nested text config
+    included) in bfloat16, everything else in float32, so the prompter's region probabilities are the float32 model's
+    to the bit; it analyses photos."""
     from transformers import pipeline
 
-    out, _, _, _ = converted
+    out, _, _, processor = converted
+    model = ForgeryTalkerForConditionalGeneration.from_pretrained(out).eval()
     analyze = pipeline("forgery-analysis", model=str(out), dtype=torch.bfloat16)
-    assert {parameter.dtype for parameter in analyze.model.parameters()} == {torch.bfloat16}
+    dtypes = {name: parameter.dtype for name, parameter in analyze.model.named_parameters()}
+    assert {dtype for name, dtype in dtypes.items() if name.startswith("instructblip.language_model.")} == {torch.bfloat16}
+    assert {dtype for name, dtype in dtypes.items() if not name.startswith("instructblip.language_model.")} == {torch.float32}
+    pixels = processor(images=[random_image(7, 30, 44)], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        assert torch.equal(analyze.model.prompter(pixels).region_logits, model.prompter(pixels).region_logits)
     results = analyze([random_image(7, 30, 44), {"image": random_image(8, 50, 38), "regions": ["lip"]}], max_new_tokens=6)
     assert [result["mask"].size for result in results] == [(44, 30), (38, 50)]
     assert results[1]["instruction_regions"] == ["lip"]
@@ -335,7 +365,13 @@ def test_command_line_converts_and_names_the_flag_of_a_bad_input(fresh_files, tm
     ]
     assert main(arguments) == 0
     assert "Wrote a ForgeryTalker checkpoint" in capsys.readouterr().out
-    assert load_file(tmp_path / "out" / "model.safetensors")["mask_decoder.mask_tokens"].dtype == torch.bfloat16
+    written = load_file(tmp_path / "out" / "model.safetensors")
+    assert written["mask_decoder.mask_tokens"].dtype == torch.float32
+    assert written["instructblip.language_model.shared.weight"].dtype == torch.bfloat16
+    uniform = [str(tmp_path / "uniform") if value == str(tmp_path / "out") else value for value in arguments]
+    assert main([*uniform, "--uniform-dtype"]) == 0
+    assert load_file(tmp_path / "uniform" / "model.safetensors")["mask_decoder.mask_tokens"].dtype == torch.bfloat16
+    assert json.loads((tmp_path / "uniform" / "config.json").read_text()).get("keep_in_fp32_modules") is None
     assert main(arguments) == 2
     assert "error: --out: " in capsys.readouterr().err
     torch.save({"model": {"t5_proj.weight": torch.nn.Linear(2, 2)}}, fresh_files["dff"])

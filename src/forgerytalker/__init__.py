@@ -15,7 +15,7 @@ from ._lazy import lazy_attributes
 __version__ = "0.1.0"
 
 _PUBLIC_NAMES = {
-    "GENERATION_DEFAULTS": "modeling_forgerytalker",
+    "GENERATION_DEFAULTS": "generation_forgerytalker",
     "PIPELINE_TASK": "configuration_forgerytalker",
     "ForgeryAnalysis": "analysis",
     "ForgeryAnalysisPipeline": "pipeline_forgerytalker",
@@ -23,8 +23,8 @@ _PUBLIC_NAMES = {
     "ForgeryTalkerPrompterOutput": "modeling_forgerytalker_prompter",
     "ForgeryTalkerConfig": "configuration_forgerytalker",
     "ForgeryTalkerForConditionalGeneration": "modeling_forgerytalker",
-    "ForgeryTalkerGenerationOutput": "modeling_forgerytalker",
-    "ForgeryTalkerOutput": "modeling_forgerytalker",
+    "ForgeryTalkerGenerationOutput": "modeling_forgerytalker_outputs",
+    "ForgeryTalkerOutput": "modeling_forgerytalker_outputs",
     "ForgeryTalkerPreTrainedModel": "modeling_forgerytalker",
     "ForgeryTalkerProcessor": "processing_forgerytalker",
     "ForgeryTalkerPrompterConfig": "configuration_forgerytalker",

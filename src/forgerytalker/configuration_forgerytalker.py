@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import field
 
-import sys
-
 from transformers import InstructBlipConfig, PreTrainedConfig, SamMaskDecoderConfig
 from transformers.configuration_utils import SubConfigSpec
 
@@ -17,6 +15,21 @@ MASK_DECODER_TYPES = ("sam", "dff")
 DEFAULT_MASK_THRESHOLD = 0.5
 DEFAULT_REGION_THRESHOLD = 0.5
 PIPELINE_TASK = "forgery-analysis"
+_IS_INSTALLED_PACKAGE = __name__.split(".")[0] == "forgerytalker"
+"""Whether this is the installed package's module (whose registered pipeline serves `PIPELINE_TASK`) rather than the
+copy `save_pretrained` writes next to the weights for `trust_remote_code` users. A config loaded with either class
+contains the same whatever was imported before: the copy keeps the checkpoint's `custom_pipelines`, the package's
+class leaves them out."""
+RELEASE_FP32_MODULES = (
+    "prompter",
+    "mask_decoder",
+    "instructblip.vision_model",
+    "instructblip.qformer",
+    "instructblip.query_tokens",
+    "instructblip.language_projection",
+)
+"""The modules the authors' release runs in float32 (Face-ViT, EVA, the Q-Former, the projections and the mask path):
+everything but Flan-T5, which LAVIS casts to bfloat16 (`blip2_t5_instruct.py:135-137`)."""
 
 # The authors' released backbone, InstructBLIP with Flan-T5-XL (`Salesforce/instructblip-flan-t5-xl`): EVA ViT-g
 # (the InstructBLIP vision defaults), a BERT-base Q-Former with the extra "[DEC]" token (vocabulary 30523) and
@@ -235,6 +248,12 @@ class ForgeryTalkerConfig(PreTrainedConfig):
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialisation of the modules ForgeryTalker adds around the backbone
             (the mask decoder and its projections). The backbone and the prompter use their own configs'.
+        keep_in_fp32_modules (`list[str]`, *optional*):
+            Modules (names as in `named_modules`, e.g. `"prompter"`, `"instructblip.qformer"`) whose weights stay in
+            float32 when the model is loaded with `dtype=torch.bfloat16` or `torch.float16`; the rest takes that
+            dtype, and each module's inputs are cast to its own dtype. The released-weights converter records the
+            release's mix (`RELEASE_FP32_MODULES`: only the language model in half precision), where an all-bfloat16
+            prompter flips region probabilities near the threshold. None: every weight takes the loading dtype.
     """
 
     model_type = "forgerytalker"
@@ -257,12 +276,13 @@ class ForgeryTalkerConfig(PreTrainedConfig):
     mask_dice_weight: float = 1.0
     mask_iou_loss_weight: float = 0.1
     initializer_range: float = 0.02
+    keep_in_fp32_modules: list[str] | None = None
 
     def __post_init__(self, **kwargs):
-        if _pipeline_task_registered():
+        if _IS_INSTALLED_PACKAGE:
             # `save_pretrained` writes `custom_pipelines` so that `pipeline(..., trust_remote_code=True)` finds the
-            # pipeline's code in a process without this package; where the package registered the task, its own
-            # class is used instead (transformers would otherwise insist on `trust_remote_code`).
+            # pipeline's code in a process without this package. The installed package registers the task with its
+            # own pipeline class, which transformers would refuse without `trust_remote_code` if the config named it.
             kwargs.pop("custom_pipelines", None)
         super().__post_init__(**kwargs)
         self.mask_decoder_config.num_multimask_outputs = 0
@@ -280,6 +300,8 @@ class ForgeryTalkerConfig(PreTrainedConfig):
                 f'`mask_decoder_type="dff"` attends to the vision patches directly, so `mask_decoder_config.hidden_size` '
                 f"({self.mask_decoder_config.hidden_size}) must be the vision encoder's hidden size ({vision_hidden_size})"
             )
+        if self.keep_in_fp32_modules is not None:
+            self.keep_in_fp32_modules = list(self.keep_in_fp32_modules)
         for name in ("mask_prompt_length", "mask_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
@@ -298,6 +320,12 @@ class ForgeryTalkerConfig(PreTrainedConfig):
         return self.instructblip_config.num_query_tokens
 
     @property
+    def image_token_id(self) -> int:
+        """The language model's image token, `instructblip_config.image_token_index`, under transformers' usual
+        name (generation utilities read it to keep the image token out of generated text)."""
+        return self.instructblip_config.image_token_index
+
+    @property
     def region_names(self) -> list[str]:
         return self.prompter_config.region_names
 
@@ -314,12 +342,6 @@ class ForgeryTalkerConfig(PreTrainedConfig):
         self.prompter_config.region_threshold = value
 
 
-def _pipeline_task_registered() -> bool:
-    """Whether this process registered the ForgeryTalker pipeline task (i.e. imported the package)."""
-    pipelines = sys.modules.get("transformers.pipelines")
-    return pipelines is not None and PIPELINE_TASK in pipelines.PIPELINE_REGISTRY.supported_tasks
-
-
 __all__ = [
     "CONV_BRANCH_TYPES",
     "MASK_DECODER_TYPES",
@@ -327,4 +349,5 @@ __all__ = [
     "ForgeryTalkerPrompterConfig",
     "PAPER_INSTRUCTBLIP_CONFIG",
     "REGION_SOURCES",
+    "RELEASE_FP32_MODULES",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,131 +15,21 @@ from transformers.utils import ModelOutput
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_forgerytalker import PIPELINE_TASK, ForgeryTalkerConfig
+from .generation_forgerytalker import GENERATION_DEFAULTS, generation_settings
 from .instruction import IGNORE_INDEX, InstructionPieces
 from .mask_prompt import MaskPromptPieces
+from .modeling_forgerytalker_checks import check_batch, refuse_language_model_inputs
 from .modeling_forgerytalker_dff_mask_decoder import ForgeryTalkerDffMaskDecoder
 from .modeling_forgerytalker_mask_decoder import ForgeryTalkerMaskDecoder, forgery_mask_loss
+from .modeling_forgerytalker_outputs import ForgeryTalkerGenerationOutput, ForgeryTalkerOutput
 from .modeling_forgerytalker_prompter import ForgeryTalkerPrompterNetwork, ForgeryTalkerPrompterOutput
 from .paths import resolve_local_path
+from .precision import check_module_names, float32_buffers, fp32_patterns, warn_if_t5_in_float16
 
 logger = logging.getLogger(__name__)
 
 TRAINING_STAGES = ("prompter", "joint")
-GENERATION_DEFAULTS = {
-    "num_beams": 5,
-    "max_new_tokens": 100,
-    # the release's `min_length=5` counts the T5 decoder's start token: at least 4 report tokens before the end
-    "min_new_tokens": 4,
-    "repetition_penalty": 1.5,
-    "length_penalty": 1.0,
-    "do_sample": False,
-}
-"""The authors' released inference settings, the one owner of them (`scripts/evaluation/evaluate.py` with
-`Blip2T5Instruct.generate`'s defaults): beam search with 5 beams, 4 to 100 report tokens, penalty 1.5."""
 _OUTPUT_FLAGS = ("output_attentions", "output_hidden_states")
-
-
-@dataclass
-class ForgeryTalkerOutput(ModelOutput):
-    r"""
-    loss (`torch.FloatTensor` of shape `()`, *optional*):
-        `language_model_loss + config.mask_loss_weight * mask_loss` over the parts whose targets were given
-        (paper Eq. 7). The prompter is trained on its own in stage 1, so `region_loss` is not part of it.
-    language_model_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
-        Cross-entropy of the report tokens (paper Eq. 6).
-    mask_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `masks` is given):
-        Binary cross-entropy on mask logits + Dice + the IoU head's regression loss (no IoU term for the `"dff"`
-        mask decoder).
-    region_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `region_labels` is given):
-        The prompter's ½(ω-BCE + Dice) loss, reported for monitoring.
-    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
-        Language-model logits.
-    pred_masks (`torch.FloatTensor` of shape `(batch_size, 1, mask_height, mask_width)`):
-        Mask logits at 4× the vision patch grid (`config.mask_size` square for the `"dff"` mask decoder); see
-        `ForgeryTalkerProcessor.post_process_masks`.
-    iou_scores (`torch.FloatTensor` of shape `(batch_size, 1)`, *optional*):
-        The mask decoder's estimate of its mask's IoU (a confidence for the mask); `None` for the `"dff"` mask
-        decoder, which has no IoU head.
-    region_logits (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
-        The prompter's logits for each facial region.
-    instruction_regions (`torch.LongTensor` of shape `(batch_size, num_regions)`, *optional*):
-        The 0/1 regions named in each sample's instruction; `None` for the plain (`"none"`) instruction.
-    vision_outputs (`BaseModelOutputWithPooling`):
-        The vision encoder's outputs (`hidden_states` / `attentions` when asked).
-    qformer_outputs (`BaseModelOutputWithPoolingAndCrossAttentions`):
-        The Q-Former's outputs (`hidden_states` / `attentions` / `cross_attentions` when asked).
-    language_model_outputs (`CausalLMOutputWithPast` or `Seq2SeqLMOutput`):
-        The language model's outputs (`hidden_states` / `attentions` when asked).
-    prompter_outputs ([`ForgeryTalkerPrompterOutput`]):
-        The prompter's outputs (`hidden_states` / `attentions` when asked).
-    mask_decoder_attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
-        Attention weights of every attention layer of the mask decoder (prompt fusion, two-way blocks, final
-        token-to-image attention), in call order; they need `attn_implementation="eager"`.
-    """
-
-    loss: torch.FloatTensor | None = None
-    language_model_loss: torch.FloatTensor | None = None
-    mask_loss: torch.FloatTensor | None = None
-    region_loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    pred_masks: torch.FloatTensor | None = None
-    iou_scores: torch.FloatTensor | None = None
-    region_logits: torch.FloatTensor | None = None
-    instruction_regions: torch.LongTensor | None = None
-    vision_outputs: ModelOutput | None = None
-    qformer_outputs: ModelOutput | None = None
-    language_model_outputs: ModelOutput | None = None
-    prompter_outputs: ForgeryTalkerPrompterOutput | None = None
-    mask_decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
-
-    def to_tuple(self) -> tuple:
-        return tuple(value.to_tuple() if isinstance(value, ModelOutput) else value for value in super().to_tuple())
-
-
-@dataclass
-class ForgeryTalkerGenerationOutput(ModelOutput):
-    r"""
-    sequences (`torch.LongTensor` of shape `(batch_size * num_return_sequences, report_length)`):
-        The generated report tokens only: neither the instruction nor the decoder's start token (decode with
-        `processor.batch_decode`). Row `i * num_return_sequences + j` is image `i`'s `j`-th report.
-    pred_masks (`torch.FloatTensor` of shape `(batch_size, 1, mask_height, mask_width)`):
-        Mask logits at 4× the vision patch grid (`config.mask_size` square for the `"dff"` mask decoder).
-    iou_scores (`torch.FloatTensor` of shape `(batch_size, 1)`, *optional*):
-        The mask decoder's estimate of its mask's IoU (`None` for the `"dff"` mask decoder).
-    region_logits (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
-        The prompter's logits.
-    region_probs (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
-        `sigmoid(region_logits)`: per-region probability of manipulation.
-    predicted_regions (`torch.LongTensor` of shape `(batch_size, num_regions)`):
-        0/1: the regions whose probability exceeds `region_threshold`.
-    instruction_regions (`torch.LongTensor` of shape `(batch_size, num_regions)`, *optional*):
-        The regions named in the instruction the report was written from (`None` for the plain instruction).
-    mask_threshold (`float`):
-        The model's mask threshold (`config.mask_threshold`); post-processing uses it unless told otherwise.
-    region_threshold (`float`):
-        The region threshold that made `predicted_regions` (`config.region_threshold`).
-    scores, logits (`tuple(torch.FloatTensor)`, *optional*, with `return_dict_in_generate=True` and `output_scores` / `output_logits`):
-        One `(batch_size * num_beams_or_return_sequences, vocab_size)` tensor per generated token, as the
-        language model's `generate` returns them; entry `t` belongs to column `t` of `sequences`.
-    sequences_scores (`torch.FloatTensor` of shape `(batch_size * num_return_sequences,)`, *optional*):
-        Beam search: the final score of each returned report.
-    beam_indices (`torch.LongTensor`, *optional*):
-        Beam search: the beam each token of each report came from.
-    """
-
-    sequences: torch.LongTensor | None = None
-    pred_masks: torch.FloatTensor | None = None
-    iou_scores: torch.FloatTensor | None = None
-    region_logits: torch.FloatTensor | None = None
-    region_probs: torch.FloatTensor | None = None
-    predicted_regions: torch.LongTensor | None = None
-    instruction_regions: torch.LongTensor | None = None
-    mask_threshold: float | None = None
-    region_threshold: float | None = None
-    scores: tuple[torch.FloatTensor, ...] | None = None
-    logits: tuple[torch.FloatTensor, ...] | None = None
-    sequences_scores: torch.FloatTensor | None = None
-    beam_indices: torch.LongTensor | None = None
 
 
 class ForgeryTalkerPreTrainedModel(PreTrainedModel):
@@ -158,6 +47,9 @@ class ForgeryTalkerPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    # SAM's attention, in the mask decoder, has eager and SDPA implementations only
+    _supports_flash_attn = False
+    _supports_flex_attn = False
     # The backbone's and the prompter's own lists are gathered from them by `post_init`.
     _no_split_modules = ["ForgeryTalkerMaskDecoder", "ForgeryTalkerDffMaskDecoder"]
     _can_record_outputs = {"mask_decoder_attentions": OutputRecorder(SamAttention, index=1)}
@@ -214,33 +106,40 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             self.mask_decoder = ForgeryTalkerMaskDecoder(config)
         self.generation_config.update(**GENERATION_DEFAULTS)
         self.post_init()
+        if config.keep_in_fp32_modules:
+            check_module_names(self, config.keep_in_fp32_modules)
+            self._keep_in_fp32_modules_strict = {*self._keep_in_fp32_modules_strict, *fp32_patterns(config.keep_in_fp32_modules)}
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         if pretrained_model_name_or_path is not None:
             pretrained_model_name_or_path = resolve_local_path(pretrained_model_name_or_path)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        float32_buffers(model, model.config.keep_in_fp32_modules or ())
+        warn_if_t5_in_float16(model)
+        return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus what `trust_remote_code` users need: the task Auto class and
-        the `forgery-analysis` pipeline (its code is copied next to the model's)."""
+        the `forgery-analysis` pipeline (its code is copied next to the model's). They are written into a copy of
+        the config: the model's own config is left as it was."""
         from transformers.dynamic_module_utils import custom_object_save
 
         from .pipeline_forgerytalker import ForgeryAnalysisPipeline
 
+        config, self.config = self.config, copy.deepcopy(self.config)
         module = type(self).__module__.split(".")[-1]
         self.config.auto_map = {
             **(getattr(self.config, "auto_map", None) or {}),
             "AutoModelForImageTextToText": f"{module}.{type(self).__name__}",
         }
-        self.config.custom_pipelines = {
-            PIPELINE_TASK: {
-                "impl": f"{ForgeryAnalysisPipeline.__module__.split('.')[-1]}.{ForgeryAnalysisPipeline.__name__}",
-                "pt": ["AutoModel"],
-                "type": "multimodal",
-            }
-        }
-        super().save_pretrained(save_directory, *args, **kwargs)
+        pipeline_impl = f"{ForgeryAnalysisPipeline.__module__.split('.')[-1]}.{ForgeryAnalysisPipeline.__name__}"
+        self.config.custom_pipelines = {PIPELINE_TASK: {"impl": pipeline_impl, "pt": ["AutoModel"], "type": "multimodal"}}
+        try:
+            super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.config = config
         if kwargs.get("is_main_process", True):
             custom_object_save(ForgeryAnalysisPipeline, save_directory)
 
@@ -282,7 +181,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
                 f"model's prompter is {expected} wide; train the prompter with hidden_size={expected} or build the "
                 f"model with prompter_config.hidden_size={prompter.config.hidden_size}"
             )
-        self.prompter = prompter.to(device=self.device, dtype=self.dtype)
+        self.prompter = prompter.to(device=self.device, dtype=self.prompter.dtype)
         self.config.prompter_config = prompter.config
 
     def train(self, mode: bool = True):
@@ -327,6 +226,14 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
 
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.instructblip.set_output_embeddings(new_embeddings)
+
+    def get_encoder(self, modality: str | None = None) -> nn.Module:
+        """InstructBLIP's: the language model's encoder (`modality=None`), or the vision encoder (`"image"`)."""
+        return self.instructblip.get_encoder(modality=modality)
+
+    def get_decoder(self) -> nn.Module:
+        """The language model's decoder, as InstructBLIP's `get_decoder`."""
+        return self.instructblip.get_decoder()
 
     # -- instruction assembly ------------------------------------------------------------------------------
 
@@ -482,9 +389,6 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         instruction_regions: torch.Tensor | None = None,
         region_source: str | None = None,
         mask_prompt_input_ids: torch.LongTensor | None = None,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.FloatTensor | None = None,
         **kwargs,
     ) -> ForgeryTalkerOutput:
         r"""
@@ -507,20 +411,16 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
                 `"predicted"`, `"ground_truth"`, `"none"` or `"explicit"`; defaults to `config.region_source`.
             mask_prompt_input_ids (`torch.LongTensor` of shape `(batch_size, num_pieces, piece_length)`, *optional*):
                 The region-name prompt's pieces (from the processor); needed by the `"dff"` mask decoder only.
-            input_ids, attention_mask, inputs_embeds:
-                Accepted so that wrappers written for causal LMs (PEFT's `task_type="CAUSAL_LM"`) can pass them
-                as `None`; the model builds the language model's inputs from the instruction pieces itself.
             output_attentions, output_hidden_states, return_dict:
                 As in transformers: they reach the vision encoder, Q-Former, language model, prompter and
                 (attentions) mask decoder.
+
+        The language model's `input_ids`, `attention_mask` and `inputs_embeds` are not inputs: the model builds
+        them from the instruction pieces and the images. Wrappers written for causal LMs (PEFT's
+        `task_type="CAUSAL_LM"`) pass them as `None`, which is accepted; a tensor for any of them is an error.
         """
-        for name, value in (("input_ids", input_ids), ("attention_mask", attention_mask), ("inputs_embeds", inputs_embeds)):
-            if value is not None:
-                raise ValueError(
-                    f"ForgeryTalker builds the language model's `{name}` from the instruction pieces; pass the "
-                    "processor's outputs (pixel_values, instruction_input_ids, instruction_qformer_input_ids) instead"
-                )
-        _check_batch(
+        refuse_language_model_inputs(kwargs)
+        check_batch(
             pixel_values,
             instruction_input_ids=instruction_input_ids,
             instruction_qformer_input_ids=instruction_qformer_input_ids,
@@ -579,31 +479,6 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             **output_flags,
         )
 
-    def _generation_settings(self, generation_config: GenerationConfig | None, kwargs: dict) -> tuple[GenerationConfig, dict]:
-        """`generation_config` (default: the model's) updated with the call's kwargs; returns it and the kwargs
-        that are not generation settings.
-
-        `max_length` and `min_length` count report tokens, as a user reads them: they become `max_new_tokens`
-        and `min_new_tokens` (the language model would otherwise also count the hidden instruction).
-        """
-        config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
-        max_length, min_length = kwargs.pop("max_length", None), kwargs.pop("min_length", None)
-        model_kwargs = config.update(**kwargs)
-        if max_length is not None and "max_new_tokens" not in kwargs:
-            config.max_new_tokens = max_length
-        elif config.max_new_tokens is None and config.max_length is not None:
-            config.max_new_tokens = config.max_length
-        if min_length is not None and "min_new_tokens" not in kwargs:
-            config.min_new_tokens = min_length
-        elif config.min_new_tokens is None and config.min_length:
-            config.min_new_tokens = config.min_length
-        config.max_length = config.min_length = None
-        asked_for_minimum = min_length is not None or "min_new_tokens" in kwargs
-        if not asked_for_minimum and config.min_new_tokens and config.max_new_tokens is not None:
-            # a call asking for fewer tokens than the default minimum gets what it asked for
-            config.min_new_tokens = min(config.min_new_tokens, config.max_new_tokens)
-        return config, model_kwargs
-
     @torch.no_grad()
     def generate(
         self,
@@ -615,22 +490,27 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         region_source: str | None = None,
         mask_prompt_input_ids: torch.LongTensor | None = None,
         generation_config: GenerationConfig | None = None,
+        penalize_instruction: bool = True,
         **kwargs,
     ) -> ForgeryTalkerGenerationOutput:
         """Writes the report and predicts the mask and regions in one call.
 
         Takes the inputs of `forward` (without targets) and the usual generation arguments (`max_new_tokens`,
         `num_beams`, `num_return_sequences`, `return_dict_in_generate`, `output_scores`, ...), which override
-        `generation_config` (default: `self.generation_config`). `max_length` / `min_length` count report tokens.
-        The language model receives the prompt ids together with their embeddings, as InstructBLIP passes them,
-        so that `repetition_penalty` sees the instruction; padding positions hold the image token, which every
-        prompt already contains, so a sample is penalised the same in a batch as alone.
+        `generation_config` (default: `self.generation_config`). Lengths count report tokens
+        (`generation_forgerytalker.generation_settings` owns the rule).
+        A decoder-only language model receives the prompt ids together with their embeddings, as InstructBLIP
+        passes them, so that `repetition_penalty` also counts the instruction's words (the regions it names
+        among them); padding positions hold the image token, which every prompt already contains, so a sample is
+        penalised the same in a batch as alone. `penalize_instruction=False` gives it the embeddings alone, so the
+        penalty counts report tokens only: what the release does, and what an encoder-decoder language model
+        (Flan-T5) always does, whose penalty sees the decoder's tokens only.
 
         Returns:
             [`ForgeryTalkerGenerationOutput`] (whatever `return_dict_in_generate` says: the mask and regions are
             always returned).
         """
-        _check_batch(
+        check_batch(
             pixel_values,
             instruction_input_ids=instruction_input_ids,
             instruction_qformer_input_ids=instruction_qformer_input_ids,
@@ -638,7 +518,9 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             instruction_regions=instruction_regions,
             mask_prompt_input_ids=mask_prompt_input_ids,
         )
-        generation_config, model_kwargs = self._generation_settings(generation_config, kwargs)
+        generation_config, model_kwargs = generation_settings(
+            generation_config if generation_config is not None else self.generation_config, kwargs
+        )
         prompter_output = self.prompter(pixel_values)
         region_logits = prompter_output.region_logits
         regions = self._instruction_regions(region_source, region_logits, region_labels, instruction_regions)
@@ -656,7 +538,8 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         )
         language_model_inputs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
         decoder_only = self.config.instructblip_config.use_decoder_only_language_model
-        if decoder_only:
+        prompt_returned = decoder_only and penalize_instruction
+        if prompt_returned:
             image_token_id = self.config.instructblip_config.image_token_index
             language_model_inputs["input_ids"] = torch.where(attention_mask.bool(), input_ids, image_token_id)
         if hasattr(backbone.language_model, "_hf_hook"):  # accelerate device map: give outputs back on our device
@@ -665,8 +548,11 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             **language_model_inputs, generation_config=generation_config, **model_kwargs
         )
         sequences = generated if isinstance(generated, torch.Tensor) else generated.sequences
-        # the language model returns the prompt ids (decoder-only) or the decoder's start token first
-        sequences = sequences[:, input_ids.shape[1] :] if decoder_only else sequences[:, 1:]
+        # the language model returns the prompt ids it was given (decoder-only) or the decoder's start token first
+        if prompt_returned:
+            sequences = sequences[:, input_ids.shape[1] :]
+        elif not decoder_only:
+            sequences = sequences[:, 1:]
         region_probs = torch.sigmoid(region_logits)
         return ForgeryTalkerGenerationOutput(
             sequences=sequences,
@@ -678,10 +564,8 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             instruction_regions=regions,
             mask_threshold=self.config.mask_threshold,
             region_threshold=self.config.region_threshold,
-            **{
-                name: getattr(generated, name, None)
-                for name in ("scores", "logits", "sequences_scores", "beam_indices")
-            },
+            # every field the language model returned (scores, logits, attentions, hidden states, cache, ...)
+            **({} if isinstance(generated, torch.Tensor) else {k: v for k, v in generated.items() if k != "sequences"}),
         )
 
 
@@ -697,17 +581,4 @@ def _pad(rows: list[list[int]], value: int, side: str, device: torch.device) -> 
     return ids, attention_mask
 
 
-def _check_batch(pixel_values: torch.Tensor, **per_sample: torch.Tensor | None) -> None:
-    """Raises a `ValueError` naming the argument whose batch size differs from the images'."""
-    for name, tensor in per_sample.items():
-        if tensor is not None and tensor.shape[0] != pixel_values.shape[0]:
-            raise ValueError(f"`{name}` has {tensor.shape[0]} rows but there are {pixel_values.shape[0]} images")
-
-
-__all__ = [
-    "GENERATION_DEFAULTS",
-    "ForgeryTalkerForConditionalGeneration",
-    "ForgeryTalkerGenerationOutput",
-    "ForgeryTalkerOutput",
-    "ForgeryTalkerPreTrainedModel",
-]
+__all__ = ["ForgeryTalkerForConditionalGeneration", "ForgeryTalkerPreTrainedModel"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel, ViTConfig
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.models.vit.modeling_vit import ViTAttention, ViTEmbeddings, ViTLayer
@@ -193,10 +193,11 @@ class ForgeryTalkerPrompterNetwork(PreTrainedModel):
 
     def __init__(self, config: ForgeryTalkerPrompterConfig):
         super().__init__(config)
-        vit_config = self._vit_config(config)
-        self.embeddings = ViTEmbeddings(vit_config)
+        # The ViT modules read this config itself (its fields carry ViTConfig's names), so that the attention
+        # implementation they look up at each call is the one `set_attn_implementation` sets
+        self.embeddings = ViTEmbeddings(config)
         self.conv_branch = build_conv_branch(config)
-        self.layers = nn.ModuleList(ViTLayer(vit_config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(ViTLayer(config) for _ in range(config.num_hidden_layers))
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.region_head = nn.Linear(config.hidden_size, config.num_regions)
         self.post_init()
@@ -209,24 +210,6 @@ class ForgeryTalkerPrompterNetwork(PreTrainedModel):
             if isinstance(module, MobileNetV2Features) and module.frozen:
                 nn.Module.requires_grad_(module, False)
         return self
-
-    def _vit_config(self, config: ForgeryTalkerPrompterConfig) -> ViTConfig:
-        vit_config = ViTConfig(
-            image_size=config.image_size,
-            patch_size=config.patch_size,
-            num_channels=config.num_channels,
-            hidden_size=config.hidden_size,
-            num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads,
-            intermediate_size=config.intermediate_size,
-            hidden_act=config.hidden_act,
-            hidden_dropout_prob=config.hidden_dropout_prob,
-            attention_probs_dropout_prob=config.attention_probs_dropout_prob,
-            layer_norm_eps=config.layer_norm_eps,
-            qkv_bias=config.qkv_bias,
-        )
-        vit_config._attn_implementation = config._attn_implementation or "eager"
-        return vit_config
 
     @torch.no_grad()
     def _init_weights(self, module):

@@ -41,7 +41,8 @@ RESULT_KEYS = (
     "region_threshold",
 )
 """The keys of every result, in this order (see `ForgeryAnalysisPipeline.__call__`)."""
-_GENERATION_KEYS = frozenset(key for key in vars(GenerationConfig()) if not key.startswith("_"))
+_GENERATION_KEYS = frozenset(key for key in vars(GenerationConfig()) if not key.startswith("_")) | {"penalize_instruction"}
+"""What a call may pass on to `generate`: transformers' generation settings and ForgeryTalker's own."""
 
 
 class ForgeryAnalysisPipeline(Pipeline):

@@ -13,6 +13,7 @@ from transformers import BatchFeature, ProcessorMixin
 from transformers.processing_utils import ProcessingKwargs, Unpack
 
 from .configuration_forgerytalker import DEFAULT_MASK_THRESHOLD
+from .image_processor_backend import IMAGE_PROCESSOR_BACKEND, with_backend
 from .image_utils import forged_pixels, to_rgb
 from .instruction import IGNORE_INDEX, InstructionPieces, InstructionWording
 from .mask_prompt import MaskPromptPieces
@@ -89,8 +90,15 @@ class ForgeryTalkerProcessor(ProcessorMixin):
             self.mask_prompt_pieces.check(self.tokenizer, self.mask_prompt_input_ids)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        return super().from_pretrained(resolve_local_path(pretrained_model_name_or_path), *args, **kwargs)
+    def from_pretrained(
+        cls, pretrained_model_name_or_path, *args, image_processor_backend: str = IMAGE_PROCESSOR_BACKEND, **kwargs
+    ):
+        """`ProcessorMixin.from_pretrained`; the image processor resizes with PIL (`image_processor_backend`), as
+        the checkpoint was trained, also where transformers would pick torchvision's."""
+        path = resolve_local_path(pretrained_model_name_or_path)
+        processor = super().from_pretrained(path, *args, **kwargs)
+        processor.image_processor = with_backend(processor.image_processor, path, image_processor_backend, **kwargs)
+        return processor
 
     @classmethod
     def from_args_and_dict(cls, args, processor_dict: dict, **kwargs):
@@ -108,14 +116,19 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         return {**output, **self.instruction_wording.to_dict()}
 
     @classmethod
-    def from_instructblip(cls, instructblip_name_or_path: str | os.PathLike, **kwargs) -> ForgeryTalkerProcessor:
-        """Wraps the image processor and both tokenizers of an InstructBLIP processor folder."""
+    def from_instructblip(
+        cls, instructblip_name_or_path: str | os.PathLike, image_processor_backend: str = IMAGE_PROCESSOR_BACKEND, **kwargs
+    ) -> ForgeryTalkerProcessor:
+        """Wraps the image processor (with PIL's resize, see `from_pretrained`) and both tokenizers of an InstructBLIP
+        processor folder."""
         from transformers import InstructBlipProcessor
 
-        source = InstructBlipProcessor.from_pretrained(resolve_local_path(instructblip_name_or_path, "instructblip_name_or_path"))
+        path = resolve_local_path(instructblip_name_or_path, "instructblip_name_or_path")
+        source = InstructBlipProcessor.from_pretrained(path)
         kwargs.setdefault("num_query_tokens", source.num_query_tokens)
         kwargs.setdefault("image_token", str(getattr(source.tokenizer, "image_token", "<image>")))
-        return cls(source.image_processor, source.tokenizer, source.qformer_tokenizer, **kwargs)
+        image_processor = with_backend(source.image_processor, path, image_processor_backend)
+        return cls(image_processor, source.tokenizer, source.qformer_tokenizer, **kwargs)
 
     @property
     def model_input_names(self) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -156,8 +157,8 @@ def minilm_vocabulary_file() -> Path:
 
 
 def tiny_config(
-    tokenizer: PreTrainedTokenizerFast,
-    qformer_vocab_size: int,
+    tokenizer: PreTrainedTokenizerFast | None = None,
+    qformer_vocab_size: int | None = None,
     language_model: str = "llama",
     image_size: int = 32,
     hidden_size: int = 32,
@@ -165,7 +166,18 @@ def tiny_config(
     **config_kwargs,
 ) -> ForgeryTalkerConfig:
     """A ForgeryTalker config with every part a couple of layers of width `hidden_size`, whose language model
-    matches `tokenizer` (vocabulary size, special token ids, image token)."""
+    matches `tokenizer` (vocabulary size, special token ids, image token).
+
+    Deprecated form (before the tokenizer came first; it warns and will be removed):
+    `tiny_config(vocab_size, qformer_vocab_size, image_token_index, language_model="llama", **settings)` (by position
+    or by name; the settings after `language_model` by name), with the special token ids that form used (pad 0, BOS 2, EOS 3).
+    """
+    if tokenizer is None and "vocab_size" in config_kwargs:  # the deprecated form, by name
+        tokenizer = config_kwargs.pop("vocab_size")
+    if tokenizer is None or qformer_vocab_size is None:
+        raise TypeError("tiny_config() needs the language model's `tokenizer` and `qformer_vocab_size`")
+    if isinstance(tokenizer, int):
+        return _legacy_tiny_config(tokenizer, qformer_vocab_size, [language_model, image_size, hidden_size, num_query_tokens], config_kwargs)
     if language_model not in LANGUAGE_MODELS:
         raise ValueError(f"`language_model` must be one of {LANGUAGE_MODELS}, got {language_model!r}")
     heads = 4
@@ -201,6 +213,44 @@ def tiny_config(
                                  num_attention_heads=heads, iou_head_hidden_dim=hidden_size),
         **config_kwargs,
     )
+
+
+class _LegacyTinyTokenizer:
+    """What `tiny_config` reads of a tokenizer, from the deprecated form's numbers."""
+
+    pad_token_id, bos_token_id, eos_token_id = 0, 2, 3
+
+    def __init__(self, vocab_size: int, image_token_index: int):
+        self.vocab_size, self.image_token_index = vocab_size, image_token_index
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        return self.image_token_index
+
+
+def _legacy_tiny_config(vocab_size: int, qformer_vocab_size: int, slots: list, config_kwargs: dict) -> ForgeryTalkerConfig:
+    """The deprecated `tiny_config(vocab_size, qformer_vocab_size, image_token_index, language_model, **kwargs)`.
+
+    `slots` holds what landed in the current form's `language_model, image_size, hidden_size, num_query_tokens`
+    places: in the old form the third argument was `image_token_index`, so a language model given fourth sits in
+    `image_size`'s place."""
+    warnings.warn(
+        "tiny_config(vocab_size, qformer_vocab_size, image_token_index, ...) is deprecated and will be removed: pass "
+        "the language model's tokenizer first, tiny_config(tokenizer, qformer_vocab_size, ...) "
+        "(build_tiny_language_tokenizer makes one)",
+        FutureWarning,
+        stacklevel=3,
+    )
+    language_model, image_size, hidden_size, num_query_tokens = slots
+    if "image_token_index" in config_kwargs:
+        image_token_index = config_kwargs.pop("image_token_index")
+    else:  # given third, in `language_model`'s place; a fourth positional (the language model) is in `image_size`'s
+        image_token_index = language_model
+        language_model, image_size = (image_size, 32) if isinstance(image_size, str) else ("llama", image_size)
+    settings = {"language_model": language_model, "image_size": image_size, "hidden_size": hidden_size, "num_query_tokens": num_query_tokens}
+    return tiny_config(_LegacyTinyTokenizer(vocab_size, image_token_index), qformer_vocab_size, **settings, **config_kwargs)
 
 
 def tiny_prompter_config(image_size: int = 32, hidden_size: int = 32) -> ForgeryTalkerPrompterConfig:

@@ -169,7 +169,7 @@ def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict) -> int:
     from ..analysis.face_crops import FaceOptions
     from ..analysis.outputs import OutputFolderError, check_settings, write_results, write_settings
     from ..analysis.runner import AnalysisOptions, run_analysis
-    from ..evaluation.runner import model_fingerprint
+    from ..model_fingerprint import model_fingerprint
 
     model, regions, generate_kwargs = settings["model"], settings["regions"], settings["generate_kwargs"]
     state = _distributed_state()

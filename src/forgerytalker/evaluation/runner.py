@@ -33,6 +33,7 @@ import torch
 from datasets import Dataset
 
 from ..instruction import DATASET_REGION_SOURCES
+from ..model_fingerprint import model_fingerprint
 from ..regions import REGION_NAMES, regions_to_labels
 from .breakdown import EvaluationRecords, breakdown_by_method, evaluate_records
 from .conventions import EVALUATION_PROTOCOLS, MASK_AREA_DETECTION_THRESHOLD
@@ -71,21 +72,6 @@ def model_thresholds(model) -> dict[str, float]:
 def detection_threshold(detection_score: str, thresholds: Mapping[str, float]) -> float:
     """The score above which an image is called forged: the region threshold, or any forged pixel for masks."""
     return thresholds["region_threshold"] if detection_score == "region" else MASK_AREA_DETECTION_THRESHOLD
-
-
-def model_fingerprint(model) -> str:
-    """A hash of the model's config, generation config, parameter names and shapes and the first values of every
-    parameter: equal for the same checkpoint, different after any training step (a resumed run must not mix)."""
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode("utf-8"))
-    generation_config = getattr(model, "generation_config", None)
-    if generation_config is not None:
-        digest.update(generation_config.to_json_string(use_diff=False).encode("utf-8"))
-    parameters = sorted(model.named_parameters())
-    digest.update(repr([(name, tuple(parameter.shape)) for name, parameter in parameters]).encode("utf-8"))
-    with torch.no_grad():
-        heads = torch.cat([parameter.detach().reshape(-1)[:4].double().cpu() for _, parameter in parameters])
-    digest.update(heads.numpy().tobytes())
-    return digest.hexdigest()
 
 
 def run_fingerprint(model, image_ids: Sequence[str], settings: PredictionSettings) -> dict:

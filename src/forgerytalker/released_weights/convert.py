@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,11 +25,12 @@ import torch
 from transformers import BlipImageProcessorPil, InstructBlipForConditionalGeneration
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 
-from ..configuration_forgerytalker import ForgeryTalkerConfig
+from ..configuration_forgerytalker import RELEASE_FP32_MODULES, ForgeryTalkerConfig
 from ..instruction import DFF_INSTRUCTION_WORDING
 from ..modeling_forgerytalker import GENERATION_DEFAULTS, ForgeryTalkerForConditionalGeneration
 from ..paths import resolve_local_path
 from ..owned_folder import ForeignFilesError, check_replaceable, write_folder
+from ..precision import fp32_patterns, matches
 from ..processing_forgerytalker import ForgeryTalkerProcessor
 from .files import CheckpointConversionError, check_safetensors_files, dff_state_dict, load_pickle, tensor_dict
 from .key_mapping import (
@@ -59,6 +61,7 @@ _LISTED = 20
 class ConversionReport:
     """What a conversion did with every key, written into the output folder as `conversion_report.json`.
 
+    `dtype` is the dtype of the weights outside `float32_modules`, which are written (and load) in float32.
     `mapped` counts the keys placed from each file (every Face-ViT key, every DFF key not dropped); `dropped` lists each dropped DFF key (and the runner
     checkpoint's training state) with the reason; `face_vit_overridden` the Face-ViT keys whose value came from the
     DFF checkpoint; `from_instructblip` the optional DFF targets left at the InstructBLIP base's values.
@@ -67,14 +70,18 @@ class ConversionReport:
     output_dir: str
     num_parameters: int
     dtype: str
+    float32_modules: list[str] = field(default_factory=list)
     mapped: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
     face_vit_overridden: list[str] = field(default_factory=list)
     from_instructblip: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        precision = self.dtype
+        if self.float32_modules and self.dtype != "float32":
+            precision += f"; float32: {', '.join(self.float32_modules)}"
         lines = [
-            f"Wrote a ForgeryTalker checkpoint ({self.num_parameters:,} parameters, {self.dtype}) to {self.output_dir}",
+            f"Wrote a ForgeryTalker checkpoint ({self.num_parameters:,} parameters, {precision}) to {self.output_dir}",
             *(f"  {count} keys from {source}" for source, count in self.mapped.items()),
             f"  {len(self.dropped)} entries dropped (listed with the reason in {REPORT_NAME})",
             f"  {len(self.face_vit_overridden)} Face-ViT tensors taken from the DFF checkpoint, which LAVIS loads after the "
@@ -147,14 +154,24 @@ def _place_sources(
     return placed, dropped, overridden
 
 
-def _load_instructblip(instructblip: str | os.PathLike, dtype: torch.dtype):
-    """The InstructBLIP base model (every weight present) and its processor folder path."""
+_BASE_PREFIX = "instructblip."
+
+
+def _load_instructblip(instructblip: str | os.PathLike, dtype: torch.dtype, keep_in_fp32_modules: Sequence[str]):
+    """The InstructBLIP base model (every weight present; the modules of `keep_in_fp32_modules` read in float32, the
+    rest in `dtype`) and its processor folder path."""
     try:
         path = resolve_local_path(instructblip, "instructblip")
     except FileNotFoundError as error:
         raise CheckpointConversionError("instructblip", str(error)) from error
+    inside_base = [name[len(_BASE_PREFIX) :] for name in keep_in_fp32_modules if name.startswith(_BASE_PREFIX)]
+
+    class InstructBlipInMixedPrecision(InstructBlipForConditionalGeneration):
+        # transformers reads no per-module dtype at load time but this class attribute
+        _keep_in_fp32_modules_strict = sorted(fp32_patterns(inside_base))
+
     try:
-        base, info = InstructBlipForConditionalGeneration.from_pretrained(path, dtype=dtype, output_loading_info=True)
+        base, info = InstructBlipInMixedPrecision.from_pretrained(path, dtype=dtype, output_loading_info=True)
     except (OSError, ValueError) as error:
         raise CheckpointConversionError("instructblip", f"cannot load an InstructBLIP model from {instructblip!r}: {error}") from error
     problems = list(info.get("missing_keys", ())) + [str(entry[0]) for entry in info.get("mismatched_keys", ())]
@@ -162,14 +179,17 @@ def _load_instructblip(instructblip: str | os.PathLike, dtype: torch.dtype):
         raise CheckpointConversionError(
             "instructblip", f"{instructblip!r} lacks weights (or has them in other shapes): {_listed(sorted(problems))}"
         )
+    # the patterns name modules inside the base; the ForgeryTalker model around it keeps its own
+    base._keep_in_fp32_modules_strict = set(InstructBlipForConditionalGeneration._keep_in_fp32_modules_strict or ())
     return base, path
 
 
-def _as_dtype(placed: dict[str, tuple[str, str, torch.Tensor]], dtype: torch.dtype) -> None:
-    """Replaces every placed tensor by its own contiguous copy in `dtype` (integer buffers keep theirs), so that
-    nothing refers to the memory-mapped source files any more."""
+def _as_dtype(placed: dict[str, tuple[str, str, torch.Tensor]], dtype: torch.dtype, keep_in_fp32_modules: Sequence[str]) -> None:
+    """Replaces every placed tensor by its own contiguous copy in `dtype`, or float32 inside `keep_in_fp32_modules`
+    (integer buffers keep theirs), so that nothing refers to the memory-mapped source files any more."""
     for target, (argument, key, tensor) in placed.items():
-        converted = tensor.to(dtype=dtype if tensor.is_floating_point() else tensor.dtype, memory_format=torch.contiguous_format, copy=True)
+        wanted = torch.float32 if matches(target, keep_in_fp32_modules) else dtype
+        converted = tensor.to(dtype=wanted if tensor.is_floating_point() else tensor.dtype, memory_format=torch.contiguous_format, copy=True)
         placed[target] = (argument, key, converted)
 
 
@@ -229,6 +249,7 @@ def convert_released_checkpoint(
     output_dir: str | os.PathLike,
     *,
     dtype: str = "float32",
+    keep_in_fp32_modules: Sequence[str] = RELEASE_FP32_MODULES,
     prompter_num_heads: int = 16,
     mask_decoder_num_heads: int = 8,
     allow_unsafe_pickle: bool = False,
@@ -244,7 +265,12 @@ def convert_released_checkpoint(
             dict, fp16 or fp32.
         face_vit_checkpoint: the Face-ViT `.bin` (a plain state dict).
         output_dir: the folder to write; it appears only when complete.
-        dtype: `"float32"` (default), `"bfloat16"` or `"float16"`: the dtype of every weight written.
+        dtype: `"float32"` (default), `"bfloat16"` or `"float16"`: the dtype of the weights written, except those
+            inside `keep_in_fp32_modules`.
+        keep_in_fp32_modules: the modules written in float32 whatever `dtype` says, and kept in float32 when the
+            converted model is loaded in half precision (recorded in its config): by default the release's mix
+            (`RELEASE_FP32_MODULES`, everything but Flan-T5). `()`: every weight in `dtype` (smaller, but region
+            probabilities near the threshold, and so the instruction and the mask, can differ from the release's).
         prompter_num_heads, mask_decoder_num_heads: attention heads, which no tensor shape tells (the release's:
             16 for Face-ViT-H/14, 8 for the mask path).
         allow_unsafe_pickle: load the pickles fully when they need more than tensors and plain containers.
@@ -288,12 +314,18 @@ def convert_released_checkpoint(
     mapped = {paths["face_vit_checkpoint"]: len(face_vit), paths["dff_checkpoint"]: len(dff) - (len(dropped) - len(training_state))}
     # the placed tensors are copied into the output dtype and the memory-mapped sources released before the base
     # loads: at full size the sources (7 GB in float32) and the base (8 GB in bfloat16) would not fit RAM together
-    _as_dtype(placed, torch_dtype)
+    keep_in_fp32_modules = list(keep_in_fp32_modules)
+    _as_dtype(placed, torch_dtype, keep_in_fp32_modules)
     del face_vit_object, face_vit, dff_object, dff
     logger.info("Loading the InstructBLIP base %s", instructblip)
-    base, base_path = _load_instructblip(instructblip, torch_dtype)
+    base, base_path = _load_instructblip(instructblip, torch_dtype, keep_in_fp32_modules)
     try:
-        config = ForgeryTalkerConfig(instructblip_config=base.config, prompter_config=prompter_config, **decoder_settings)
+        config = ForgeryTalkerConfig(
+            instructblip_config=base.config,
+            prompter_config=prompter_config,
+            keep_in_fp32_modules=keep_in_fp32_modules or None,
+            **decoder_settings,
+        )
     except ValueError as error:
         raise CheckpointConversionError("dff_checkpoint", f"{paths['dff_checkpoint']}: {error}") from error
     with torch.device("meta"):
@@ -310,6 +342,7 @@ def convert_released_checkpoint(
         output_dir=str(output_dir),
         num_parameters=sum(parameter.numel() for parameter in model.parameters()),
         dtype=dtype,
+        float32_modules=keep_in_fp32_modules,
         mapped=mapped,
         dropped=dropped,
         face_vit_overridden=sorted(overridden),
