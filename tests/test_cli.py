@@ -64,7 +64,7 @@ def test_importing_the_package_registers_the_auto_classes_in_either_order(order)
         "assert config_class.__name__ == 'ForgeryTalkerConfig'\n"
         "assert AutoModel._model_mapping[config_class].__name__ == 'ForgeryTalkerForConditionalGeneration'\n"
         "prompter_type = forgerytalker.ForgeryTalkerPrompterConfig.model_type\n"
-        "assert AutoModel._model_mapping[CONFIG_MAPPING[prompter_type]].__name__ == 'ForgeryPrompterNetwork'\n"
+        "assert AutoModel._model_mapping[CONFIG_MAPPING[prompter_type]].__name__ == 'ForgeryTalkerPrompterNetwork'\n"
         "import sys\nassert not any(type(f).__name__ == '_Finder' for f in sys.meta_path)\n"
         "print('ok')"
     )

@@ -23,7 +23,7 @@ import PIL.Image
 import pyarrow.parquet as pq
 import pytest
 
-from forgerytalker.cli import convert as convert_cli
+from forgerytalker.cli import convert_data as convert_cli
 from forgerytalker.data import methods, mmtt
 from forgerytalker.data.errors import DataInputError, WorkerDiedError
 from forgerytalker.data.features import MMTT_FEATURES

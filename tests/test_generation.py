@@ -14,6 +14,12 @@ from forgerytalker.released_weights import DFF_GENERATION_SETTINGS
 from forgerytalker.tiny import build_tiny_model_and_processor
 
 LANGUAGE_MODELS = ["llama", "opt", "t5"]
+# The release's inference settings, written out from its code (`scripts/evaluation/evaluate.py` and
+# `Blip2T5Instruct.generate`'s defaults): do_sample=False, num_beams=5, max_length=100 (new tokens), min_length=5,
+# which counts the T5 decoder's start token (4 report tokens), repetition_penalty=1.5, length_penalty=1.0.
+RELEASED_GENERATION = dict(
+    do_sample=False, num_beams=5, max_new_tokens=100, min_new_tokens=4, repetition_penalty=1.5, length_penalty=1.0
+)
 # instructions of different lengths, so a batch is padded
 REGIONS = [["eye", "lip", "nose", "chin"], [], ["forehead"]]
 
@@ -34,11 +40,9 @@ def test_generation_config_holds_the_authors_defaults_and_is_saved(tmp_path, tin
     model, processor = tiny_model_and_processor
     assert type(model).can_generate()
     fresh = ForgeryTalkerForConditionalGeneration(model.config)
-    for name, value in GENERATION_DEFAULTS.items():
+    for name, value in RELEASED_GENERATION.items():
         assert getattr(fresh.generation_config, name) == value, name
-    # the release's `min_length=5` includes the T5 decoder's start token: 4 new tokens, as the converter writes
-    assert GENERATION_DEFAULTS["min_new_tokens"] == 4 and GENERATION_DEFAULTS["num_beams"] == 5
-    assert GENERATION_DEFAULTS == DFF_GENERATION_SETTINGS
+    assert GENERATION_DEFAULTS == DFF_GENERATION_SETTINGS == RELEASED_GENERATION
 
     fresh.generation_config.num_beams = 4
     fresh.save_pretrained(tmp_path)

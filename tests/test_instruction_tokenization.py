@@ -26,7 +26,7 @@ from transformers import (
 )
 
 from forgerytalker import REGION_NAMES, ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor
-from forgerytalker.instruction import instruction_piece_texts, render_instruction
+from forgerytalker.instruction import InstructionPieces, InstructionWording
 from forgerytalker.tiny import IMAGE_TOKEN, minilm_vocabulary_file, tiny_config, tiny_corpus
 
 NUM_QUERY_TOKENS = 3
@@ -199,7 +199,7 @@ def test_language_model_and_qformer_see_the_tokenised_instruction(language_model
 def test_subword_tokenizers_split_the_instruction_into_word_pieces():
     """The test tokenizers are subword ones, so composition is really exercised (a word-level tokenizer would hide
     what goes wrong when pieces are tokenised without their leading space)."""
-    text = render_instruction(["eyebrow", "mustache"])
+    text = InstructionWording().render(["eyebrow", "mustache"])
     for make in (llama_tokenizer, t5_tokenizer, opt_tokenizer):
         tokenizer = make()
         pieces = tokenizer.tokenize(text)
@@ -209,15 +209,14 @@ def test_subword_tokenizers_split_the_instruction_into_word_pieces():
 
 
 def test_piece_texts_put_together_are_the_rendered_instruction():
-    texts = instruction_piece_texts()
-    from forgerytalker.instruction import EMPTY_REGIONS_ROW, LAST_REGION_ROW_OFFSET, LISTED_REGION_ROW_OFFSET, NO_REGION_ROW, PREFIX_ROW
-
+    table = InstructionPieces()
+    texts, render = table.texts(), table.wording.render
     for names in region_sets():
         indices = [REGION_NAMES.index(name) for name in names]
-        listed = [texts[LISTED_REGION_ROW_OFFSET + i] for i in indices[:-1]]
-        ending = texts[LAST_REGION_ROW_OFFSET + indices[-1]] if indices else texts[EMPTY_REGIONS_ROW]
-        assert texts[PREFIX_ROW] + "".join(listed) + ending == render_instruction(names)
-    assert texts[NO_REGION_ROW] == render_instruction(None)
+        listed = [texts[table.LISTED_REGION_ROW_OFFSET + i] for i in indices[:-1]]
+        ending = texts[table.LAST_REGION_ROW_OFFSET + indices[-1]] if indices else texts[table.EMPTY_REGIONS_ROW]
+        assert texts[table.PREFIX_ROW] + "".join(listed) + ending == render(names)
+    assert texts[table.NO_REGION_ROW] == render(None)
 
 
 def test_a_tokenizer_that_does_not_compose_is_refused_by_name():
@@ -261,19 +260,18 @@ def released_wording_processor():
 def test_released_wording_with_and_without_regions_tokenises_as_the_whole_strings():
     """Issue 13: with a T5 (Metaspace) tokenizer, the instruction assembled from pieces is the tokenisation of the
     release's whole sentence, the one with regions and the different one without a list."""
-    from forgerytalker.instruction import assemble_instruction_ids, piece_rows
     from forgerytalker.regions import regions_to_labels
 
     processor = released_wording_processor()
     assert isinstance(processor.tokenizer, T5Tokenizer)
-    rows = {"tokenizer": piece_rows(processor.instruction_input_ids), "qformer_tokenizer": piece_rows(processor.instruction_qformer_input_ids)}
+    rows = {"tokenizer": InstructionPieces.rows(processor.instruction_input_ids), "qformer_tokenizer": InstructionPieces.rows(processor.instruction_qformer_input_ids)}
     image_tokens = [processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] * NUM_QUERY_TOKENS
     for names in region_sets():
         whole = RELEASED_REGION_INSTRUCTION.format(", ".join(names)) if names else RELEASED_NO_REGION_INSTRUCTION
         assert processor.build_instruction(names) == whole
         flagged = regions_to_labels(names)
-        assert assemble_instruction_ids(rows["tokenizer"], flagged) == image_tokens + processor.tokenizer(whole)["input_ids"], names
-        assert assemble_instruction_ids(rows["qformer_tokenizer"], flagged) == processor.qformer_tokenizer(whole)["input_ids"], names
+        assert InstructionPieces.assemble(rows["tokenizer"], flagged) == image_tokens + processor.tokenizer(whole)["input_ids"], names
+        assert InstructionPieces.assemble(rows["qformer_tokenizer"], flagged) == processor.qformer_tokenizer(whole)["input_ids"], names
     # the no-region sentence is not the template with an empty list: it has no colon
     no_region = processor.tokenizer(RELEASED_NO_REGION_INSTRUCTION)["input_ids"]
     assert no_region != processor.tokenizer(RELEASED_REGION_INSTRUCTION.format(""))["input_ids"]
@@ -282,24 +280,46 @@ def test_released_wording_with_and_without_regions_tokenises_as_the_whole_string
 def test_released_mask_prompt_is_the_names_tokenised_whole_and_cut_from_the_left():
     """The DFF mask decoder's prompt: `t5_tokenizer(" ".join(names), padding="max_length", truncation=True,
     max_length=21)` with left truncation, assembled from per-name pieces inside the model."""
-    from forgerytalker.instruction import piece_rows
-    from forgerytalker.mask_prompt import assemble_mask_prompt_ids
+    from forgerytalker.mask_prompt import MaskPromptPieces
     from forgerytalker.regions import regions_to_labels
 
     processor = released_wording_processor()
     tokenizer = processor.tokenizer
     tokenizer.truncation_side = "left"
-    rows = piece_rows(processor.mask_prompt_input_ids)
+    table = MaskPromptPieces(RELEASED_MASK_PROMPT_LENGTH)
+    rows = table.rows(processor.mask_prompt_input_ids)
     truncated = 0
     for names in [None, *region_sets()]:
         whole = tokenizer(" ".join(names or []), padding="max_length", truncation=True, max_length=RELEASED_MASK_PROMPT_LENGTH)["input_ids"]
-        assembled = assemble_mask_prompt_ids(rows, None if names is None else regions_to_labels(names), RELEASED_MASK_PROMPT_LENGTH)
+        assembled = table.assemble(rows, None if names is None else regions_to_labels(names))
         assert assembled == whole, names
         untruncated = tokenizer(" ".join(names or []))["input_ids"]
         if len(untruncated) > RELEASED_MASK_PROMPT_LENGTH:
             truncated += 1
             assert whole[-1] == tokenizer.eos_token_id and whole[:-1] == untruncated[-RELEASED_MASK_PROMPT_LENGTH:-1]
     assert truncated > 0, "no region set was long enough to exercise the left truncation"
-    assert assemble_mask_prompt_ids(rows, [0] * len(REGION_NAMES), RELEASED_MASK_PROMPT_LENGTH) == [tokenizer.eos_token_id] + [
+    assert table.assemble(rows, [0] * len(REGION_NAMES)) == [tokenizer.eos_token_id] + [
         tokenizer.pad_token_id
     ] * (RELEASED_MASK_PROMPT_LENGTH - 1)
+
+
+def test_the_wording_is_saved_flat_and_loaded_back(tmp_path):
+    """The wording's fields are the keys of `processor_config.json` (as before `InstructionWording`), so saved
+    processors load either way; a field given to `from_pretrained` overrides the saved one."""
+    from forgerytalker.instruction import DFF_INSTRUCTION_WORDING, DFF_WORDING
+
+    processor = released_wording_processor()
+    assert processor.instruction_wording == DFF_WORDING
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert {name: saved[name] for name in DFF_INSTRUCTION_WORDING} == DFF_INSTRUCTION_WORDING
+    assert "instruction_wording" not in saved
+    loaded = ForgeryTalkerProcessor.from_pretrained(tmp_path)
+    assert loaded.instruction_wording == DFF_WORDING
+    assert torch.equal(loaded.instruction_input_ids, processor.instruction_input_ids)
+    assert loaded.mask_prompt_length == RELEASED_MASK_PROMPT_LENGTH
+    changed = ForgeryTalkerProcessor.from_pretrained(tmp_path, instruction_suffix=". Describe them.")
+    assert changed.instruction_wording.instruction_suffix == ". Describe them."
+    assert changed.instruction_wording.instruction_prefix == DFF_WORDING.instruction_prefix
+    with pytest.raises(ValueError, match="empty_regions_instruction"):
+        ForgeryTalkerProcessor.from_pretrained(tmp_path, empty_regions_instruction=" ")

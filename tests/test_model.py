@@ -314,29 +314,29 @@ def test_other_language_models_train_and_generate(language_model, images):
 
 
 def test_load_prompter_refuses_a_prompter_of_another_width_naming_both(tiny_model_and_processor, tmp_path):
-    from forgerytalker import ForgeryPrompterNetwork
+    from forgerytalker import ForgeryTalkerPrompterNetwork
     from forgerytalker.tiny import tiny_prompter_config
 
     model, _ = tiny_model_and_processor
     width = model.config.prompter_config.hidden_size
-    ForgeryPrompterNetwork(tiny_prompter_config(hidden_size=2 * width)).save_pretrained(tmp_path / "wide")
+    ForgeryTalkerPrompterNetwork(tiny_prompter_config(hidden_size=2 * width)).save_pretrained(tmp_path / "wide")
     before = {name: tensor.clone() for name, tensor in model.prompter.state_dict().items()}
     with pytest.raises(ValueError, match=rf"wide.*prompter is {2 * width} wide.*this model's prompter is {width} wide"):
         model.load_prompter(tmp_path / "wide")
     assert all(torch.equal(before[name], tensor) for name, tensor in model.prompter.state_dict().items())
 
-    same = ForgeryPrompterNetwork(tiny_prompter_config(hidden_size=width))
+    same = ForgeryTalkerPrompterNetwork(tiny_prompter_config(hidden_size=width))
     same.save_pretrained(tmp_path / "same")
     model.load_prompter(tmp_path / "same")
     assert all(torch.equal(same.state_dict()[name], tensor) for name, tensor in model.prompter.state_dict().items())
 
 
 def test_a_frozen_prompter_stays_in_eval_mode_so_its_batchnorm_statistics_do_not_drift(tiny_model_and_processor):
-    from forgerytalker import ForgeryPrompterNetwork, ForgeryTalkerPrompterConfig
+    from forgerytalker import ForgeryTalkerPrompterNetwork, ForgeryTalkerPrompterConfig
 
     model, _ = tiny_model_and_processor
     # the release's pixel branch, whose BatchNorm keeps running statistics
-    model.prompter = ForgeryPrompterNetwork(ForgeryTalkerPrompterConfig(
+    model.prompter = ForgeryTalkerPrompterNetwork(ForgeryTalkerPrompterConfig(
         image_size=32, patch_size=8, hidden_size=model.config.prompter_config.hidden_size, num_hidden_layers=3,
         num_attention_heads=4, intermediate_size=64, conv_branch_type="pixel", conv_kernel_sizes=[3, 5]))
     pixels = torch.randn(2, 3, 32, 32)
@@ -353,3 +353,32 @@ def test_a_frozen_prompter_stays_in_eval_mode_so_its_batchnorm_statistics_do_not
     assert all(module.training for module in model.prompter.modules())
     model.prompter(pixels)
     assert not all(torch.equal(value, dict(model.prompter.named_buffers())[name]) for name, value in statistics.items())
+
+
+def test_coordinate_channels_are_x_then_y_or_rows_first():
+    """One owner for both CoordConv orders: `[x, y]` for the grid branch, `[row, column]` for the pixel branch."""
+    from forgerytalker.modeling_forgerytalker_prompter import coordinate_channels
+
+    features = torch.zeros(2, 5, 3, 4)
+    xy = coordinate_channels(features)
+    assert xy.shape == (2, 2, 3, 4)
+    assert torch.equal(xy[0, 0, 1], torch.linspace(-1, 1, 4)) and torch.equal(xy[0, 1, :, 2], torch.linspace(-1, 1, 3))
+    assert torch.equal(coordinate_channels(features, rows_first=True), xy.flip(1))
+
+
+def test_the_earlier_prompter_names_still_import_with_a_deprecation_warning():
+    import forgerytalker
+    import forgerytalker.modeling_forgerytalker_prompter as prompter
+
+    for old, new in (("ForgeryPrompterNetwork", "ForgeryTalkerPrompterNetwork"), ("ForgeryPrompterOutput", "ForgeryTalkerPrompterOutput")):
+        with pytest.warns(FutureWarning, match=new):
+            assert getattr(prompter, old) is getattr(prompter, new)
+        forgerytalker.__dict__.pop(old, None)
+        with pytest.warns(FutureWarning, match=new):
+            assert getattr(forgerytalker, old) is getattr(forgerytalker, new)
+        assert old not in forgerytalker.__all__
+    features = torch.randn(1, 3, 4, 5)
+    with pytest.warns(FutureWarning, match="rows_first=True"):
+        assert torch.equal(prompter.pixel_coordinate_channels(features), prompter.coordinate_channels(features, rows_first=True))
+    with pytest.raises(AttributeError):
+        prompter.ForgeryPrompterConvLayer

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from forgerytalker import ForgeryPrompterNetwork, ForgeryTalkerForConditionalGeneration
+from forgerytalker import ForgeryTalkerPrompterNetwork, ForgeryTalkerForConditionalGeneration
 from forgerytalker.modeling_forgerytalker_mobilenet_v2 import (
     MobileNetV2,
     block_channels,
@@ -92,7 +92,7 @@ def test_one_checkpoint_with_the_branch_saves_and_loads_through_the_auto_classes
     pixels = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(loaded.prompter(pixels).region_logits, model.prompter(pixels).region_logits)
-    assert ForgeryPrompterNetwork(loaded.config.prompter_config).conv_branch[0].backbone.frozen
+    assert ForgeryTalkerPrompterNetwork(loaded.config.prompter_config).conv_branch[0].backbone.frozen
 
 
 def test_a_frozen_branch_keeps_its_weights_and_statistics_while_the_prompter_trains():

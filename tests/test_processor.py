@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ from PIL import Image, ImageOps
 from transformers import default_data_collator
 
 from forgerytalker.image_utils import forged_pixels
-from forgerytalker.instruction import NUM_PIECES
+from forgerytalker.instruction import InstructionPieces
 from forgerytalker.regions import REGION_NAMES
 
 
@@ -26,7 +30,7 @@ def test_every_tensor_is_batch_first(tiny_model_and_processor, images):
                           "instruction_regions", "region_labels", "masks"}
     for name, tensor in batch.items():
         assert tensor.shape[0] == 3, name
-    assert batch["instruction_input_ids"].shape[:2] == (3, NUM_PIECES)
+    assert batch["instruction_input_ids"].shape[:2] == (3, InstructionPieces.NUM_ROWS)
     assert find_batch_size(dict(batch)) == 3
 
 
@@ -223,3 +227,29 @@ def test_a_saved_processor_resizes_with_pil_where_transformers_would_pick_torchv
     assert processor.image_processor.size == {"height": 32, "width": 32}
     chosen = ForgeryTalkerProcessor.from_pretrained(saved_tiny_checkpoint, image_processor_backend="torchvision")
     assert isinstance(chosen.image_processor, TorchvisionResize)
+
+
+def test_the_processing_module_does_not_import_modeling_code(tmp_path):
+    """Like transformers' own processors, the processor works without the model's code. Checked the way a
+    `trust_remote_code=True` checkpoint loads it: the processing module and the files it imports (as transformers
+    finds them) are copied into a package of their own and imported in a fresh interpreter, where importing
+    `forgerytalker` itself would register the model with the Auto classes."""
+    import forgerytalker.processing_forgerytalker as processing
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    package = tmp_path / "checkpoint_code"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    copied = [processing.__file__, *get_relative_import_files(processing.__file__)]
+    for source in copied:
+        shutil.copy(source, package / os.path.basename(source))
+    assert not any("modeling_forgerytalker" in os.path.basename(source) for source in copied), copied
+    code = (
+        "import sys\n"
+        "import checkpoint_code.processing_forgerytalker as processing\n"
+        "assert processing.resolve_local_path('owner/name') == 'owner/name'\n"
+        "print(sorted(name for name in sys.modules if 'modeling_forgerytalker' in name or name.startswith('forgerytalker')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

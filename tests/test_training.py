@@ -167,7 +167,7 @@ def test_stage_one_trains_and_saves_the_prompter_alone(stage_one, tiny_dataset_d
     from datasets import load_dataset
     from transformers import AutoImageProcessor, AutoModel
 
-    from forgerytalker import ForgeryPrompterNetwork
+    from forgerytalker import ForgeryTalkerPrompterNetwork
 
     log = read_log(stage_one)
     steps = step_records(log)
@@ -180,9 +180,9 @@ def test_stage_one_trains_and_saves_the_prompter_alone(stage_one, tiny_dataset_d
     example = load_dataset(str(tiny_dataset_dir), split="validation")[0]
     for folder in (stage_one, stage_one / "best"):
         prompter = AutoModel.from_pretrained(folder).eval()
-        assert isinstance(prompter, ForgeryPrompterNetwork)
+        assert isinstance(prompter, ForgeryTalkerPrompterNetwork)
         # nothing but the prompter was built or saved: no InstructBLIP, no mask decoder
-        assert set(load_file(folder / "model.safetensors")) == set(ForgeryPrompterNetwork(prompter.config).state_dict())
+        assert set(load_file(folder / "model.safetensors")) == set(ForgeryTalkerPrompterNetwork(prompter.config).state_dict())
         pixel_values = AutoImageProcessor.from_pretrained(folder)(example["image"], return_tensors="pt")["pixel_values"]
         assert prompter(pixel_values).region_logits.shape == (1, 21)
 
@@ -192,12 +192,12 @@ def test_stage_one_validation_feeds_the_prompters_own_device(tiny_dataset_dir):
     as it sits on a GPU while the rest of the program is on the CPU."""
     from datasets import load_dataset
 
-    from forgerytalker import ForgeryPrompterNetwork
+    from forgerytalker import ForgeryTalkerPrompterNetwork
     from forgerytalker.tiny import build_tiny_processor, tiny_prompter_config
     from forgerytalker.training.data import undecoded
     from forgerytalker.training.validation import validate_prompter
 
-    prompter = ForgeryPrompterNetwork(tiny_prompter_config()).to("meta")
+    prompter = ForgeryTalkerPrompterNetwork(tiny_prompter_config()).to("meta")
     seen = []
 
     class Reached(Exception):
@@ -219,7 +219,7 @@ def test_stage_one_validation_feeds_the_prompters_own_device(tiny_dataset_dir):
 def test_stage_one_validation_uses_the_configs_region_threshold(tiny_dataset_dir):
     from datasets import load_dataset
 
-    from forgerytalker import ForgeryPrompterNetwork
+    from forgerytalker import ForgeryTalkerPrompterNetwork
     from forgerytalker.evaluation.region_metrics import positive_label_matching
     from forgerytalker.image_utils import load_rgb
     from forgerytalker.regions import regions_to_labels
@@ -230,7 +230,7 @@ def test_stage_one_validation_uses_the_configs_region_threshold(tiny_dataset_dir
     split = undecoded(load_dataset(str(tiny_dataset_dir), split="validation"))
     image_processor = build_tiny_processor().image_processor
     torch.manual_seed(0)
-    prompter = ForgeryPrompterNetwork(tiny_prompter_config()).eval()
+    prompter = ForgeryTalkerPrompterNetwork(tiny_prompter_config()).eval()
     images = [load_rgb(example["image"]["bytes"]) for example in split]
     with torch.no_grad():
         pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
@@ -249,7 +249,7 @@ def test_stage_one_on_two_processes_shards_training_and_validation(tiny_dataset_
     from datasets import load_dataset
     from transformers import AutoImageProcessor
 
-    from forgerytalker import ForgeryPrompterNetwork
+    from forgerytalker import ForgeryTalkerPrompterNetwork
     from forgerytalker.training.data import undecoded
     from forgerytalker.training.validation import validate_prompter
 
@@ -266,7 +266,7 @@ def test_stage_one_on_two_processes_shards_training_and_validation(tiny_dataset_
     assert len(first_epoch) == 4 and len(set(first_epoch)) == 4
     # each process scored half of the validation split; gathered, the metrics are a single process's
     [validation] = [record["validation"] for record in log if "validation" in record]
-    prompter = ForgeryPrompterNetwork.from_pretrained(output_dir)
+    prompter = ForgeryTalkerPrompterNetwork.from_pretrained(output_dir)
     split = undecoded(load_dataset(str(tiny_dataset_dir), split="validation"))
     single = validate_prompter(prompter, AutoImageProcessor.from_pretrained(output_dir), split, batch_size=4)
     assert validation["PLM"] == pytest.approx(single["PLM"])

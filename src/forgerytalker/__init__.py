@@ -19,8 +19,8 @@ _PUBLIC_NAMES = {
     "PIPELINE_TASK": "configuration_forgerytalker",
     "ForgeryAnalysis": "analysis",
     "ForgeryAnalysisPipeline": "pipeline_forgerytalker",
-    "ForgeryPrompterNetwork": "modeling_forgerytalker_prompter",
-    "ForgeryPrompterOutput": "modeling_forgerytalker_prompter",
+    "ForgeryTalkerPrompterNetwork": "modeling_forgerytalker_prompter",
+    "ForgeryTalkerPrompterOutput": "modeling_forgerytalker_prompter",
     "ForgeryTalkerConfig": "configuration_forgerytalker",
     "ForgeryTalkerForConditionalGeneration": "modeling_forgerytalker",
     "ForgeryTalkerGenerationOutput": "modeling_forgerytalker_outputs",
@@ -39,8 +39,13 @@ _PUBLIC_NAMES = {
 
 __all__ = sorted(_PUBLIC_NAMES)
 
+_DEPRECATED_NAMES = {
+    "ForgeryPrompterNetwork": "modeling_forgerytalker_prompter",
+    "ForgeryPrompterOutput": "modeling_forgerytalker_prompter",
+}
+"""Earlier public names, still importable with a `FutureWarning` (their module says what replaces them)."""
 
-__getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC_NAMES, globals())
+__getattr__, __dir__ = lazy_attributes(__name__, {**_PUBLIC_NAMES, **_DEPRECATED_NAMES}, globals())
 
 
 from ._auto_registration import register_when_transformers_loads  # noqa: E402  (needs __version__ above)

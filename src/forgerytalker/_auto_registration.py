@@ -46,7 +46,7 @@ def _register_classes() -> None:
 
     from .configuration_forgerytalker import PIPELINE_TASK, ForgeryTalkerConfig, ForgeryTalkerPrompterConfig
     from .modeling_forgerytalker import ForgeryTalkerForConditionalGeneration
-    from .modeling_forgerytalker_prompter import ForgeryPrompterNetwork
+    from .modeling_forgerytalker_prompter import ForgeryTalkerPrompterNetwork
     from .pipeline_forgerytalker import ForgeryAnalysisPipeline
     from .processing_forgerytalker import ForgeryTalkerProcessor
 
@@ -54,12 +54,12 @@ def _register_classes() -> None:
     AutoConfig.register(ForgeryTalkerPrompterConfig.model_type, ForgeryTalkerPrompterConfig, exist_ok=True)
     AutoModel.register(ForgeryTalkerConfig, ForgeryTalkerForConditionalGeneration, exist_ok=True)
     AutoModelForImageTextToText.register(ForgeryTalkerConfig, ForgeryTalkerForConditionalGeneration, exist_ok=True)
-    AutoModel.register(ForgeryTalkerPrompterConfig, ForgeryPrompterNetwork, exist_ok=True)
+    AutoModel.register(ForgeryTalkerPrompterConfig, ForgeryTalkerPrompterNetwork, exist_ok=True)
     AutoProcessor.register(ForgeryTalkerConfig, ForgeryTalkerProcessor, exist_ok=True)
     for config_or_processor in (ForgeryTalkerConfig, ForgeryTalkerPrompterConfig, ForgeryTalkerProcessor):
         config_or_processor.register_for_auto_class()
     ForgeryTalkerForConditionalGeneration.register_for_auto_class("AutoModel")
-    ForgeryPrompterNetwork.register_for_auto_class("AutoModel")
+    ForgeryTalkerPrompterNetwork.register_for_auto_class("AutoModel")
     from .analysis.defaults import NoDefaultModelError, default_model
 
     try:  # `pipeline("forgery-analysis")` with no model loads the bundled demo model

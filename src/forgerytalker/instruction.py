@@ -2,7 +2,7 @@
 
 The instruction names the regions the prompter (or the caller) flags. Those regions are only known inside the
 model's forward pass, so the processor tokenises the instruction once as *pieces* and the model assembles each
-sample's token ids from them. Training and generation both go through `assemble_instruction_ids`, so they see
+sample's token ids from them. Training and generation both go through `InstructionPieces.assemble`, so they see
 the same tokens by construction.
 
 The pieces are cut at the spaces of the rendered text, so that the ids of the pieces, put together, are the ids
@@ -15,18 +15,21 @@ regions `r1 ... rn` the text is
 and its pieces are the prefix, `" r_i" + separator` for every region but the last, and `" r_n" + suffix` for
 the last. With no region the text is `prefix + " " + empty_regions_text + suffix`, or a sentence of its own
 (`empty_regions_instruction`, as the authors' release words it), which is then one whole piece.
-`ForgeryTalkerProcessor` checks at construction that its tokenizers really compose this way.
+`InstructionPieces.check` (run by `ForgeryTalkerProcessor` at construction) makes sure its tokenizers really
+compose this way.
 
-Piece tensors have shape `(batch_size, NUM_PIECES, max_piece_length)` (one identical copy per sample, so that
-a batch can be sliced, collated and split like any other) and are padded with `PIECE_PADDING` (-1). Rows are
-laid out as the `*_ROW` constants say.
+Two owners: `InstructionWording`, the frozen wording (adding a wording field means adding it there, and only
+there), and `InstructionPieces`, which owns the row layout, the piece tensor and the assembly. Piece tensors have
+shape `(batch_size, InstructionPieces.NUM_ROWS, max_piece_length)` (one identical copy per sample, so that a batch
+can be sliced, collated and split like any other) and are padded with `PIECE_PADDING` (-1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
 
-from .regions import NUM_REGIONS, REGION_NAMES
+from .regions import NUM_REGIONS, REGION_NAMES, regions_to_labels
 
 REGION_SOURCES: tuple[str, ...] = ("predicted", "ground_truth", "none", "explicit")
 """Where the instruction's regions come from: the prompter's prediction, the sample's `region_labels` (the paper's
@@ -34,115 +37,216 @@ FPN-GT oracle), none (the plain instruction of its w/o-FPN ablation), or regions
 DATASET_REGION_SOURCES: tuple[str, ...] = REGION_SOURCES[:3]
 """The sources a run over a dataset can use (the rows of the paper's Table 3); `"explicit"` needs a caller."""
 
-DEFAULT_INSTRUCTION_PREFIX = "These facial areas may be manipulated by AI:"
-DEFAULT_INSTRUCTION_SUFFIX = ". Please describe the specific issues in these areas."
-DEFAULT_REGION_SEPARATOR = ","
-DEFAULT_NO_REGION_INSTRUCTION = "Is this face manipulated by AI? Please describe the specific issues."
-DEFAULT_EMPTY_REGIONS_TEXT = "none"
-
-# The authors' released DFF model words its instruction this way (`Blip2T5Instruct._get_multimodal_context`); with no
-# region flagged it uses a sentence of its own, without the colon and the list.
-DFF_INSTRUCTION_PREFIX = "The following facial areas may have been modified by AI:"
-DFF_INSTRUCTION_SUFFIX = (
-    ". These areas might have been manipulated either by replacing the entire face or by altering specific facial "
-    "features. Please identify these areas and describe why they appear unnatural."
-)
-DFF_EMPTY_REGIONS_INSTRUCTION = (
-    "The following facial areas may have been modified by AI. These areas might have been manipulated either by "
-    "replacing the entire face or by altering specific facial features. Please identify these areas and describe why "
-    "they appear unnatural."
-)
-DFF_INSTRUCTION_WORDING = {
-    "instruction_prefix": DFF_INSTRUCTION_PREFIX,
-    "region_separator": ",",
-    "instruction_suffix": DFF_INSTRUCTION_SUFFIX,
-    "empty_regions_instruction": DFF_EMPTY_REGIONS_INSTRUCTION,
-    # the release has no prompter-less mode; its no-region sentence is the closest plain instruction
-    "no_region_instruction": DFF_EMPTY_REGIONS_INSTRUCTION,
-}
-"""`ForgeryTalkerProcessor` keyword arguments that give the authors' released wording."""
-
-PREFIX_ROW = 0
-"""The prefix, after the image tokens and the tokenizer's leading special tokens."""
-NO_REGION_ROW = 1
-"""The whole plain instruction (no prompter), with image tokens and leading and trailing special tokens."""
-EMPTY_REGIONS_ROW = 2
-"""`" " + empty_regions_text + suffix` and the trailing special tokens: the list when no region is named."""
-LISTED_REGION_ROW_OFFSET = 3
-"""Row `LISTED_REGION_ROW_OFFSET + i`: `" " + REGION_NAMES[i] + separator`, region i followed by another."""
-LAST_REGION_ROW_OFFSET = LISTED_REGION_ROW_OFFSET + NUM_REGIONS
-"""Row `LAST_REGION_ROW_OFFSET + i`: `" " + REGION_NAMES[i] + suffix` and the trailing special tokens."""
-EMPTY_INSTRUCTION_ROW = LAST_REGION_ROW_OFFSET + NUM_REGIONS
-"""The whole instruction for an empty region list when the wording has a sentence of its own for it
-(`empty_regions_instruction`), with image tokens and leading and trailing special tokens; otherwise empty."""
-NUM_PIECES = EMPTY_INSTRUCTION_ROW + 1
 PIECE_PADDING = -1
 IGNORE_INDEX = -100
 """Label value of tokens the language-model loss ignores (report padding, the instruction itself)."""
 
+CHECKED_REGION_SETS: tuple[tuple[str, ...], ...] = (
+    (),
+    *((name,) for name in REGION_NAMES),
+    (REGION_NAMES[0], REGION_NAMES[2]),
+    REGION_NAMES,
+)
+"""Region sets a tokenizer is checked on (besides the plain instruction, `None`): none, each one, a pair, all 21."""
 
-def render_instruction(
-    region_names: Sequence[str] | None,
-    prefix: str = DEFAULT_INSTRUCTION_PREFIX,
-    separator: str = DEFAULT_REGION_SEPARATOR,
-    suffix: str = DEFAULT_INSTRUCTION_SUFFIX,
-    no_region_instruction: str = DEFAULT_NO_REGION_INSTRUCTION,
-    empty_regions_text: str = DEFAULT_EMPTY_REGIONS_TEXT,
-    empty_regions_instruction: str | None = None,
-) -> str:
-    """The instruction as text. `None` gives the plain instruction (no prompter); `[]` names no region, which
-    renders `empty_regions_instruction` when given, else the template with `empty_regions_text` as the list.
 
-    The default wording renders the paper's template: "These facial areas may be manipulated by AI: [R].
-    Please describe the specific issues in these areas."
+@dataclass(frozen=True)
+class InstructionWording:
+    """The instruction's wording; its field names are `ForgeryTalkerProcessor`'s keyword arguments and the keys of a
+    saved `processor_config.json`.
+
+    The defaults give the paper's "These facial areas may be manipulated by AI: [R]. Please describe the specific
+    issues in these areas."; `DFF_WORDING` gives the authors' released one.
+
+    Attributes:
+        instruction_prefix: the text before the region list.
+        region_separator: what follows every listed region but the last (then a space).
+        instruction_suffix: the text after the list.
+        no_region_instruction: the whole plain instruction, without regions (no prompter).
+        empty_regions_text: the list when no region is named.
+        empty_regions_instruction: the whole instruction when no region is named, instead of the template with
+            `empty_regions_text` as its list (the authors' release has such a sentence); `None` uses the template.
     """
-    if region_names is None:
-        return no_region_instruction
-    if not region_names and empty_regions_instruction is not None:
-        return empty_regions_instruction
-    listed = f"{separator} ".join(region_names) if region_names else empty_regions_text
-    return f"{prefix} {listed}{suffix}"
+
+    instruction_prefix: str = "These facial areas may be manipulated by AI:"
+    region_separator: str = ","
+    instruction_suffix: str = ". Please describe the specific issues in these areas."
+    no_region_instruction: str = "Is this face manipulated by AI? Please describe the specific issues."
+    empty_regions_text: str = "none"
+    empty_regions_instruction: str | None = None
+
+    def __post_init__(self):
+        if self.empty_regions_instruction is not None and not self.empty_regions_instruction.strip():
+            raise ValueError("`empty_regions_instruction` must be a sentence or None, got an empty string")
+
+    @classmethod
+    def pop_from(cls, kwargs: dict, base: InstructionWording | dict | None = None) -> InstructionWording:
+        """`base` (a wording, its `to_dict`, or the default wording) with the fields that `kwargs` names, which are
+        removed from `kwargs`: how the processor reads its keyword arguments and its saved config."""
+        base = cls(**base) if isinstance(base, dict) else base or cls()
+        return replace(base, **{field.name: kwargs.pop(field.name) for field in fields(cls) if field.name in kwargs})
+
+    def to_dict(self) -> dict[str, str | None]:
+        """The fields as keyword arguments (`ForgeryTalkerProcessor(**wording.to_dict())`)."""
+        return asdict(self)
+
+    def render(self, region_names: Sequence[str] | None) -> str:
+        """The instruction as text. `None` gives the plain instruction (no prompter); `[]` names no region, which
+        renders `empty_regions_instruction` when given, else the template with `empty_regions_text` as the list."""
+        if region_names is None:
+            return self.no_region_instruction
+        if not region_names and self.empty_regions_instruction is not None:
+            return self.empty_regions_instruction
+        listed = f"{self.region_separator} ".join(region_names) if region_names else self.empty_regions_text
+        return f"{self.instruction_prefix} {listed}{self.instruction_suffix}"
 
 
-def instruction_piece_texts(
-    prefix: str = DEFAULT_INSTRUCTION_PREFIX,
-    separator: str = DEFAULT_REGION_SEPARATOR,
-    suffix: str = DEFAULT_INSTRUCTION_SUFFIX,
-    no_region_instruction: str = DEFAULT_NO_REGION_INSTRUCTION,
-    empty_regions_text: str = DEFAULT_EMPTY_REGIONS_TEXT,
-    empty_regions_instruction: str | None = None,
-) -> list[str]:
-    """The text of every piece, in row order (`NUM_PIECES` strings; special tokens are added by the processor)."""
-    texts = [""] * NUM_PIECES
-    texts[PREFIX_ROW] = prefix
-    texts[NO_REGION_ROW] = no_region_instruction
-    texts[EMPTY_REGIONS_ROW] = f" {empty_regions_text}{suffix}"
-    texts[EMPTY_INSTRUCTION_ROW] = empty_regions_instruction or ""
-    for index, name in enumerate(REGION_NAMES):
-        texts[LISTED_REGION_ROW_OFFSET + index] = f" {name}{separator}"
-        texts[LAST_REGION_ROW_OFFSET + index] = f" {name}{suffix}"
-    return texts
+# The authors' released DFF model words its instruction this way (`Blip2T5Instruct._get_multimodal_context`); with no
+# region flagged it uses a sentence of its own, without the colon and the list.
+_DFF_EMPTY_REGIONS_INSTRUCTION = (
+    "The following facial areas may have been modified by AI. These areas might have been manipulated either by "
+    "replacing the entire face or by altering specific facial features. Please identify these areas and describe why "
+    "they appear unnatural."
+)
+DFF_WORDING = InstructionWording(
+    instruction_prefix="The following facial areas may have been modified by AI:",
+    region_separator=",",
+    instruction_suffix=(
+        ". These areas might have been manipulated either by replacing the entire face or by altering specific "
+        "facial features. Please identify these areas and describe why they appear unnatural."
+    ),
+    empty_regions_instruction=_DFF_EMPTY_REGIONS_INSTRUCTION,
+    # the release has no prompter-less mode; its no-region sentence is the closest plain instruction
+    no_region_instruction=_DFF_EMPTY_REGIONS_INSTRUCTION,
+)
+"""The authors' released wording."""
+DFF_INSTRUCTION_WORDING = DFF_WORDING.to_dict()
+"""`ForgeryTalkerProcessor` keyword arguments that give the authors' released wording (`DFF_WORDING`)."""
 
 
-def piece_rows(pieces) -> list[list[int]]:
-    """One sample's pieces, `(NUM_PIECES, max_piece_length)` padded with -1, as one list of ids per piece."""
-    return [[int(token) for token in row if token != PIECE_PADDING] for row in pieces.tolist()]
+class PieceTable:
+    """Texts tokenised once as rows of pieces, from which the model assembles each sample's ids; subclasses own a
+    row layout (`InstructionPieces`, `mask_prompt.MaskPromptPieces`)."""
+
+    @staticmethod
+    def rows(pieces) -> list[list[int]]:
+        """One sample's pieces, a `(num_rows, max_piece_length)` tensor padded with -1, as one list of ids per row."""
+        return [[int(token) for token in row if token != PIECE_PADDING] for row in pieces.tolist()]
+
+    @staticmethod
+    def tensor(rows: list[list[int]]):
+        """Token rows as one `(len(rows), longest)` long tensor padded with `PIECE_PADDING`."""
+        import torch  # here, so that the command line can read `REGION_SOURCES` without importing torch
+
+        pieces = torch.full((len(rows), max(1, *(len(row) for row in rows))), PIECE_PADDING, dtype=torch.long)
+        for index, row in enumerate(rows):
+            pieces[index, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return pieces
+
+    @staticmethod
+    def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
+        """The special tokens a tokenizer puts before and after a text (e.g. `[CLS]`/`[SEP]`, `<s>`, `</s>`)."""
+        plain = tokenizer("face", add_special_tokens=False)["input_ids"]
+        full = tokenizer("face", add_special_tokens=True)["input_ids"]
+        for start in range(len(full) - len(plain) + 1):
+            if full[start : start + len(plain)] == plain:
+                return full[:start], full[start + len(plain) :]
+        raise ValueError(f"Cannot tell which special tokens {type(tokenizer).__name__} adds around a text")
 
 
-def assemble_instruction_ids(pieces: list[list[int]], flagged: Sequence[int | bool] | None) -> list[int]:
-    """The token ids of one sample's instruction.
+class InstructionPieces(PieceTable):
+    """The instruction's piece table for one wording: its row layout, its tensor and its assembly.
 
-    Args:
-        pieces: that sample's unpadded pieces for one tokenizer (`piece_rows`).
-        flagged: 0/1 per region (`NUM_REGIONS` entries) naming the regions to list, or `None` for the plain
-            instruction without regions.
+    Rows, in order: `PREFIX_ROW`, `NO_REGION_ROW`, `EMPTY_REGIONS_ROW`, then `NUM_REGIONS` rows from
+    `LISTED_REGION_ROW_OFFSET`, `NUM_REGIONS` rows from `LAST_REGION_ROW_OFFSET`, and `EMPTY_INSTRUCTION_ROW`.
     """
-    if flagged is None:
-        return list(pieces[NO_REGION_ROW])
-    named = [index for index, value in enumerate(flagged) if value]
-    if not named:
-        return list(pieces[EMPTY_INSTRUCTION_ROW]) or pieces[PREFIX_ROW] + pieces[EMPTY_REGIONS_ROW]
-    ids = list(pieces[PREFIX_ROW])
-    for index in named[:-1]:
-        ids += pieces[LISTED_REGION_ROW_OFFSET + index]
-    return ids + pieces[LAST_REGION_ROW_OFFSET + named[-1]]
+
+    PREFIX_ROW = 0
+    """The prefix, after the image tokens and the tokenizer's leading special tokens."""
+    NO_REGION_ROW = 1
+    """The whole plain instruction (no prompter), with image tokens and leading and trailing special tokens."""
+    EMPTY_REGIONS_ROW = 2
+    """`" " + empty_regions_text + suffix` and the trailing special tokens: the list when no region is named."""
+    LISTED_REGION_ROW_OFFSET = 3
+    """Row `LISTED_REGION_ROW_OFFSET + i`: `" " + REGION_NAMES[i] + separator`, region i followed by another."""
+    LAST_REGION_ROW_OFFSET = LISTED_REGION_ROW_OFFSET + NUM_REGIONS
+    """Row `LAST_REGION_ROW_OFFSET + i`: `" " + REGION_NAMES[i] + suffix` and the trailing special tokens."""
+    EMPTY_INSTRUCTION_ROW = LAST_REGION_ROW_OFFSET + NUM_REGIONS
+    """The whole instruction for an empty region list when the wording has a sentence of its own for it
+    (`empty_regions_instruction`), with image tokens and leading and trailing special tokens; otherwise empty."""
+    NUM_ROWS = EMPTY_INSTRUCTION_ROW + 1
+
+    def __init__(self, wording: InstructionWording | None = None):
+        self.wording = InstructionWording() if wording is None else wording
+
+    def texts(self) -> list[str]:
+        """The text of every row, in row order (`NUM_ROWS` strings, without special tokens)."""
+        wording = self.wording
+        texts = [""] * self.NUM_ROWS
+        texts[self.PREFIX_ROW] = wording.instruction_prefix
+        texts[self.NO_REGION_ROW] = wording.no_region_instruction
+        texts[self.EMPTY_REGIONS_ROW] = f" {wording.empty_regions_text}{wording.instruction_suffix}"
+        texts[self.EMPTY_INSTRUCTION_ROW] = wording.empty_regions_instruction or ""
+        for index, name in enumerate(REGION_NAMES):
+            texts[self.LISTED_REGION_ROW_OFFSET + index] = f" {name}{wording.region_separator}"
+            texts[self.LAST_REGION_ROW_OFFSET + index] = f" {name}{wording.instruction_suffix}"
+        return texts
+
+    def encode(self, tokenizer, image_tokens: Sequence[int] = ()):
+        """One sample's pieces in `tokenizer`'s vocabulary, a `(NUM_ROWS, piece_length)` tensor; `image_tokens`
+        (the language model's `num_query_tokens` image tokens) come first in every whole instruction."""
+        leading, trailing = self.special_tokens_around(tokenizer)
+        start = list(image_tokens) + leading
+        rows = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in self.texts()]
+        rows[self.PREFIX_ROW] = start + rows[self.PREFIX_ROW]
+        whole = [self.NO_REGION_ROW]
+        if self.wording.empty_regions_instruction is not None:
+            whole.append(self.EMPTY_INSTRUCTION_ROW)
+        for row in whole:
+            rows[row] = start + rows[row] + trailing
+        for row in [self.EMPTY_REGIONS_ROW, *range(self.LAST_REGION_ROW_OFFSET, self.LAST_REGION_ROW_OFFSET + NUM_REGIONS)]:
+            rows[row] = rows[row] + trailing
+        return self.tensor(rows)
+
+    @classmethod
+    def assemble(cls, pieces, flagged: Sequence[int | bool] | None) -> list[int]:
+        """The token ids of one sample's instruction.
+
+        Args:
+            pieces: that sample's pieces for one tokenizer, a `(NUM_ROWS, piece_length)` tensor or its `rows`.
+            flagged: 0/1 per region (`NUM_REGIONS` entries) naming the regions to list, or `None` for the plain
+                instruction without regions.
+        """
+        if not isinstance(pieces, list):
+            pieces = cls.rows(pieces)
+        if flagged is None:
+            return list(pieces[cls.NO_REGION_ROW])
+        named = [index for index, value in enumerate(flagged) if value]
+        if not named:
+            return list(pieces[cls.EMPTY_INSTRUCTION_ROW]) or pieces[cls.PREFIX_ROW] + pieces[cls.EMPTY_REGIONS_ROW]
+        ids = list(pieces[cls.PREFIX_ROW])
+        for index in named[:-1]:
+            ids += pieces[cls.LISTED_REGION_ROW_OFFSET + index]
+        return ids + pieces[cls.LAST_REGION_ROW_OFFSET + named[-1]]
+
+    def expected_ids(self, tokenizer, regions: Sequence[str] | None, image_tokens: Sequence[int] = ()) -> list[int]:
+        """The ids the model must see for `regions`, from the whole text: `image_tokens` followed by
+        `tokenizer(instruction)`, as `InstructBlipProcessor` builds them."""
+        return list(image_tokens) + list(tokenizer(self.wording.render(regions))["input_ids"])
+
+    def check(self, tokenizer, pieces, name: str, image_tokens: Sequence[int] = ()) -> None:
+        """Raises a `ValueError` unless the assembled `pieces` (`encode(tokenizer, image_tokens)`) equal the whole
+        text's ids for the plain instruction and every `CHECKED_REGION_SETS` entry; `name` names the tokenizer."""
+        rows = self.rows(pieces)
+        for regions in (None, *CHECKED_REGION_SETS):
+            assembled = self.assemble(rows, None if regions is None else regions_to_labels(regions))
+            expected = self.expected_ids(tokenizer, regions, image_tokens)
+            if assembled != expected:
+                raise ValueError(
+                    f"The processor's {name} ({type(tokenizer).__name__}, {tokenizer.name_or_path!r}) does not "
+                    f"tokenise the instruction in pieces the way it tokenises the whole text: for regions "
+                    f"{None if regions is None else list(regions)} the pieces give {assembled} but "
+                    f"{self.wording.render(regions)!r} gives {expected}. ForgeryTalker needs tokenizers "
+                    "that split words at spaces before tokenising them (SentencePiece/Metaspace, byte-level BPE, "
+                    "WordPiece)."
+                )

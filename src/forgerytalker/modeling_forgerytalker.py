@@ -16,37 +16,20 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_forgerytalker import PIPELINE_TASK, ForgeryTalkerConfig
 from .generation_forgerytalker import GENERATION_DEFAULTS, generation_settings
-from .instruction import IGNORE_INDEX, assemble_instruction_ids, piece_rows
-from .mask_prompt import assemble_mask_prompt_ids
+from .instruction import IGNORE_INDEX, InstructionPieces
+from .mask_prompt import MaskPromptPieces
 from .modeling_forgerytalker_checks import check_batch, refuse_language_model_inputs
 from .modeling_forgerytalker_dff_mask_decoder import ForgeryTalkerDffMaskDecoder
 from .modeling_forgerytalker_mask_decoder import ForgeryTalkerMaskDecoder, forgery_mask_loss
 from .modeling_forgerytalker_outputs import ForgeryTalkerGenerationOutput, ForgeryTalkerOutput
-from .modeling_forgerytalker_prompter import ForgeryPrompterNetwork, ForgeryPrompterOutput
+from .modeling_forgerytalker_prompter import ForgeryTalkerPrompterNetwork, ForgeryTalkerPrompterOutput
+from .paths import resolve_local_path
 from .precision import check_module_names, float32_buffers, fp32_patterns, warn_if_t5_in_float16
 
 logger = logging.getLogger(__name__)
 
 TRAINING_STAGES = ("prompter", "joint")
 _OUTPUT_FLAGS = ("output_attentions", "output_hidden_states")
-
-
-def resolve_local_path(path: str | os.PathLike, argument: str = "pretrained_model_name_or_path") -> str:
-    """Returns `path` as a string if it is an existing folder, or if it cannot be a local path at all (a hub id).
-
-    `from_pretrained` treats a relative path that does not exist as a hub id, which fails with a confusing
-    network error; a path that looks local (absolute, `./`, `~`, or with more than one `/`) and is missing is
-    reported here instead.
-    """
-    text = os.fspath(path)
-    expanded = os.path.expanduser(text)
-    if os.path.isdir(expanded):
-        return expanded
-    # a hub id is "name" or "owner/name"
-    looks_local = os.path.isabs(expanded) or text.startswith((".", "~")) or text.count("/") > 1
-    if looks_local or os.path.exists(expanded):
-        raise FileNotFoundError(f"`{argument}`: no checkpoint folder at {text!r} ({os.path.abspath(expanded)})")
-    return text
 
 
 class ForgeryTalkerPreTrainedModel(PreTrainedModel):
@@ -116,7 +99,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
                 getattr(config.instructblip_config, sub_config_key).dtype = config.instructblip_config.dtype
             instructblip = InstructBlipForConditionalGeneration(config.instructblip_config)
         self.instructblip = instructblip
-        self.prompter = ForgeryPrompterNetwork(config.prompter_config)
+        self.prompter = ForgeryTalkerPrompterNetwork(config.prompter_config)
         if config.mask_decoder_type == "dff":
             self.mask_decoder = ForgeryTalkerDffMaskDecoder(config)
         else:
@@ -186,11 +169,11 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         return cls(config, instructblip=instructblip)
 
     def load_prompter(self, prompter_name_or_path: str | os.PathLike) -> None:
-        """Replaces the prompter with a stage-1 one saved by `ForgeryPrompterNetwork.save_pretrained`.
+        """Replaces the prompter with a stage-1 one saved by `ForgeryTalkerPrompterNetwork.save_pretrained`.
 
         Raises `ValueError` naming both widths when the prompter's `hidden_size` is not this model's (the mask
         decoder reads the prompter's tokens at that width, so `generate` would otherwise fail later)."""
-        prompter = ForgeryPrompterNetwork.from_pretrained(resolve_local_path(prompter_name_or_path, "prompter_name_or_path"))
+        prompter = ForgeryTalkerPrompterNetwork.from_pretrained(resolve_local_path(prompter_name_or_path, "prompter_name_or_path"))
         expected = self.config.prompter_config.hidden_size
         if prompter.config.hidden_size != expected:
             raise ValueError(
@@ -308,7 +291,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         """Token ids for the Q-Former and the language model, with each sample's instruction naming its `regions`.
 
         Args:
-            instruction_input_ids, instruction_qformer_input_ids: `(batch, NUM_PIECES, piece_length)` pieces.
+            instruction_input_ids, instruction_qformer_input_ids: `(batch, InstructionPieces.NUM_ROWS, piece_length)` pieces.
             regions: `(batch, num_regions)` 0/1, or `None` for the plain instruction.
             labels: `(batch, report_length)` report ids padded with -100 (training).
             for_generation: left-pad the language model's prompt (decoder-only LMs).
@@ -325,8 +308,8 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
                 )
         device = instruction_input_ids.device
         flagged = [None] * len(instruction_input_ids) if regions is None else regions.bool().tolist()
-        qformer_ids = [assemble_instruction_ids(piece_rows(p), f) for p, f in zip(instruction_qformer_input_ids, flagged)]
-        prompts = [assemble_instruction_ids(piece_rows(p), f) for p, f in zip(instruction_input_ids, flagged)]
+        qformer_ids = [InstructionPieces.assemble(p, f) for p, f in zip(instruction_qformer_input_ids, flagged)]
+        prompts = [InstructionPieces.assemble(p, f) for p, f in zip(instruction_input_ids, flagged)]
         self._check_image_tokens(prompts[0])
         inputs = dict(zip(("qformer_input_ids", "qformer_attention_mask"), _pad(qformer_ids, 0, "right", device)))
         text_pad = self.config.get_text_config().pad_token_id or 0
@@ -352,7 +335,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         """The `"dff"` mask decoder's prompt: each sample's region names, `(batch, config.mask_prompt_length)` ids.
 
         Args:
-            mask_prompt_input_ids: `(batch, NUM_MASK_PROMPT_PIECES, piece_length)` pieces from the processor.
+            mask_prompt_input_ids: `(batch, MaskPromptPieces.NUM_ROWS, piece_length)` pieces from the processor.
             regions: `(batch, num_regions)` 0/1 regions of the instruction, or `None` (no names).
         """
         if mask_prompt_input_ids.dim() != 3:
@@ -361,16 +344,14 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
                 f"{tuple(mask_prompt_input_ids.shape)}"
             )
         flagged = [None] * len(mask_prompt_input_ids) if regions is None else regions.bool().tolist()
-        rows = [
-            assemble_mask_prompt_ids(piece_rows(pieces), names, self.config.mask_prompt_length)
-            for pieces, names in zip(mask_prompt_input_ids, flagged)
-        ]
+        table = MaskPromptPieces(self.config.mask_prompt_length)
+        rows = [table.assemble(pieces, names) for pieces, names in zip(mask_prompt_input_ids, flagged)]
         return torch.tensor(rows, dtype=torch.long, device=mask_prompt_input_ids.device)
 
     def _predict_mask(
         self,
         image_features: ModelOutput,
-        prompter_output: ForgeryPrompterOutput,
+        prompter_output: ForgeryTalkerPrompterOutput,
         regions: torch.Tensor | None,
         mask_prompt_input_ids: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers.utils import ModelOutput
 
-from .modeling_forgerytalker_prompter import ForgeryPrompterOutput
+from .modeling_forgerytalker_prompter import ForgeryTalkerPrompterOutput
 
 
 @dataclass
@@ -42,7 +42,7 @@ class ForgeryTalkerOutput(ModelOutput):
         The Q-Former's outputs (`hidden_states` / `attentions` / `cross_attentions` when asked).
     language_model_outputs (`CausalLMOutputWithPast` or `Seq2SeqLMOutput`):
         The language model's outputs (`hidden_states` / `attentions` when asked).
-    prompter_outputs ([`ForgeryPrompterOutput`]):
+    prompter_outputs ([`ForgeryTalkerPrompterOutput`]):
         The prompter's outputs (`hidden_states` / `attentions` when asked).
     mask_decoder_attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
         Attention weights of every attention layer of the mask decoder (prompt fusion, two-way blocks, final
@@ -61,7 +61,7 @@ class ForgeryTalkerOutput(ModelOutput):
     vision_outputs: ModelOutput | None = None
     qformer_outputs: ModelOutput | None = None
     language_model_outputs: ModelOutput | None = None
-    prompter_outputs: ForgeryPrompterOutput | None = None
+    prompter_outputs: ForgeryTalkerPrompterOutput | None = None
     mask_decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
 
     def to_tuple(self) -> tuple:

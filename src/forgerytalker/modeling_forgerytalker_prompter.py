@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +21,7 @@ from .modeling_forgerytalker_mobilenet_v2 import MobileNetV2Features, block_chan
 
 
 @dataclass
-class ForgeryPrompterOutput(ModelOutput):
+class ForgeryTalkerPrompterOutput(ModelOutput):
     r"""
     loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `region_labels` is given):
         ½(ω-weighted binary cross-entropy + Dice) over the regions (paper Eq. 3–5), averaged over the batch.
@@ -66,16 +68,21 @@ def forgery_prompter_loss(
     return 0.5 * (bce.mean(-1) + dice).mean()
 
 
-def coordinate_channels(features: torch.Tensor) -> torch.Tensor:
-    """x and y coordinates in [-1, 1] as two channels shaped like `features` `(batch, _, height, width)`."""
+def coordinate_channels(features: torch.Tensor, rows_first: bool = False) -> torch.Tensor:
+    """Column (x) and row (y) coordinates in [-1, 1] as two channels shaped like `features` `(batch, _, height, width)`.
+
+    `[x, y]` for the grid branch's CoordConv; `rows_first=True` gives `[row, column]`, the order of the authors'
+    CoordConv on raw pixels (its first channel varies down the rows).
+    """
     batch_size, _, height, width = features.shape
-    ys = torch.linspace(-1.0, 1.0, height, device=features.device, dtype=features.dtype)
-    xs = torch.linspace(-1.0, 1.0, width, device=features.device, dtype=features.dtype)
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([grid_x, grid_y]).expand(batch_size, -1, -1, -1)
+    rows = torch.linspace(-1.0, 1.0, height, device=features.device, dtype=features.dtype)
+    columns = torch.linspace(-1.0, 1.0, width, device=features.device, dtype=features.dtype)
+    grid_rows, grid_columns = torch.meshgrid(rows, columns, indexing="ij")
+    channels = [grid_rows, grid_columns] if rows_first else [grid_columns, grid_rows]
+    return torch.stack(channels).expand(batch_size, -1, -1, -1)
 
 
-class ForgeryPrompterConvLayer(nn.Module):
+class ForgeryTalkerPrompterConvLayer(nn.Module):
     """One convolution of the local branch on the patch grid: `(batch, hidden, h, w)` → same shape.
 
     With `use_coord_conv` the input gets two coordinate channels first (CoordConv), so the branch can tell
@@ -96,20 +103,7 @@ class ForgeryPrompterConvLayer(nn.Module):
         return self.activation(self.norm(self.conv(features)))
 
 
-def pixel_coordinate_channels(images: torch.Tensor) -> torch.Tensor:
-    """Row and column coordinates in [-1, 1], `[row, column]`, as two channels shaped like `images` `(batch, _, h, w)`.
-
-    The order of the authors' CoordConv (its first channel varies down the rows), the opposite of the grid
-    branch's `coordinate_channels`.
-    """
-    batch_size, _, height, width = images.shape
-    rows = torch.linspace(-1.0, 1.0, height, device=images.device, dtype=images.dtype)
-    columns = torch.linspace(-1.0, 1.0, width, device=images.device, dtype=images.dtype)
-    grid_rows, grid_columns = torch.meshgrid(rows, columns, indexing="ij")
-    return torch.stack([grid_rows, grid_columns]).expand(batch_size, -1, -1, -1)
-
-
-class ForgeryPrompterPixelConvLayer(nn.Module):
+class ForgeryTalkerPrompterPixelConvLayer(nn.Module):
     """One convolution of the released Face-ViT's branch on raw pixels: `(batch, c, h, w)` → `(batch, hidden, h/4, w/4)`.
 
     Convolution with stride 2 and "same" padding, BatchNorm, `activation`, then 2×2 max-pooling. The first layer
@@ -127,12 +121,12 @@ class ForgeryPrompterPixelConvLayer(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.coordinate_copies:
-            coordinates = pixel_coordinate_channels(features)
+            coordinates = coordinate_channels(features, rows_first=True)
             features = torch.cat([features, *[coordinates] * self.coordinate_copies], dim=1)
         return self.pool(self.activation(self.norm(self.conv(features))))
 
 
-class ForgeryPrompterPretrainedBranch(nn.Module):
+class ForgeryTalkerPrompterPretrainedBranch(nn.Module):
     """The `"mobilenet_v2"` branch: MobileNetV2's first blocks (`backbone.features.*`, torchvision's names) on the
     image. `(batch, 3, H, W)` → `(batch, 1 + grid², hidden)`, added to the class and patch tokens: the class token
     gets the projected mean and standard deviation of the feature map over the whole image (a local edit shows as
@@ -157,16 +151,16 @@ def build_conv_branch(config: ForgeryTalkerPrompterConfig) -> nn.ModuleList:
     """The prompter's convolution branch, one layer per entry of `config.conv_kernel_sizes` (see `conv_branch_type`);
     the `"mobilenet_v2"` branch is one module."""
     if config.conv_branch_type == "mobilenet_v2":
-        return nn.ModuleList([ForgeryPrompterPretrainedBranch(config)])
+        return nn.ModuleList([ForgeryTalkerPrompterPretrainedBranch(config)])
     if config.conv_branch_type == "grid":
         return nn.ModuleList(
-            ForgeryPrompterConvLayer(
+            ForgeryTalkerPrompterConvLayer(
                 config.hidden_size, kernel_size, use_coord_conv=config.use_coord_conv and index == 0, hidden_act=config.hidden_act
             )
             for index, kernel_size in enumerate(config.conv_kernel_sizes)
         )
     return nn.ModuleList(
-        ForgeryPrompterPixelConvLayer(
+        ForgeryTalkerPrompterPixelConvLayer(
             config.num_channels if index == 0 else config.hidden_size,
             config.hidden_size,
             kernel_size,
@@ -177,7 +171,7 @@ def build_conv_branch(config: ForgeryTalkerPrompterConfig) -> nn.ModuleList:
     )
 
 
-class ForgeryPrompterNetwork(PreTrainedModel):
+class ForgeryTalkerPrompterNetwork(PreTrainedModel):
     """ViT with a parallel convolution branch summed into its first *m* blocks, and a multi-label head.
 
     Paper Eq. 1–2: the patch tokens of each of the first `num_conv_branch_layers` blocks receive the output
@@ -239,7 +233,7 @@ class ForgeryPrompterNetwork(PreTrainedModel):
     @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self, pixel_values: torch.Tensor, region_labels: torch.Tensor | None = None, **kwargs
-    ) -> ForgeryPrompterOutput:
+    ) -> ForgeryTalkerPrompterOutput:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
@@ -247,7 +241,7 @@ class ForgeryPrompterNetwork(PreTrainedModel):
             region_labels (`torch.Tensor` of shape `(batch_size, num_regions)`, *optional*):
                 0/1 targets; when given, the output carries the loss.
             output_attentions, output_hidden_states, return_dict:
-                As in transformers (see [`ForgeryPrompterOutput`]).
+                As in transformers (see [`ForgeryTalkerPrompterOutput`]).
         """
         size = self.config.image_size
         if pixel_values.shape[-2:] != (size, size):
@@ -261,7 +255,7 @@ class ForgeryPrompterNetwork(PreTrainedModel):
             grid = size // self.config.patch_size
             local = tokens[:, 1:].transpose(1, 2).reshape(batch_size, hidden_size, grid, grid)
         for index, layer in enumerate(self.layers):
-            if index < len(self.conv_branch) and isinstance(self.conv_branch[index], ForgeryPrompterPretrainedBranch):
+            if index < len(self.conv_branch) and isinstance(self.conv_branch[index], ForgeryTalkerPrompterPretrainedBranch):
                 tokens = tokens + self.conv_branch[index](pixel_values)
             elif index < len(self.conv_branch):
                 local = self.conv_branch[index](local)
@@ -274,7 +268,24 @@ class ForgeryPrompterNetwork(PreTrainedModel):
             loss = forgery_prompter_loss(
                 region_logits, region_labels, self.config.negative_weight, self.config.dice_smooth
             )
-        return ForgeryPrompterOutput(loss=loss, region_logits=region_logits, last_hidden_state=hidden_states)
+        return ForgeryTalkerPrompterOutput(loss=loss, region_logits=region_logits, last_hidden_state=hidden_states)
 
 
-__all__ = ["ForgeryPrompterNetwork", "ForgeryPrompterOutput", "forgery_prompter_loss", "pixel_coordinate_channels"]
+_DEPRECATED_NAMES = {
+    "ForgeryPrompterNetwork": "ForgeryTalkerPrompterNetwork",
+    "ForgeryPrompterOutput": "ForgeryTalkerPrompterOutput",
+    "pixel_coordinate_channels": "coordinate_channels(features, rows_first=True)",
+}
+"""The earlier public names (until 0.1.0) -> what replaces them; they still work, with a `FutureWarning`."""
+
+
+def __getattr__(name: str):
+    if name not in _DEPRECATED_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"`{name}` is deprecated; use `{_DEPRECATED_NAMES[name]}`", FutureWarning, stacklevel=2)
+    if name == "pixel_coordinate_channels":
+        return functools.partial(coordinate_channels, rows_first=True)
+    return globals()[_DEPRECATED_NAMES[name]]
+
+
+__all__ = ["ForgeryTalkerPrompterNetwork", "ForgeryTalkerPrompterOutput", "coordinate_channels", "forgery_prompter_loss"]

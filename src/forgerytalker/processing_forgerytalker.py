@@ -15,50 +15,15 @@ from transformers.processing_utils import ProcessingKwargs, Unpack
 from .configuration_forgerytalker import DEFAULT_MASK_THRESHOLD
 from .image_processor_backend import IMAGE_PROCESSOR_BACKEND, with_backend
 from .image_utils import forged_pixels, to_rgb
-from .instruction import (
-    DEFAULT_EMPTY_REGIONS_TEXT,
-    DEFAULT_INSTRUCTION_PREFIX,
-    DEFAULT_INSTRUCTION_SUFFIX,
-    DEFAULT_NO_REGION_INSTRUCTION,
-    DEFAULT_REGION_SEPARATOR,
-    EMPTY_INSTRUCTION_ROW,
-    EMPTY_REGIONS_ROW,
-    IGNORE_INDEX,
-    LAST_REGION_ROW_OFFSET,
-    NO_REGION_ROW,
-    PIECE_PADDING,
-    PREFIX_ROW,
-    assemble_instruction_ids,
-    instruction_piece_texts,
-    piece_rows,
-    render_instruction,
-)
-from .mask_prompt import (
-    FIRST_NAME_ROW_OFFSET,
-    LEADING_ROW,
-    NUM_MASK_PROMPT_PIECES,
-    PADDING_ROW,
-    TRAILING_ROW,
-    assemble_mask_prompt_ids,
-    mask_prompt_name_texts,
-    render_mask_prompt,
-)
-from .modeling_forgerytalker import resolve_local_path
+from .instruction import IGNORE_INDEX, InstructionPieces, InstructionWording
+from .mask_prompt import MaskPromptPieces
+from .paths import resolve_local_path
 from .regions import REGION_NAMES, labels_to_regions, regions_to_labels
 
 
 class ForgeryTalkerProcessorKwargs(ProcessingKwargs, total=False):
     """`text_kwargs` (`padding`, `truncation`, `max_length`, `return_tensors`) apply to the training reports;
     `images_kwargs` go to the image processor."""
-
-
-# Region sets the processor checks its tokenizers on (besides "no regions at all", `None`).
-_CHECKED_REGION_SETS: tuple[tuple[str, ...], ...] = (
-    (),
-    *((name,) for name in REGION_NAMES),
-    (REGION_NAMES[0], REGION_NAMES[2]),
-    REGION_NAMES,
-)
 
 
 class ForgeryTalkerProcessor(ProcessorMixin):
@@ -77,13 +42,11 @@ class ForgeryTalkerProcessor(ProcessorMixin):
             How many `image_token`s precede the instruction; must equal the model's `num_query_tokens`.
         image_token (`str`, *optional*, defaults to `"<image>"`):
             The placeholder the Q-Former's outputs replace in the language model's input.
-        instruction_prefix, region_separator, instruction_suffix, no_region_instruction, empty_regions_text (`str`, *optional*):
-            The instruction's wording (see `forgerytalker.instruction.render_instruction`). The defaults give the
-            paper's "These facial areas may be manipulated by AI: [R]. Please describe the specific issues in
-            these areas." `forgerytalker.instruction.DFF_INSTRUCTION_WORDING` gives the authors' released one.
-        empty_regions_instruction (`str`, *optional*):
-            The whole instruction when no region is named (the prompter flagged none), instead of the template
-            with `empty_regions_text` as its list; the authors' release has such a sentence.
+        instruction_wording ([`InstructionWording`], *optional*):
+            The instruction's wording; the default gives the paper's "These facial areas may be manipulated by AI:
+            [R]. Please describe the specific issues in these areas." `forgerytalker.instruction.DFF_WORDING` gives
+            the authors' released one. Its fields can also be given one by one as keyword arguments
+            (`instruction_prefix=...`, `**DFF_INSTRUCTION_WORDING`), which is how `processor_config.json` stores them.
         mask_prompt_length (`int`, *optional*):
             For models with the `"dff"` mask decoder: also return `mask_prompt_input_ids`, the pieces of the
             region-name prompt (`forgerytalker.mask_prompt`), checked against the tokenizer at this length. It
@@ -107,36 +70,24 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         qformer_tokenizer,
         num_query_tokens: int = 32,
         image_token: str = "<image>",
-        instruction_prefix: str = DEFAULT_INSTRUCTION_PREFIX,
-        region_separator: str = DEFAULT_REGION_SEPARATOR,
-        instruction_suffix: str = DEFAULT_INSTRUCTION_SUFFIX,
-        no_region_instruction: str = DEFAULT_NO_REGION_INSTRUCTION,
-        empty_regions_text: str = DEFAULT_EMPTY_REGIONS_TEXT,
-        empty_regions_instruction: str | None = None,
+        instruction_wording: InstructionWording | None = None,
         mask_prompt_length: int | None = None,
         max_report_length: int = 160,
         **kwargs,
     ):
-        if empty_regions_instruction is not None and not empty_regions_instruction.strip():
-            raise ValueError("`empty_regions_instruction` must be a sentence or None, got an empty string")
-        if mask_prompt_length is not None and mask_prompt_length < 1:
-            raise ValueError(f"`mask_prompt_length` must be at least 1, got {mask_prompt_length}")
+        self.instruction_wording = InstructionWording.pop_from(kwargs, instruction_wording)
+        self.mask_prompt_pieces = None if mask_prompt_length is None else MaskPromptPieces(mask_prompt_length)
         if image_token not in tokenizer.get_vocab():
             tokenizer.add_tokens([image_token], special_tokens=True)
         self.num_query_tokens = num_query_tokens
         self.image_token = image_token
-        self.instruction_prefix = instruction_prefix
-        self.region_separator = region_separator
-        self.instruction_suffix = instruction_suffix
-        self.no_region_instruction = no_region_instruction
-        self.empty_regions_text = empty_regions_text
-        self.empty_regions_instruction = empty_regions_instruction
         self.mask_prompt_length = mask_prompt_length
         self.max_report_length = max_report_length
         super().__init__(image_processor, tokenizer, qformer_tokenizer, **kwargs)
-        self.check_instruction_tokenization()
-        if mask_prompt_length is not None:
-            self.check_mask_prompt_tokenization()
+        self.instruction_pieces.check(self.tokenizer, self.instruction_input_ids, "tokenizer", self._image_tokens)
+        self.instruction_pieces.check(self.qformer_tokenizer, self.instruction_qformer_input_ids, "qformer_tokenizer")
+        if self.mask_prompt_pieces is not None:
+            self.mask_prompt_pieces.check(self.tokenizer, self.mask_prompt_input_ids)
 
     @classmethod
     def from_pretrained(
@@ -148,6 +99,21 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         processor = super().from_pretrained(path, *args, **kwargs)
         processor.image_processor = with_backend(processor.image_processor, path, image_processor_backend, **kwargs)
         return processor
+
+    @classmethod
+    def from_args_and_dict(cls, args, processor_dict: dict, **kwargs):
+        """`ProcessorMixin.from_args_and_dict`, with the wording's fields (stored flat by `to_dict`, or given to
+        `from_pretrained`) gathered into `instruction_wording`."""
+        processor_dict = dict(processor_dict)
+        wording = InstructionWording.pop_from(processor_dict)
+        kwargs["instruction_wording"] = InstructionWording.pop_from(kwargs, kwargs.get("instruction_wording") or wording)
+        return super().from_args_and_dict(args, processor_dict, **kwargs)
+
+    def to_dict(self) -> dict:
+        """`ProcessorMixin.to_dict`, with the wording's fields stored flat (the keys `__init__` accepts)."""
+        output = super().to_dict()
+        output.pop("instruction_wording", None)
+        return {**output, **self.instruction_wording.to_dict()}
 
     @classmethod
     def from_instructblip(
@@ -171,128 +137,39 @@ class ForgeryTalkerProcessor(ProcessorMixin):
 
     # -- the instruction -----------------------------------------------------------------------------------
 
+    @property
+    def instruction_pieces(self) -> InstructionPieces:
+        """The instruction's piece table for this processor's wording."""
+        return InstructionPieces(self.instruction_wording)
+
     def build_instruction(self, regions: Sequence[str] | None) -> str:
         """The instruction text for `regions` (`None`: the plain instruction without regions)."""
-        return render_instruction(
-            regions,
-            self.instruction_prefix,
-            self.region_separator,
-            self.instruction_suffix,
-            self.no_region_instruction,
-            self.empty_regions_text,
-            self.empty_regions_instruction,
-        )
+        return self.instruction_wording.render(regions)
 
     @property
     def image_token_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(self.image_token)
 
+    @property
+    def _image_tokens(self) -> list[int]:
+        return [self.image_token_id] * self.num_query_tokens
+
     @cached_property
     def instruction_input_ids(self) -> torch.Tensor:
-        """One sample's instruction pieces in the language model's vocabulary, `(NUM_PIECES, piece_length)`."""
-        return self._instruction_pieces(self.tokenizer, [self.image_token_id] * self.num_query_tokens)
+        """One sample's instruction pieces in the language model's vocabulary, `(InstructionPieces.NUM_ROWS, piece_length)`."""
+        return self.instruction_pieces.encode(self.tokenizer, self._image_tokens)
 
     @cached_property
     def instruction_qformer_input_ids(self) -> torch.Tensor:
-        """One sample's instruction pieces in the Q-Former's vocabulary, `(NUM_PIECES, piece_length)`."""
-        return self._instruction_pieces(self.qformer_tokenizer, [])
-
-    def _instruction_pieces(self, tokenizer, image_tokens: list[int]) -> torch.Tensor:
-        leading, trailing = _special_tokens_around(tokenizer)
-        texts = instruction_piece_texts(
-            self.instruction_prefix,
-            self.region_separator,
-            self.instruction_suffix,
-            self.no_region_instruction,
-            self.empty_regions_text,
-            self.empty_regions_instruction,
-        )
-        rows = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-        rows[PREFIX_ROW] = image_tokens + leading + rows[PREFIX_ROW]
-        whole = [NO_REGION_ROW] if self.empty_regions_instruction is None else [NO_REGION_ROW, EMPTY_INSTRUCTION_ROW]
-        for row in whole:
-            rows[row] = image_tokens + leading + rows[row] + trailing
-        for row in [EMPTY_REGIONS_ROW, *range(LAST_REGION_ROW_OFFSET, LAST_REGION_ROW_OFFSET + len(REGION_NAMES))]:
-            rows[row] = rows[row] + trailing
-        return _piece_tensor(rows)
+        """One sample's instruction pieces in the Q-Former's vocabulary, `(InstructionPieces.NUM_ROWS, piece_length)`."""
+        return self.instruction_pieces.encode(self.qformer_tokenizer)
 
     @cached_property
     def mask_prompt_input_ids(self) -> torch.Tensor:
-        """One sample's mask-prompt pieces in the language model's vocabulary, `(NUM_MASK_PROMPT_PIECES, piece_length)`."""
-        tokenizer = self.tokenizer
-        if tokenizer.pad_token_id is None:
-            raise ValueError(f"The mask prompt is right-padded, but the tokenizer {tokenizer.name_or_path!r} has no pad token")
-        rows = [[]] * NUM_MASK_PROMPT_PIECES
-        rows[LEADING_ROW], rows[TRAILING_ROW] = _special_tokens_around(tokenizer)
-        rows[PADDING_ROW] = [tokenizer.pad_token_id]
-        for offset, text in enumerate(mask_prompt_name_texts()):
-            rows[FIRST_NAME_ROW_OFFSET + offset] = tokenizer(text, add_special_tokens=False)["input_ids"]
-        return _piece_tensor(rows)
-
-    def expected_instruction_ids(self, regions: Sequence[str] | None) -> tuple[list[int], list[int]]:
-        """The ids the language model and the Q-Former must see for `regions`, from the whole text.
-
-        The language model's are `num_query_tokens` image tokens followed by `tokenizer(instruction)`, as
-        `InstructBlipProcessor` builds them; the Q-Former's are `qformer_tokenizer(instruction)`.
-        """
-        text = self.build_instruction(regions)
-        image_tokens = [self.image_token_id] * self.num_query_tokens
-        return image_tokens + self.tokenizer(text)["input_ids"], self.qformer_tokenizer(text)["input_ids"]
-
-    def expected_mask_prompt_ids(self, regions: Sequence[str] | None) -> list[int]:
-        """The mask-prompt ids the model must see for `regions`, from the whole text as the authors' release makes
-        them: `tokenizer(" ".join(regions), padding="max_length", truncation=True, max_length=mask_prompt_length)`
-        with the tokenizer truncating from the left."""
-        if self.mask_prompt_length is None:
+        """One sample's mask-prompt pieces in the language model's vocabulary, `(MaskPromptPieces.NUM_ROWS, piece_length)`."""
+        if self.mask_prompt_pieces is None:
             raise ValueError("This processor makes no mask prompt: build it with `mask_prompt_length`")
-        tokenizer = self.tokenizer
-        side = tokenizer.truncation_side
-        tokenizer.truncation_side = "left"
-        try:
-            encoded = tokenizer(
-                render_mask_prompt(regions), padding="max_length", truncation=True, max_length=self.mask_prompt_length
-            )
-        finally:
-            tokenizer.truncation_side = side
-        return list(encoded["input_ids"])
-
-    def check_mask_prompt_tokenization(self) -> None:
-        """Raises a `ValueError` unless the assembled mask-prompt pieces equal the whole text's ids for every
-        checked region set (the same sets as the instruction's, all 21 names being longer than the prompt)."""
-        rows = piece_rows(self.mask_prompt_input_ids)
-        for regions in (None, *_CHECKED_REGION_SETS):
-            flagged = None if regions is None else regions_to_labels(regions)
-            assembled = assemble_mask_prompt_ids(rows, flagged, self.mask_prompt_length)
-            expected = self.expected_mask_prompt_ids(regions)
-            if assembled != expected:
-                raise ValueError(
-                    f"The processor's tokenizer ({type(self.tokenizer).__name__}, {self.tokenizer.name_or_path!r}) "
-                    f"does not tokenise the mask prompt in pieces the way it tokenises the whole text: for regions "
-                    f"{None if regions is None else list(regions)} the pieces give {assembled} but "
-                    f"{render_mask_prompt(regions)!r} gives {expected}"
-                )
-
-    def check_instruction_tokenization(self) -> None:
-        """Raises a `ValueError` unless the assembled pieces equal the whole text's ids for every checked set.
-
-        Checked: no regions (the plain instruction), an empty list, each single region, a pair and all 21.
-        """
-        pieces = {"tokenizer": piece_rows(self.instruction_input_ids), "qformer_tokenizer": piece_rows(self.instruction_qformer_input_ids)}
-        for regions in (None, *_CHECKED_REGION_SETS):
-            flagged = None if regions is None else regions_to_labels(regions)
-            expected = dict(zip(pieces, self.expected_instruction_ids(regions)))
-            for name, rows in pieces.items():
-                assembled = assemble_instruction_ids(rows, flagged)
-                if assembled != expected[name]:
-                    tokenizer = getattr(self, name)
-                    raise ValueError(
-                        f"The processor's {name} ({type(tokenizer).__name__}, {tokenizer.name_or_path!r}) does not "
-                        f"tokenise the instruction in pieces the way it tokenises the whole text: for regions "
-                        f"{None if regions is None else list(regions)} the pieces give {assembled} but "
-                        f"{self.build_instruction(regions)!r} gives {expected[name]}. ForgeryTalker needs tokenizers "
-                        "that split words at spaces before tokenising them (SentencePiece/Metaspace, byte-level BPE, "
-                        "WordPiece)."
-                    )
+        return self.mask_prompt_pieces.encode(self.tokenizer)
 
     # -- inputs --------------------------------------------------------------------------------------------
 
@@ -334,9 +211,9 @@ class ForgeryTalkerProcessor(ProcessorMixin):
 
         Returns:
             [`BatchFeature`] with `pixel_values` `(batch, 3, size, size)`, `instruction_input_ids`
-            `(batch, NUM_PIECES, piece_length)`, `instruction_qformer_input_ids` `(batch, NUM_PIECES,
-            qformer_piece_length)`, with `mask_prompt_length` `mask_prompt_input_ids` `(batch, NUM_MASK_PROMPT_PIECES,
-            piece_length)`, and for the arguments given `labels` `(batch, length)`,
+            `(batch, InstructionPieces.NUM_ROWS, piece_length)`, `instruction_qformer_input_ids` `(batch,
+            InstructionPieces.NUM_ROWS, qformer_piece_length)`, with `mask_prompt_length` `mask_prompt_input_ids`
+            `(batch, MaskPromptPieces.NUM_ROWS, piece_length)`, and for the arguments given `labels` `(batch, length)`,
             `instruction_regions` `(batch, 21)`, `region_labels` `(batch, 21)`, `masks` `(batch, 1, size, size)`.
         """
         if text is not None:
@@ -532,24 +409,6 @@ def _threshold(explicit: float | None, outputs, name: str) -> float:
     if carried is None:
         raise ValueError(f"`{name}` is needed: these outputs do not say which one the model used")
     return float(carried)
-
-
-def _piece_tensor(rows: list[list[int]]) -> torch.Tensor:
-    """Token rows as one `(len(rows), longest)` tensor padded with `PIECE_PADDING`."""
-    pieces = torch.full((len(rows), max(1, *(len(row) for row in rows))), PIECE_PADDING, dtype=torch.long)
-    for index, row in enumerate(rows):
-        pieces[index, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return pieces
-
-
-def _special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
-    """The special tokens a tokenizer puts before and after a text (e.g. `[CLS]`/`[SEP]`, `<s>`, `</s>`)."""
-    plain = tokenizer("face", add_special_tokens=False)["input_ids"]
-    full = tokenizer("face", add_special_tokens=True)["input_ids"]
-    for start in range(len(full) - len(plain) + 1):
-        if full[start : start + len(plain)] == plain:
-            return full[:start], full[start + len(plain) :]
-    raise ValueError(f"Cannot tell which special tokens {type(tokenizer).__name__} adds around a text")
 
 
 def _as_list(items) -> list:

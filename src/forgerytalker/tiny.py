@@ -29,12 +29,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import BertTokenizerFast, BlipImageProcessorPil, PreTrainedTokenizerFast
 
 from .configuration_forgerytalker import ForgeryTalkerConfig, ForgeryTalkerPrompterConfig
-from .instruction import (
-    DEFAULT_EMPTY_REGIONS_TEXT,
-    DEFAULT_INSTRUCTION_PREFIX,
-    DEFAULT_INSTRUCTION_SUFFIX,
-    DEFAULT_NO_REGION_INSTRUCTION,
-)
+from .instruction import InstructionWording
 from .modeling_forgerytalker import ForgeryTalkerForConditionalGeneration
 from .processing_forgerytalker import ForgeryTalkerProcessor
 from .regions import REGION_SYNONYMS
@@ -69,7 +64,8 @@ def tiny_corpus(texts: Iterable[str] = ()) -> list[str]:
     words = set(REPORT_WORDS)
     for synonyms in REGION_SYNONYMS.values():
         words.update(synonyms)
-    fixed = [DEFAULT_INSTRUCTION_PREFIX, DEFAULT_INSTRUCTION_SUFFIX, DEFAULT_NO_REGION_INSTRUCTION, DEFAULT_EMPTY_REGIONS_TEXT]
+    wording = InstructionWording()
+    fixed = [wording.instruction_prefix, wording.instruction_suffix, wording.no_region_instruction, wording.empty_regions_text]
     return [*fixed, " ".join(sorted(words)), " ".join(sorted(word.title() for word in words)), ", . : ?", *texts]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 
-DATA_COMMAND_MODULES = ("convert", "synthesize")
+DATA_COMMAND_MODULES = ("convert_data", "synthesize")
 USAGE_ERROR = 2
 JOB_ERROR = 1
 

@@ -27,8 +27,9 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImage
 
 from ..configuration_forgerytalker import RELEASE_FP32_MODULES, ForgeryTalkerConfig
 from ..instruction import DFF_INSTRUCTION_WORDING
-from ..modeling_forgerytalker import GENERATION_DEFAULTS, ForgeryTalkerForConditionalGeneration, resolve_local_path
+from ..modeling_forgerytalker import GENERATION_DEFAULTS, ForgeryTalkerForConditionalGeneration
 from ..output_folder import ForeignFilesError, Owner, check_replaceable, recover_swap, write_folder
+from ..paths import resolve_local_path
 from ..precision import fp32_patterns, matches
 from ..processing_forgerytalker import ForgeryTalkerProcessor
 from .files import CheckpointConversionError, check_safetensors_files, dff_state_dict, load_pickle, tensor_dict

@@ -1,6 +1,6 @@
 """Building (or loading) what a training run trains, and the processor that feeds it.
 
-Stage 1 builds a `ForgeryPrompterNetwork` alone (never the InstructBLIP around it) and the image processor
+Stage 1 builds a `ForgeryTalkerPrompterNetwork` alone (never the InstructBLIP around it) and the image processor
 stage 2 will use; stage 2 builds the whole `ForgeryTalkerForConditionalGeneration`.
 """
 
@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 
 from ..configuration_forgerytalker import ForgeryTalkerPrompterConfig
-from ..modeling_forgerytalker import ForgeryTalkerForConditionalGeneration, resolve_local_path
-from ..modeling_forgerytalker_prompter import ForgeryPrompterNetwork
+from ..modeling_forgerytalker import ForgeryTalkerForConditionalGeneration
+from ..paths import resolve_local_path
+from ..modeling_forgerytalker_prompter import ForgeryTalkerPrompterNetwork
 from ..processing_forgerytalker import ForgeryTalkerProcessor
 from ..tiny import build_tiny_model_and_processor, build_tiny_processor, tiny_prompter_config
 from .arguments import ForgeryTalkerTrainingArguments, prompter_settings
@@ -24,7 +25,7 @@ IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
 
 
 def build_model_and_processor(args: ForgeryTalkerTrainingArguments, report_texts: list[str]):
-    """The trained module and its processor: `(ForgeryPrompterNetwork, image processor)` for stage 1,
+    """The trained module and its processor: `(ForgeryTalkerPrompterNetwork, image processor)` for stage 1,
     `(ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor)` frozen for stage 2.
 
     `report_texts` (the training reports) give the tiny model's tokenizer its vocabulary.
@@ -42,14 +43,14 @@ def build_prompter(args: ForgeryTalkerTrainingArguments):
     or the saved prompter's folder."""
     if args.prompter_name_or_path:
         path = resolve_local_path(args.prompter_name_or_path, "prompter_name_or_path")
-        prompter = ForgeryPrompterNetwork.from_pretrained(path)
+        prompter = ForgeryTalkerPrompterNetwork.from_pretrained(path)
     else:
         if args.tiny_model:
             config = tiny_prompter_config(args.tiny_image_size, args.tiny_hidden_size)
         else:
             config = ForgeryTalkerPrompterConfig(**prompter_settings(args.prompter_config or {}))
         torch.manual_seed(args.seed)
-        prompter = ForgeryPrompterNetwork(config)
+        prompter = ForgeryTalkerPrompterNetwork(config)
     prompter.requires_grad_(True)
     return prompter, stage_one_image_processor(args)
 

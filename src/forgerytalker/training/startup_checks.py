@@ -10,7 +10,7 @@ from datasets import Dataset
 
 from ..configuration_forgerytalker import ForgeryTalkerConfig, ForgeryTalkerPrompterConfig
 from ..evaluation.text_metrics import JavaNotFoundError, require_java
-from ..modeling_forgerytalker import resolve_local_path
+from ..paths import resolve_local_path
 from .arguments import ForgeryTalkerTrainingArguments
 from .data import load_splits
 from .errors import TrainingConfigurationError

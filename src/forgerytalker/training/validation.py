@@ -40,7 +40,7 @@ def contiguous_shard(length: int, num_shards: int, index: int) -> range:
 def validate_prompter(
     prompter, image_processor, split, batch_size: int, accelerator=None, skip_unreadable_images: bool = False
 ) -> dict[str, float]:
-    """PLM (0-100) and mean per-sample region loss of a `ForgeryPrompterNetwork` on `split`.
+    """PLM (0-100) and mean per-sample region loss of a `ForgeryTalkerPrompterNetwork` on `split`.
 
     With an `accelerator` of several processes, each process scores its contiguous shard of `split` and the
     results are gathered, so every process returns the metrics a single process would. Inputs go to the
