@@ -24,7 +24,7 @@ from .modeling_forgerytalker_mask_decoder import ForgeryTalkerMaskDecoder, forge
 from .modeling_forgerytalker_outputs import ForgeryTalkerGenerationOutput, ForgeryTalkerOutput
 from .modeling_forgerytalker_prompter import ForgeryTalkerPrompterNetwork, ForgeryTalkerPrompterOutput
 from .paths import resolve_local_path
-from .precision import check_module_names, float32_buffers, fp32_patterns, warn_if_t5_in_float16
+from .precision import check_module_names, fp32_patterns, warn_if_t5_in_float16
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +115,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         if pretrained_model_name_or_path is not None:
             pretrained_model_name_or_path = resolve_local_path(pretrained_model_name_or_path)
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        float32_buffers(model, model.config.keep_in_fp32_modules or ())
-        warn_if_t5_in_float16(model)
+        warn_if_t5_in_float16(loaded[0] if isinstance(loaded, tuple) else loaded)
         return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs):

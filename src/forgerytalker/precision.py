@@ -2,8 +2,8 @@
 
 transformers applies one `dtype` to a whole model at load time; a model class can only name modules to keep in
 float32 (`_keep_in_fp32_modules_strict`). `ForgeryTalkerConfig.keep_in_fp32_modules` says which, per checkpoint (the
-released-weights converter records the release's mix), and this module turns it into the loader's patterns and
-keeps what the loader cannot: buffers the model computes itself, and the warning Flan-T5 needs in float16.
+released-weights converter records the release's mix), and this module turns it into the loader's patterns; it also
+holds the warning Flan-T5 needs in float16.
 """
 
 from __future__ import annotations
@@ -37,22 +37,11 @@ def check_module_names(model: nn.Module, module_names: Iterable[str]) -> None:
         )
 
 
-def float32_buffers(model: nn.Module, module_names: Iterable[str]) -> None:
-    """Casts the floating-point buffers inside `module_names` to float32: the loader sets the weights it reads from
-    the checkpoint, but buffers the model computes itself are built in the loading dtype."""
-    modules = dict(model.named_modules())
-    for name in module_names:
-        if name not in modules:  # a parameter such as `instructblip.query_tokens`: the loader set it
-            continue
-        for child in modules[name].modules():
-            for key, buffer in list(child._buffers.items()):
-                if buffer is not None and buffer.is_floating_point() and buffer.dtype != torch.float32 and not buffer.is_meta:
-                    child._buffers[key] = buffer.float()
-
-
-def matches(name: str, module_names: Iterable[str]) -> bool:
-    """Whether the weight `name` lies inside one of `module_names` (as `fp32_patterns` decides for the loader)."""
-    return any(re.search(pattern, name) for pattern in fp32_patterns(module_names))
+def fp32_matcher(module_names: Iterable[str]) -> re.Pattern:
+    """One compiled pattern whose `search` tells whether a weight lies inside `module_names`, as the loader decides
+    with `fp32_patterns` (it matches nothing when `module_names` is empty)."""
+    patterns = sorted(fp32_patterns(module_names))
+    return re.compile("|".join(patterns) if patterns else r"(?!)")
 
 
 def warn_if_t5_in_float16(model: nn.Module) -> None:
@@ -66,4 +55,4 @@ def warn_if_t5_in_float16(model: nn.Module) -> None:
         )
 
 
-__all__ = ["check_module_names", "float32_buffers", "fp32_patterns", "matches", "warn_if_t5_in_float16"]
+__all__ = ["check_module_names", "fp32_matcher", "fp32_patterns", "warn_if_t5_in_float16"]

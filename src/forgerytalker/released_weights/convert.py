@@ -30,7 +30,7 @@ from ..instruction import DFF_INSTRUCTION_WORDING
 from ..modeling_forgerytalker import GENERATION_DEFAULTS, ForgeryTalkerForConditionalGeneration
 from ..output_folder import ForeignFilesError, Owner, check_replaceable, recover_swap, write_folder
 from ..paths import resolve_local_path
-from ..precision import fp32_patterns, matches
+from ..precision import fp32_matcher, fp32_patterns
 from ..processing_forgerytalker import ForgeryTalkerProcessor
 from .files import CheckpointConversionError, check_safetensors_files, dff_state_dict, load_pickle, tensor_dict
 from .key_mapping import (
@@ -188,8 +188,9 @@ def _load_instructblip(instructblip: str | os.PathLike, dtype: torch.dtype, keep
 def _as_dtype(placed: dict[str, tuple[str, str, torch.Tensor]], dtype: torch.dtype, keep_in_fp32_modules: Sequence[str]) -> None:
     """Replaces every placed tensor by its own contiguous copy in `dtype`, or float32 inside `keep_in_fp32_modules`
     (integer buffers keep theirs), so that nothing refers to the memory-mapped source files any more."""
+    kept_in_float32 = fp32_matcher(keep_in_fp32_modules)
     for target, (argument, key, tensor) in placed.items():
-        wanted = torch.float32 if matches(target, keep_in_fp32_modules) else dtype
+        wanted = torch.float32 if kept_in_float32.search(target) else dtype
         converted = tensor.to(dtype=wanted if tensor.is_floating_point() else tensor.dtype, memory_format=torch.contiguous_format, copy=True)
         placed[target] = (argument, key, converted)
 
