@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import random_image
+from launching import launch_processes
 from PIL import Image
 
 import forgerytalker
@@ -386,15 +387,9 @@ def test_the_output_folder_is_not_read_as_input(tmp_path, checkpoint, photos, ca
 @pytest.mark.slow
 def test_two_processes_split_the_photos_and_merge_one_results_file(tmp_path, checkpoint, photos):
     out = tmp_path / "out"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "forgerytalker.cli", "analyze", str(photos),
-        "--model", str(checkpoint), "--out", str(out), "--num-threads", "1", "--no-progress", "--json", *MAX_NEW_TOKENS,
-    ]
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", TMPDIR=str(scratch), PYTHONUNBUFFERED="1")
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    arguments = ["-m", "forgerytalker.cli", "analyze", str(photos), "--model", str(checkpoint), "--out", str(out),
+                 "--num-threads", "1", "--no-progress", "--json", *MAX_NEW_TOKENS]
+    result = launch_processes(arguments, tmp_path / "scratch")
     assert result.returncode == 0, result.stderr[-3000:]
     records = records_of(out)
     expected = [str(path) for path in sorted(photos.rglob("*")) if path.is_file()]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from launching import launch_processes
 from PIL import Image
 
 from forgerytalker.cli import main
@@ -286,29 +287,13 @@ def test_a_checkpoint_with_tuned_thresholds_is_evaluated_with_them(model_dir, ti
 # ------------------------------------------------------------------------------------------- several processes (issue 7.3)
 
 
-def launch_two_processes(arguments: list[str], scratch: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`accelerate launch` of two CPU processes; `scratch` receives the temporary files of torch's launcher."""
-    import os
-    import socket
-
-    with socket.socket() as probe:  # a free port: other test runs on the machine may use accelerate's default
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(port), *arguments]
-    scratch.mkdir(exist_ok=True)
-    environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
-
-
 @pytest.mark.slow
 def test_two_processes_give_the_metrics_and_files_of_one(model_dir, tiny_dataset_dir, tmp_path, split):
     one, two = tmp_path / "one", tmp_path / "two"
     extra = ("--no-meteor", "--batch-size", "3", "--degrade", "jpeg:75", "--num-threads", "1")
     assert main(evaluate_arguments(model_dir, tiny_dataset_dir, one, *extra)) == 0
-    result = launch_two_processes(["-m", "forgerytalker.cli", *evaluate_arguments(model_dir, tiny_dataset_dir, two, *extra)],
-                                  tmp_path / "launcher")
+    result = launch_processes(["-m", "forgerytalker.cli", *evaluate_arguments(model_dir, tiny_dataset_dir, two, *extra)],
+                              tmp_path / "launcher")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("images of split validation") == 1  # only the main process prints the summary
     documents = [json.loads((folder / "metrics.json").read_text()) for folder in (one, two)]
@@ -350,8 +335,8 @@ sys.exit(main(sys.argv[1:]))
 def test_java_missing_on_one_process_fails_every_process(model_dir, tiny_dataset_dir, tmp_path):
     script = tmp_path / "evaluate_without_java_on_process_1.py"
     script.write_text(SCRIPT_WITHOUT_JAVA_ON_PROCESS_1)
-    result = launch_two_processes([str(script), *evaluate_arguments(model_dir, tiny_dataset_dir, tmp_path / "out")],
-                                  tmp_path / "launcher", timeout=180)
+    result = launch_processes([str(script), *evaluate_arguments(model_dir, tiny_dataset_dir, tmp_path / "out")],
+                              tmp_path / "launcher", timeout=180)
     assert result.returncode != 0
     assert result.stderr.count("error: The report metrics (PTB tokenizer) needs Java") == 2, result.stderr[-3000:]
     assert not (tmp_path / "out").exists()

@@ -167,6 +167,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict) -> int:
     """Loads the model and analyses `photos` (the arguments checked by `_run`); returns the exit code."""
+    from ..launched_processes import launched_processes
+
+    with launched_processes() as state:
+        return _analyze_in(state, args, out_dir, photos, settings)
+
+
+def _analyze_in(state, args: argparse.Namespace, out_dir, photos, settings: dict) -> int:
+    """`_analyze` in this process, one of the launched `state`'s (`None`: the only one)."""
     from ..analysis.face_crops import FaceOptions
     from ..analysis.outputs import check_settings, write_results, write_settings
     from ..analysis.runner import AnalysisOptions, run_analysis
@@ -174,7 +182,6 @@ def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict) -> int:
     from ..output_folder import OutputFolderError
 
     model, regions, generate_kwargs = settings["model"], settings["regions"], settings["generate_kwargs"]
-    state = _distributed_state()
     if args.faces != "whole":  # dlib's models load while the model does
         from ..analysis.face_crops import shared_finder
 
@@ -264,17 +271,6 @@ def _load_pipeline(model: str, device: str, dtype: str):
         return load_analyzer(model, device=device, dtype=dtype)
     except (OSError, ValueError) as error:
         raise UsageError(f"--model: cannot load a ForgeryTalker model from {model!r}: {error}") from error
-
-
-def _distributed_state():
-    """accelerate's `PartialState` when launched as several processes, else `None`."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    # `Accelerator` reads ACCELERATE_USE_CPU itself; a bare `PartialState()` would fall back to one process
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def _device(device: str, state) -> str:

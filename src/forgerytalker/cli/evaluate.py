@@ -114,7 +114,9 @@ def add_parser(subparsers) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    with torch_threads(args.num_threads):
+    from ..launched_processes import launched_processes
+
+    with torch_threads(args.num_threads), launched_processes():
         return _run_evaluate(args)
 
 

@@ -9,30 +9,11 @@ instead of leaving the others waiting forever at the next collective call.
 
 from __future__ import annotations
 
-import logging
 import pickle
 from collections.abc import Callable
 from typing import Any
 
-logger = logging.getLogger(__name__)
-
-WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-"""Environment variables in which launchers (torchrun / `accelerate launch`, MPI) give the number of processes."""
-
-
-def launched_state():
-    """The `accelerate.PartialState` of a run launched with several processes, else `None` (nothing is set up).
-
-    `ACCELERATE_USE_CPU=1` (set by `accelerate launch --cpu` and by users on CPU machines) selects the gloo
-    backend, as it does for an `Accelerator`.
-    """
-    from accelerate.utils import get_int_from_env, parse_flag_from_env
-
-    if get_int_from_env(list(WORLD_SIZE_VARIABLES), 1) <= 1:
-        return None
-    from accelerate import PartialState
-
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+from ..launched_processes import launched_state
 
 
 class EvaluationProcesses:

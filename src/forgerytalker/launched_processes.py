@@ -1,0 +1,42 @@
+"""The processes `accelerate launch` (or torchrun, or MPI) started for one command, and their clean end.
+
+`launched_processes()` is what `forgerytalker evaluate` and `forgerytalker analyze` run inside: it yields accelerate's
+`PartialState` when several processes were launched (else `None`, and nothing is set up), and destroys the process
+group when the command ends, however it ends. Without that last step a gloo worker thread can still hold tensors
+while the interpreter shuts down, and the process aborts (SIGABRT, "terminate called without an active
+exception") after its work is done, so the launcher reports a failure for a run that succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+"""Environment variables in which launchers (torchrun / `accelerate launch`, MPI) give the number of processes."""
+
+
+def launched_state():
+    """The `accelerate.PartialState` of a run launched with several processes, else `None` (nothing is set up).
+
+    `ACCELERATE_USE_CPU=1` (set by `accelerate launch --cpu` and by users on CPU machines) selects the gloo
+    backend, as it does for an `Accelerator`; a bare `PartialState()` would fall back to one process.
+    """
+    from accelerate.utils import get_int_from_env, parse_flag_from_env
+
+    if get_int_from_env(list(WORLD_SIZE_VARIABLES), 1) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+@contextlib.contextmanager
+def launched_processes() -> Iterator:
+    """Yields `launched_state()`; on leaving, destroys the process group it set up (if any)."""
+    state = launched_state()
+    try:
+        yield state
+    finally:
+        if state is not None:
+            state.destroy_process_group()

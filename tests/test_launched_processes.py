@@ -1,0 +1,46 @@
+"""The process group of a launched command is destroyed when the command ends, however it ends: left to the
+interpreter's shutdown, gloo's threads can abort a process whose work is done (the launcher then fails the run)."""
+
+import textwrap
+
+import pytest
+from launching import launch_processes
+
+from forgerytalker.launched_processes import launched_processes
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import torch.distributed as dist
+    from accelerate.utils import gather_object
+    from forgerytalker.launched_processes import launched_processes
+
+    fail = sys.argv[1] == "fail"
+    try:
+        with launched_processes() as state:
+            gathered = gather_object([state.process_index])
+            assert dist.is_initialized() and gathered == [0, 1], gathered
+            if fail:
+                raise RuntimeError("the command failed")
+    except RuntimeError:
+        pass
+    print(f"process {state.process_index} of {state.num_processes}: group left initialized: {dist.is_initialized()}")
+    """
+)
+
+
+def test_one_process_sets_nothing_up(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with launched_processes() as state:
+        assert state is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("outcome", ["succeed", "fail"])
+def test_two_launched_processes_end_with_their_group_destroyed(tmp_path, outcome):
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    result = launch_processes([str(script), outcome], tmp_path / "scratch", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = sorted(line for line in result.stdout.splitlines() if line.startswith("process"))
+    assert lines == [f"process {index} of 2: group left initialized: False" for index in range(2)]
