@@ -10,6 +10,7 @@ exception") after its work is done, so the launcher reports a failure for a run 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -22,13 +23,21 @@ def launched_state():
     `ACCELERATE_USE_CPU=1` (set by `accelerate launch --cpu` and by users on CPU machines) selects the gloo
     backend, as it does for an `Accelerator`; a bare `PartialState()` would fall back to one process.
     """
-    from accelerate.utils import get_int_from_env, parse_flag_from_env
-
-    if get_int_from_env(list(WORLD_SIZE_VARIABLES), 1) <= 1:
-        return None
+    if _world_size() <= 1:
+        return None  # accelerate is not imported: it costs a third of a second of every one-process start-up
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def _world_size() -> int:
+    """The first of `WORLD_SIZE_VARIABLES` set (to 0 or more), as accelerate reads them; 1 if none is."""
+    for name in WORLD_SIZE_VARIABLES:
+        value = int(os.environ.get(name, -1))
+        if value >= 0:
+            return value
+    return 1
 
 
 @contextlib.contextmanager
