@@ -504,10 +504,16 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         penalty counts report tokens only: what the release does, and what an encoder-decoder language model
         (Flan-T5) always does, whose penalty sees the decoder's tokens only.
 
+        Unlike InstructBLIP's `generate`, it takes no language-model prompt (`input_ids`, `attention_mask`,
+        `inputs_embeds`): it writes the instruction itself from the regions, so a tensor for any of them is an error
+        (`None` is accepted). Its `sequences` are InstructBLIP's for that instruction without the prompt (or T5's
+        start token): the report alone.
+
         Returns:
             [`ForgeryTalkerGenerationOutput`] (whatever `return_dict_in_generate` says: the mask and regions are
             always returned).
         """
+        refuse_language_model_inputs(kwargs)
         check_batch(
             pixel_values,
             instruction_input_ids=instruction_input_ids,
