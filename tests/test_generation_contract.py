@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_image
+from transformers import StaticCache
 
 from forgerytalker.modeling_forgerytalker_checks import LANGUAGE_MODEL_INPUTS
 from forgerytalker.tiny import build_tiny_model_and_processor
@@ -91,6 +92,19 @@ def test_generate_is_instructblips_generate_on_its_own_instruction_without_the_p
         torch.testing.assert_close(ours.beam_indices, theirs.beam_indices)
     # the mask and the regions come with every report
     assert ours.pred_masks.shape[0] == ours.region_logits.shape[0] == 2
+
+
+def test_generate_with_a_static_cache_writes_the_same_reports(backbone):
+    """transformers' static-cache tests skip ForgeryTalker (its forward, which writes each image's instruction in
+    Python, cannot compile without graph breaks); the cache itself is the language model's and works."""
+    model, processor = backbone
+    inputs = _inputs(processor, regions=[["nose"], []])
+    settings = {"max_new_tokens": 5, "min_new_tokens": 5, "num_beams": 1, "return_dict_in_generate": True}
+    dynamic = model.generate(**inputs, **settings)
+    static = model.generate(**inputs, **settings, cache_implementation="static")
+    torch.testing.assert_close(static.sequences, dynamic.sequences)
+    cache = static.past_key_values
+    assert isinstance(getattr(cache, "self_attention_cache", cache), StaticCache)
 
 
 @pytest.mark.parametrize("name", LANGUAGE_MODEL_INPUTS)
