@@ -96,6 +96,39 @@ def test_forward_declares_only_what_it_takes_and_refuses_language_model_tensors(
         model(**inputs, attention_mask=torch.ones(2, 5, dtype=torch.long))
 
 
+def test_forward_refuses_pre_shifted_labels_instead_of_ignoring_them(tiny_model_and_processor):
+    """Sequence-parallel trainers pass `shift_labels` and expect the loss to use them; ForgeryTalker builds the
+    sequence they would index, so it refuses them (it ignored them before, training on its own shift of `labels`)."""
+    model, processor = tiny_model_and_processor
+    inputs = _inputs(processor)
+    report = processor.tokenizer(["the nose looks blurred"] * 2, return_tensors="pt").input_ids
+    with torch.no_grad():
+        loss = model(**inputs, labels=report).loss
+        assert torch.equal(model(**inputs, labels=report, shift_labels=None).loss, loss)
+        with pytest.raises(ValueError, match="shift_labels"):
+            model(**inputs, labels=report, shift_labels=torch.zeros(2, 40, dtype=torch.long))
+
+
+@pytest.mark.parametrize("implementation", [None, "eager"])
+def test_from_pretrained_gives_every_sub_model_the_attention_implementation(saved_tiny_checkpoint, implementation):
+    """transformers' composite-SDPA check looks for `vision_model` / `language_model` on the top-level model; here
+    they sit under `instructblip`, next to the prompter (and its ViT) and the mask decoder: every one of them gets
+    SDPA by default and eager when asked."""
+    from forgerytalker import ForgeryTalkerForConditionalGeneration
+
+    kwargs = {} if implementation is None else {"attn_implementation": implementation}
+    model = ForgeryTalkerForConditionalGeneration.from_pretrained(saved_tiny_checkpoint, **kwargs)
+    implementations = {
+        name: module.config._attn_implementation
+        for name, module in model.named_modules()
+        if hasattr(getattr(module, "config", None), "_attn_implementation")
+    }
+    assert {"instructblip.vision_model", "instructblip.qformer", "instructblip.language_model", "prompter"} <= set(implementations)
+    assert any(name.startswith("prompter.") for name in implementations)  # the prompter's ViT
+    assert any(name.startswith("mask_decoder.") for name in implementations)
+    assert set(implementations.values()) == {implementation or "sdpa"}
+
+
 def test_report_lengths_follow_one_rule(tiny_model_and_processor):
     model, processor = tiny_model_and_processor
     inputs = _inputs(processor)

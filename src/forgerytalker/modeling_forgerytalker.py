@@ -18,7 +18,7 @@ from .configuration_forgerytalker import PIPELINE_TASK, ForgeryTalkerConfig
 from .generation_forgerytalker import GENERATION_DEFAULTS, generation_settings
 from .instruction import IGNORE_INDEX, InstructionPieces
 from .mask_prompt import MaskPromptPieces
-from .modeling_forgerytalker_checks import check_batch, refuse_language_model_inputs
+from .modeling_forgerytalker_checks import check_batch, refuse_language_model_inputs, refuse_shift_labels
 from .modeling_forgerytalker_dff_mask_decoder import ForgeryTalkerDffMaskDecoder
 from .modeling_forgerytalker_mask_decoder import ForgeryTalkerMaskDecoder, forgery_mask_loss
 from .modeling_forgerytalker_outputs import ForgeryTalkerGenerationOutput, ForgeryTalkerOutput
@@ -416,8 +416,11 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         The language model's `input_ids`, `attention_mask` and `inputs_embeds` are not inputs: the model builds
         them from the instruction pieces and the images. Wrappers written for causal LMs (PEFT's
         `task_type="CAUSAL_LM"`) pass them as `None`, which is accepted; a tensor for any of them is an error.
+        `shift_labels` (pre-shifted targets, for sequence parallelism) are an error too: the model shifts `labels`
+        itself, inside the sequence it builds.
         """
         refuse_language_model_inputs(kwargs)
+        refuse_shift_labels(kwargs)
         check_batch(
             pixel_values,
             instruction_input_ids=instruction_input_ids,
@@ -504,10 +507,16 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         penalty counts report tokens only: what the release does, and what an encoder-decoder language model
         (Flan-T5) always does, whose penalty sees the decoder's tokens only.
 
+        Unlike InstructBLIP's `generate`, it takes no language-model prompt (`input_ids`, `attention_mask`,
+        `inputs_embeds`): it writes the instruction itself from the regions, so a tensor for any of them is an error
+        (`None` is accepted). Its `sequences` are InstructBLIP's for that instruction without the prompt (or T5's
+        start token): the report alone.
+
         Returns:
             [`ForgeryTalkerGenerationOutput`] (whatever `return_dict_in_generate` says: the mask and regions are
             always returned).
         """
+        refuse_language_model_inputs(kwargs)
         check_batch(
             pixel_values,
             instruction_input_ids=instruction_input_ids,

@@ -18,6 +18,16 @@ def refuse_language_model_inputs(kwargs: dict) -> None:
             )
 
 
+def refuse_shift_labels(kwargs: dict) -> None:
+    """Raises a `ValueError` for pre-shifted `shift_labels` (what sequence- and context-parallel trainers pass),
+    which the model would otherwise ignore while training on its own shift of `labels`."""
+    if kwargs.get("shift_labels") is not None:
+        raise ValueError(
+            "ForgeryTalker does not take `shift_labels`: it builds the language model's sequence itself (image tokens, "
+            "the instruction it writes, the report), so targets cannot be shifted outside it; pass the report as `labels`"
+        )
+
+
 def check_batch(pixel_values: torch.Tensor, **per_sample: torch.Tensor | None) -> None:
     """Raises a `ValueError` naming the argument whose batch size differs from the images'."""
     for name, tensor in per_sample.items():
@@ -25,4 +35,4 @@ def check_batch(pixel_values: torch.Tensor, **per_sample: torch.Tensor | None) -
             raise ValueError(f"`{name}` has {tensor.shape[0]} rows but there are {pixel_values.shape[0]} images")
 
 
-__all__ = ["LANGUAGE_MODEL_INPUTS", "check_batch", "refuse_language_model_inputs"]
+__all__ = ["LANGUAGE_MODEL_INPUTS", "check_batch", "refuse_language_model_inputs", "refuse_shift_labels"]

@@ -1,0 +1,172 @@
+"""`generate` and training against what transformers' common model and generation tests check (issue 22): what
+ForgeryTalker's `generate` shares with InstructBLIP's, where it differs on purpose, and the behaviours of
+`resize_token_embeddings` and gradient checkpointing, which those tests reach through an `input_ids` the model does
+not take."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_image
+from transformers import StaticCache
+
+from forgerytalker.modeling_forgerytalker_checks import LANGUAGE_MODEL_INPUTS
+from forgerytalker.tiny import build_tiny_model_and_processor
+
+LANGUAGE_MODELS = ["llama", "opt", "t5"]
+DECODING = {
+    "greedy": {"num_beams": 1, "do_sample": False},
+    "sample": {"num_beams": 1, "do_sample": True, "top_k": 10, "temperature": 0.7},
+    "beam_search": {"num_beams": 2, "do_sample": False, "num_return_sequences": 2, "length_penalty": 2.0},
+    "beam_sample": {"num_beams": 2, "do_sample": True, "top_k": 10},
+}
+# four report tokens exactly, a penalty on what came before, every step's scores and logits
+SETTINGS = {
+    "max_new_tokens": 4, "min_new_tokens": 4, "repetition_penalty": 1.3,
+    "return_dict_in_generate": True, "output_scores": True, "output_logits": True,
+}
+
+
+@pytest.fixture(scope="module", params=LANGUAGE_MODELS)
+def backbone(request):
+    model, processor = build_tiny_model_and_processor(request.param, seed=2)
+    return model.eval(), processor
+
+
+def _inputs(processor, regions=(("eye", "nose"), ("eye", "nose")), **extra):
+    # the same regions for every image: prompts of one length, so InstructBLIP's batch needs no padding
+    images = [random_image(seed, 40, 40) for seed in range(len(regions))]
+    return processor(images=images, regions=[list(names) for names in regions], **extra)
+
+
+def _instructblip_generate(model, inputs, regions, **settings):
+    """InstructBLIP's own `generate`, on ForgeryTalker's backbone, given the prompt ForgeryTalker writes for
+    `regions`; returns `(output, prompt_ids)`."""
+    language = model.build_language_inputs(
+        inputs["instruction_input_ids"], inputs["instruction_qformer_input_ids"], regions, for_generation=True
+    )
+    assert language["attention_mask"].all()  # no padding: the prompts are the same length
+    generation_config = copy.deepcopy(model.generation_config)
+    model_kwargs = generation_config.update(**settings)
+    output = model.instructblip.generate(
+        pixel_values=inputs["pixel_values"],
+        qformer_input_ids=language["qformer_input_ids"],
+        qformer_attention_mask=language["qformer_attention_mask"],
+        input_ids=language["input_ids"],
+        attention_mask=language["attention_mask"],
+        generation_config=generation_config,
+        **model_kwargs,
+    )
+    return output, language["input_ids"]
+
+
+@pytest.mark.parametrize("decoding", DECODING)
+def test_generate_is_instructblips_generate_on_its_own_instruction_without_the_prompt(backbone, decoding):
+    model, processor = backbone
+    inputs = _inputs(processor)
+    settings = {**SETTINGS, **DECODING[decoding]}
+    torch.manual_seed(0)
+    ours = model.generate(**inputs, **settings)
+    torch.manual_seed(0)
+    theirs, prompt = _instructblip_generate(model, inputs, ours.instruction_regions, **settings)
+
+    if model.config.instructblip_config.use_decoder_only_language_model:
+        # InstructBLIP returns the prompt it was given, then the new tokens; ForgeryTalker the new tokens only
+        rows = theirs.sequences.shape[0]
+        torch.testing.assert_close(theirs.sequences[:, : prompt.shape[1]], prompt.repeat_interleave(rows // len(prompt), 0))
+        report = theirs.sequences[:, prompt.shape[1] :]
+    else:  # T5's decoder start token, first in InstructBLIP's sequences
+        assert (theirs.sequences[:, 0] == model.config.get_text_config().decoder_start_token_id).all()
+        report = theirs.sequences[:, 1:]
+    torch.testing.assert_close(ours.sequences, report)
+    assert ours.sequences.shape == (2 * settings.get("num_return_sequences", 1), SETTINGS["max_new_tokens"])
+    for name in ("scores", "logits"):
+        assert len(getattr(ours, name)) == SETTINGS["max_new_tokens"]
+        for step, (mine, reference) in enumerate(zip(getattr(ours, name), getattr(theirs, name))):
+            torch.testing.assert_close(mine, reference, msg=f"{name}[{step}]")
+    if settings["num_beams"] > 1:
+        torch.testing.assert_close(ours.sequences_scores, theirs.sequences_scores)
+        torch.testing.assert_close(ours.beam_indices, theirs.beam_indices)
+    # the mask and the regions come with every report
+    assert ours.pred_masks.shape[0] == ours.region_logits.shape[0] == 2
+
+
+def test_generate_with_a_static_cache_writes_the_same_reports(backbone):
+    """transformers' static-cache tests skip ForgeryTalker (its forward, which writes each image's instruction in
+    Python, cannot compile without graph breaks); the cache itself is the language model's and works."""
+    model, processor = backbone
+    inputs = _inputs(processor, regions=[["nose"], []])
+    settings = {"max_new_tokens": 5, "min_new_tokens": 5, "num_beams": 1, "return_dict_in_generate": True}
+    dynamic = model.generate(**inputs, **settings)
+    static = model.generate(**inputs, **settings, cache_implementation="static")
+    torch.testing.assert_close(static.sequences, dynamic.sequences)
+    cache = static.past_key_values
+    assert isinstance(getattr(cache, "self_attention_cache", cache), StaticCache)
+
+
+@pytest.mark.parametrize("name", LANGUAGE_MODEL_INPUTS)
+def test_generate_refuses_a_language_model_prompt_and_accepts_none(tiny_model_and_processor, name):
+    model, processor = tiny_model_and_processor
+    inputs = _inputs(processor)
+    with pytest.raises(ValueError, match=f"`{name}`.*instruction_input_ids"):
+        model.generate(**inputs, **{name: torch.ones(2, 3, dtype=torch.long)}, max_new_tokens=2)
+    plain = model.generate(**inputs, max_new_tokens=2, min_new_tokens=2)
+    given_none = model.generate(**inputs, **{name: None}, max_new_tokens=2, min_new_tokens=2)
+    torch.testing.assert_close(given_none.sequences, plain.sequences)
+
+
+@pytest.mark.parametrize("language_model", ["llama", "t5"])
+def test_resize_token_embeddings_resizes_the_language_model_and_the_model_still_runs(language_model):
+    model, processor = build_tiny_model_and_processor(language_model)
+    text_config = model.config.get_text_config()
+    vocab_size = text_config.vocab_size
+    model.resize_token_embeddings(vocab_size + 10)
+    assert model.config.get_text_config().vocab_size == vocab_size + 10
+    assert model.get_input_embeddings().weight.shape[0] == vocab_size + 10
+    assert model.get_output_embeddings().weight.shape[0] == vocab_size + 10
+
+    # a report holding the newest token trains, and the language model scores every token of the new vocabulary
+    report = processor.tokenizer("the eye is blurry", return_tensors="pt").input_ids
+    report[0, 1] = vocab_size + 9
+    inputs = _inputs(processor, regions=[["eye"]], masks=[np.ones((40, 40))])
+    model.train()
+    output = model(**inputs, labels=report)
+    assert output.logits.shape[-1] == vocab_size + 10 and torch.isfinite(output.loss)
+    output.loss.backward()
+    assert model.get_input_embeddings().weight.grad[vocab_size + 9].abs().sum() > 0
+
+    model.eval()
+    generated = model.generate(**_inputs(processor), max_new_tokens=3, min_new_tokens=3)
+    assert generated.sequences.shape == (2, 3) and generated.sequences.max() < vocab_size + 10
+
+
+def test_loss_trains_everything_but_the_region_head_which_the_region_loss_trains_alone():
+    """transformers' gradient-checkpointing tests expect every parameter to get a gradient from `loss`. The
+    prompter's region head does not: its regions pick the instruction's words (a discrete choice), and it learns in
+    stage 1 from the region loss, which `loss` (L_text + L_mask, the paper's stage 2) leaves out."""
+    model, processor = build_tiny_model_and_processor()
+    model.train()
+    batch = _inputs(
+        processor, regions=[["eye"]], reports=["the eye is blurry"], masks=[np.ones((40, 40))],
+        region_labels=[["eye", "lip"]],
+    )
+
+    def gradients(loss_name):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        getattr(model(**batch), loss_name).backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    plain = gradients("loss")
+    without = {name for name, p in model.named_parameters() if name not in plain}
+    assert without == {"prompter.region_head.weight", "prompter.region_head.bias"}
+    assert all(gradients("region_loss")[name].any() for name in without)
+
+    model.activation_checkpointing_enable()
+    checkpointed = gradients("loss")
+    assert checkpointed.keys() == plain.keys()
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, msg=name)
