@@ -102,3 +102,21 @@ def tiny_dataset_dir(face_photos_dir, tmp_path_factory):
     output = tmp_path_factory.mktemp("tiny-mmtt") / "dataset"
     convert_mmtt(layout, output, test_fraction=0.3)
     return output
+
+
+@pytest.fixture
+def offline_hf_cache(tmp_path, monkeypatch):
+    """A Hugging Face home of the test's own, offline, for the `data convert` tests (which load what they
+    convert): what one test loads is not cached for the next."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_home" / "datasets"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture
+def mmtt_root(tmp_path):
+    """The released MMTT layout in miniature (`mmtt_folders.write_released_miniature`), fresh for each test."""
+    from mmtt_folders import write_released_miniature
+
+    return write_released_miniature(tmp_path / "mmtt")
