@@ -120,3 +120,25 @@ def mmtt_root(tmp_path):
     from mmtt_folders import write_released_miniature
 
     return write_released_miniature(tmp_path / "mmtt")
+
+
+@pytest.fixture
+def no_model_may_be_built(monkeypatch):
+    """Fails the test if a training run gets as far as building its model."""
+    from forgerytalker.training import trainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built before the bad input was reported")
+
+    monkeypatch.setattr(trainer, "build_model_and_processor", refuse)
+
+
+@pytest.fixture(scope="session")
+def stage_one(tiny_dataset_dir, tmp_path_factory):
+    """A finished stage-1 run (`tiny_prompter.yaml`, launched on one process), shared by the training test files;
+    tests that change a run copy it first."""
+    from training_runs import run_training, tiny
+
+    output_dir = tmp_path_factory.mktemp("stage-one") / "run"
+    run_training(*tiny("prompter", tiny_dataset_dir, output_dir), scratch=output_dir.parent / "tmp")
+    return output_dir
