@@ -142,3 +142,30 @@ def stage_one(tiny_dataset_dir, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("stage-one") / "run"
     run_training(*tiny("prompter", tiny_dataset_dir, output_dir), scratch=output_dir.parent / "tmp")
     return output_dir
+
+
+@pytest.fixture(scope="session")
+def split(tiny_dataset_dir):
+    """The split the `forgerytalker evaluate` tests evaluate (`evaluate_runs.SPLIT`: 4 samples, forged and
+    authentic, so AUC is defined)."""
+    from datasets import load_dataset
+    from evaluate_runs import SPLIT
+
+    return load_dataset(str(tiny_dataset_dir), split=SPLIT)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tiny_dataset_dir, tmp_path_factory):
+    """A tiny untrained model whose vocabulary covers every caption of the fixture dataset; tests that change
+    it save a copy."""
+    from datasets import load_dataset
+
+    from forgerytalker.tiny import build_tiny_model_and_processor
+
+    dataset = load_dataset(str(tiny_dataset_dir))
+    texts = [caption for name in dataset for caption in dataset[name]["caption"]]
+    model, processor = build_tiny_model_and_processor("llama", image_size=32, texts=texts)
+    folder = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
