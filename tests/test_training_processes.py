@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from launching import launch_processes
 from safetensors.torch import load_file
 from training_runs import (
     REPO,
+    RUN,
     environment,
     ids_per_epoch,
     launch,
@@ -119,9 +121,8 @@ def test_startup_checks_stop_every_process_before_training(tiny_dataset_dir, tmp
     path_without_java = tmp_path / "bin"
     path_without_java.mkdir()
     output_dir = tmp_path / "out"
-    command = launch(*tiny("joint", tiny_dataset_dir, output_dir, "--tiny_model"), processes=2)
-    result = subprocess.run(command, env=environment(2, tmp_path / "tmp", PATH=str(path_without_java)), cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+    result = launch_processes([str(RUN), *tiny("joint", tiny_dataset_dir, output_dir, "--tiny_model")], tmp_path / "tmp",
+                              timeout=300, PATH=str(path_without_java))
     assert result.returncode != 0
     assert result.stderr.count("run.py: error: --validation_split: Stage-2 validation") == 2, result.stderr[-3000:]
     assert not output_dir.exists()  # nothing written, no step trained
@@ -170,7 +171,7 @@ def test_killed_run_resumes_with_the_same_data_order_and_weights(tiny_dataset_di
 
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(launch(*tiny("prompter", tiny_dataset_dir, interrupted, *settings)), cwd=REPO,
-                               env=environment(1, tmp_path / "tmp", **one_thread), stdout=subprocess.DEVNULL,
+                               env=environment(tmp_path / "tmp", **one_thread), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     checkpoint = interrupted / "checkpoints" / "step-00000004"
     deadline = time.monotonic() + 300

@@ -13,34 +13,34 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from launching import launch_processes
+
 from forgerytalker.training.arguments import parse_arguments
 
 
 REPO = Path(__file__).resolve().parents[1]
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+RUN = REPO / "training" / "run.py"
 
 
-def launch(*arguments: str, processes: int = 1) -> list[str]:
-    """The `accelerate launch training/run.py ...` command line; two processes are real CPU processes."""
-    if processes == 1:
-        prefix = [*ACCELERATE, "--cpu", "--num_processes", "1"]
-    else:
-        prefix = [*ACCELERATE, "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1"]
-    return [*prefix, "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "training" / "run.py"), *arguments]
+def launch(*arguments: str) -> list[str]:
+    """The `accelerate launch --cpu training/run.py ...` command line of a one-process run (runs on several CPU
+    processes are launched by `launching.launch_processes`)."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--mixed_precision",
+            "no", "--dynamo_backend", "no", str(RUN), *arguments]
 
 
-def environment(processes: int, scratch: Path, **overrides: str) -> dict[str, str]:
+def environment(scratch: Path, **overrides: str) -> dict[str, str]:
     """The launched run's environment; its temporary files (torch elastic's among them) go under `scratch`."""
     scratch.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=str(scratch), **overrides)
-    if processes > 1:
-        env["ACCELERATE_USE_CPU"] = "1"  # `--cpu --num_processes 2` would silently start one process
-    return env
+    return dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=str(scratch), **overrides)
 
 
 def run_training(*arguments: str, scratch: Path, processes: int = 1, **environ: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(launch(*arguments, processes=processes), env=environment(processes, scratch, **environ),
-                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    if processes == 1:
+        result = subprocess.run(launch(*arguments), env=environment(scratch, **environ), cwd=REPO, capture_output=True,
+                                text=True, timeout=600)
+    else:
+        result = launch_processes([str(RUN), *arguments], scratch, processes, **environ)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
