@@ -102,3 +102,70 @@ def tiny_dataset_dir(face_photos_dir, tmp_path_factory):
     output = tmp_path_factory.mktemp("tiny-mmtt") / "dataset"
     convert_mmtt(layout, output, test_fraction=0.3)
     return output
+
+
+@pytest.fixture
+def offline_hf_cache(tmp_path, monkeypatch):
+    """A Hugging Face home of the test's own, offline, for the `data convert` tests (which load what they
+    convert): what one test loads is not cached for the next."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_home" / "datasets"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture
+def mmtt_root(tmp_path):
+    """The released MMTT layout in miniature (`mmtt_folders.write_released_miniature`), fresh for each test."""
+    from mmtt_folders import write_released_miniature
+
+    return write_released_miniature(tmp_path / "mmtt")
+
+
+@pytest.fixture
+def no_model_may_be_built(monkeypatch):
+    """Fails the test if a training run gets as far as building its model."""
+    from forgerytalker.training import trainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built before the bad input was reported")
+
+    monkeypatch.setattr(trainer, "build_model_and_processor", refuse)
+
+
+@pytest.fixture(scope="session")
+def stage_one(tiny_dataset_dir, tmp_path_factory):
+    """A finished stage-1 run (`tiny_prompter.yaml`, launched on one process), shared by the training test files;
+    tests that change a run copy it first."""
+    from training_runs import run_training, tiny
+
+    output_dir = tmp_path_factory.mktemp("stage-one") / "run"
+    run_training(*tiny("prompter", tiny_dataset_dir, output_dir), scratch=output_dir.parent / "tmp")
+    return output_dir
+
+
+@pytest.fixture(scope="session")
+def split(tiny_dataset_dir):
+    """The split the `forgerytalker evaluate` tests evaluate (`evaluate_runs.SPLIT`: 4 samples, forged and
+    authentic, so AUC is defined)."""
+    from datasets import load_dataset
+    from evaluate_runs import SPLIT
+
+    return load_dataset(str(tiny_dataset_dir), split=SPLIT)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tiny_dataset_dir, tmp_path_factory):
+    """A tiny untrained model whose vocabulary covers every caption of the fixture dataset; tests that change
+    it save a copy."""
+    from datasets import load_dataset
+
+    from forgerytalker.tiny import build_tiny_model_and_processor
+
+    dataset = load_dataset(str(tiny_dataset_dir))
+    texts = [caption for name in dataset for caption in dataset[name]["caption"]]
+    model, processor = build_tiny_model_and_processor("llama", image_size=32, texts=texts)
+    folder = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
