@@ -37,3 +37,14 @@ def test_the_card_and_the_verdicts_say_it_is_a_demonstration_trained_on_utkface(
     assert "## What this model is" in card and "MMTT: GAN face swap" not in card and "Not evaluated" not in card
     assert verdict(False, str(BUNDLED_MODEL_DIR)).endswith(DEMONSTRATION_NOTE)
     assert verdict(True, str(tmp_path)) == "manipulated"
+
+
+def test_the_readme_states_the_bundled_models_generation_settings():
+    generation = json.loads((BUNDLED_MODEL_DIR / "generation_config.json").read_text())
+    readme = " ".join((REPO / "README.md").read_text().split())
+    stated = re.search(r"The bundled demo model's own: (\d+) beams, (\d+) to (\d+) new tokens, `repetition_penalty=([\d.]+)`",
+                       readme)
+    assert stated, "README: the bundled model's generation settings are not stated"
+    beams, least, most, penalty = stated.groups()
+    assert (int(beams), int(least), int(most), float(penalty)) == (
+        generation["num_beams"], generation["min_new_tokens"], generation["max_new_tokens"], generation["repetition_penalty"])

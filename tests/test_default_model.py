@@ -78,3 +78,4 @@ def test_the_readmes_main_command_analyzes_a_photo_with_the_bundled_model(face_p
     assert quickstart.returncode == 0, quickstart.stderr[-3000:]
     answer = json.loads(quickstart.stdout)
     assert answer["report"].strip() and answer["mask_size"] == [512, 512] and "bundled" in answer["model"]
+    assert not answer["verdict"].startswith("manipulated"), answer  # the astronaut photo is untouched

@@ -13,6 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from forgerytalker.output_folder import MANIFEST_NAME  # noqa: E402
 from recipes.demo_model.__main__ import ship_model  # noqa: E402
 from recipes.demo_model.data import split_photos  # noqa: E402
 from recipes.demo_model.settings import PHOTO_FACES, RecipeSettings  # noqa: E402
@@ -58,7 +59,7 @@ def test_only_the_model_and_its_processor_are_shipped(tmp_path):
     model, processor = build_tiny_model_and_processor()
     run = tmp_path / "stage2"
     _save_model(model, processor, run)
-    for name in ("training_args.json", "log.jsonl"):
+    for name in ("training_args.json", "log.jsonl", MANIFEST_NAME):
         (run / name).write_text("{}")
     (run / "checkpoints" / "step-00000002").mkdir(parents=True)
     (run / "calibration.json").write_text("{}")
@@ -73,7 +74,7 @@ def test_only_the_model_and_its_processor_are_shipped(tmp_path):
     assert "calibration.json" not in shipped
     assert "model.safetensors" in shipped and any(name.startswith("qformer_tokenizer/") for name in shipped)
     assert not any(name.endswith(".py") or name.startswith(("checkpoints", "old")) for name in shipped)
-    assert not shipped & {"training_args.json", "log.jsonl"}
+    assert not shipped & {"training_args.json", "log.jsonl", MANIFEST_NAME}
     from transformers import AutoModel, AutoProcessor
 
     AutoModel.from_pretrained(destination)

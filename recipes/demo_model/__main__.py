@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from datasets import load_dataset
+from forgerytalker.output_folder import MANIFEST_NAME
 
 from .calibration import calibrate
 from .card import describe_model
@@ -35,8 +36,9 @@ from .train import REPOSITORY, train_joint, train_prompter
 logger = logging.getLogger("recipes.demo_model")
 
 LEAVE_ONE_OUT_METHODS = ("classical_inpainting", "region_transplant", "face_swap")
-TRAINING_ONLY = ("checkpoints", "best", "log.jsonl", "training_args.json", "tensorboard", "calibration.json")
-"""What a training run's folder holds besides the model; the package's own code replaces the copied `*.py`."""
+TRAINING_ONLY = ("checkpoints", "best", "log.jsonl", "training_args.json", "tensorboard", "calibration.json", MANIFEST_NAME)
+"""What a training run's folder holds besides the model (the run's file manifest too: it lists the run's files, not
+the package's); the package's own code replaces the copied `*.py`."""
 
 
 def run(faces: Path, utk_faces: Path, work: Path, quick: bool, ship: bool, leave_one_out: bool = True) -> dict[str, Path]:

@@ -50,6 +50,9 @@ class RecipeSettings:
     prompter_patch_size: int = 32
     # the prompter's pretrained branch: MobileNetV2's blocks up to the stride-16, 96-channel stage
     pretrained_branch_blocks: int = 14
+    # trained with the rest rather than frozen: validation AUC of the prompter after 500 stage-1 steps 0.903, against
+    # 0.683 frozen (0.742 frozen after 2000 steps), at about twice the time per step
+    freeze_pretrained_branch: bool = False
     vocab_size: int = 800
     # training: optimizer steps, batch size
     prompter_steps: int = 500
