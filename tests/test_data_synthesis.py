@@ -7,21 +7,17 @@ nothing outside the repository.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import json
-import multiprocessing
 import os
 import shutil
 import signal
-import struct
-import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from failure_conditions import bomb_png, read_only, run_in_child
 from PIL import Image as PIL_Image
 
 cv2 = pytest.importorskip("cv2")
@@ -210,18 +206,6 @@ def _cli_argv(faces: Path, out: Path, *extra: str, num_samples: int = NUM_SAMPLE
             "--authentic-rate", "0.25", "--max-upscale", str(MAX_UPSCALE), "--no-progress", *extra]  # fmt: skip
 
 
-def _in_child(target, timeout: float = 120) -> int:
-    """Runs `target` in a forked child process and returns its exit code; a child that hangs fails the test."""
-    process = multiprocessing.get_context("fork").Process(target=target)
-    process.start()
-    process.join(timeout)
-    if process.is_alive():
-        process.kill()
-        process.join()
-        pytest.fail(f"the command hung for {timeout} s after a worker was killed")
-    return process.exitcode
-
-
 def _one_photo_folder(tmp_path: Path, name: str = "faces") -> Path:
     folder = tmp_path / name
     folder.mkdir()
@@ -287,28 +271,9 @@ def test_output_inside_the_photo_folder_is_refused(faces_dir, capsys):
 def test_read_only_out_is_refused(faces_dir, tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir()
-    with _read_only(locked):
+    with read_only(locked):
         assert _cli(_cli_argv(faces_dir, locked / "out")) == 2
         assert capsys.readouterr().err.startswith(f"error: --out: cannot write in {locked}")
-
-
-@contextlib.contextmanager
-def _read_only(folder: Path):
-    """Makes `folder` unwritable for this process: permission bits, or for root (whom they do not stop) the
-    immutable attribute; skips the test where neither is available."""
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        try:
-            yield
-        finally:
-            folder.chmod(0o755)
-        return
-    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
-        pytest.skip("running as root without `chattr +i`: nothing here can make a folder read-only for root")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
 def test_max_regions_zero_left_by_an_old_run_does_not_block_the_corrected_run(tmp_path):
@@ -336,18 +301,9 @@ def test_gifs_are_read_and_other_files_listed_as_skipped(tmp_path):
     assert all(reason.startswith("not read: not a picture file") for reason in skipped.values())
 
 
-def _bomb_png(width: int, height: int) -> bytes:
-    """A PNG of a few hundred bytes whose header announces width × height pixels (its data is truncated)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 4096)) + chunk(b"IEND", b"")
-
-
 def test_decompression_bomb_photo_is_skipped_before_decoding(tmp_path, monkeypatch):
     faces = _one_photo_folder(tmp_path)
-    (faces / "bomb.png").write_bytes(_bomb_png(12_000, 12_000))
+    (faces / "bomb.png").write_bytes(bomb_png(12_000, 12_000))
     decoded = []
     original_load = PIL_Image.Image.load
     monkeypatch.setattr(PIL_Image.Image, "load", lambda image: decoded.append(image.size) or original_load(image))
@@ -461,7 +417,7 @@ def test_killed_worker_is_an_error_naming_the_sample_and_the_rerun_resumes(run, 
             message_file.write_text(str(error))
             sys.exit(3)
 
-    assert _in_child(child) == 3
+    assert run_in_child(child) == 3
     message = message_file.read_text()
     message_file.unlink()
     assert "sample 5 (syn3-0000005)" in message and "run the same command again to resume" in message
