@@ -83,7 +83,8 @@ def test_overwrite_keeps_the_earlier_run_until_the_new_one_is_complete(
     model_dir, tiny_dataset_dir, tmp_path, generated_images
 ):
     out = tmp_path / "out"
-    arguments = evaluate_arguments(model_dir, tiny_dataset_dir, out, "--no-meteor", "--batch-size", "1")
+    # one thread named: by default the count follows the cores free at the time, and metrics.json records it
+    arguments = evaluate_arguments(model_dir, tiny_dataset_dir, out, "--no-meteor", "--batch-size", "1", "--num-threads", "1")
     assert main(arguments) == 0
     earlier = output_files(out)
     script = tmp_path / "killed_evaluate.py"
