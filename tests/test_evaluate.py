@@ -586,7 +586,7 @@ def read_only_folder(tmp_path):
 def test_read_only_out_exits_2_naming_out(model_dir, tiny_dataset_dir, read_only_folder, capsys):
     assert main(evaluate_arguments(model_dir, tiny_dataset_dir, read_only_folder / "out")) == 2
     error = error_line(capsys.readouterr().err)
-    assert error.startswith("error: --out: cannot write into") and "read-only" in error
+    assert error.startswith("error: --out: cannot write in") and "read-only" in error
 
 
 def test_unreadable_image_error_names_the_command_line_flag(split, model_dir, tmp_path, capsys):

@@ -11,6 +11,8 @@ training, `evaluate`, `analyze`, `convert-checkpoint`, `push --dry-run`) follows
   nothing is deleted (`ownership`).
 - **Staged, then swapped.** A folder written whole is written beside its destination (`.NAME.partial`) and moved
   into place by renames only when complete; a kill between the renames is undone by the next run (`staging`).
+- **Checked before any work.** A folder that is a file, lies under a file or cannot be written to is refused before
+  the command loads or reads anything, the message naming the option that chose it (`writable`).
 - **Locked against a second writer.** A run holds `.forgerytalker-<command>.lock` while it writes (`lock`).
 
 Each command describes itself once as an `Owner` (its name in manifests and messages, its `--overwrite` flag, the
@@ -31,7 +33,8 @@ from .manifest import (
     write_manifest,
 )
 from .ownership import check_no_foreign, check_replaceable, foreign_files, remove_owned, shown_names
-from .staging import recover_swap, sibling, swap_in, write_folder
+from .staging import recover_swap, replacing, sibling, swap_in, write_folder
+from .writable import check_writable, make_writable
 
 __all__ = [
     "MANIFEST_NAME",
@@ -41,15 +44,18 @@ __all__ = [
     "Owner",
     "check_no_foreign",
     "check_replaceable",
+    "check_writable",
     "file_fingerprint",
     "files_in",
     "foreign_files",
     "hold_lock",
     "lock_name",
     "locked",
+    "make_writable",
     "read_manifest",
     "recover_swap",
     "remove_owned",
+    "replacing",
     "shown_names",
     "sibling",
     "swap_in",
