@@ -3,14 +3,16 @@ or left out one of the commands the row names, and the one output-folder policy 
 that write a folder whole (`convert-checkpoint`, `push --dry-run`).
 
 The other rows are tested where their command is: N1 test_evaluate, N2 F18(convert) test_data_convert, N3-N6 N11 N12
-M1-M3 N7(analyze) test_analyze, N8 test_demo, N9 N13 test_released_weights, N10 N15 test_hub_cards, F14 R1
-test_training.
+M1-M3 N7(analyze) test_analyze, N8 test_demo, N9 N13 test_released_weights, N10(report entries) N15 test_hub_cards,
+F14 R1 test_training.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -156,3 +158,39 @@ def test_convert_checkpoint_is_refused_while_another_writes_the_same_out(tmp_pat
     (tmp_path / "a-file").write_text("x")
     assert main([*arguments[:-5], str(tmp_path / "a-file" / "out"), *arguments[-4:]]) == 2
     assert f"error: --out: cannot create {tmp_path / 'a-file' / 'out'}" in capsys.readouterr().err
+
+
+def _peak_memory_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the server's peak memory from /proc")
+def test_the_demo_refuses_a_small_upload_that_decodes_to_gigabytes(tmp_path, face_photos_dir):
+    """N7 (web demo): a 12 KB 1-bit PNG of 9990 x 9990 took 2.6 GB of the server's memory per upload."""
+    gradio_client = pytest.importorskip("gradio_client", reason="the demo needs the `demo` extra (gradio)")
+    from test_demo import free_port, wait_for
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (9990, 9990)).save(bomb)
+    assert bomb.stat().st_size < 100_000  # under the 1 MB upload limit below
+    port = free_port()
+    environment = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(tmp_path / "gradio"))
+    command = [sys.executable, "-m", "forgerytalker.cli", "demo", "--port", str(port), "--num-threads", "1",
+               "--examples", str(face_photos_dir), "--max-upload-mb", "1"]
+    server = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/", server)
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", download_files=str(tmp_path / "d"), verbose=False)
+        before = _peak_memory_mib(server.pid)
+        with pytest.raises(Exception, match="refused before decoding") as caught:
+            client.predict(gradio_client.handle_file(str(bomb)), [], api_name="/analyze")
+        grown = _peak_memory_mib(server.pid) - before
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        server.stderr.close()
+    message = str(caught.value)
+    assert message.startswith("bomb.png: 9990×9990") and "GiB of memory" in message
+    assert grown < 200, f"the server's peak memory grew by {grown:.0f} MiB"  # decoded, it would be 300 MiB to 2.6 GB
