@@ -399,7 +399,7 @@ def test_an_interrupted_run_resumes_and_refuses_other_settings(
     assert not (out / "metrics.json").exists() and (out / ".evaluation-partial" / "state.json").exists()
     assert main([*arguments, "--max-new-tokens", "7"]) == 2
     error = capsys.readouterr().err
-    assert "--out:" in error and "unfinished run made with other settings (max_new_tokens differ)" in error
+    assert "--out:" in error and "unfinished run made with other settings (max_new_tokens: " in error and "-> 7)" in error
     generated_images.clear()
     assert main(arguments) == 0  # the same command resumes, without --overwrite
     assert sum(generated_images) == 1

@@ -195,3 +195,15 @@ def test_a_file_is_fingerprinted_by_its_content_not_its_name_or_size(tmp_path):
     time.sleep(0.01)
     photo.write_bytes(b"B" * 100)  # same name, same size, another picture
     assert file_fingerprint(photo) != first and file_fingerprint(tmp_path / "missing.jpg") is None
+
+
+def test_a_resumed_run_is_refused_naming_each_setting_that_differs():
+    from forgerytalker.output_folder import changed_settings
+
+    earlier = {"seed": 3, "model_weights": "a" * 64, "dropped": 1, "logging_steps": 10}
+    now = {"seed": 4, "model_weights": "b" * 64, "added": True, "logging_steps": 5}
+    changes = changed_settings(earlier, now, ignore=("logging_steps",))
+    assert changes[:2] == ["added: None -> True", "dropped: 1 -> None"] and changes[3] == "seed: 3 -> 4"
+    assert changes[2].startswith("model_weights: 'aaaa") and len(changes[2]) < 120  # long values shortened
+    assert changed_settings(earlier, now, ignore=("logging_steps", "model_weights"), only_recorded=True) == ["seed: 3 -> 4"]
+    assert changed_settings(earlier, dict(earlier)) == []

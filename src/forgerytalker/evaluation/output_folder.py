@@ -51,6 +51,7 @@ from ..output_folder import (
     MANIFEST_NAME,
     OutputFolderError,
     Owner,
+    changed_settings,
     check_no_foreign,
     check_writable,
     files_in,
@@ -202,9 +203,9 @@ def prepare_output_folder(
         return folder
     if state is not None and not overwrite:
         earlier = state.get("fingerprint", {})
-        differences = sorted(key for key in {*earlier, *fingerprint} if earlier.get(key) != fingerprint.get(key))
+        differences = changed_settings(earlier, fingerprint)
         raise OutputFolderError(
-            f"{folder.partial} holds an unfinished run made with other settings ({', '.join(differences)} differ); "
+            f"{folder.partial} holds an unfinished run made with other settings ({'; '.join(differences)}); "
             "re-run it with its own settings to finish it, or overwrite it"
         )
     with writing(folder):

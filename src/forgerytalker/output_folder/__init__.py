@@ -17,6 +17,8 @@ training, `evaluate`, `analyze`, `convert-checkpoint`, `push --dry-run`) follows
 
 Each command describes itself once as an `Owner` (its name in manifests and messages, its `--overwrite` flag, the
 records its earlier versions kept) and passes it to every function here.
+- **Resumed only with the same settings.** Finished work is kept only for a run with the same settings; another
+  run is refused naming each setting that differs (`resume.changed_settings`).
 - **Fingerprinted.** What the outputs depend on is recorded so that a re-run never keeps outputs made from other
   inputs: input files by size, modification time and SHA-256, the model by its weights (`fingerprints`).
 """
@@ -33,6 +35,7 @@ from .manifest import (
     write_manifest,
 )
 from .ownership import check_no_foreign, check_replaceable, foreign_files, remove_owned, shown_names
+from .resume import changed_settings
 from .staging import recover_swap, replacing, sibling, swap_in, write_folder
 from .writable import check_writable, make_writable
 
@@ -42,6 +45,7 @@ __all__ = [
     "ForeignFilesError",
     "OutputFolderError",
     "Owner",
+    "changed_settings",
     "check_no_foreign",
     "check_replaceable",
     "check_writable",

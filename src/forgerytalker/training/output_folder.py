@@ -22,6 +22,7 @@ from ..output_folder import (
     ForeignFilesError,
     OutputFolderError,
     Owner,
+    changed_settings,
     check_no_foreign,
     check_writable,
     files_in,
@@ -113,14 +114,9 @@ def check_only_training_files(output_dir: Path) -> None:
 
 
 def settings_changes(saved: dict, current: dict) -> list[str]:
-    """`"name: old -> new"` for each setting that differs from the saved run's, except `RESUMABLE_CHANGES`."""
-    changes = []
-    for name, value in current.items():
-        if name in RESUMABLE_CHANGES or name not in saved:
-            continue
-        if saved[name] != value:
-            changes.append(f"{name}: {saved[name]!r} -> {value!r}")
-    return changes
+    """`"name: old -> new"` for each setting that differs from the saved run's, except `RESUMABLE_CHANGES` (the shared
+    rule, `output_folder.changed_settings`; settings an earlier version did not record are not compared)."""
+    return changed_settings(saved, current, ignore=RESUMABLE_CHANGES, only_recorded=True)
 
 
 def clear_earlier_run(output_dir: Path) -> None:
