@@ -1,11 +1,11 @@
-"""Issue 19 (nothing lost, round two), through the command line: the rows whose earlier tests called a Python function
-or left out one of the commands the row names, and the one output-folder policy (writable, locked) for the commands
-that write a folder whole (`convert-checkpoint`, `push --dry-run`).
+"""Issue 19 (nothing lost, round two), through `forgerytalker.cli.main` or a subprocess: the rows whose earlier tests
+called a Python function or left out one of the commands the row names (N2 and N14 data convert, F18 data
+synthesize, N10 links in push's folders, N7 the web demo), and the one output-folder policy (writable, locked) for
+the commands that write a folder whole (`convert-checkpoint`, `push --dry-run`).
 
-The other rows are tested where their command is: N1 test_evaluate, N2 F18(convert) test_data_convert, N3-N6 N11 N12
-M1-M3 N7(analyze) test_analyze, N8 test_demo, N9 N13 test_released_weights, N10(report entries) N15 test_hub_cards,
-F14 R1 test_training.
-"""
+The other rows are tested where their command is: N1 test_evaluate; N2 (the convert sub-parser) and F18 (convert)
+test_data_convert; N3-N6, N7 (analyze), N11, N12, M1-M3 test_analyze; N8 test_demo; N9, N13 test_released_weights;
+N10 (report entries), N15 test_hub_cards; F14, R1 test_training."""
 
 from __future__ import annotations
 
@@ -47,17 +47,44 @@ def _record(image_id: str, image: str, mask: str) -> dict:
             "multilabel": caption_to_labels(caption)}
 
 
-def test_convert_never_embeds_the_file_a_link_in_the_root_leads_to(tmp_path, capsys):
-    """N14: a record's image is a link inside the MMTT root leading out of it; the outside file was embedded."""
-    root, out = tmp_path / "mmtt", tmp_path / "out"
-    _picture(tmp_path / "private" / "holiday.png", 1)  # the user's own photo, outside the root
-    folder = "dataset/celeb512/mat_gan/samples_celeb"
+def _mmtt_root(tmp_path: Path, *links: str) -> Path:
+    """A one-record MMTT root (`good`), and a record per link name whose image is a link to the user's photo outside
+    the root (`private/holiday.png`)."""
+    root, folder = tmp_path / "mmtt", "dataset/celeb512/mat_gan/samples_celeb"
+    _picture(tmp_path / "private" / "holiday.png", 1)
     _picture(root / folder / "good.png", 2)
     _picture(root / folder / "masks" / "good.png", 3, mode="L")
-    (root / folder / "linked.png").symlink_to(tmp_path / "private" / "holiday.png")
-    records = [_record("good", f"{folder}/good.png", f"{folder}/masks/good.png"),
-               _record("linked", f"{folder}/linked.png", f"{folder}/masks/good.png")]
+    records = [_record("good", f"{folder}/good.png", f"{folder}/masks/good.png")]
+    for name in links:
+        (root / folder / f"{name}.png").symlink_to(tmp_path / "private" / "holiday.png")
+        records.append(_record(name, f"{folder}/{name}.png", f"{folder}/masks/good.png"))
     (root / "train-mutilabel-simple.json").write_text(json.dumps(records))
+    return root
+
+
+def test_convert_overwrite_never_deletes_a_file_its_report_lists_outside_out(tmp_path, capsys):
+    """N2: `data convert --overwrite` where `conversion_report.json` lists `../x` or an absolute path deleted them."""
+    root, out = _mmtt_root(tmp_path), tmp_path / "out"
+    arguments = ["data", "convert", "--mmtt-root", str(root), "--out", str(out), "--no-progress"]
+    assert main(arguments) == 0
+    outside = tmp_path / "x"
+    for entry in ("../x", str(outside)):
+        outside.write_text("the user's file")
+        report = json.loads((out / "conversion_report.json").read_text())
+        report["files"] = {**report["files"], entry: outside.stat().st_size}
+        (out / "conversion_report.json").write_text(json.dumps(report))
+        before = sorted(path.name for path in out.rglob("*"))
+        assert main([*arguments, "--overwrite"]) == 2
+        error = capsys.readouterr().err
+        assert "error: --out: " in error and repr(entry) in error and "nothing was deleted" in error
+        assert outside.read_text() == "the user's file" and sorted(path.name for path in out.rglob("*")) == before
+        report["files"].pop(entry)
+        (out / "conversion_report.json").write_text(json.dumps(report))
+
+
+def test_convert_never_embeds_the_file_a_link_in_the_root_leads_to(tmp_path, capsys):
+    """N14: a record's image is a link inside the MMTT root leading out of it; the outside file was embedded."""
+    root, out = _mmtt_root(tmp_path, "linked"), tmp_path / "out"
 
     assert main(["data", "convert", "--mmtt-root", str(root), "--out", str(out), "--no-progress"]) == 0
     assert "Wrote 1 examples" in capsys.readouterr().out  # the link is left out
