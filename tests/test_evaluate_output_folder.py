@@ -116,7 +116,7 @@ def test_an_interrupted_run_resumes_and_refuses_other_settings(
     assert not (out / "metrics.json").exists() and (out / ".evaluation-partial" / "state.json").exists()
     assert main([*arguments, "--max-new-tokens", "7"]) == 2
     error = capsys.readouterr().err
-    assert "--out:" in error and "unfinished run made with other settings (max_new_tokens differ)" in error
+    assert "--out:" in error and "unfinished run made with other settings (max_new_tokens: " in error and "-> 7)" in error
     generated_images.clear()
     assert main(arguments) == 0  # the same command resumes, without --overwrite
     assert sum(generated_images) == 1
@@ -264,4 +264,4 @@ def read_only_folder(tmp_path):
 def test_read_only_out_exits_2_naming_out(model_dir, tiny_dataset_dir, read_only_folder, capsys):
     assert main(evaluate_arguments(model_dir, tiny_dataset_dir, read_only_folder / "out")) == 2
     error = error_line(capsys.readouterr().err)
-    assert error.startswith("error: --out: cannot write into") and "read-only" in error
+    assert error.startswith("error: --out: cannot write in") and "read-only" in error

@@ -103,7 +103,7 @@ def test_a_stale_manifest_entry_outside_the_folder_is_refused_and_nothing_delete
     (out / record).write_text(json.dumps({"files": files}))
     before = contents(out)
     owner = Owner("forgerytalker test", legacy_records=("evaluation_manifest.json", "conversion_report.json"))
-    for attempt in (read_manifest, lambda folder: foreign_files(folder, owner),
+    for attempt in (lambda folder: read_manifest(folder, owner), lambda folder: foreign_files(folder, owner),
                     lambda folder: check_replaceable(folder, owner, overwrite=True)):
         with pytest.raises(ForeignFilesError) as caught:
             attempt(out)
@@ -120,8 +120,10 @@ def test_the_records_of_earlier_versions_are_read(tmp_path):
     (evaluation / "masks" / "a.png").write_text("mask")
     (evaluation / "evaluation_manifest.json").write_text(json.dumps({"files": ["masks/a.png"]}))
     record_size = (evaluation / "evaluation_manifest.json").stat().st_size
-    assert read_manifest(evaluation) == {"masks/a.png": None, "evaluation_manifest.json": record_size}
-    assert foreign_files(evaluation, Owner("forgerytalker evaluate", legacy_records=("evaluation_manifest.json",))) == []
+    evaluate = Owner("forgerytalker evaluate", legacy_records=("evaluation_manifest.json",))
+    assert read_manifest(evaluation, evaluate) == {"masks/a.png": None, "evaluation_manifest.json": record_size}
+    assert foreign_files(evaluation, evaluate) == []
+    assert read_manifest(evaluation, Owner("forgerytalker analyze")) is None  # only the command's own records
     converted = tmp_path / "converted"
     converted.mkdir()
     (converted / "README.md").write_text("card")
@@ -195,3 +197,15 @@ def test_a_file_is_fingerprinted_by_its_content_not_its_name_or_size(tmp_path):
     time.sleep(0.01)
     photo.write_bytes(b"B" * 100)  # same name, same size, another picture
     assert file_fingerprint(photo) != first and file_fingerprint(tmp_path / "missing.jpg") is None
+
+
+def test_a_resumed_run_is_refused_naming_each_setting_that_differs():
+    from forgerytalker.output_folder import changed_settings
+
+    earlier = {"seed": 3, "model_weights": "a" * 64, "dropped": 1, "logging_steps": 10}
+    now = {"seed": 4, "model_weights": "b" * 64, "added": True, "logging_steps": 5}
+    changes = changed_settings(earlier, now, ignore=("logging_steps",))
+    assert changes[:2] == ["added: None -> True", "dropped: 1 -> None"] and changes[3] == "seed: 3 -> 4"
+    assert changes[2].startswith("model_weights: 'aaaa") and len(changes[2]) < 120  # long values shortened
+    assert changed_settings(earlier, now, ignore=("logging_steps", "model_weights"), only_recorded=True) == ["seed: 3 -> 4"]
+    assert changed_settings(earlier, dict(earlier)) == []

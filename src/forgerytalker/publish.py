@@ -79,23 +79,25 @@ def stage_model(
     config_file = staging_dir / "config.json"  # sub-configs keep the `_name_or_path` they were loaded from
     config_file.write_text(json.dumps(without_local_paths(json.loads(config_file.read_text(encoding="utf-8"))),
                                       indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    own_metrics = metrics_file is None  # the folder's own files are published only where they stay inside it
     metrics_file = Path(metrics_file) if metrics_file is not None else model_dir / "metrics.json"
     if metrics_file.is_file():
         for name in METRICS_FILES:
             source = metrics_file if name == "metrics.json" else metrics_file.with_name(name)
             if source.is_file():
-                shutil.copyfile(source, staging_dir / name)
+                shutil.copyfile(_inside(model_dir, source) if own_metrics else source, staging_dir / name)
     elif metrics_file != model_dir / "metrics.json":
         raise PublishError(f"{metrics_file}: no such file")
     training_file = model_dir / "training_args.json"
     if training_file.is_file():
+        _inside(model_dir, training_file)
         try:
             training_args = json.loads(training_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise PublishError(f"{training_file}: cannot be read ({error})") from error
         (staging_dir / "training_args.json").write_text(json.dumps(without_local_paths(training_args), indent=2) + "\n")
     if (model_dir / ABOUT_FILE).is_file():  # the card reads it from the staged folder
-        shutil.copyfile(model_dir / ABOUT_FILE, staging_dir / ABOUT_FILE)
+        shutil.copyfile(_inside(model_dir, model_dir / ABOUT_FILE), staging_dir / ABOUT_FILE)
     facts = read_facts_from_folder(staging_dir, repo_id, license=license, base_model=base_model)
     training = facts.training_args or {}
     if facts.base_model is None and looks_like_hub_id(training.get("instructblip_name_or_path")):
@@ -103,6 +105,16 @@ def stage_model(
     facts.datasets = list(datasets) or ([training["dataset"]] if looks_like_hub_id(training.get("dataset")) else [])
     write_model_card(staging_dir, facts)
     return staging_dir
+
+
+def _inside(folder: Path, path: Path) -> Path:
+    """`path`, refused when it is a link leading out of `folder` (a secret would be published)."""
+    from .contained_paths import OutsidePathError, check_inside
+
+    try:
+        return check_inside(folder, path, what=str(path.relative_to(folder)))
+    except OutsidePathError as error:
+        raise PublishError(f"{error}; nothing was staged") from None
 
 
 def without_local_paths(value):

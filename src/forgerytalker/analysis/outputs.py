@@ -34,7 +34,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..output_folder import OutputFolderError, Owner, check_no_foreign, file_fingerprint, read_manifest, write_manifest
+from ..output_folder import (
+    OutputFolderError,
+    Owner,
+    changed_settings,
+    check_no_foreign,
+    file_fingerprint,
+    read_manifest,
+    write_manifest,
+)
 from .inputs import PhotoInput
 
 SETTINGS_FILE = "run.json"
@@ -88,11 +96,7 @@ def check_settings(out_dir: Path, settings: Mapping, overwrite: bool, ignore: tu
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as error:
         raise OutputFolderError(f"{path}: unreadable ({error}); pass --overwrite to analyse every photo again") from None
-    differences = [
-        f"{key}: {earlier.get(key)!r} before, {settings.get(key)!r} now"
-        for key in sorted(set(earlier) | set(settings))
-        if key not in ("forgerytalker_version", *ignore) and earlier.get(key) != settings.get(key)
-    ]
+    differences = changed_settings(earlier, settings, ignore=("forgerytalker_version", *ignore))
     if differences:
         raise OutputFolderError(
             f"{out_dir} holds the results of a run with other settings ({'; '.join(differences)}); pass --overwrite "

@@ -126,17 +126,15 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..analysis.inputs import InputPathError, collect_photos
     from ..analysis.outputs import OWNER, check_foreign_files, check_settings
-    from ..data.errors import DataInputError
-    from ..data.output_folders import check_output_folder
-    from ..output_folder import OutputFolderError, hold_lock
+    from ..output_folder import OutputFolderError, check_writable, hold_lock
 
     regions = _check_regions(args.regions)
     model = _model_argument(args.model)
     out_dir = Path(args.out)
     try:
-        check_output_folder(out_dir, "out")  # a file, under a file, or not writable: before the model loads
-    except DataInputError as error:
-        raise UsageError(error.render({"out": "--out"})) from None
+        check_writable(out_dir)  # a file, under a file, or not writable: before the model loads
+    except OutputFolderError as error:
+        raise UsageError(f"--out: {error}") from None
     try:
         photos = collect_photos(args.paths, exclude=out_dir)
     except InputPathError as error:

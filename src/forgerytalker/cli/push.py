@@ -83,7 +83,7 @@ def run_push(args: argparse.Namespace) -> int:
                 return 1
     except PublishError as error:
         return fail(f"{option}: {error}", 2)
-    except OutputFolderError as error:  # files appeared in --out while it was staged
+    except OutputFolderError as error:  # --out unwritable, another run staging into it, or files appeared in it
         return fail(f"--out: {error}", 2)
     print(f"Uploaded {folder} to {args.repo_id}: {url}")
     return 0

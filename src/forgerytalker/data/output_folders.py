@@ -1,8 +1,7 @@
 """Checks of an output folder before a data job writes anything, and errors for writes that fail later.
 
 `check_output_folder` refuses, up front and naming the argument, an output path that is a file, lies under a
-file, or whose folder cannot be written to (a read-only file system or missing permission: tested by
-creating a file, so the check also holds for root, whom permission bits do not stop).
+file, or whose folder cannot be written to (the shared check, `output_folder.check_writable`).
 `output_write_error` turns a failed write (full disk, quota, read-only) into a `DataInputError` that names
 the argument and says what was kept.
 """
@@ -12,24 +11,18 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from ..output_folder import OutputFolderError, check_writable
 from .errors import DataInputError, option
 
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
 """errno values of a write that fails because of where it writes, not because of what it writes."""
 
 
-def _nearest_existing(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if os.path.lexists(candidate):
-            return candidate
-    return Path(os.sep)
-
-
 def check_output_folder(path: str | os.PathLike, parameter: str, *, writes_beside: bool = False) -> Path:
-    """Refuses an output folder that cannot be made or written to; returns it as an absolute `Path`.
+    """Refuses an output folder that cannot be made or written to (`output_folder.check_writable`), naming the
+    argument; returns it as an absolute `Path`.
 
     Args:
         path: the output folder (it may not exist yet).
@@ -40,28 +33,15 @@ def check_output_folder(path: str | os.PathLike, parameter: str, *, writes_besid
     Raises:
         DataInputError: the path is a file, lies under a file, or its folder cannot be written to.
     """
-    path = Path(os.path.abspath(path))
-    if path.exists() and not path.is_dir():
-        raise DataInputError(f"{option(parameter)}: {path} is a file, not a folder")
-    existing = _nearest_existing(path)
-    if not existing.is_dir():
-        raise DataInputError(f"{option(parameter)}: cannot create {path}: {existing} is a file, not a folder")
-    probe_folders = [existing]
-    if writes_beside and existing == path:
-        probe_folders.insert(0, path.parent)
-    for folder in probe_folders:
-        try:
-            handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
-        except OSError as error:
-            raise DataInputError(f"{option(parameter)}: cannot write in {folder}: {error.strerror}") from None
-        os.close(handle)
-        os.unlink(probe)
-    return path
+    try:
+        return check_writable(path, beside=writes_beside)
+    except OutputFolderError as error:
+        raise DataInputError(f"{option(parameter)}: {error}") from None
 
 
 def check_free_space(folder: Path, needed_bytes: int, parameter: str) -> None:
     """Refuses to start when the file system of `folder` (or its nearest existing parent) has less room than needed."""
-    free = shutil.disk_usage(_nearest_existing(folder)).free
+    free = shutil.disk_usage(next(path for path in (folder, *folder.parents) if path.exists())).free
     if free < needed_bytes:
         raise DataInputError(
             f"{option(parameter)}: {folder} needs about {needed_bytes / 1e9:.2f} GB but its disk has "

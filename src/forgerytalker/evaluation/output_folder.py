@@ -47,7 +47,18 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from ..output_folder import MANIFEST_NAME, OutputFolderError, Owner, check_no_foreign, files_in, locked, write_manifest
+from ..output_folder import (
+    MANIFEST_NAME,
+    OutputFolderError,
+    Owner,
+    changed_settings,
+    check_no_foreign,
+    check_writable,
+    files_in,
+    locked,
+    make_writable,
+    write_manifest,
+)
 from ..output_folder import read_manifest as read_owned
 
 logger = logging.getLogger(__name__)
@@ -144,13 +155,7 @@ def check_output_folder(output_dir: str | os.PathLike, overwrite: bool) -> None:
     Finishes installing a run that completed but was killed while moving its outputs into place.
     """
     root = Path(output_dir)
-    if root.exists() and not root.is_dir():
-        raise OutputFolderError(f"{root} is a file, not a folder")
-    existing = next(parent for parent in (root, *root.absolute().parents) if parent.exists())
-    if not existing.is_dir():
-        raise OutputFolderError(f"cannot create {root}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputFolderError(f"cannot write into {existing}: it is read-only or not writable by this user")
+    check_writable(root)  # a file, under a file, or not writable
     if not root.exists():
         return
     folder = OutputFolder(root)
@@ -190,7 +195,7 @@ def prepare_output_folder(
     if held is not None:
         held.enter_context(lock_output_folder(root))
         check_output_folder(root, overwrite)  # again, now that no other run can change it
-    _check_writable(root)
+    make_writable(root)
     folder = OutputFolder(root)
     state = _read_state(folder.partial)
     if state is not None and state.get("fingerprint") == dict(fingerprint):
@@ -198,9 +203,9 @@ def prepare_output_folder(
         return folder
     if state is not None and not overwrite:
         earlier = state.get("fingerprint", {})
-        differences = sorted(key for key in {*earlier, *fingerprint} if earlier.get(key) != fingerprint.get(key))
+        differences = changed_settings(earlier, fingerprint)
         raise OutputFolderError(
-            f"{folder.partial} holds an unfinished run made with other settings ({', '.join(differences)} differ); "
+            f"{folder.partial} holds an unfinished run made with other settings ({'; '.join(differences)}); "
             "re-run it with its own settings to finish it, or overwrite it"
         )
     with writing(folder):
@@ -219,25 +224,6 @@ def prepare_output_folder(
     return folder
 
 
-def _check_writable(root: Path) -> None:
-    """Creates `root` and writes a file into it, or raises `OutputFolderError` saying why it cannot."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise OutputFolderError(f"cannot create {root}: a part of its path is a file, not a folder") from None
-    except OSError as error:
-        raise OutputFolderError(f"cannot create {root}: {error.strerror or error}") from error
-    try:
-        descriptor, probe = tempfile.mkstemp(dir=root, prefix=".write-test-")
-        try:
-            os.write(descriptor, b"probe")
-        finally:
-            os.close(descriptor)
-            os.unlink(probe)
-    except OSError as error:
-        raise OutputFolderError(f"cannot write into {root}: {error.strerror or error}") from error
-
-
 def read_manifest(folder: Path) -> set[str] | None:
     """The files (relative POSIX paths) a finished run wrote into `folder`, its manifests left out, or `None` if it
     holds no manifest (`output_folder.read_manifest`, which checks every entry to stay inside the folder)."""
@@ -253,7 +239,7 @@ def lock_output_folder(output_dir: str | os.PathLike) -> Iterator[None]:
         OutputFolderError: another `forgerytalker evaluate` is writing into it.
     """
     root = Path(output_dir)
-    _check_writable(root)
+    make_writable(root)
     with locked(root, OWNER.command):
         yield
 

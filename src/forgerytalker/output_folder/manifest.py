@@ -2,9 +2,10 @@
 
     OUT/.forgerytalker-files.json   {"created_by": "forgerytalker evaluate", "files": {"masks/a.png": 1234, ...}}
 
-`read_manifest` merges it with the older per-command records still found in folders written before
-(`LEGACY_MANIFESTS`): `evaluation_manifest.json` (a list of paths, sizes unknown) and the `files` of
-`conversion_report.json` (path → size). Every entry is checked to stay inside the folder.
+`read_manifest` merges it with the older records still found in folders a command's earlier versions wrote, which
+each command names once, in its `Owner.legacy_records` (evaluate's `evaluation_manifest.json`: a list of paths,
+sizes unknown; data convert's `conversion_report.json`: its `files`, path → size). Every entry is checked to stay
+inside the folder.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from pathlib import Path
 from ..contained_paths import OutsidePathError, check_entries_inside
 
 MANIFEST_NAME = ".forgerytalker-files.json"
-LEGACY_MANIFESTS = ("evaluation_manifest.json", "conversion_report.json")
-"""Records of earlier versions: `evaluate`'s manifest, and `data convert`'s report (its `files` entry)."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,8 @@ class Owner:
             command lists are its own) and named by the lock's message.
         who: how messages name it (default: the command in backquotes).
         overwrite_flag: how the user asks for a replacement, for messages (`"--overwrite"`).
-        legacy_records: the records earlier versions of this command kept instead of the manifest.
+        legacy_records: the records earlier versions of this command kept instead of the manifest (JSON files whose
+            `files` lists paths, or maps them to sizes), read as the manifest is.
     """
 
     command: str
@@ -43,6 +43,11 @@ class Owner:
     @property
     def name(self) -> str:
         return self.who or f"`{self.command}`"
+
+    @property
+    def records(self) -> tuple[str, ...]:
+        """The files that record what the command wrote: the manifest, and its earlier versions' records."""
+        return (MANIFEST_NAME, *self.legacy_records)
 
 
 class OutputFolderError(ValueError):
@@ -84,9 +89,9 @@ def _created_by(record: Path) -> str | None:
     return created_by if isinstance(created_by, str) else None
 
 
-def read_manifest(folder: str | os.PathLike, owner: Owner | None = None) -> dict[str, int | None] | None:
-    """Path → size (`None` where an older record kept no size) of every file `owner` (default: any command) recorded
-    writing into `folder`, the records themselves included; `None` when the folder has no readable record of it.
+def read_manifest(folder: str | os.PathLike, owner: Owner) -> dict[str, int | None] | None:
+    """Path → size (`None` where an older record kept no size) of every file `owner` recorded writing into `folder`,
+    the records themselves included; `None` when the folder has no readable record of it.
 
     Raises:
         ForeignFilesError: a record lists a path outside the folder (the message names the record and the entry).
@@ -94,14 +99,14 @@ def read_manifest(folder: str | os.PathLike, owner: Owner | None = None) -> dict
     folder = Path(folder)
     owned: dict[str, int | None] = {}
     found = False
-    for name in (MANIFEST_NAME, *(LEGACY_MANIFESTS if owner is None else owner.legacy_records)):
+    for name in owner.records:
         record = folder / name
         if record.is_symlink() or not record.is_file():
             continue
         listed = _listing(record)
         if listed is None:
             continue
-        if name == MANIFEST_NAME and owner is not None and _created_by(record) not in (None, owner.command):
+        if name == MANIFEST_NAME and _created_by(record) not in (None, owner.command):
             continue  # another command's folder: none of its files is this command's
         try:
             check_entries_inside(folder, listed, listed_in=record)
@@ -133,7 +138,6 @@ def write_manifest(folder: str | os.PathLike, owner: Owner, files: Mapping[str, 
 
 
 __all__ = [
-    "LEGACY_MANIFESTS",
     "MANIFEST_NAME",
     "ForeignFilesError",
     "OutputFolderError",

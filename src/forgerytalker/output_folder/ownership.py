@@ -12,9 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .lock import LOCK_PREFIX
-from .manifest import LEGACY_MANIFESTS, MANIFEST_NAME, ForeignFilesError, Owner, files_in, read_manifest
-
-RECORDS = (MANIFEST_NAME, *LEGACY_MANIFESTS)
+from .manifest import MANIFEST_NAME, ForeignFilesError, Owner, files_in, read_manifest
 
 
 def shown_names(names: list[str], most: int = 5) -> str:
@@ -133,7 +131,7 @@ def remove_owned(folder: str | os.PathLike, owner: Owner, legacy_own: Callable[[
     folder = Path(folder)
     foreign = set(foreign_files(folder, owner, legacy_own=legacy_own))
     owned = [name for name in files_in(folder) if name not in foreign]  # inside `folder`: found by walking it
-    for name in sorted(owned, key=lambda entry: entry in RECORDS):  # the records, the lists, go last
+    for name in sorted(owned, key=lambda entry: entry in owner.records):  # the records, the lists, go last
         (folder / name).unlink()
     parents = {parent for name in owned for parent in Path(name).parents if parent != Path(".")}
     for parent in sorted(parents, key=lambda path: -len(path.parts)):  # deepest first; only folders of its files

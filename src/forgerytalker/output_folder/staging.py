@@ -6,18 +6,22 @@
 `swap_in` replaces OUT by two renames (OUT → .OUT.replaced, .OUT.partial → OUT), then deletes the files the earlier
 folder's manifest lists. A run killed between the renames leaves `.OUT.replaced` and no OUT: `recover_swap`, called
 by the next run, renames it back; one killed after them has its `.OUT.replaced` cleared the same way.
+`replacing` (and `write_folder`, built on it) holds the command's lock beside OUT from the first check to the swap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .lock import locked
 from .manifest import Owner, write_manifest
 from .ownership import check_replaceable, remove_owned
+from .writable import check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -70,23 +74,47 @@ def swap_in(
     _remove_retired(retired, owner, legacy_own)
 
 
-def write_folder(output_dir: str | os.PathLike, write: Callable[[Path], None], owner: Owner, *, overwrite: bool) -> None:
-    """Runs `write(folder)` into a fresh `.OUT.partial`, records its files as `owner`'s, and swaps it into place
-    (`swap_in`); an existing folder is checked before writing and again before the swap."""
-    output_dir = Path(output_dir)
-    recover_swap(output_dir, owner)
-    check_replaceable(output_dir, owner, overwrite=overwrite)
+@contextlib.contextmanager
+def replacing(
+    output_dir: str | os.PathLike, owner: Owner, *, overwrite: bool, option: str = "--out"
+) -> Iterator[Callable[[Callable[[Path], None]], None]]:
+    """Prepares writing `output_dir` whole: for the block, holds `owner`'s lock beside it (a second run is refused),
+    after undoing a swap a killed run left (`recover_swap`) and refusing a folder that cannot be written or replaced,
+    all before the block computes what to write. Yields `install(write)`, which runs `write(folder)` into a fresh
+    `.OUT.partial`, records its files as `owner`'s and swaps it into place (`swap_in`, which checks the earlier
+    folder again).
+
+    Raises:
+        OutputFolderError: the folder is a file, under one or not writable; another run holds the lock; or
+            `check_replaceable` refuses it (`ForeignFilesError`). The message names the folder, not `option`.
+    """
+    output_dir = Path(check_writable(output_dir, beside=True))
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = sibling(output_dir, "partial")
-    if partial.exists():
-        shutil.rmtree(partial)  # left by a killed run: only ever written by this function
-    partial.mkdir()
-    try:
-        write(partial)
-        write_manifest(partial, owner)
-        swap_in(partial, output_dir, owner)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    with locked(output_dir, owner.command, option, beside=True):
+        recover_swap(output_dir, owner)
+        check_replaceable(output_dir, owner, overwrite=overwrite)
+
+        def install(write: Callable[[Path], None]) -> None:
+            partial = sibling(output_dir, "partial")
+            if partial.exists():
+                shutil.rmtree(partial)  # left by a killed run: only ever written here
+            partial.mkdir()
+            try:
+                write(partial)
+                write_manifest(partial, owner)
+                swap_in(partial, output_dir, owner)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+
+        yield install
 
 
-__all__ = ["recover_swap", "sibling", "swap_in", "write_folder"]
+def write_folder(
+    output_dir: str | os.PathLike, write: Callable[[Path], None], owner: Owner, *, overwrite: bool, option: str = "--out"
+) -> None:
+    """Writes `output_dir` whole by `write(folder)`, staged and swapped in under the lock (`replacing`)."""
+    with replacing(output_dir, owner, overwrite=overwrite, option=option) as install:
+        install(write)
+
+
+__all__ = ["recover_swap", "replacing", "sibling", "swap_in", "write_folder"]

@@ -14,6 +14,7 @@ forgerytalker), and runs through `generate`, the `forgery-analysis` pipeline and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImage
 from ..configuration_forgerytalker import RELEASE_FP32_MODULES, ForgeryTalkerConfig
 from ..instruction import DFF_INSTRUCTION_WORDING
 from ..modeling_forgerytalker import GENERATION_DEFAULTS, ForgeryTalkerForConditionalGeneration
-from ..output_folder import ForeignFilesError, Owner, check_replaceable, recover_swap, write_folder
+from ..output_folder import OutputFolderError, Owner, replacing
 from ..paths import resolve_local_path
 from ..precision import fp32_matcher, fp32_patterns
 from ..processing_forgerytalker import ForgeryTalkerProcessor
@@ -288,11 +289,27 @@ def convert_released_checkpoint(
     if dtype not in DTYPES:
         raise CheckpointConversionError("dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
     output_dir = Path(output_dir)
-    try:  # before minutes of reading: a folder that cannot be replaced is refused at once
-        recover_swap(output_dir, OWNER)
-        check_replaceable(output_dir, OWNER, overwrite=overwrite)
-    except ForeignFilesError as error:
-        raise CheckpointConversionError("output_dir", str(error)) from None
+    # before minutes of reading: a folder that cannot be written or replaced, or that another conversion is writing,
+    # is refused at once; the lock is held until the new folder is in place
+    with contextlib.ExitStack() as stack:
+        try:
+            install = stack.enter_context(replacing(output_dir, OWNER, overwrite=overwrite))
+        except OutputFolderError as error:
+            raise CheckpointConversionError("output_dir", str(error)) from None
+        report = _convert(
+            instructblip, dff_checkpoint, face_vit_checkpoint, output_dir, install, dtype=dtype,
+            keep_in_fp32_modules=keep_in_fp32_modules, prompter_num_heads=prompter_num_heads,
+            mask_decoder_num_heads=mask_decoder_num_heads, allow_unsafe_pickle=allow_unsafe_pickle,
+            max_shard_size=max_shard_size,
+        )
+    return report
+
+
+def _convert(
+    instructblip, dff_checkpoint, face_vit_checkpoint, output_dir: Path, install, *, dtype, keep_in_fp32_modules,
+    prompter_num_heads, mask_decoder_num_heads, allow_unsafe_pickle, max_shard_size,
+) -> ConversionReport:
+    """`convert_released_checkpoint` once its output folder is locked: reads, converts and `install`s the folder."""
     torch_dtype = DTYPES[dtype]
     if dtype == "float16":
         logger.warning(
@@ -359,8 +376,8 @@ def convert_released_checkpoint(
         (folder / REPORT_NAME).write_text(json.dumps(asdict(report), indent=2) + "\n")
 
     try:
-        write_folder(output_dir, write, OWNER, overwrite=overwrite)
-    except ForeignFilesError as error:
+        install(write)
+    except OutputFolderError as error:  # files appeared in the folder while it was converted
         raise CheckpointConversionError("output_dir", str(error)) from None
     return report
 

@@ -18,12 +18,13 @@ import json
 import shutil
 from pathlib import Path
 
-from ..data.errors import DataInputError
-from ..data.output_folders import check_output_folder
 from ..output_folder import (
     ForeignFilesError,
+    OutputFolderError,
     Owner,
+    changed_settings,
     check_no_foreign,
+    check_writable,
     files_in,
     lock_name,
     read_manifest,
@@ -58,9 +59,9 @@ def check_output_dir(args: ForgeryTalkerTrainingArguments) -> None:
     """Refuses an `--output_dir` the run would damage or mix with another run (module docstring). Writes nothing."""
     output_dir = Path(args.output_dir)
     try:  # a file, a folder under a file, or one that cannot be written to
-        check_output_folder(output_dir, "output_dir")
-    except DataInputError as error:
-        raise TrainingConfigurationError(error.render({"output_dir": "--output_dir"})) from None
+        check_writable(output_dir)
+    except OutputFolderError as error:
+        raise TrainingConfigurationError(f"--output_dir: {error}") from None
     contents = sorted(path.name for path in output_dir.iterdir() if path.name != lock_name(OWNER.command)) if output_dir.is_dir() else []
     if args.resume:
         saved = output_dir / ARGS_FILE
@@ -113,14 +114,9 @@ def check_only_training_files(output_dir: Path) -> None:
 
 
 def settings_changes(saved: dict, current: dict) -> list[str]:
-    """`"name: old -> new"` for each setting that differs from the saved run's, except `RESUMABLE_CHANGES`."""
-    changes = []
-    for name, value in current.items():
-        if name in RESUMABLE_CHANGES or name not in saved:
-            continue
-        if saved[name] != value:
-            changes.append(f"{name}: {saved[name]!r} -> {value!r}")
-    return changes
+    """`"name: old -> new"` for each setting that differs from the saved run's, except `RESUMABLE_CHANGES` (the shared
+    rule, `output_folder.changed_settings`; settings an earlier version did not record are not compared)."""
+    return changed_settings(saved, current, ignore=RESUMABLE_CHANGES, only_recorded=True)
 
 
 def clear_earlier_run(output_dir: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ...output_folder import changed_settings
 from ..errors import DataInputError, option
 from ..json_files import read_json, write_json_atomic
 from .config import SynthesisConfig
@@ -35,9 +36,10 @@ def check_parameters(config: SynthesisConfig) -> None:
         previous = read_json(parameters_file, hint="delete it if no sample in this folder is worth keeping")
         if previous != parameters:
             if finished_samples(sidecar_dir):
+                changes = "; ".join(changed_settings(previous, parameters)) if isinstance(previous, dict) else previous
                 raise DataInputError(
-                    f"{option('output_dir')}: {config.output_dir} holds samples made with {previous}, not "
-                    f"{parameters}; use another {option('output_dir')} or the same parameters"
+                    f"{option('output_dir')}: {config.output_dir} holds samples made with other parameters ({changes}); "
+                    f"use another {option('output_dir')} or the same parameters"
                 )
             logger.info("No sample was made in %s yet: its parameters are replaced", config.output_dir)
     write_json_atomic(parameters_file, parameters)
