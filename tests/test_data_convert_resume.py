@@ -8,14 +8,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from failure_conditions import run_in_child
 from mmtt_folders import folder_files, load_converted, run_convert_cli, write_records
+from worker_deaths import workers_left_after_killing_the_parent
 
 from forgerytalker.data import mmtt
 from forgerytalker.data.errors import WorkerDiedError
@@ -95,51 +94,12 @@ def test_a_killed_worker_is_an_error_naming_the_shard_and_the_rerun_resumes(mmtt
     assert folder_files(out) == folder_files(tmp_path / "fresh")
 
 
-SLOW_WORKERS = """
-import os, sys, time
-from forgerytalker.data import workers
-
-def slow(index, task):
-    open(os.path.join(os.environ["WORKER_PIDS"], str(os.getpid())), "w").close()
-    time.sleep(120)
-
-workers._run_in_worker = slow
-from forgerytalker.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")  # a zombie waits only to be reaped
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="the kernel's parent-death signal is Linux's")
 def test_pool_workers_die_with_their_parent_killed_by_sigkill(mmtt_root, tmp_path):
     """Issue 19 F18: the parent of `data convert --num-proc 2` killed with SIGKILL left its workers running."""
-    import time
-
-    script, pids = tmp_path / "convert_with_slow_workers.py", tmp_path / "pids"
-    script.write_text(SLOW_WORKERS)
-    pids.mkdir()
-    command = [sys.executable, str(script), "data", "convert", "--mmtt-root", str(mmtt_root), "--out",
-               str(tmp_path / "out"), "--num-proc", "2", "--shard-size", "4", "--no-progress"]
-    parent = subprocess.Popen(command, env=dict(os.environ, WORKER_PIDS=str(pids)), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline and parent.poll() is None:
-        time.sleep(0.1)
-    workers = [int(path.name) for path in pids.iterdir()]
-    assert len(workers) == 2 and all(_alive(pid) for pid in workers)
-    parent.send_signal(signal.SIGKILL)
-    parent.wait(timeout=30)
-    deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(pid) for pid in workers)
+    arguments = ["data", "convert", "--mmtt-root", str(mmtt_root), "--out", str(tmp_path / "out"), "--num-proc", "2",
+                 "--shard-size", "4", "--no-progress"]
+    assert workers_left_after_killing_the_parent(arguments, tmp_path) == []
 
 
 def test_full_disk_names_out_keeps_finished_shards_and_the_rerun_resumes(mmtt_root, tmp_path, monkeypatch, capsys):
