@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..output_folder import OutputFolderError, check_writable
+from ..output_folder import OutputFolderError, check_writable, nearest_existing
 from .errors import DataInputError, option
 
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
@@ -41,7 +41,7 @@ def check_output_folder(path: str | os.PathLike, parameter: str, *, writes_besid
 
 def check_free_space(folder: Path, needed_bytes: int, parameter: str) -> None:
     """Refuses to start when the file system of `folder` (or its nearest existing parent) has less room than needed."""
-    free = shutil.disk_usage(next(path for path in (folder, *folder.parents) if path.exists())).free
+    free = shutil.disk_usage(nearest_existing(folder)).free
     if free < needed_bytes:
         raise DataInputError(
             f"{option(parameter)}: {folder} needs about {needed_bytes / 1e9:.2f} GB but its disk has "

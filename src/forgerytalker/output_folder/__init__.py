@@ -39,7 +39,7 @@ from .manifest import (
 from .ownership import check_no_foreign, check_replaceable, foreign_files, remove_owned, shown_names
 from .resume import changed_settings
 from .staging import recover_swap, replacing, sibling, swap_in, write_folder
-from .writable import check_writable, make_writable
+from .writable import check_writable, make_writable, nearest_existing
 
 __all__ = [
     "MANIFEST_NAME",
@@ -58,6 +58,7 @@ __all__ = [
     "lock_name",
     "locked",
     "make_writable",
+    "nearest_existing",
     "read_manifest",
     "recover_swap",
     "remove_owned",

@@ -28,11 +28,11 @@ def changed_settings(
         only_recorded: compare only settings `earlier` records (a later version may add settings that an earlier
             run did not know, at their defaults).
     """
-    names = set(now) if only_recorded else set(earlier) | set(now)
+    names = set(earlier) & set(now) if only_recorded else set(earlier) | set(now)
     return [
         f"{name}: {_SHOWN.repr(earlier.get(name))} -> {_SHOWN.repr(now.get(name))}"
-        for name in sorted(names)
-        if name not in ignore and (name in earlier or not only_recorded) and earlier.get(name) != now.get(name)
+        for name in sorted(names - set(ignore))
+        if earlier.get(name) != now.get(name)
     ]
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from .manifest import OutputFolderError
 
 
-def _nearest_existing(path: Path) -> Path:
+def nearest_existing(path: Path) -> Path:
+    """`path`, or its nearest parent that exists (what a folder to be created will be made in)."""
     for candidate in (path, *path.parents):
         if os.path.lexists(candidate):
             return candidate
@@ -47,7 +48,7 @@ def check_writable(path: str | os.PathLike, *, beside: bool = False) -> Path:
     path = Path(os.path.abspath(path))
     if path.exists() and not path.is_dir():
         raise OutputFolderError(f"{path} is a file, not a folder")
-    existing = _nearest_existing(path)
+    existing = nearest_existing(path)
     if not existing.is_dir():
         raise OutputFolderError(f"cannot create {path}: {existing} is a file, not a folder")
     if beside and existing == path:
@@ -71,4 +72,4 @@ def make_writable(path: str | os.PathLike) -> Path:
     return path
 
 
-__all__ = ["check_writable", "make_writable"]
+__all__ = ["check_writable", "make_writable", "nearest_existing"]

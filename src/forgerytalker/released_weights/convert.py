@@ -14,7 +14,6 @@ forgerytalker), and runs through `generate`, the `forgery-analysis` pipeline and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -290,19 +289,18 @@ def convert_released_checkpoint(
         raise CheckpointConversionError("dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
     output_dir = Path(output_dir)
     # before minutes of reading: a folder that cannot be written or replaced, or that another conversion is writing,
-    # is refused at once; the lock is held until the new folder is in place
-    with contextlib.ExitStack() as stack:
-        try:
-            install = stack.enter_context(replacing(output_dir, OWNER, overwrite=overwrite))
-        except OutputFolderError as error:
-            raise CheckpointConversionError("output_dir", str(error)) from None
-        report = _convert(
-            instructblip, dff_checkpoint, face_vit_checkpoint, output_dir, install, dtype=dtype,
-            keep_in_fp32_modules=keep_in_fp32_modules, prompter_num_heads=prompter_num_heads,
-            mask_decoder_num_heads=mask_decoder_num_heads, allow_unsafe_pickle=allow_unsafe_pickle,
-            max_shard_size=max_shard_size,
-        )
-    return report
+    # is refused at once; the lock is held until the new folder is in place (where files that appeared meanwhile in
+    # the folder stop the swap)
+    try:
+        with replacing(output_dir, OWNER, overwrite=overwrite) as install:
+            return _convert(
+                instructblip, dff_checkpoint, face_vit_checkpoint, output_dir, install, dtype=dtype,
+                keep_in_fp32_modules=keep_in_fp32_modules, prompter_num_heads=prompter_num_heads,
+                mask_decoder_num_heads=mask_decoder_num_heads, allow_unsafe_pickle=allow_unsafe_pickle,
+                max_shard_size=max_shard_size,
+            )
+    except OutputFolderError as error:
+        raise CheckpointConversionError("output_dir", str(error)) from None
 
 
 def _convert(
@@ -375,10 +373,7 @@ def _convert(
         processor.save_pretrained(folder)
         (folder / REPORT_NAME).write_text(json.dumps(asdict(report), indent=2) + "\n")
 
-    try:
-        install(write)
-    except OutputFolderError as error:  # files appeared in the folder while it was converted
-        raise CheckpointConversionError("output_dir", str(error)) from None
+    install(write)
     return report
 
 
