@@ -159,20 +159,15 @@ def _run(args: argparse.Namespace) -> int:
         check_settings(out_dir, settings, args.overwrite, ignore=("model_weights",))
     except OutputFolderError as error:
         raise UsageError(f"--out: {error}") from None
-    with torch_threads(args.num_threads):
-        return _analyze(args, out_dir, photos, settings)
-
-
-def _analyze(args: argparse.Namespace, out_dir, photos, settings: dict) -> int:
-    """Loads the model and analyses `photos` (the arguments checked by `_run`); returns the exit code."""
     from ..launched_processes import launched_processes
 
-    with launched_processes() as state:
-        return _analyze_in(state, args, out_dir, photos, settings)
+    with torch_threads(args.num_threads), launched_processes() as state:
+        return _analyze(state, args, out_dir, photos, settings)
 
 
-def _analyze_in(state, args: argparse.Namespace, out_dir, photos, settings: dict) -> int:
-    """`_analyze` in this process, one of the launched `state`'s (`None`: the only one)."""
+def _analyze(state, args: argparse.Namespace, out_dir, photos, settings: dict) -> int:
+    """Loads the model and analyses `photos` (the arguments checked by `_run`) in this process, one of the launched
+    `state`'s (`None`: the only one); returns the exit code."""
     from ..analysis.face_crops import FaceOptions
     from ..analysis.outputs import check_settings, write_results, write_settings
     from ..analysis.runner import AnalysisOptions, run_analysis
