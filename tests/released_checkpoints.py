@@ -257,3 +257,11 @@ def write_released_files(folder: Path, dff_form: str = "runner", dff_dtype: str 
     dff_path = folder / "2111_checkpoint_best.pth"
     torch.save(runner_checkpoint(model_state) if dff_form == "runner" else model_state, dff_path)
     return {"instructblip": instructblip, "face_vit": face_vit_path, "dff": dff_path}
+
+
+def convert(files: dict[str, Path], out: Path, **kwargs):
+    """`convert_released_checkpoint` of `write_released_files`' files, with the tiny release's head counts."""
+    from forgerytalker.released_weights import convert_released_checkpoint
+
+    heads = {"prompter_num_heads": FACE_VIT["heads"], "mask_decoder_num_heads": MASK_PATH["heads"]}
+    return convert_released_checkpoint(files["instructblip"], files["dff"], files["face_vit"], out, **heads, **kwargs)

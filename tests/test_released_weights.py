@@ -20,7 +20,7 @@ import pytest
 import torch
 from conftest import random_image
 from PIL import Image
-from released_checkpoints import FACE_VIT, IMAGE_SIZE, MASK_PATH, face_vit_state_dict, write_released_files
+from released_checkpoints import FACE_VIT, IMAGE_SIZE, MASK_PATH, convert, face_vit_state_dict, write_released_files
 from released_reference import dff_mask_logits, face_vit_logits
 from safetensors.torch import load_file
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
@@ -28,15 +28,10 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from forgerytalker import ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor
 from forgerytalker.cli import main
 from forgerytalker.configuration_forgerytalker import RELEASE_FP32_MODULES
-from forgerytalker.released_weights import CheckpointConversionError, convert_released_checkpoint
+from forgerytalker.released_weights import CheckpointConversionError
 from forgerytalker.released_weights.files import RUNNER_TRAINING_STATE
 
-HEADS = {"prompter_num_heads": FACE_VIT["heads"], "mask_decoder_num_heads": MASK_PATH["heads"]}
 REGIONS = ["eye", "nose", "mouth"]
-
-
-def convert(files: dict, out, **kwargs):
-    return convert_released_checkpoint(files["instructblip"], files["dff"], files["face_vit"], out, **HEADS, **kwargs)
 
 
 def dff_model_state(path) -> dict[str, torch.Tensor]:
@@ -108,44 +103,6 @@ def test_every_form_converts_with_every_key_accounted_for(tmp_path, form, dtype,
     assert report.from_instructblip == ([] if stage == "finetune" else [
         "instructblip.query_tokens", "instructblip.vision_model.post_layernorm.weight", "instructblip.vision_model.post_layernorm.bias"
     ])
-
-
-def test_conversion_streams_the_sources_and_writes_shards_with_the_same_weights(converted, released, tmp_path, monkeypatch):
-    """At full size the sources (7 GB) and the base (8 GB) must not be resident together, and one 9 GB safetensors
-    file would be serialised in memory whole: the sources are released before the base loads, the output sharded."""
-    import gc
-    import weakref
-
-    from forgerytalker.released_weights import convert as convert_module
-
-    sources, alive_at_base = [], []
-    read, load_base = convert_module.load_pickle, convert_module._load_instructblip
-
-    def recording_read(*args, **kwargs):
-        value = read(*args, **kwargs)
-        state = value["model"] if isinstance(value, dict) and "model" in value else value
-        sources.extend(weakref.ref(tensor) for tensor in state.values())
-        return value
-
-    def checking_load_base(*args, **kwargs):
-        gc.collect()
-        alive_at_base.append(sum(reference() is not None for reference in sources))
-        return load_base(*args, **kwargs)
-
-    monkeypatch.setattr(convert_module, "load_pickle", recording_read)
-    monkeypatch.setattr(convert_module, "_load_instructblip", checking_load_base)
-    out = tmp_path / "sharded"
-    convert(released, out, max_shard_size="200KB")
-    assert sources and alive_at_base == [0]
-
-    shards = sorted(out.glob("model-*.safetensors"))
-    index = json.loads((out / "model.safetensors.index.json").read_text())
-    assert len(shards) > 1 and not (out / "model.safetensors").exists()
-    assert sorted(set(index["weight_map"].values())) == [shard.name for shard in shards]
-    written = {key: value for shard in shards for key, value in load_file(shard).items()}
-    single = load_file(converted[0] / "model.safetensors")
-    assert written.keys() == single.keys()
-    assert all(torch.equal(written[key], single[key]) for key in single)
 
 
 def _written_dtypes(folder) -> dict[str, str]:

@@ -37,13 +37,6 @@ def check_module_names(model: nn.Module, module_names: Iterable[str]) -> None:
         )
 
 
-def fp32_matcher(module_names: Iterable[str]) -> re.Pattern:
-    """One compiled pattern whose `search` tells whether a weight lies inside `module_names`, as the loader decides
-    with `fp32_patterns` (it matches nothing when `module_names` is empty)."""
-    patterns = sorted(fp32_patterns(module_names))
-    return re.compile("|".join(patterns) if patterns else r"(?!)")
-
-
 def warn_if_t5_in_float16(model: nn.Module) -> None:
     """Logs a warning when the language model is (Flan-)T5 and runs in float16, whose range its activations overflow."""
     language_model = model.instructblip.language_model
@@ -55,4 +48,4 @@ def warn_if_t5_in_float16(model: nn.Module) -> None:
         )
 
 
-__all__ = ["check_module_names", "fp32_matcher", "fp32_patterns", "warn_if_t5_in_float16"]
+__all__ = ["check_module_names", "fp32_patterns", "warn_if_t5_in_float16"]

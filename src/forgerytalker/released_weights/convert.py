@@ -8,7 +8,9 @@
         "forgerytalker-dff",
     )
 
-The folder loads with `AutoModel` / `AutoProcessor` (with `trust_remote_code=True` in a process that does not import
+Nothing is held whole: the converter plans every weight from the files' headers, then writes the checkpoint shard by
+shard, reading each weight from its source as it goes (`released_weights.streaming`). The folder loads with
+`AutoModel` / `AutoProcessor` (with `trust_remote_code=True` in a process that does not import
 forgerytalker), and runs through `generate`, the `forgery-analysis` pipeline and `forgerytalker evaluate`.
 """
 
@@ -17,20 +19,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import BlipImageProcessorPil, InstructBlipForConditionalGeneration
+from torch import nn
+from transformers import BlipImageProcessorPil, InstructBlipConfig
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
+from transformers.modeling_utils import remove_tied_weights_from_state_dict
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from ..configuration_forgerytalker import RELEASE_FP32_MODULES, ForgeryTalkerConfig
 from ..instruction import DFF_INSTRUCTION_WORDING
 from ..modeling_forgerytalker import GENERATION_DEFAULTS, ForgeryTalkerForConditionalGeneration
 from ..output_folder import OutputFolderError, Owner, replacing
 from ..paths import resolve_local_path
-from ..precision import fp32_matcher, fp32_patterns
 from ..processing_forgerytalker import ForgeryTalkerProcessor
 from .files import CheckpointConversionError, check_safetensors_files, dff_state_dict, load_pickle, tensor_dict
 from .key_mapping import (
@@ -43,6 +49,7 @@ from .key_mapping import (
     face_vit_target,
 )
 from .sizes import dff_mask_decoder_settings, prompter_config_from_face_vit
+from .streaming import TensorSource, WeightFiles, weight_file_keys, write_shards
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +61,7 @@ COMMAND = "forgerytalker convert-checkpoint"
 OWNER = Owner(COMMAND, overwrite_flag="--overwrite (overwrite=True in Python)")
 MAX_SHARD_SIZE = "1GB"
 """The converter's default safetensors shard size: the released model (9 GiB in bfloat16) is written in shards that
-load and download one by one, and writing never holds more than one shard's bytes beside the model."""
+load and download one by one."""
 _LISTED = 20
 
 
@@ -156,54 +163,113 @@ def _place_sources(
 
 
 _BASE_PREFIX = "instructblip."
+_WEIGHT_LAYOUTS = (
+    ("model.safetensors.index.json", "model.safetensors"),
+    ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+)
+"""The weight files of a transformers checkpoint folder, in the order `from_pretrained` prefers them: an index of
+shards, or one file."""
 
 
-def _load_instructblip(instructblip: str | os.PathLike, dtype: torch.dtype, keep_in_fp32_modules: Sequence[str]):
-    """The InstructBLIP base model (every weight present; the modules of `keep_in_fp32_modules` read in float32, the
-    rest in `dtype`) and its processor folder path."""
+def _instructblip_folder(instructblip: str | os.PathLike) -> str:
+    """The local folder of the InstructBLIP base: as given, or its hub snapshot (config, tokenizers and weights in
+    safetensors, or in torch pickles where the repository has no safetensors)."""
     try:
         path = resolve_local_path(instructblip, "instructblip")
     except FileNotFoundError as error:
         raise CheckpointConversionError("instructblip", str(error)) from error
-    inside_base = [name[len(_BASE_PREFIX) :] for name in keep_in_fp32_modules if name.startswith(_BASE_PREFIX)]
-
-    class InstructBlipInMixedPrecision(InstructBlipForConditionalGeneration):
-        # transformers reads no per-module dtype at load time but this class attribute
-        _keep_in_fp32_modules_strict = sorted(fp32_patterns(inside_base))
+    if os.path.isdir(path):
+        return path
+    from huggingface_hub import snapshot_download
 
     try:
-        base, info = InstructBlipInMixedPrecision.from_pretrained(path, dtype=dtype, output_loading_info=True)
-    except (OSError, ValueError) as error:
-        raise CheckpointConversionError("instructblip", f"cannot load an InstructBLIP model from {instructblip!r}: {error}") from error
-    problems = list(info.get("missing_keys", ())) + [str(entry[0]) for entry in info.get("mismatched_keys", ())]
-    if problems:
+        folder = snapshot_download(path, ignore_patterns=["*.bin", "*.h5", "*.msgpack", "*.onnx", "*.ot", "*.pt", "*.pth"])
+        if not any(os.path.exists(os.path.join(folder, index)) or os.path.exists(os.path.join(folder, single))
+                   for index, single in _WEIGHT_LAYOUTS):
+            folder = snapshot_download(path, allow_patterns=["pytorch_model*.bin", "pytorch_model.bin.index.json"])
+    except Exception as error:  # the hub client raises many kinds (network, authentication, unknown repository)
+        raise CheckpointConversionError("instructblip", f"cannot download {path!r} from the hub: {error}") from error
+    return folder
+
+
+def _instructblip_weights(folder: str) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """`{key: (file, shape)}` of every weight of the InstructBLIP base folder, from the file headers."""
+    for index_name, single_name in _WEIGHT_LAYOUTS:
+        index, single = os.path.join(folder, index_name), os.path.join(folder, single_name)
+        if os.path.isfile(index):
+            try:
+                files = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
+            except (ValueError, KeyError, AttributeError) as error:
+                raise CheckpointConversionError("instructblip", f"{index}: not a weight index ({error})") from error
+            paths = [os.path.join(folder, name) for name in files]
+            break
+        if os.path.isfile(single):
+            paths = [single]
+            break
+    else:
         raise CheckpointConversionError(
-            "instructblip", f"{instructblip!r} lacks weights (or has them in other shapes): {_listed(sorted(problems))}"
+            "instructblip", f"{folder}: no InstructBLIP weights (model.safetensors, a safetensors index or pytorch_model.bin)"
         )
-    # the patterns name modules inside the base; the ForgeryTalker model around it keeps its own
-    base._keep_in_fp32_modules_strict = set(InstructBlipForConditionalGeneration._keep_in_fp32_modules_strict or ())
-    return base, path
+    weights = {}
+    for path in paths:
+        if not os.path.isfile(path):
+            raise CheckpointConversionError("instructblip", f"{path}: listed in the weight index but missing; download it again")
+        try:
+            weights.update({key: (path, shape) for key, shape in weight_file_keys(path)})
+        except (OSError, RuntimeError, pickle.UnpicklingError, ValueError) as error:
+            raise CheckpointConversionError("instructblip", f"{path}: cannot be read ({error})") from error
+    return weights
 
 
-def _as_dtype(placed: dict[str, tuple[str, str, torch.Tensor]], dtype: torch.dtype, keep_in_fp32_modules: Sequence[str]) -> None:
-    """Replaces every placed tensor by its own contiguous copy in `dtype`, or float32 inside `keep_in_fp32_modules`
-    (integer buffers keep theirs), so that nothing refers to the memory-mapped source files any more."""
-    kept_in_float32 = fp32_matcher(keep_in_fp32_modules)
-    for target, (argument, key, tensor) in placed.items():
-        wanted = torch.float32 if kept_in_float32.search(target) else dtype
-        converted = tensor.to(dtype=wanted if tensor.is_floating_point() else tensor.dtype, memory_format=torch.contiguous_format, copy=True)
-        placed[target] = (argument, key, converted)
+def _base_config(folder: str, argument: str = "instructblip") -> InstructBlipConfig:
+    try:
+        return InstructBlipConfig.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        raise CheckpointConversionError(argument, f"cannot read an InstructBLIP config from {folder!r}: {error}") from error
 
 
-def _fill(
-    model: ForgeryTalkerForConditionalGeneration, placed: dict[str, tuple[str, str, torch.Tensor]], paths: dict[str, str]
-) -> list[str]:
-    """Loads the placed tensors (already in the output dtype) into `model` (built on the meta device around the real
-    base); returns the optional DFF targets left at the base's values. Raises naming any shape that differs and any
-    weight left unfilled."""
+def _untie_where_the_sources_differ(
+    model: ForgeryTalkerForConditionalGeneration,
+    placed: dict[str, tuple[str, str, torch.Tensor]],
+    base: dict[str, tuple[str, tuple[int, ...]]],
+) -> None:
+    """Unties the weights the config ties (Flan-T5's LM head and its embeddings) whose sources both hold, with
+    different values, as `from_pretrained` does: the converted checkpoint then holds both, as a loaded model would."""
+    files = WeightFiles()
+
+    def value(name: str) -> torch.Tensor | None:
+        if name in placed:
+            return placed[name][2]
+        key = name[len(_BASE_PREFIX) :]
+        if name.startswith(_BASE_PREFIX) and key in base:
+            return files.read(base[key][0], key).clone()  # a copy outlives the file it came from
+        return None
+
+    try:
+        for target, tied_to in list(model.all_tied_weights_keys.items()):
+            own, shared = value(target), value(tied_to)
+            if own is not None and shared is not None and not torch.equal(own, shared):
+                module_name, _, attribute = target.rpartition(".")
+                setattr(model.get_submodule(module_name), attribute, nn.Parameter(torch.empty_like(own, device="meta")))
+                model.all_tied_weights_keys.pop(target)
+    finally:
+        files.close()
+
+
+def _sources(
+    model: ForgeryTalkerForConditionalGeneration,
+    placed: dict[str, tuple[str, str, torch.Tensor]],
+    base: dict[str, tuple[str, tuple[int, ...]]],
+    paths: dict[str, str],
+) -> tuple[dict[str, TensorSource], dict[str, tuple[int, ...]], list[str]]:
+    """Where each weight the converted checkpoint holds comes from, in writing order (the Face-ViT file's, the DFF
+    checkpoint's, then the base's file by file), with their shapes and the optional DFF targets left at the base's
+    values. Raises naming any key that cannot be placed, any shape that differs and any weight with no source."""
+    _untie_where_the_sources_differ(model, placed, base)
     expected = model.state_dict()
+    written = remove_tied_weights_from_state_dict(dict(expected), model)
     for target, (argument, key, tensor) in placed.items():
-        if target not in expected:
+        if target not in written:
             raise CheckpointConversionError(argument, f"{paths[argument]}: key {key!r} cannot be placed: the model has no {target!r}")
         if tuple(tensor.shape) != tuple(expected[target].shape):
             raise CheckpointConversionError(
@@ -212,22 +278,62 @@ def _fill(
                 f"{tuple(expected[target].shape)}",
             )
     from_dff = {target for target, (argument, _, _) in placed.items() if argument == "dff_checkpoint"}
-    lacking = [key for key in expected if key.startswith(REQUIRED_DFF_PREFIXES) and key not in from_dff]
+    lacking = [key for key in written if key.startswith(REQUIRED_DFF_PREFIXES) and key not in from_dff]
     if lacking:
         raise CheckpointConversionError(
             "dff_checkpoint", f"{paths['dff_checkpoint']}: missing required keys {_needed(lacking, dff_source)}"
         )
-    lacking = [key for key in expected if key.startswith("prompter.") and key not in placed]
+    lacking = [key for key in written if key.startswith("prompter.") and key not in placed]
     if lacking:
         raise CheckpointConversionError(
             "face_vit_checkpoint", f"{paths['face_vit_checkpoint']}: missing required keys {_needed(lacking, face_vit_source)}"
         )
-    model.load_state_dict({target: tensor for target, (_, _, tensor) in placed.items()}, strict=False, assign=True)
-    unfilled = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
-    if unfilled:
-        raise CheckpointConversionError("dff_checkpoint", f"model weights left unfilled: {_listed(unfilled)}")
+    from_base = {target: target[len(_BASE_PREFIX) :] for target in written if target not in placed}
+    problems = sorted(
+        key for target, key in from_base.items()
+        if not target.startswith(_BASE_PREFIX) or key not in base or base[key][1] != tuple(expected[target].shape)
+    )
+    if problems:
+        raise CheckpointConversionError(
+            "instructblip", f"the InstructBLIP base lacks weights (or has them in other shapes): {_listed(problems)}"
+        )
+    order = {"face_vit_checkpoint": 0, "dff_checkpoint": 1}
+    sources = {
+        target: TensorSource(tensor=tensor)
+        for target, (_, _, tensor) in sorted(placed.items(), key=lambda item: order[item[1][0]])
+    }
+    sources.update(
+        (target, TensorSource(file=base[key][0], key=key)) for target, key in sorted(from_base.items(), key=lambda item: base[item[1]][0])
+    )
+    shapes = {target: tuple(expected[target].shape) for target in sources}
     optional = ("instructblip.query_tokens", "instructblip.vision_model.post_layernorm.weight", "instructblip.vision_model.post_layernorm.bias")
-    return [key for key in optional if key not in from_dff]
+    return sources, shapes, [key for key in optional if key not in from_dff]
+
+
+def _written_dtypes(model: ForgeryTalkerForConditionalGeneration, keys, dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """The dtype each weight is written in: what `from_pretrained(out, dtype=dtype)` would give it. Floating weights
+    in `dtype`, except those the model keeps in float32 (`_keep_in_fp32_modules_strict` in half precision, which holds
+    the config's `keep_in_fp32_modules`, and `_keep_in_fp32_modules` in float16: Flan-T5's `wo`, as transformers
+    decides, by searching each pattern in the name); the rest (integer buffers) as the model holds them."""
+    patterns = set()
+    if dtype in (torch.float16, torch.bfloat16):
+        patterns |= set(model._keep_in_fp32_modules_strict or ())
+    if dtype == torch.float16:
+        patterns |= set(model._keep_in_fp32_modules or ())
+    kept_in_float32 = re.compile("|".join(f"(?:{pattern})" for pattern in sorted(patterns)) if patterns else r"(?!)")
+    expected = model.state_dict()
+    return {
+        key: (torch.float32 if kept_in_float32.search(key) else dtype) if expected[key].is_floating_point() else expected[key].dtype
+        for key in keys
+    }
+
+
+def _cast_meta(model: ForgeryTalkerForConditionalGeneration, dtypes: dict[str, torch.dtype]) -> None:
+    """Gives the weights of `model` (on the meta device) the dtypes they are written in, so that what
+    `save_pretrained` records of the model (the config's `dtype`) describes the written weights."""
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if name in dtypes:
+            tensor.data = torch.empty_like(tensor.data, dtype=dtypes[name])
 
 
 def _build_processor(path: str, config: ForgeryTalkerConfig) -> ForgeryTalkerProcessor:
@@ -279,7 +385,9 @@ def convert_released_checkpoint(
             Unpickling can run arbitrary code: only for files you trust.
         overwrite: replace an existing `output_dir`.
         max_shard_size: the largest safetensors file written (`"1GB"` by default, as `save_pretrained` takes it).
-            Each shard is serialised in memory on its own, so this bounds what writing adds to the model's size.
+            The weights are read from their sources shard by shard (`released_weights.streaming`): memory holds the
+            shard being written and the one source file being read, never the whole model (at full size the
+            conversion peaks near 5 GiB resident).
 
     Raises:
         CheckpointConversionError: an input cannot be used; `argument` names it, the message names the file and the
@@ -330,35 +438,33 @@ def _convert(
     prompter_config = prompter_config_from_face_vit(face_vit, prompter_num_heads, paths["face_vit_checkpoint"])
     decoder_settings = dff_mask_decoder_settings(dff, mask_decoder_num_heads, paths["dff_checkpoint"])
     mapped = {paths["face_vit_checkpoint"]: len(face_vit), paths["dff_checkpoint"]: len(dff) - (len(dropped) - len(training_state))}
-    # the placed tensors are copied into the output dtype and the memory-mapped sources released before the base
-    # loads: at full size the sources (7 GB in float32) and the base (8 GB in bfloat16) would not fit RAM together
-    keep_in_fp32_modules = list(keep_in_fp32_modules)
-    _as_dtype(placed, torch_dtype, keep_in_fp32_modules)
+    # only the placed tensors stay referenced: the dropped ones, and the Face-ViT copies the DFF checkpoint overrides,
+    # leave memory with their dicts
     del face_vit_object, face_vit, dff_object, dff
-    logger.info("Loading the InstructBLIP base %s", instructblip)
-    base, base_path = _load_instructblip(instructblip, torch_dtype, keep_in_fp32_modules)
+    base_folder = _instructblip_folder(instructblip)
+    base_weights = _instructblip_weights(base_folder)
+    keep_in_fp32_modules = list(keep_in_fp32_modules)
     try:
         config = ForgeryTalkerConfig(
-            instructblip_config=base.config,
+            instructblip_config=_base_config(base_folder),
             prompter_config=prompter_config,
             keep_in_fp32_modules=keep_in_fp32_modules or None,
             **decoder_settings,
         )
+        with torch.device("meta"):
+            model = ForgeryTalkerForConditionalGeneration(config)
     except ValueError as error:
         raise CheckpointConversionError("dff_checkpoint", f"{paths['dff_checkpoint']}: {error}") from error
-    with torch.device("meta"):
-        model = ForgeryTalkerForConditionalGeneration(config, instructblip=base)
-    from_instructblip = _fill(model, placed, paths)
-    del placed
-    # every weight is in `dtype` already, except what transformers keeps in float32 on a float16 load (Flan-T5's
-    # `wo` projections, which overflow in float16): a blanket cast would undo that
-    model = model.eval()
+    sources, shapes, from_instructblip = _sources(model, placed, base_weights, paths)
+    del placed  # `sources` owns the tensors now, and drops each once it is written
+    dtypes = _written_dtypes(model, sources, torch_dtype)
+    _cast_meta(model, dtypes)
     model.generation_config.update(**DFF_GENERATION_SETTINGS)
-    processor = _build_processor(base_path, config)
+    processor = _build_processor(base_folder, config)
 
     report = ConversionReport(
         output_dir=str(output_dir),
-        num_parameters=sum(parameter.numel() for parameter in model.parameters()),
+        num_parameters=model.num_parameters(),
         dtype=dtype,
         float32_modules=keep_in_fp32_modules,
         mapped=mapped,
@@ -368,8 +474,12 @@ def _convert(
     )
 
     def write(folder: Path) -> None:
+        # the config, generation config and code files as `save_pretrained` writes them (it is given no weights);
+        # the weights are streamed in after, from their sources
+        model.save_pretrained(folder, state_dict={})
+        (folder / SAFE_WEIGHTS_NAME).unlink(missing_ok=True)  # an empty weight file, where transformers writes one
         logger.info("Writing the checkpoint")
-        model.save_pretrained(folder, max_shard_size=max_shard_size)
+        write_shards(folder, sources, dtypes, shapes, max_shard_size, report.num_parameters)
         processor.save_pretrained(folder)
         (folder / REPORT_NAME).write_text(json.dumps(asdict(report), indent=2) + "\n")
 
