@@ -74,6 +74,20 @@ def test_max_and_min_length_count_report_tokens(language_model):
     assert (sequences[:, :6] != eos).all() and (sequences[:, 6] == eos).all()
 
 
+def test_a_maximum_below_the_minimum_gives_exactly_the_maximum_without_a_warning(tiny_model_and_processor):
+    """The release's minimum is 4 report tokens; `max_new_tokens=2` (a quick look) wins, as in transformers, and
+    transformers' warning about unreachable lengths (which would count the hidden instruction tokens) is not raised."""
+    import warnings
+
+    model, processor = tiny_model_and_processor
+    model = ForgeryTalkerForConditionalGeneration(model.config).eval()  # the release's min_new_tokens=4
+    model.generation_config.suppress_tokens = [processor.tokenizer.eos_token_id]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sequences = model.generate(**processor(images=images()[:1]), max_new_tokens=2, num_beams=1).sequences
+    assert sequences.shape == (1, 2)
+
+
 @pytest.mark.parametrize("num_beams", [1, 3], ids=["greedy", "beams"])
 def test_repetition_penalty_gives_a_batch_the_answers_of_single_calls(backbone, num_beams):
     model, processor = backbone

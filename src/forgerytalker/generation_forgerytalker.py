@@ -34,7 +34,8 @@ def generation_settings(generation_config: GenerationConfig, kwargs: dict) -> tu
     a `*_new_tokens` given in the call, else a `*_length` given in the call, else the config's `*_new_tokens`, else
     the config's `*_length`. The language model then gets only `max_new_tokens` / `min_new_tokens` (its own
     `max_length` would also count the hidden image tokens and instruction). A minimum above the maximum is not an
-    error: the report then has exactly the maximum's length, as in transformers.
+    error: the report then has exactly the maximum's length, as in transformers (the minimum is lowered to the
+    maximum, so transformers does not warn).
     """
     config = copy.deepcopy(generation_config)
     call_lengths = {whole: kwargs.pop(whole) for whole, _ in LENGTH_SETTINGS if kwargs.get(whole) is not None}
@@ -45,6 +46,10 @@ def generation_settings(generation_config: GenerationConfig, kwargs: dict) -> tu
         elif getattr(config, new) is None and getattr(config, whole):
             setattr(config, new, getattr(config, whole))
         setattr(config, whole, None)
+    if config.max_new_tokens is not None and (config.min_new_tokens or 0) > config.max_new_tokens:
+        # the same report (exactly the maximum's length), without transformers' warning about a minimum it cannot
+        # reach, which counts the hidden image and instruction tokens and so names lengths the caller never gave
+        config.min_new_tokens = config.max_new_tokens
     return config, model_kwargs
 
 
