@@ -17,7 +17,6 @@ import torch
 from conftest import random_image
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
-    BertTokenizerFast,
     BlipImageProcessorPil,
     GPT2Tokenizer,
     LlamaTokenizer,
@@ -27,7 +26,7 @@ from transformers import (
 
 from forgerytalker import REGION_NAMES, ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor
 from forgerytalker.instruction import InstructionPieces, InstructionWording
-from forgerytalker.tiny import IMAGE_TOKEN, minilm_vocabulary_file, tiny_config, tiny_corpus
+from forgerytalker.tiny import IMAGE_TOKEN, build_tiny_qformer_tokenizer, tiny_config, tiny_corpus
 
 NUM_QUERY_TOKENS = 3
 BYTE_TOKENS = [f"<0x{value:02X}>" for value in range(256)]
@@ -107,7 +106,7 @@ def build(language_model: str):
     processor = ForgeryTalkerProcessor(
         BlipImageProcessorPil(size={"height": 32, "width": 32}),
         make_tokenizer(),
-        BertTokenizerFast(vocab_file=str(minilm_vocabulary_file()), do_lower_case=True),
+        build_tiny_qformer_tokenizer(qformer_tokenizer="minilm"),
         num_query_tokens=NUM_QUERY_TOKENS,
         image_token=IMAGE_TOKEN,
     )
@@ -219,6 +218,14 @@ def test_piece_texts_put_together_are_the_rendered_instruction():
     assert texts[table.NO_REGION_ROW] == render(None)
 
 
+def test_the_minilm_qformer_tokenizer_has_bert_base_uncaseds_whole_vocabulary():
+    """The Q-Former tests above read the real WordPiece vocabulary, not an empty one that makes every word `[UNK]`
+    (what `BertTokenizerFast(vocab_file=...)` builds in transformers 5)."""
+    tokenizer = build_tiny_qformer_tokenizer(qformer_tokenizer="minilm")
+    assert len(tokenizer) == 30522
+    assert tokenizer("The face, wrinkle")["input_ids"] == [101, 1996, 2227, 1010, 23277, 19839, 2571, 102]
+
+
 def test_a_tokenizer_that_does_not_compose_is_refused_by_name():
     """Llama's legacy SentencePiece normaliser puts "▁" in front of every text it sees, so a piece gets a second one."""
     tokenizer = llama_tokenizer()
@@ -227,7 +234,7 @@ def test_a_tokenizer_that_does_not_compose_is_refused_by_name():
     with pytest.raises(ValueError, match=r"tokenizer \(LlamaTokenizer.*does not tokenise the instruction in pieces"):
         ForgeryTalkerProcessor(
             BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer,
-            BertTokenizerFast(vocab_file=str(minilm_vocabulary_file())), num_query_tokens=NUM_QUERY_TOKENS,
+            build_tiny_qformer_tokenizer(qformer_tokenizer="minilm"), num_query_tokens=NUM_QUERY_TOKENS,
         )
 
 
@@ -251,7 +258,7 @@ def released_wording_processor():
     tokenizer = t5_tokenizer([RELEASED_REGION_INSTRUCTION, RELEASED_NO_REGION_INSTRUCTION])
     return ForgeryTalkerProcessor(
         BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer,
-        BertTokenizerFast(vocab_file=str(minilm_vocabulary_file()), do_lower_case=True),
+        build_tiny_qformer_tokenizer(qformer_tokenizer="minilm"),
         num_query_tokens=NUM_QUERY_TOKENS, image_token=IMAGE_TOKEN, mask_prompt_length=RELEASED_MASK_PROMPT_LENGTH,
         **DFF_INSTRUCTION_WORDING,
     )
