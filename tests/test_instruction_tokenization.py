@@ -250,6 +250,7 @@ RELEASED_NO_REGION_INSTRUCTION = (
     "they appear unnatural."
 )
 RELEASED_MASK_PROMPT_LENGTH = 21
+RELEASED_MAX_TXT_LEN = 128
 
 
 def released_wording_processor():
@@ -264,21 +265,35 @@ def released_wording_processor():
     )
 
 
-def test_released_wording_with_and_without_regions_tokenises_as_the_whole_strings():
-    """Issue 13: with a T5 (Metaspace) tokenizer, the instruction assembled from pieces is the tokenisation of the
-    release's whole sentence, the one with regions and the different one without a list."""
+def released_ids(tokenizer, text: str) -> list[int]:
+    """What the release's tokenizers give for the instruction: `truncation_side="left"`, `truncation=True,
+    max_length=max_txt_len` (128) (`Blip2T5Instruct.generate`)."""
+    tokenizer.truncation_side = "left"
+    return tokenizer(text, truncation=True, max_length=RELEASED_MAX_TXT_LEN)["input_ids"]
+
+
+def test_released_wording_with_and_without_regions_tokenises_as_the_release_tokenises_the_whole_strings():
+    """Issues 13 and 21: with a T5 (Metaspace) tokenizer, the instruction assembled from pieces is the release's
+    tokenisation of its whole sentence, the one with regions and the different one without a list, cut like the
+    release's to 128 tokens from the left (this tiny vocabulary makes long region lists longer than that)."""
     from forgerytalker.regions import regions_to_labels
 
     processor = released_wording_processor()
     assert isinstance(processor.tokenizer, T5Tokenizer)
     rows = {"tokenizer": InstructionPieces.rows(processor.instruction_input_ids), "qformer_tokenizer": InstructionPieces.rows(processor.instruction_qformer_input_ids)}
     image_tokens = [processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] * NUM_QUERY_TOKENS
+    cut = 0
     for names in region_sets():
         whole = RELEASED_REGION_INSTRUCTION.format(", ".join(names)) if names else RELEASED_NO_REGION_INSTRUCTION
         assert processor.build_instruction(names) == whole
         flagged = regions_to_labels(names)
-        assert InstructionPieces.assemble(rows["tokenizer"], flagged) == image_tokens + processor.tokenizer(whole)["input_ids"], names
-        assert InstructionPieces.assemble(rows["qformer_tokenizer"], flagged) == processor.qformer_tokenizer(whole)["input_ids"], names
+        assembled = InstructionPieces.assemble(rows["tokenizer"], flagged)
+        assert assembled == image_tokens + released_ids(processor.tokenizer, whole), names
+        assert InstructionPieces.assemble(rows["qformer_tokenizer"], flagged) == released_ids(processor.qformer_tokenizer, whole), names
+        if len(processor.tokenizer(whole)["input_ids"]) > RELEASED_MAX_TXT_LEN:
+            cut += 1
+            assert assembled[-1] == processor.tokenizer.eos_token_id and len(assembled) == NUM_QUERY_TOKENS + RELEASED_MAX_TXT_LEN
+    assert cut > 0, "no instruction was long enough to exercise the release's cut"
     # the no-region sentence is not the template with an empty list: it has no colon
     no_region = processor.tokenizer(RELEASED_NO_REGION_INSTRUCTION)["input_ids"]
     assert no_region != processor.tokenizer(RELEASED_REGION_INSTRUCTION.format(""))["input_ids"]
