@@ -101,7 +101,7 @@ def region_sets() -> list[list[str]]:
             list(REGION_NAMES)]
 
 
-def build(language_model: str):
+def build(language_model: str, **processor_kwargs):
     make_tokenizer, model_type = LANGUAGE_MODELS[language_model]
     processor = ForgeryTalkerProcessor(
         BlipImageProcessorPil(size={"height": 32, "width": 32}),
@@ -109,6 +109,7 @@ def build(language_model: str):
         build_tiny_qformer_tokenizer(qformer_tokenizer="minilm"),
         num_query_tokens=NUM_QUERY_TOKENS,
         image_token=IMAGE_TOKEN,
+        **processor_kwargs,
     )
     config = tiny_config(processor.tokenizer, len(processor.qformer_tokenizer), model_type, num_query_tokens=NUM_QUERY_TOKENS)
     torch.manual_seed(0)
@@ -265,11 +266,11 @@ def released_wording_processor():
     )
 
 
-def released_ids(tokenizer, text: str) -> list[int]:
+def released_ids(tokenizer, text: str, max_length: int = RELEASED_MAX_TXT_LEN) -> list[int]:
     """What the release's tokenizers give for the instruction: `truncation_side="left"`, `truncation=True,
     max_length=max_txt_len` (128) (`Blip2T5Instruct.generate`)."""
     tokenizer.truncation_side = "left"
-    return tokenizer(text, truncation=True, max_length=RELEASED_MAX_TXT_LEN)["input_ids"]
+    return tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
 
 
 def test_released_wording_with_and_without_regions_tokenises_as_the_release_tokenises_the_whole_strings():
