@@ -118,15 +118,17 @@ def test_the_fixture_is_t5s_tokenizer():
 
 
 @pytest.mark.parametrize(
-    "wording, flan_t5_tokens, bert_tokens",
-    [(DFF_INSTRUCTION_WORDING, 93, 90), ({}, 68, 67)],
+    "settings, flan_t5_tokens, bert_tokens",
+    [({**DFF_INSTRUCTION_WORDING, "mask_prompt_length": 21}, 93, 90), ({}, 68, 67)],
     ids=["released wording", "paper wording"],
 )
-def test_the_longest_instruction_is_shorter_than_the_releases_limit(wording, flan_t5_tokens, bert_tokens):
+def test_the_longest_instruction_is_shorter_than_the_releases_limit(settings, flan_t5_tokens, bert_tokens):
     """All 21 regions named, counted with Flan-T5's and bert-base-uncased's own tokenizers (`</s>`, `[CLS]` and
-    `[SEP]` included, the 32 image tokens not): the release's cut to 128 never changes an instruction of its own."""
+    `[SEP]` included, the 32 image tokens not): the release's cut to 128 never changes an instruction of its own.
+    Building the processor also checks that both real tokenizers compose the instruction's pieces (and Flan-T5 the
+    release's 21-token mask prompt's) into the whole texts' ids."""
     processor = ForgeryTalkerProcessor(
-        BlipImageProcessorPil(), flan_t5_tokenizer(), build_tiny_qformer_tokenizer(qformer_tokenizer="minilm"), **wording
+        BlipImageProcessorPil(), flan_t5_tokenizer(), build_tiny_qformer_tokenizer(qformer_tokenizer="minilm"), **settings
     )
     every_region = regions_to_labels(REGION_NAMES)
     text = processor.build_instruction(REGION_NAMES)
