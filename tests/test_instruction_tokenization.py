@@ -17,7 +17,6 @@ import torch
 from conftest import random_image
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
-    BertTokenizerFast,
     BlipImageProcessorPil,
     GPT2Tokenizer,
     LlamaTokenizer,
@@ -27,7 +26,7 @@ from transformers import (
 
 from forgerytalker import REGION_NAMES, ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor
 from forgerytalker.instruction import InstructionPieces, InstructionWording
-from forgerytalker.tiny import IMAGE_TOKEN, minilm_vocabulary_file, tiny_config, tiny_corpus
+from forgerytalker.tiny import IMAGE_TOKEN, build_tiny_qformer_tokenizer, tiny_config, tiny_corpus
 
 NUM_QUERY_TOKENS = 3
 BYTE_TOKENS = [f"<0x{value:02X}>" for value in range(256)]
@@ -102,14 +101,15 @@ def region_sets() -> list[list[str]]:
             list(REGION_NAMES)]
 
 
-def build(language_model: str):
+def build(language_model: str, **processor_kwargs):
     make_tokenizer, model_type = LANGUAGE_MODELS[language_model]
     processor = ForgeryTalkerProcessor(
         BlipImageProcessorPil(size={"height": 32, "width": 32}),
         make_tokenizer(),
-        BertTokenizerFast(vocab_file=str(minilm_vocabulary_file()), do_lower_case=True),
+        build_tiny_qformer_tokenizer(qformer_tokenizer="minilm"),
         num_query_tokens=NUM_QUERY_TOKENS,
         image_token=IMAGE_TOKEN,
+        **processor_kwargs,
     )
     config = tiny_config(processor.tokenizer, len(processor.qformer_tokenizer), model_type, num_query_tokens=NUM_QUERY_TOKENS)
     torch.manual_seed(0)
@@ -219,6 +219,14 @@ def test_piece_texts_put_together_are_the_rendered_instruction():
     assert texts[table.NO_REGION_ROW] == render(None)
 
 
+def test_the_minilm_qformer_tokenizer_has_bert_base_uncaseds_whole_vocabulary():
+    """The Q-Former tests above read the real WordPiece vocabulary, not an empty one that makes every word `[UNK]`
+    (what `BertTokenizerFast(vocab_file=...)` builds in transformers 5)."""
+    tokenizer = build_tiny_qformer_tokenizer(qformer_tokenizer="minilm")
+    assert len(tokenizer) == 30522
+    assert tokenizer("The face, wrinkle")["input_ids"] == [101, 1996, 2227, 1010, 23277, 19839, 2571, 102]
+
+
 def test_a_tokenizer_that_does_not_compose_is_refused_by_name():
     """Llama's legacy SentencePiece normaliser puts "▁" in front of every text it sees, so a piece gets a second one."""
     tokenizer = llama_tokenizer()
@@ -227,7 +235,7 @@ def test_a_tokenizer_that_does_not_compose_is_refused_by_name():
     with pytest.raises(ValueError, match=r"tokenizer \(LlamaTokenizer.*does not tokenise the instruction in pieces"):
         ForgeryTalkerProcessor(
             BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer,
-            BertTokenizerFast(vocab_file=str(minilm_vocabulary_file())), num_query_tokens=NUM_QUERY_TOKENS,
+            build_tiny_qformer_tokenizer(qformer_tokenizer="minilm"), num_query_tokens=NUM_QUERY_TOKENS,
         )
 
 
@@ -243,6 +251,7 @@ RELEASED_NO_REGION_INSTRUCTION = (
     "they appear unnatural."
 )
 RELEASED_MASK_PROMPT_LENGTH = 21
+RELEASED_MAX_TXT_LEN = 128
 
 
 def released_wording_processor():
@@ -251,27 +260,41 @@ def released_wording_processor():
     tokenizer = t5_tokenizer([RELEASED_REGION_INSTRUCTION, RELEASED_NO_REGION_INSTRUCTION])
     return ForgeryTalkerProcessor(
         BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer,
-        BertTokenizerFast(vocab_file=str(minilm_vocabulary_file()), do_lower_case=True),
+        build_tiny_qformer_tokenizer(qformer_tokenizer="minilm"),
         num_query_tokens=NUM_QUERY_TOKENS, image_token=IMAGE_TOKEN, mask_prompt_length=RELEASED_MASK_PROMPT_LENGTH,
         **DFF_INSTRUCTION_WORDING,
     )
 
 
-def test_released_wording_with_and_without_regions_tokenises_as_the_whole_strings():
-    """Issue 13: with a T5 (Metaspace) tokenizer, the instruction assembled from pieces is the tokenisation of the
-    release's whole sentence, the one with regions and the different one without a list."""
+def released_ids(tokenizer, text: str, max_length: int = RELEASED_MAX_TXT_LEN) -> list[int]:
+    """What the release's tokenizers give for the instruction: `truncation_side="left"`, `truncation=True,
+    max_length=max_txt_len` (128) (`Blip2T5Instruct.generate`)."""
+    tokenizer.truncation_side = "left"
+    return tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
+
+
+def test_released_wording_with_and_without_regions_tokenises_as_the_release_tokenises_the_whole_strings():
+    """Issues 13 and 21: with a T5 (Metaspace) tokenizer, the instruction assembled from pieces is the release's
+    tokenisation of its whole sentence, the one with regions and the different one without a list, cut like the
+    release's to 128 tokens from the left (this tiny vocabulary makes long region lists longer than that)."""
     from forgerytalker.regions import regions_to_labels
 
     processor = released_wording_processor()
     assert isinstance(processor.tokenizer, T5Tokenizer)
     rows = {"tokenizer": InstructionPieces.rows(processor.instruction_input_ids), "qformer_tokenizer": InstructionPieces.rows(processor.instruction_qformer_input_ids)}
     image_tokens = [processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] * NUM_QUERY_TOKENS
+    cut = 0
     for names in region_sets():
         whole = RELEASED_REGION_INSTRUCTION.format(", ".join(names)) if names else RELEASED_NO_REGION_INSTRUCTION
         assert processor.build_instruction(names) == whole
         flagged = regions_to_labels(names)
-        assert InstructionPieces.assemble(rows["tokenizer"], flagged) == image_tokens + processor.tokenizer(whole)["input_ids"], names
-        assert InstructionPieces.assemble(rows["qformer_tokenizer"], flagged) == processor.qformer_tokenizer(whole)["input_ids"], names
+        assembled = InstructionPieces.assemble(rows["tokenizer"], flagged)
+        assert assembled == image_tokens + released_ids(processor.tokenizer, whole), names
+        assert InstructionPieces.assemble(rows["qformer_tokenizer"], flagged) == released_ids(processor.qformer_tokenizer, whole), names
+        if len(processor.tokenizer(whole)["input_ids"]) > RELEASED_MAX_TXT_LEN:
+            cut += 1
+            assert assembled[-1] == processor.tokenizer.eos_token_id and len(assembled) == NUM_QUERY_TOKENS + RELEASED_MAX_TXT_LEN
+    assert cut > 0, "no instruction was long enough to exercise the release's cut"
     # the no-region sentence is not the template with an empty list: it has no colon
     no_region = processor.tokenizer(RELEASED_NO_REGION_INSTRUCTION)["input_ids"]
     assert no_region != processor.tokenizer(RELEASED_REGION_INSTRUCTION.format(""))["input_ids"]

@@ -197,6 +197,14 @@ def test_generate_uses_the_release_transform_and_region_name_prompt(converted, r
     assert generated.iou_scores is None and generated.sequences.shape[1] >= 4
 
 
+def test_the_converted_processor_cuts_the_instruction_as_the_release_does(converted):
+    """The release cuts the instruction to `max_txt_len=128` tokens from the left; the converted processor keeps that
+    setting in its `processor_config.json`."""
+    out, _, _, processor = converted
+    assert json.loads((Path(out) / "processor_config.json").read_text())["max_instruction_length"] == 128
+    assert processor.max_instruction_length == 128
+
+
 FRESH_PROCESS = """
     import json
     import numpy as np, torch

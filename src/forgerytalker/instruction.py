@@ -16,7 +16,8 @@ and its pieces are the prefix, `" r_i" + separator` for every region but the las
 the last. With no region the text is `prefix + " " + empty_regions_text + suffix`, or a sentence of its own
 (`empty_regions_instruction`, as the authors' release words it), which is then one whole piece.
 `InstructionPieces.check` (run by `ForgeryTalkerProcessor` at construction) makes sure its tokenizers really
-compose this way.
+compose this way. A processor with a `max_instruction_length` also has the model cut every assembled instruction to
+that many tokens from the left, as the authors' release does (`DFF_MAX_INSTRUCTION_LENGTH`).
 
 Two owners: `InstructionWording`, the frozen wording (adding a wording field means adding it there, and only
 there), and `InstructionPieces`, which owns the row layout, the piece tensor and the assembly. Piece tensors have
@@ -120,8 +121,14 @@ DFF_WORDING = InstructionWording(
     no_region_instruction=_DFF_EMPTY_REGIONS_INSTRUCTION,
 )
 """The authors' released wording."""
-DFF_INSTRUCTION_WORDING = DFF_WORDING.to_dict()
-"""`ForgeryTalkerProcessor` keyword arguments that give the authors' released wording (`DFF_WORDING`)."""
+DFF_MAX_INSTRUCTION_LENGTH = 128
+"""The release's `max_txt_len`: both of its tokenizers (Flan-T5's for the language model, bert-base-uncased's for the
+Q-Former) cut the instruction to 128 tokens, their special tokens included, from the left (`truncation_side="left"`).
+Its longest instruction (all 21 regions) is 93 Flan-T5 and 90 bert-base-uncased tokens, so the cut only changes
+longer wordings."""
+DFF_INSTRUCTION_WORDING = {**DFF_WORDING.to_dict(), "max_instruction_length": DFF_MAX_INSTRUCTION_LENGTH}
+"""`ForgeryTalkerProcessor` keyword arguments that give the authors' released instruction: its wording (`DFF_WORDING`)
+and its length limit (`DFF_MAX_INSTRUCTION_LENGTH`)."""
 
 
 class PieceTable:
@@ -144,6 +151,18 @@ class PieceTable:
         return pieces
 
     @staticmethod
+    def tokenized_cut_from_the_left(tokenizer, text: str, max_length: int, **kwargs) -> list[int]:
+        """`tokenizer(text, truncation=True, max_length=max_length, **kwargs)` with the tokenizer truncating from the
+        left, as the authors' release sets its tokenizers (`truncation_side="left"`): the ids a piece table must
+        assemble when it cuts its text to `max_length`."""
+        side = tokenizer.truncation_side
+        tokenizer.truncation_side = "left"
+        try:
+            return list(tokenizer(text, truncation=True, max_length=max_length, **kwargs)["input_ids"])
+        finally:
+            tokenizer.truncation_side = side
+
+    @staticmethod
     def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
         """The special tokens a tokenizer puts before and after a text (e.g. `[CLS]`/`[SEP]`, `<s>`, `</s>`)."""
         plain = tokenizer("face", add_special_tokens=False)["input_ids"]
@@ -155,10 +174,17 @@ class PieceTable:
 
 
 class InstructionPieces(PieceTable):
-    """The instruction's piece table for one wording: its row layout, its tensor and its assembly.
+    """The instruction's piece table for one wording and length limit: its row layout, its tensor and its assembly.
 
     Rows, in order: `PREFIX_ROW`, `NO_REGION_ROW`, `EMPTY_REGIONS_ROW`, then `NUM_REGIONS` rows from
-    `LISTED_REGION_ROW_OFFSET`, `NUM_REGIONS` rows from `LAST_REGION_ROW_OFFSET`, and `EMPTY_INSTRUCTION_ROW`.
+    `LISTED_REGION_ROW_OFFSET`, `NUM_REGIONS` rows from `LAST_REGION_ROW_OFFSET`, `EMPTY_INSTRUCTION_ROW` and
+    `TRUNCATION_ROW`.
+
+    Args:
+        wording: the instruction's wording (the paper's by default).
+        max_length: cut every instruction to this many tokens, the tokenizer's special tokens included and the image
+            tokens not, from the left, as `tokenizer(text, truncation=True, max_length=max_length)` does with
+            `truncation_side="left"` (the authors' release, `DFF_MAX_INSTRUCTION_LENGTH`); `None` never cuts.
     """
 
     PREFIX_ROW = 0
@@ -174,10 +200,17 @@ class InstructionPieces(PieceTable):
     EMPTY_INSTRUCTION_ROW = LAST_REGION_ROW_OFFSET + NUM_REGIONS
     """The whole instruction for an empty region list when the wording has a sentence of its own for it
     (`empty_regions_instruction`), with image tokens and leading and trailing special tokens; otherwise empty."""
-    NUM_ROWS = EMPTY_INSTRUCTION_ROW + 1
+    TRUNCATION_ROW = EMPTY_INSTRUCTION_ROW + 1
+    """Three numbers, not tokens, when the instruction is cut to `max_length`: `[kept_first, room, kept_last]`. Of the
+    tokens between the first `kept_first` (image tokens and the tokenizer's leading special tokens) and the last
+    `kept_last` (its trailing special tokens), only the last `room` are kept. Empty when nothing is cut."""
+    NUM_ROWS = TRUNCATION_ROW + 1
 
-    def __init__(self, wording: InstructionWording | None = None):
+    def __init__(self, wording: InstructionWording | None = None, max_length: int | None = None):
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+            raise ValueError(f"`max_instruction_length` must be a positive number of tokens or None, got {max_length!r}")
         self.wording = InstructionWording() if wording is None else wording
+        self.max_length = max_length
 
     def texts(self) -> list[str]:
         """The text of every row, in row order (`NUM_ROWS` strings, without special tokens)."""
@@ -206,6 +239,14 @@ class InstructionPieces(PieceTable):
             rows[row] = start + rows[row] + trailing
         for row in [self.EMPTY_REGIONS_ROW, *range(self.LAST_REGION_ROW_OFFSET, self.LAST_REGION_ROW_OFFSET + NUM_REGIONS)]:
             rows[row] = rows[row] + trailing
+        if self.max_length is not None:
+            room = self.max_length - len(leading) - len(trailing)
+            if room < 1:
+                raise ValueError(
+                    f"`max_instruction_length={self.max_length}` leaves no room for the instruction: "
+                    f"{type(tokenizer).__name__} adds {len(leading) + len(trailing)} special tokens to it"
+                )
+            rows[self.TRUNCATION_ROW] = [len(start), room, len(trailing)]
         return self.tensor(rows)
 
     @classmethod
@@ -216,9 +257,21 @@ class InstructionPieces(PieceTable):
             pieces: that sample's pieces for one tokenizer, a `(NUM_ROWS, piece_length)` tensor or its `rows`.
             flagged: 0/1 per region (`NUM_REGIONS` entries) naming the regions to list, or `None` for the plain
                 instruction without regions.
+
+        An instruction longer than the table's `max_length` loses its first words (`TRUNCATION_ROW`).
         """
         if not isinstance(pieces, list):
             pieces = cls.rows(pieces)
+        ids = cls._joined(pieces, flagged)
+        if not pieces[cls.TRUNCATION_ROW]:
+            return ids
+        kept_first, room, kept_last = pieces[cls.TRUNCATION_ROW]
+        between = ids[kept_first : len(ids) - kept_last]
+        return ids[:kept_first] + between[max(len(between) - room, 0) :] + ids[len(ids) - kept_last :]
+
+    @classmethod
+    def _joined(cls, pieces: list[list[int]], flagged: Sequence[int | bool] | None) -> list[int]:
+        """The whole instruction's ids, before any cut."""
         if flagged is None:
             return list(pieces[cls.NO_REGION_ROW])
         named = [index for index, value in enumerate(flagged) if value]
@@ -231,8 +284,11 @@ class InstructionPieces(PieceTable):
 
     def expected_ids(self, tokenizer, regions: Sequence[str] | None, image_tokens: Sequence[int] = ()) -> list[int]:
         """The ids the model must see for `regions`, from the whole text: `image_tokens` followed by
-        `tokenizer(instruction)`, as `InstructBlipProcessor` builds them."""
-        return list(image_tokens) + list(tokenizer(self.wording.render(regions))["input_ids"])
+        `tokenizer(instruction)`, as `InstructBlipProcessor` builds them, cut from the left to `max_length`."""
+        text = self.wording.render(regions)
+        if self.max_length is None:
+            return list(image_tokens) + list(tokenizer(text)["input_ids"])
+        return list(image_tokens) + self.tokenized_cut_from_the_left(tokenizer, text, self.max_length)
 
     def check(self, tokenizer, pieces, name: str, image_tokens: Sequence[int] = ()) -> None:
         """Raises a `ValueError` unless the assembled `pieces` (`encode(tokenizer, image_tokens)`) equal the whole

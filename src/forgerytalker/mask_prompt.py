@@ -89,13 +89,7 @@ class MaskPromptPieces(PieceTable):
         """The ids the model must see for `regions`, from the whole text as the authors' release makes them:
         `tokenizer(" ".join(regions), padding="max_length", truncation=True, max_length=length)` with the
         tokenizer truncating from the left."""
-        side = tokenizer.truncation_side
-        tokenizer.truncation_side = "left"
-        try:
-            encoded = tokenizer(render_mask_prompt(regions), padding="max_length", truncation=True, max_length=self.length)
-        finally:
-            tokenizer.truncation_side = side
-        return list(encoded["input_ids"])
+        return self.tokenized_cut_from_the_left(tokenizer, render_mask_prompt(regions), self.length, padding="max_length")
 
     def check(self, tokenizer, pieces) -> None:
         """Raises a `ValueError` unless the assembled `pieces` (`encode(tokenizer)`) equal the whole text's ids for

@@ -53,6 +53,12 @@ class ForgeryTalkerProcessor(ProcessorMixin):
             must equal the model's `config.mask_prompt_length`.
         max_report_length (`int`, *optional*, defaults to 160):
             Report tokens kept for training when the call gives no `max_length` (the EOS token is always kept).
+        max_instruction_length (`int`, *optional*):
+            Cut the instruction, for both tokenizers, to this many tokens (their special tokens included, the image
+            tokens not) from the left, as the authors' release cuts it to 128 (`instruction.DFF_MAX_INSTRUCTION_LENGTH`,
+            set in converted released checkpoints); the model applies the cut when it assembles each sample's
+            instruction, in training and in generation alike. `None` (the default) never cuts: the instruction is
+            what the model is asked, and the built-in wordings are at most 93 tokens long.
 
     Raises:
         ValueError: a tokenizer does not tokenise the instruction's pieces into the ids of the whole text (see
@@ -73,9 +79,11 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         instruction_wording: InstructionWording | None = None,
         mask_prompt_length: int | None = None,
         max_report_length: int = 160,
+        max_instruction_length: int | None = None,
         **kwargs,
     ):
         self.instruction_wording = InstructionWording.pop_from(kwargs, instruction_wording)
+        self.max_instruction_length = max_instruction_length
         self.mask_prompt_pieces = None if mask_prompt_length is None else MaskPromptPieces(mask_prompt_length)
         if image_token not in tokenizer.get_vocab():
             tokenizer.add_tokens([image_token], special_tokens=True)
@@ -139,8 +147,8 @@ class ForgeryTalkerProcessor(ProcessorMixin):
 
     @property
     def instruction_pieces(self) -> InstructionPieces:
-        """The instruction's piece table for this processor's wording."""
-        return InstructionPieces(self.instruction_wording)
+        """The instruction's piece table for this processor's wording and `max_instruction_length`."""
+        return InstructionPieces(self.instruction_wording, self.max_instruction_length)
 
     def build_instruction(self, regions: Sequence[str] | None) -> str:
         """The instruction text for `regions` (`None`: the plain instruction without regions)."""

@@ -137,7 +137,8 @@ def _unigram_model(corpus: list[str], vocab_size: int, specials: list[str]) -> m
 def build_tiny_qformer_tokenizer(texts: Iterable[str] = (), qformer_tokenizer: str = "tiny") -> BertTokenizerFast:
     """A BERT WordPiece tokenizer (`[CLS] text [SEP]`): over `tiny_vocabulary(texts)`, or MiniLM's real vocabulary."""
     if qformer_tokenizer == "minilm":
-        return BertTokenizerFast(vocab_file=str(minilm_vocabulary_file()), do_lower_case=True)
+        # transformers 5 reads a vocabulary file given as `vocab`; it ignores `vocab_file` and builds an empty vocabulary
+        return BertTokenizerFast(vocab=str(minilm_vocabulary_file()), do_lower_case=True)
     if qformer_tokenizer != "tiny":
         raise ValueError(f"`qformer_tokenizer` must be one of {QFORMER_TOKENIZERS}, got {qformer_tokenizer!r}")
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + tiny_vocabulary(texts)
