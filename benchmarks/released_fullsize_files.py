@@ -6,9 +6,9 @@
 Writes what a user downloads, in the release's formats (`official-release.md` in the project's research notes):
 - `instructblip-flan-t5-xl/`: `Salesforce/instructblip-flan-t5-xl`'s layout: `config.json`, float32 weights in
   sharded safetensors with `model.safetensors.index.json` (Flan-T5's LM head stored apart from its embeddings) and a
-  processor folder. The tokenizers are stand-ins: the Q-Former's is BERT-base-uncased's real vocabulary (MiniLM's
-  copy) plus "[DEC]", the language model's a small subword tokenizer (no network here); the embedding tables keep
-  the release's 32128 and 30523 rows.
+  processor folder. The tokenizers are the release's vocabularies from local copies (no network here): the Q-Former's
+  BERT-base-uncased's (MiniLM's copy) plus "[DEC]", the language model's Flan-T5's (the tests' fixture) plus the
+  image token; the embedding tables keep the release's 32128 and 30523 rows.
 - `2111_checkpoint_best.pth`: a LAVIS runner checkpoint (`{"model", "optimizer", "config", "scaler", "epoch"}`, the
   optimizer state left out) holding a finetune-stage model dict in float32: the Q-Former, `t5_proj`, the mask path,
   `query_tokens`, `ln_vision`, all of Face-ViT under `multi_label_classifier.`, and what inference never uses
@@ -24,26 +24,28 @@ shard (4 GB) or one pickle's tensors (4.7 GB for the DFF checkpoint) at once.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from tokenizers import Tokenizer
 from transformers import BertConfig, BertModel, BlipImageProcessorPil, InstructBlipConfig, InstructBlipForConditionalGeneration
-from transformers import InstructBlipProcessor
+from transformers import InstructBlipProcessor, T5TokenizerFast
 
 from bench_released_memory import released_config
 from forgerytalker import ForgeryTalkerForConditionalGeneration
-from forgerytalker.instruction import DFF_INSTRUCTION_WORDING
 from forgerytalker.released_weights.key_mapping import FACE_VIT_PREFIX, dff_source, face_vit_source
-from forgerytalker.tiny import IMAGE_TOKEN, build_tiny_language_tokenizer, build_tiny_qformer_tokenizer
+from forgerytalker.tiny import IMAGE_TOKEN, build_tiny_qformer_tokenizer
 
 logger = logging.getLogger("released_fullsize_files")
 
 FACE_VIT_NAME = "Fakeface-ViT-H_14-add_cnn_branch_3_5-add_max_pool-21_class-weight_1_02-bce_focal_dice_jaccard_loss_checkpoint.bin"
 DFF_NAME = "2111_checkpoint_best.pth"
 INSTRUCTBLIP_NAME = "instructblip-flan-t5-xl"
+FLAN_T5_TOKENIZER = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "flan_t5_tokenizer" / "tokenizer.json.gz"
 INSTRUCTBLIP_SHARDS = 4
 """`Salesforce/instructblip-flan-t5-xl` ships its float32 weights in four safetensors shards."""
 QFORMER_WIDTH, VISION_WIDTH, TEXT_WIDTH, QFORMER_VOCAB = 768, 1408, 2048, 30523
@@ -79,6 +81,13 @@ def reduced_config(layers: int | None):
     return config
 
 
+def flan_t5_tokenizer() -> T5TokenizerFast:
+    """Flan-T5's own tokenizer (T5's 32,000 SentencePiece pieces and 100 sentinels), from the copy the tests keep
+    (`tests/fixtures/flan_t5_tokenizer`, Apache-2.0), so instructions and reports have their real lengths."""
+    with gzip.open(FLAN_T5_TOKENIZER, "rt", encoding="utf-8") as file:
+        return T5TokenizerFast(tokenizer_object=Tokenizer.from_str(file.read()), extra_ids=100)
+
+
 def _meta_shapes(module: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     return {name: (tuple(tensor.shape), tensor.dtype) for name, tensor in module.state_dict().items()}
 
@@ -86,8 +95,7 @@ def _meta_shapes(module: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], to
 def write_instructblip(folder: Path, config: InstructBlipConfig) -> None:
     """The base folder: config, four float32 safetensors shards with their index, processor."""
     folder.mkdir(parents=True, exist_ok=True)
-    wording = [DFF_INSTRUCTION_WORDING[name] for name in ("instruction_prefix", "instruction_suffix", "empty_regions_instruction")]
-    tokenizer = build_tiny_language_tokenizer(wording, "t5")
+    tokenizer = flan_t5_tokenizer()
     tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
     qformer_tokenizer = build_tiny_qformer_tokenizer(qformer_tokenizer="minilm")
     qformer_tokenizer.add_special_tokens({"bos_token": "[DEC]"})
