@@ -35,17 +35,21 @@ def _rows(methods: list[str], prefix: str) -> Dataset:
     }, features=MMTT_FEATURES)
 
 
-def _parquet_folder(folder: Path, splits: dict[str, Dataset]) -> Path:
+def _parquet_folder(folder: Path, splits: dict[str, Dataset], train_shards: int = 1) -> Path:
     (folder / "data").mkdir(parents=True)
     for split, rows in splits.items():
-        rows.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+        shards = train_shards if split == "train" else 1
+        for index in range(shards):
+            piece = rows.shard(shards, index, contiguous=True)
+            piece.to_parquet(str(folder / "data" / f"{split}-{index:05d}-of-{shards:05d}.parquet"))
     return folder
 
 
-def test_self_blended_images_join_the_training_split_only(tmp_path):
+@pytest.mark.parametrize("train_shards", [1, 2])
+def test_self_blended_images_join_the_training_split_only(tmp_path, train_shards):
     dataset = _parquet_folder(tmp_path / "without-face_swap", {
         "train": _rows(["authentic", "classical_inpainting", "region_transplant"], "t"),
-        "validation": _rows(["authentic", "classical_inpainting"], "v"), "test": _rows(["face_swap"], "x")})
+        "validation": _rows(["authentic", "classical_inpainting"], "v"), "test": _rows(["face_swap"], "x")}, train_shards)
     self_blend = _parquet_folder(tmp_path / "self-blend", {"train": _rows(["self_blend"] * 4, "s")})
     mixed = with_self_blend(dataset, self_blend, 3, tmp_path / "mixed")
     splits = load_dataset(str(mixed))

@@ -60,26 +60,27 @@ def synthesize_self_blend(recipe_work: Path, out: Path, settings: RecipeSettings
 
 
 def with_self_blend(dataset: Path, self_blend: Path, count: int, out: Path) -> Path:
-    """A dataset folder (`load_dataset` reads it) with the splits of `dataset`, a folder of one parquet file per split
-    as `data.without_method` writes it, whose train split also holds the first `count` self-blended images of
-    `self_blend`. `dataset`'s files are linked, not copied; the self-blended images are written once as a second
-    train file."""
+    """A dataset folder (`load_dataset` reads it) with the splits of `dataset`, a folder of parquet shards
+    `data/<split>-<i>-of-<n>.parquet` (as `forgerytalker data convert` and `data.without_method` write them), whose
+    train split also holds the first `count` self-blended images of `self_blend`. `dataset`'s shards are linked,
+    not copied; the self-blended images are written once as one more train shard."""
     if (out / "done").is_file():
         return out
-    shutil.rmtree(out, ignore_errors=True)
-    (out / "data").mkdir(parents=True)
     extra = load_dataset(str(self_blend), split="train")
     if count > len(extra):
         raise ValueError(f"{self_blend}: {len(extra)} self-blended images, {count} asked for")
-    splits = sorted((dataset / "data").glob("*-00000-of-00001.parquet"))
-    if not any(path.name.startswith("train-") for path in splits):
-        raise FileNotFoundError(f"{dataset}: no data/train-00000-of-00001.parquet")
-    for path in splits:
-        split = path.name.split("-")[0]
-        name = path.name if split != "train" else "train-00000-of-00002.parquet"
+    shards = sorted((dataset / "data").glob("*.parquet"))
+    train = [path for path in shards if path.name.startswith("train-")]
+    if not train:
+        raise FileNotFoundError(f"{dataset}: no data/train-*.parquet")
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "data").mkdir(parents=True)
+    total = len(train) + 1
+    for path in shards:
+        name = f"train-{train.index(path):05d}-of-{total:05d}.parquet" if path in train else path.name
         (out / "data" / name).symlink_to(path.resolve())
     features = load_dataset(str(dataset), split="train").features
-    extra.select(range(count)).cast(features).to_parquet(str(out / "data" / "train-00001-of-00002.parquet"))
+    extra.select(range(count)).cast(features).to_parquet(str(out / "data" / f"train-{total - 1:05d}-of-{total:05d}.parquet"))
     (out / "done").write_text(f"{count} self-blended images from {self_blend}\n")
     return out
 
