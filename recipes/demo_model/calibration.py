@@ -18,6 +18,7 @@ import torch
 from datasets import load_dataset
 
 from forgerytalker import ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor
+from forgerytalker.evaluation.detection_metrics import forged_labels
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +46,20 @@ def prompter_scores(model_dir: Path, dataset: Path, split: str) -> tuple[np.ndar
     model = ForgeryTalkerForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = ForgeryTalkerProcessor.from_pretrained(model_dir)
     rows = load_dataset(str(dataset), split=split)
+    return highest_region_probabilities(model.prompter, processor.image_processor, rows), forged_labels(rows["method"]).astype(bool)
+
+
+def highest_region_probabilities(prompter, image_processor, rows) -> np.ndarray:
+    """float (N,): the manipulation score (the highest region probability) of a prompter network (in eval mode)
+    on each image of the dataset rows, read through `image_processor`."""
     scores = []
     for start in range(0, len(rows), BATCH_SIZE):
         batch = rows[start : start + BATCH_SIZE]
-        pixels = processor.image_processor(images=[image.convert("RGB") for image in batch["image"]], return_tensors="pt")
+        pixels = image_processor(images=[image.convert("RGB") for image in batch["image"]], return_tensors="pt")
         with torch.inference_mode():
-            logits = model.prompter(pixels["pixel_values"]).region_logits
+            logits = prompter(pixels["pixel_values"]).region_logits
         scores.append(torch.sigmoid(logits).max(-1).values.numpy())
-    return np.concatenate(scores), np.asarray([method != "authentic" for method in rows["method"]])
+    return np.concatenate(scores)
 
 
 def calibrate(model_dir: Path, dataset: Path) -> dict:

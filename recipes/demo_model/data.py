@@ -109,24 +109,36 @@ def synthesize_splits(faces: Path, utk_faces: Path, work: Path, settings: Recipe
                 if not link.exists():
                     os.symlink((folder / photo).resolve(), link)
         out = root / split
-        _command(
-            sys.executable, "-m", "forgerytalker.cli", "data", "synthesize", "--faces", str(chosen), "--out", str(out),
-            "--num-samples", str(settings.samples[split]), "--seed", str(settings.seed * 10 + index), "--eval-every", "0",
-            "--authentic-rate", str(settings.authentic_rate), "--max-upscale", str(settings.max_upscale),
-            "--max-regions", str(settings.max_regions), "--face-padding", str(settings.face_padding),
-            "--face-size", str(settings.face_size), "--jpeg-quality", *map(str, settings.jpeg_quality),
-            "--num-workers", str(settings.workers), "--no-progress",
-        )
-        split_files.append(f"{split}={_relocated_records(out, root, split)}")
+        synthesize(chosen, out, settings.samples[split], settings.seed * 10 + index, settings)
+        split_files.append(f"{split}={relocated_records(out, root, split)}")
+    convert(root, split_files, dataset, settings)
+    return dataset
+
+
+def synthesize(photos: Path, out: Path, samples: int, seed: int, settings: RecipeSettings, *options: str) -> None:
+    """`forgerytalker data synthesize` of `samples` samples from `photos` into `out` through the recipe's face
+    detection, face size and JPEG chain; `options` add to or override the recipe's forgery mix (authentic rate,
+    regions per forgery)."""
+    _command(
+        sys.executable, "-m", "forgerytalker.cli", "data", "synthesize", "--faces", str(photos), "--out", str(out),
+        "--num-samples", str(samples), "--seed", str(seed), "--eval-every", "0",
+        "--authentic-rate", str(settings.authentic_rate), "--max-upscale", str(settings.max_upscale),
+        "--max-regions", str(settings.max_regions), "--face-padding", str(settings.face_padding),
+        "--face-size", str(settings.face_size), "--jpeg-quality", *map(str, settings.jpeg_quality),
+        "--num-workers", str(settings.workers), "--no-progress", *options,
+    )
+
+
+def convert(root: Path, split_files: list[str], dataset: Path, settings: RecipeSettings) -> None:
+    """`forgerytalker data convert` of the synthesis folders under `root` (`split=records.json` each) into `dataset`."""
     _command(
         sys.executable, "-m", "forgerytalker.cli", "data", "convert", "--mmtt-root", str(root), "--out", str(dataset),
         *[argument for split_file in split_files for argument in ("--split", split_file)],
         "--num-proc", str(settings.workers), "--no-progress",
     )
-    return dataset
 
 
-def _relocated_records(synthesis_out: Path, root: Path, split: str) -> Path:
+def relocated_records(synthesis_out: Path, root: Path, split: str) -> Path:
     """The split's records with paths relative to the common `root` (the synthesis folder is `root/<split>`),
     written as `root/<split>.json`."""
     prefix = synthesis_out.relative_to(root).as_posix()
@@ -177,4 +189,5 @@ def without_method(dataset: Path, method: str, work: Path) -> Path:
     return out
 
 
-__all__ = ["DATASET_DIR", "SPLITS", "identity_groups", "source_faces", "split_identities", "split_photos", "synthesize_splits", "without_method"]
+__all__ = ["DATASET_DIR", "SPLITS", "convert", "identity_groups", "relocated_records", "source_faces", "split_identities", "split_photos",
+           "synthesize", "synthesize_splits", "without_method"]

@@ -62,6 +62,9 @@ class RecipeSettings:
     joint_learning_rate: float = 5e-4
     eval_points: int = 2
     leave_one_out_fraction: float = 0.1
+    # self-blended images (`self_blend.py`) made from the training photos, and the most regions one blends
+    self_blend_samples: int = 6000
+    self_blend_max_regions: int = 11
     # validation images generated for during training (choosing the best checkpoint); calibration uses them all
     max_eval_samples: int = 128
     # evaluation

@@ -10,6 +10,7 @@ TRANSFORMER_INPAINTING = "transformer_inpainting"  # MMTT: MAT
 DIFFUSION_INPAINTING = "diffusion_inpainting"  # MMTT: SDXL
 CLASSICAL_INPAINTING = "classical_inpainting"  # synthesis: OpenCV Telea / Navier-Stokes
 REGION_TRANSPLANT = "region_transplant"  # synthesis: region from another face, Poisson-blended
+SELF_BLEND = "self_blend"  # synthesis: a colour-jittered, shifted copy of the face blended into itself (SBI)
 AUTHENTIC = "authentic"  # untouched photo, empty mask
 UNKNOWN = "unknown"  # neither the record nor its path said
 
@@ -19,6 +20,7 @@ METHODS: tuple[str, ...] = (
     DIFFUSION_INPAINTING,
     CLASSICAL_INPAINTING,
     REGION_TRANSPLANT,
+    SELF_BLEND,
     AUTHENTIC,
     UNKNOWN,
 )
@@ -52,6 +54,8 @@ METHOD_SYNONYMS: dict[str, str] = {
     "diff_inp": DIFFUSION_INPAINTING,
     "telea": CLASSICAL_INPAINTING,
     "opencv_inpainting": CLASSICAL_INPAINTING,
+    "sbi": SELF_BLEND,
+    "self_blended": SELF_BLEND,
     "real": AUTHENTIC,
     "pristine": AUTHENTIC,
     "original": AUTHENTIC,

@@ -23,7 +23,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from ..methods import CLASSICAL_INPAINTING, FACE_SWAP, REGION_TRANSPLANT
+from ..methods import CLASSICAL_INPAINTING, FACE_SWAP, REGION_TRANSPLANT, SELF_BLEND
 from .faces import AlignedFace
 from .landmark_regions import face_geometry, face_outline
 
@@ -197,6 +197,82 @@ class FaceSwap:
         return np.round(blended).astype(np.uint8)
 
 
+class SelfBlend:
+    """A self-blended image (after Shiohara & Yamasaki, "Detecting Deepfakes with Self-Blended Images", CVPR
+    2022): the face blended with a slightly altered copy of itself, so that the only traces are the generic ones
+    of blending (a colour or sharpness step, a doubled edge where the copy is shifted, a soft seam), not the
+    signature of one generator.
+
+    The copy gets a colour change (a brightness step of at least `min_brightness_step` levels, plus random
+    per-channel gains, saturation and contrast), then either a blur or an unsharp mask, then a small scale and
+    shift about the mask's centre. It is alpha-blended into the face through the mask eroded and blurred by a
+    random width (the blur band) at a random blend ratio, so the alpha is zero outside the mask and every pixel
+    it changes lies inside it.
+
+    Args:
+        max_shift (`float`): largest shift of the copy, as a share of the eye distance, in each direction.
+        max_scale_change (`float`): the copy is scaled by 1 ± up to this.
+        blend_ratios (`tuple[float, ...]`): the blend ratio is drawn from these (repeats weight a value).
+        max_band (`float`): widest blur band (erosion, then a Gaussian of the same width), as a share of the
+            eye distance.
+        min_brightness_step (`float`): smallest brightness change of the copy, in 0-255 levels.
+    """
+
+    method = SELF_BLEND
+    needs_donor = False
+
+    def __init__(self, max_shift: float = 0.06, max_scale_change: float = 0.05,
+                 blend_ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0), max_band: float = 0.2,
+                 min_brightness_step: float = 8.0):
+        self.max_shift = max_shift
+        self.max_scale_change = max_scale_change
+        self.blend_ratios = tuple(blend_ratios)
+        self.max_band = max_band
+        self.min_brightness_step = min_brightness_step
+
+    def altered_copy(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The face's colour- and sharpness-changed copy: float32 RGB (S, S, 3) in [0, 255], not yet moved."""
+        copy = image.astype(np.float32)
+        step = rng.uniform(self.min_brightness_step, 2.5 * self.min_brightness_step) * rng.choice([-1.0, 1.0])
+        gains = rng.uniform(0.92, 1.08, size=3).astype(np.float32)
+        contrast = rng.uniform(0.85, 1.15)
+        mean = copy.mean(axis=(0, 1), keepdims=True)
+        copy = (copy - mean) * contrast + mean
+        grey = copy.mean(axis=2, keepdims=True)
+        copy = grey + (copy - grey) * rng.uniform(0.8, 1.25)  # saturation
+        copy = copy * gains + step
+        sigma = rng.uniform(0.8, 2.0)
+        blurred = cv2.GaussianBlur(copy, (0, 0), sigma)
+        copy = blurred if rng.random() < 0.5 else copy + rng.uniform(0.5, 1.5) * (copy - blurred)  # blur or sharpen
+        return np.clip(copy, 0, 255)
+
+    def blend_alpha(self, mask: np.ndarray, eye_distance: float, rng: np.random.Generator) -> np.ndarray:
+        """float32 (S, S) in [0, 1]: the mask eroded and blurred over a random band (at most half the mask's
+        inscribed radius, so a small region keeps a core), times the blend ratio; zero outside `mask`."""
+        inscribed = float(cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3).max())
+        band = int(round(min(rng.uniform(0.25, 1.0) * self.max_band * eye_distance, 0.5 * inscribed)))
+        if band < 1:  # a mask too thin for a band: blend it whole, unblurred
+            inner = mask.astype(np.float32)
+        else:
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+            inner = cv2.GaussianBlur(cv2.erode(mask.astype(np.uint8), kernel).astype(np.float32), (2 * band + 1, 2 * band + 1), 0)
+        ratio = self.blend_ratios[int(rng.integers(len(self.blend_ratios)))]
+        return inner * mask * np.float32(ratio)
+
+    def __call__(self, face, mask, rng, donor=None):
+        eye_distance = face_geometry(face.landmarks)[0]
+        copy = self.altered_copy(face.image, rng)
+        x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+        centre = (x + w / 2.0, y + h / 2.0)
+        matrix = cv2.getRotationMatrix2D(centre, 0.0, 1.0 + rng.uniform(-self.max_scale_change, self.max_scale_change))
+        matrix[:, 2] += rng.uniform(-self.max_shift, self.max_shift, size=2) * eye_distance
+        size = face.image.shape[1], face.image.shape[0]
+        moved = cv2.warpAffine(copy, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        alpha = self.blend_alpha(mask, eye_distance, rng)[..., None]
+        blended = moved * alpha + face.image.astype(np.float32) * (1 - alpha)
+        return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
 MANIPULATIONS: dict[str, Manipulation] = {}
 
 
@@ -205,5 +281,5 @@ def register_manipulation(manipulation: Manipulation) -> None:
     MANIPULATIONS[manipulation.method] = manipulation
 
 
-for _manipulation in (ClassicalInpainting(), RegionTransplant(), FaceSwap()):
+for _manipulation in (ClassicalInpainting(), RegionTransplant(), FaceSwap(), SelfBlend()):
     register_manipulation(_manipulation)
