@@ -29,13 +29,13 @@ from .calibration import calibrate
 from .card import describe_model
 from .data import synthesize_splits, without_method
 from .evaluations import evaluate
+from .leave_one_out import LEAVE_ONE_OUT_METHODS, score_held_out
 from .model import write_initial_model
 from .settings import recipe_settings
 from .train import REPOSITORY, train_joint, train_prompter
 
 logger = logging.getLogger("recipes.demo_model")
 
-LEAVE_ONE_OUT_METHODS = ("classical_inpainting", "region_transplant", "face_swap")
 TRAINING_ONLY = ("checkpoints", "best", "log.jsonl", "training_args.json", "tensorboard", "calibration.json", MANIFEST_NAME)
 """What a training run's folder holds besides the model (the run's file manifest too: it lists the run's files, not
 the package's); the package's own code replaces the copied `*.py`."""
@@ -68,25 +68,19 @@ def run(faces: Path, utk_faces: Path, work: Path, quick: bool, ship: bool, leave
     timed("calibrate", calibrate, model, dataset)
     mask_only = timed("mask-only baseline", train_joint, dataset, initial_model, prompter, work / "mask-only", settings,
                       mask_only=True)
-    held_out_models = {}
+    runs = work / "eval"
     for method in LEAVE_ONE_OUT_METHODS if leave_one_out else ():
         subset = without_method(dataset, method, work)
-        fraction = settings.leave_one_out_fraction
         held_out_prompter = timed(f"without {method}: stage 1", train_prompter, subset, initial_prompter,
-                                  work / f"without-{method}" / "stage1", settings, fraction)
-        held_out_models[method] = timed(f"without {method}: stage 2", train_joint, subset, initial_model, held_out_prompter,
-                                      work / f"without-{method}" / "stage2", settings, fraction)
+                                  work / f"without-{method}" / "stage1", settings, settings.leave_one_out_fraction)
+        timed(f"evaluate without {method}", score_held_out, held_out_prompter, dataset, method, runs / f"without-{method}")
 
-    runs = work / "eval"
     timed("evaluate", evaluate, model, dataset, runs / "predicted", settings, degrade=True)
     timed("evaluate ground-truth regions", evaluate, model, dataset, runs / "ground_truth", settings, regions="ground_truth")
     timed("evaluate no regions", evaluate, model, dataset, runs / "none", settings, regions="none")
-    # the rows whose targets are masks and detection: short reports save most of their time
-    short = settings.secondary_max_new_tokens
-    timed("evaluate mask-only", evaluate, mask_only, dataset, runs / "mask-only", settings, meteor=False, max_new_tokens=short)
-    for method, held_out_model in held_out_models.items():
-        timed(f"evaluate without {method}", evaluate, held_out_model, dataset, runs / f"without-{method}", settings,
-              meteor=False, max_new_tokens=short)
+    # the mask-only model's targets are masks and detection: short reports save most of its time
+    timed("evaluate mask-only", evaluate, mask_only, dataset, runs / "mask-only", settings, meteor=False,
+          max_new_tokens=settings.secondary_max_new_tokens)
 
     from .baselines import compute_baselines
     from .report import write_results

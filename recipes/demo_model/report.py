@@ -23,6 +23,7 @@ from forgerytalker.regions import caption_to_labels, regions_to_labels
 
 from .data import SPLITS, identity_groups, source_faces
 from .evaluations import predictions
+from .leave_one_out import DETECTION_FILE, LEAVE_ONE_OUT_METHODS
 from .settings import RecipeSettings
 from .targets import method_auc, repeats_a_region, targets_table
 from .train import REPOSITORY
@@ -145,6 +146,23 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.fill(part, width) if part else "" for part in text.split("\n"))
 
 
+def held_out_detection(runs: Path) -> tuple[dict[str, dict], dict[str, float | None]]:
+    """The leave-one-out table (a row per held-out prompter, then the full model: AUC on each method's test images)
+    and each held-out method's AUC by the prompter trained without it (`None`: not run, `--no-leave-one-out`)."""
+    table, held_out_auc = {}, {}
+    for method in LEAVE_ONE_OUT_METHODS:
+        path = runs / f"without-{method}" / DETECTION_FILE
+        if not path.is_file():
+            held_out_auc[method] = None
+            continue
+        test = json.loads(path.read_text())["test"]
+        held_out_auc[method] = test[method]["AUC"]
+        table[f"trained without {method}"] = {scored: test[scored]["AUC"] for scored in LEAVE_ONE_OUT_METHODS}
+    if table:
+        table["full model (every method)"] = {scored: method_auc(runs / "predicted", scored) for scored in LEAVE_ONE_OUT_METHODS}
+    return table, held_out_auc
+
+
 def _rows(table: dict[str, dict], columns=TABLE_COLUMNS) -> str:
     shown = [column for column in columns if any(row.get(column) is not None for row in table.values())]
     return markdown_table(table, shown, "Row")
@@ -191,18 +209,7 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
     docs = work if quick else REPOSITORY / "docs"  # a plumbing run never replaces the published report
     figure_ids = write_figure(model_dir, dataset, runs / "predicted", docs / "results-examples.png", settings.figure_images, faces)
 
-    leave_one_out, leave_one_out_auc = {}, {}
-    for method in ("classical_inpainting", "region_transplant", "face_swap"):
-        if not (runs / f"without-{method}" / "metrics.json").is_file():  # the recipe ran with --no-leave-one-out
-            leave_one_out_auc[method] = None
-            continue
-        held_out = dict(_overall(runs / f"without-{method}")["per_method"].get(method, {}))
-        seen = dict(main_document["per_method"].get(method, {}))
-        leave_one_out_auc[method] = held_out["AUC"] = method_auc(runs / f"without-{method}", method)
-        seen["AUC"] = method_auc(runs / "predicted", method)
-        leave_one_out[f"{method}: trained without it"] = held_out
-        leave_one_out[f"{method}: full model"] = seen
-
+    leave_one_out, leave_one_out_auc = held_out_detection(runs)
     parameters = sum(p.numel() for p in ForgeryTalkerForConditionalGeneration.from_pretrained(model_dir).parameters())
     size = os.path.getsize(model_dir / "model.safetensors")
     minutes = sum(timings.values()) / 60
@@ -257,8 +264,8 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         "pooled onto its "
         f"{settings.image_size // settings.prompter_patch_size}×{settings.image_size // settings.prompter_patch_size} "
         f"grid; {settings.prompter_steps} stage-1 and {settings.joint_steps} stage-2 steps of {settings.batch_size} "
-        "images (the mask-only model the same; each leave-one-out model "
-        f"{settings.leave_one_out_fraction:.0%} of both); the threshold set on the validation people; at most "
+        "images (the mask-only model the same; each leave-one-out prompter "
+        f"{settings.leave_one_out_fraction:.0%} of stage 1); the threshold set on the validation people; at most "
         f"{settings.max_regions} regions in the instruction. Budgets were cut to fit the two shared cores: see the "
         "step times at the end.",
         "## Detection at the shipped threshold",
@@ -288,12 +295,13 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         f"The most frequent training report: \"{baselines['Most frequent training report']['report']}\"",
         "## Generalization",
         "### Leave one manipulation out",
-        f"Each row pair: the same architecture trained (both stages, {settings.leave_one_out_fraction:.0%} of the main "
-        "budget) without one method, tested on that method's test images (AUC: against the untouched test images), "
-        f"next to the full model on the same images. The held-out models' reports were cut at "
-        f"{settings.secondary_max_new_tokens} tokens (their targets are detection and masks), so their report "
-        "metrics are not comparable with the full model's.",
-        _rows(leave_one_out, (*TABLE_COLUMNS, "AUC")) if leave_one_out else
+        f"Detection AUC on each method's test images against the untouched test images. Each \"trained without\" row "
+        f"is a stage-1 prompter ({settings.leave_one_out_fraction:.0%} of the main model's stage-1 steps) trained and "
+        "chosen on data without that method: its cell in that method's column is the generalisation the target asks "
+        "for, the other cells show what it learnt within its budget. The manipulation score of a ForgeryTalker model "
+        "is its prompter's (the prompter is frozen in stage 2), so the prompter alone is the detector under test "
+        "(`recipes/demo_model/leave_one_out.py`). The last row is the full model on the same images.",
+        markdown_table(leave_one_out, LEAVE_ONE_OUT_METHODS, "AUC") if leave_one_out else
         "**Not run**: the recipe ran with `--no-leave-one-out` (out of time); the targets table marks them unmeasured.",
         "### Per manipulation method (the full model)",
         breakdown_markdown(main_document["per_method"]),
@@ -327,4 +335,4 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
     return out
 
 
-__all__ = ["detection_by_score", "report_consistency", "write_figure", "write_results"]
+__all__ = ["detection_by_score", "held_out_detection", "report_consistency", "write_figure", "write_results"]

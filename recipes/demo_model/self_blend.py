@@ -5,8 +5,7 @@ rather than the signature of the recipe's manipulation methods, and detects meth
 
 `synthesize_self_blend` makes them from the training split's photos (the same people, none of validation or test)
 with `forgerytalker data synthesize --local-methods self_blend`; `with_self_blend` adds a number of them to a
-dataset's training split; `held_out_validation_auc` scores a stage-1 prompter on one method's validation images
-against the validation authentic images (never the test split).
+dataset's training split.
 """
 
 from __future__ import annotations
@@ -16,13 +15,9 @@ import shutil
 from pathlib import Path
 
 from datasets import load_dataset
-from transformers import AutoImageProcessor
 
-from forgerytalker import ForgeryTalkerPrompterNetwork
-from forgerytalker.data.methods import AUTHENTIC, SELF_BLEND
-from forgerytalker.evaluation.detection_metrics import forged_labels, roc_auc
+from forgerytalker.data.methods import SELF_BLEND
 
-from .calibration import highest_region_probabilities
 from .data import convert, relocated_records, synthesize
 from .settings import RecipeSettings
 
@@ -85,17 +80,4 @@ def with_self_blend(dataset: Path, self_blend: Path, count: int, out: Path) -> P
     return out
 
 
-def held_out_validation_auc(prompter_dir: Path, dataset: Path, method: str) -> dict:
-    """Detection of `method`'s validation images against the validation authentic images of `dataset` (the
-    whole dataset, `method` included) by the stage-1 prompter in `prompter_dir`, its score the highest region
-    probability: `{"AUC": 0-100, "num_forged": int, "num_authentic": int}`."""
-    rows = load_dataset(str(dataset), split="validation")
-    rows = rows.filter(lambda value: value in (method, AUTHENTIC), input_columns="method")
-    prompter = ForgeryTalkerPrompterNetwork.from_pretrained(prompter_dir).eval()
-    image_processor = AutoImageProcessor.from_pretrained(prompter_dir)
-    scores = highest_region_probabilities(prompter, image_processor, rows)
-    labels = forged_labels(rows["method"])
-    return {"AUC": roc_auc(scores, labels), "num_forged": int(labels.sum()), "num_authentic": int(len(labels) - labels.sum())}
-
-
-__all__ = ["SELF_BLEND_DIR", "held_out_validation_auc", "synthesize_self_blend", "with_self_blend"]
+__all__ = ["SELF_BLEND_DIR", "synthesize_self_blend", "with_self_blend"]

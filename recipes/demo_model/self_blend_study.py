@@ -7,7 +7,7 @@ For each of the recipe's leave-one-out methods M, the stage-1 prompter is traine
 leave-one-out prompters (`train.train_prompter` on the training split without M, `leave_one_out_fraction` of the
 budget or `--fraction`, from the recipe's initial prompter) on (a) that data and (b) that data plus `self_blend_samples`
 self-blended images of the same training photos, and each is scored on M's validation images against the
-validation authentic images (`self_blend.held_out_validation_auc`). `--recipe-work` is a finished recipe run
+validation authentic images (`leave_one_out.prompter_detection`). `--recipe-work` is a finished recipe run
 (its data, leave-one-out datasets and initial prompter are read, never written); everything new goes under
 `--work`, step by step, so a re-run resumes. Prints and writes `fraction-<f>/self-blend-study.json`.
 """
@@ -19,9 +19,9 @@ import json
 import logging
 from pathlib import Path
 
-from .__main__ import LEAVE_ONE_OUT_METHODS
 from .data import DATASET_DIR, without_method
-from .self_blend import held_out_validation_auc, synthesize_self_blend, with_self_blend
+from .leave_one_out import LEAVE_ONE_OUT_METHODS, prompter_detection
+from .self_blend import synthesize_self_blend, with_self_blend
 from .settings import recipe_settings
 from .train import train_prompter
 
@@ -52,7 +52,7 @@ def run(recipe_work: Path, work: Path, methods: tuple[str, ...], fraction: float
         for name, training_data in (("without", subset), ("without + self-blend", mixed)):
             prompter = train_prompter(training_data, initial_prompter, runs / training_data.name / "stage1", settings, fraction)
             order = (method, *(other for other in LEAVE_ONE_OUT_METHODS if other != method))
-            row[name] = {scored: held_out_validation_auc(prompter, dataset, scored) for scored in order}
+            row[name] = prompter_detection(prompter, dataset, "validation", order)
             logger.info("%s, trained %s: validation AUC %s", method, name,
                         ", ".join(f"{scored} {value['AUC']:.1f}" for scored, value in row[name].items()))
         results["held_out"][method] = row
