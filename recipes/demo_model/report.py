@@ -301,7 +301,7 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         "for, the other cells show what it learnt within its budget. The manipulation score of a ForgeryTalker model "
         "is its prompter's (the prompter is frozen in stage 2), so the prompter alone is the detector under test "
         "(`recipes/demo_model/leave_one_out.py`). The last row is the full model on the same images.",
-        markdown_table(leave_one_out, LEAVE_ONE_OUT_METHODS, "AUC") if leave_one_out else
+        markdown_table(leave_one_out, LEAVE_ONE_OUT_METHODS, "Detector (AUC)") if leave_one_out else
         "**Not run**: the recipe ran with `--no-leave-one-out` (out of time); the targets table marks them unmeasured.",
         "### Per manipulation method (the full model)",
         breakdown_markdown(main_document["per_method"]),
