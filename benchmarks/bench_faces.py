@@ -28,11 +28,13 @@ import torch
 from PIL import Image
 
 from _machine import load_average, machine_state
+from bench_analyze import bytecode_environment
 
 from forgerytalker.analysis.api import load_analyzer
 from forgerytalker.analysis.defaults import default_model
 from forgerytalker.analysis.face_crops import FaceFinder, FaceOptions
 from forgerytalker.analysis.inputs import collect_photos
+from forgerytalker.analysis.reader_process import PhotoReaderProcess
 from forgerytalker.analysis.runner import AnalysisOptions, run_analysis
 from forgerytalker.image_utils import is_image_file, load_rgb
 
@@ -59,11 +61,11 @@ def group_photos(portraits: list[Image.Image], count: int, seed: int = 0) -> lis
     return photos
 
 
-def timed_run(pipe, photos, out: Path, batch_size: int, max_new_tokens: int) -> tuple[float, int]:
-    """Seconds of one `run_analysis` and the faces it analysed."""
-    options = AnalysisOptions(batch_size=batch_size, generate_kwargs={"max_new_tokens": max_new_tokens})
+def timed_run(pipe, photos, out: Path, batch_size: int, max_new_tokens: int, reader: PhotoReaderProcess) -> tuple[float, int]:
+    """Seconds of one `run_analysis` (reading with `reader`, one process for every run) and the faces it analysed."""
+    options = AnalysisOptions(batch_size=batch_size, generate_kwargs={"max_new_tokens": max_new_tokens}, faces=reader.faces)
     start = time.perf_counter()
-    records = run_analysis(pipe, photos, out, options, redo_finished=True, progress=False)
+    records = run_analysis(pipe, photos, out, options, redo_finished=True, progress=False, reader=reader)
     return time.perf_counter() - start, sum(len(record.get("face_analyses", [])) or 1 for record in records)
 
 
@@ -77,9 +79,10 @@ def generate_only(pipe, crops: list[Image.Image], batch_size: int, max_new_token
     return time.perf_counter() - start
 
 
-def fresh(command: list[str]) -> float:
+def fresh(command: list[str], bytecode_cache: Path) -> float:
+    """Wall seconds of `command` in a new process that keeps its bytecode (`bench_analyze.bytecode_environment`)."""
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, env=bytecode_environment(bytecode_cache))
     return time.perf_counter() - start
 
 
@@ -111,18 +114,18 @@ def main() -> None:
     pictures = [load_rgb(path) for path in sorted(args.faces.iterdir()) if is_image_file(path)]
     portraits = [picture for picture in pictures if len(finder(picture, FaceOptions()).crops) == 1]  # one face each
     pipe = load_analyzer(None, device="cpu")
-    with tempfile.TemporaryDirectory(prefix="bench-faces-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="bench-faces-") as scratch, PhotoReaderProcess() as reader:
         scratch = Path(scratch)
         (scratch / "photos").mkdir()
         for index, photo in enumerate(group_photos(portraits, args.photos)):
             photo.save(scratch / "photos" / f"group_{index:02d}.jpg", quality=92)
         photos = collect_photos([str(scratch / "photos")])
-        timed_run(pipe, photos[:2], scratch / "warm-up", 8, args.max_new_tokens)
+        timed_run(pipe, photos[:2], scratch / "warm-up", 8, args.max_new_tokens, reader)
         runs, generate = {1: [], 8: []}, {1: [], 8: []}
         crops = [crop.image for photo in photos for crop in finder(load_rgb(photo.path), FaceOptions()).crops]
         for _ in range(args.repeats):
             for batch_size in (1, 8):
-                runs[batch_size].append(timed_run(pipe, photos, scratch / f"out{batch_size}", batch_size, args.max_new_tokens))
+                runs[batch_size].append(timed_run(pipe, photos, scratch / f"out{batch_size}", batch_size, args.max_new_tokens, reader))
                 generate[batch_size].append(generate_only(pipe, crops, batch_size, args.max_new_tokens))
         faces = runs[1][0][1]
         rate = {size: (faces / statistics.median(s for s, _ in r), len(photos) / statistics.median(s for s, _ in r))
@@ -149,14 +152,14 @@ def main() -> None:
                        "--max-new-tokens", str(args.max_new_tokens)]
             floor, startup = [], []
             for index in range(args.repeats + 1):  # interleaved; the first pair warms the file cache
-                floor.append(fresh([sys.executable, "-c", floor_code]))
-                startup.append(fresh([*analyze, "--out", str(scratch / f"one{index}")]))
+                floor.append(fresh([sys.executable, "-c", floor_code], scratch / "bytecode"))
+                startup.append(fresh([*analyze, "--out", str(scratch / f"one{index}")], scratch / "bytecode"))
             folder = [sys.executable, "-m", "forgerytalker.cli", "analyze", str(scratch / "photos"), "--no-progress",
                       "--batch-size", "8", "--max-new-tokens", str(args.max_new_tokens), "--overwrite"]
-            quiet = fresh([*folder, "--out", str(scratch / "quiet")])
+            quiet = fresh([*folder, "--out", str(scratch / "quiet")], scratch / "bytecode")
             spinner = subprocess.Popen([sys.executable, "-c", SPINNER])
             try:
-                busy = fresh([*folder, "--out", str(scratch / "busy")])
+                busy = fresh([*folder, "--out", str(scratch / "busy")], scratch / "bytecode")
             finally:
                 spinner.kill()
                 spinner.wait()

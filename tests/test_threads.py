@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -31,7 +34,7 @@ def test_without_num_threads_a_command_runs_on_the_free_cores(monkeypatch):
 
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(_threads, "free_cores", lambda: 1)
+    monkeypatch.setattr(_threads, "free_cores", lambda **watched: 1)
     with _threads.torch_threads(None):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
@@ -40,14 +43,52 @@ def test_without_num_threads_a_command_runs_on_the_free_cores(monkeypatch):
         assert torch.get_num_threads() == before
 
 
+SPIN = "while True: pass"
+
+
+@contextlib.contextmanager
+def _spinning_neighbour():
+    """A process spinning on one core that is not a child of this one (its parent has exited)."""
+    quiet = "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL"  # else `run` waits for the spinner's pipes to close
+    start = f"import subprocess, sys; print(subprocess.Popen([sys.executable, '-c', {SPIN!r}], {quiet}).pid)"
+    starter = subprocess.run([sys.executable, "-c", start], capture_output=True, text=True, check=True)
+    try:
+        yield
+    finally:
+        os.kill(int(starter.stdout), signal.SIGKILL)
+
+
+def _busy_for(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:  # this process busy, as while a command imports torch
+        pass
+
+
 def test_free_cores_sees_a_spinning_neighbour():
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two usable cores")
     quiet = _threads.free_cores(0.3)
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
+    with _spinning_neighbour():
         busy = _threads.free_cores(0.3)
-    finally:
-        spinner.kill()
-        spinner.wait()
     assert busy <= max(1, quiet - 1) or quiet == 1
+
+
+def test_the_command_s_own_work_and_its_child_processes_are_not_a_busy_neighbour():
+    """analyze judges the cores over its imports, while it and its photo reader keep both cores busy."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two usable cores")
+    quiet = _threads.free_cores(0.3)
+    watch = _threads.CpuWatch()
+    child = subprocess.Popen([sys.executable, "-c", SPIN])
+    try:
+        _busy_for(0.6)
+        ours = _threads.free_cores(since=watch)
+    finally:
+        child.kill()
+        child.wait()
+    with _spinning_neighbour():
+        watch = _threads.CpuWatch()
+        _busy_for(0.6)
+        neighbour = _threads.free_cores(since=watch)
+    assert ours == quiet
+    assert neighbour <= max(1, quiet - 1) or quiet == 1

@@ -23,7 +23,7 @@ def launched_state():
     `ACCELERATE_USE_CPU=1` (set by `accelerate launch --cpu` and by users on CPU machines) selects the gloo
     backend, as it does for an `Accelerator`; a bare `PartialState()` would fall back to one process.
     """
-    if _world_size() <= 1:
+    if world_size() <= 1:
         return None  # accelerate is not imported: it costs a third of a second of every one-process start-up
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
@@ -31,7 +31,7 @@ def launched_state():
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
-def _world_size() -> int:
+def world_size() -> int:
     """The first of `WORLD_SIZE_VARIABLES` set (to 0 or more), as accelerate reads them; 1 if none is."""
     for name in WORLD_SIZE_VARIABLES:
         value = int(os.environ.get(name, -1))

@@ -1,7 +1,8 @@
 """The loop behind `forgerytalker analyze`: photos in, per photo a mask, a heatmap figure and a JSON record out.
 
-Reading (decoding, finding and aligning the faces) runs in a background thread a few batches ahead of the model, and writing
-(the mask PNG, the figure, the record) in another behind it, so the model is rarely kept waiting. Photos that
+Reading (decoding, finding and aligning the faces) runs in a process of its own a few batches ahead of the model
+(`reader_process`), and writing (the mask PNG, the figure, the record) in a thread behind it, so the model is rarely
+kept waiting. Photos that
 cannot be read get an error record and the run goes on. Under `accelerate launch` each process takes every
 n-th unfinished photo; the caller merges `results.jsonl` once all are done (`outputs.write_results`).
 """
@@ -12,17 +13,20 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..image_utils import ImageReadError
 from ..output_folder import file_fingerprint
 from .face_crops import FaceOptions, shared_finder
 from .inputs import PhotoInput
 from .outputs import atomic_write_json, atomic_write_png, is_finished, read_record
 from .overlay import draw_analysis_figure
 from .photos import Photo, read_photo
+from .reader_process import PhotoReaderProcess, ReaderProcessDied
 from .records import ForgeryAnalysis, error_record, skipped_record
 
 logger = logging.getLogger(__name__)
@@ -98,16 +102,28 @@ def analyses(pipe, photos: Iterable[Photo], options: AnalysisOptions) -> Iterato
         yield photo, ForgeryAnalysis.from_pipeline_result(result, image=photo.name, warnings=photo.notes, model=name)
 
 
-def _read_ahead(reader: PhotoReader, items: Sequence[PhotoInput], lookahead: int) -> Iterator[tuple[PhotoInput, Future]]:
-    """`(item, future of its Photo)` in order, reading at most `lookahead` photos ahead in a background thread."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze-read") as pool:
-        queue: deque[tuple[PhotoInput, Future]] = deque()
-        for item in items:
-            queue.append((item, pool.submit(reader, item.path, item.path)))
-            if len(queue) > lookahead:
-                yield queue.popleft()
-        while queue:
-            yield queue.popleft()
+def _read_ahead(
+    reader: PhotoReaderProcess, items: Sequence[PhotoInput], lookahead: int
+) -> Iterator[tuple[PhotoInput, Photo | ImageReadError]]:
+    """`(item, its Photo, or the error naming it)` in order, at most `lookahead` photos read ahead by the reader
+    process; a photo that kills the process gets its error and a new process reads the rest."""
+    waiting: deque[PhotoInput] = deque(items)
+    queue: deque[tuple[PhotoInput, Future]] = deque()
+    while waiting or queue:
+        while waiting and len(queue) <= lookahead:
+            item = waiting.popleft()
+            queue.append((item, reader.read(item.path)))
+        item, future = queue.popleft()
+        try:
+            photo = reader.photo(future, item.path)
+        except ReaderProcessDied as error:
+            waiting.extendleft(reversed([queued for queued, _ in queue]))
+            queue.clear()
+            reader.restart()
+            photo = error
+        except ImageReadError as error:
+            photo = error
+        yield item, photo
 
 
 def write_photo_outputs(
@@ -158,6 +174,7 @@ def run_analysis(
     on_record: Callable[[dict, bool], None] | None = None,
     progress: bool = True,
     wait_for_everyone: Callable[[], None] | None = None,
+    reader: PhotoReaderProcess | None = None,
 ) -> list[dict]:
     """Analyses this process's share of `photos` into `out_dir`.
 
@@ -173,6 +190,8 @@ def run_analysis(
         progress: show a progress bar.
         wait_for_everyone: the processes' barrier; called once every process has seen which photos are finished,
             so that all of them split the same list.
+        reader: the reader process to read the photos with, started early by the caller with `options.faces` and
+            `options.max_image_pixels` (and left running); by default one is started for this call.
 
     Returns:
         The records of this process's share (skipped photos' stored records included), in completion order.
@@ -190,11 +209,15 @@ def run_analysis(
         report(record, True)
     if finished:
         logger.info("Skipping %d photo(s) analysed by an earlier run (--overwrite redoes them)", len(finished))
-    reader = PhotoReader(options.faces, options.max_image_pixels)
+    if reader is not None and (reader.faces, reader.max_image_pixels) != (options.faces, options.max_image_pixels):
+        raise ValueError("`reader` reads photos with other `faces` or `max_image_pixels` than `options` asks for")
     name = model_name(pipe)
     bar = tqdm(total=len(todo), unit="photo", desc="analyze", disable=not progress)
     lookahead = 2 * options.batch_size + 1
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze-write") as writer:
+    with ExitStack() as stack:
+        if reader is None and todo:
+            reader = stack.enter_context(PhotoReaderProcess(options.faces, options.max_image_pixels))
+        writer = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze-write"))
         writing: deque[Future] = deque()
 
         def finish(future: Future) -> None:
@@ -209,12 +232,10 @@ def run_analysis(
                 finish(writing.popleft())
 
         def readable() -> Iterator[Photo]:
-            for item, future in _read_ahead(reader, todo, lookahead):
-                try:
-                    photo = future.result()
-                except ValueError as error:  # ImageReadError and its kinds name the file
-                    logger.debug("%s", error)
-                    submit(write_error, out_dir, item, str(error), name)
+            for item, photo in _read_ahead(reader, todo, lookahead):
+                if isinstance(photo, ImageReadError):  # its message names the file
+                    logger.debug("%s", photo)
+                    submit(write_error, out_dir, item, str(photo), name)
                     continue
                 photo.item = item
                 yield photo

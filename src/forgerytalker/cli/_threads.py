@@ -37,30 +37,78 @@ def idle_cores(before: tuple[float, float], after: tuple[float, float], cpus: in
     return cpus * (after[0] - before[0]) / total if total > 0 else float(cpus)
 
 
-def free_cores(sample_seconds: float = SAMPLE_SECONDS) -> int:
-    """The usable cores (CPU affinity) that were idle over `sample_seconds`, at least 1 (all usable ones where the
-    machine's CPU time cannot be read)."""
+def _process_ticks(pid: int | str = "self") -> float:
+    """User and system CPU time a process has used, in clock ticks (the unit of /proc/stat); 0 where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    except (OSError, IndexError):
+        return 0.0
+    return float(fields[11]) + float(fields[12])
+
+
+def _children_ticks() -> dict[int, float]:
+    """`_process_ticks` of each child process of this one (Linux's /proc; none where it cannot be read)."""
+    children = set()
+    try:
+        for thread in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{thread}/children", encoding="ascii") as listing:
+                children.update(int(pid) for pid in listing.read().split())
+    except (OSError, ValueError):
+        return {}
+    return {pid: _process_ticks(pid) for pid in children}
+
+
+class CpuWatch:
+    """Watches the machine's CPU time from now on, so that `free_cores(since=...)` can judge the cores over a whole
+    interval (a command's imports) instead of sleeping; made before the command starts helper processes."""
+
+    def __init__(self):
+        self.machine = _cpu_times()
+        self.own_ticks = _process_ticks()
+        self.children_ticks = _children_ticks()
+
+    def own_ticks_since(self) -> float:
+        """CPU ticks this process and its child processes (analyze's photo reader, multiprocessing's resource tracker)
+        have used since the watch began."""
+        children = sum(ticks - self.children_ticks.get(pid, 0.0) for pid, ticks in _children_ticks().items())
+        return _process_ticks() - self.own_ticks + max(0.0, children)
+
+
+def free_cores(sample_seconds: float = SAMPLE_SECONDS, since: CpuWatch | None = None) -> int:
+    """The usable cores (CPU affinity) that other processes left idle, at least 1 (all usable ones where the
+    machine's CPU time cannot be read).
+
+    Args:
+        sample_seconds: how long to watch when `since` is not given.
+        since: watch from this earlier moment to now instead; the CPU time this process and its child processes used
+            meanwhile counts as idle: it is the command's own, not a neighbour's.
+    """
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    before = _cpu_times()
-    if before is None:
+    if since is None:
+        since = CpuWatch()
+        if since.machine is not None:
+            time.sleep(sample_seconds)
+    if since.machine is None:
         return usable
-    time.sleep(sample_seconds)
-    idle = idle_cores(before, _cpu_times(), os.cpu_count() or usable)
+    now = _cpu_times()
+    idle = idle_cores(since.machine, (now[0] + since.own_ticks_since(), now[1]), os.cpu_count() or usable)
     return max(1, min(usable, int(idle + 0.3)))  # a core 70 % idle counts; one mostly busy does not
 
 
 @contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
+def torch_threads(count: int | None, since: CpuWatch | None = None) -> Iterator[None]:
     """Runs the block with `torch.set_num_threads(count)` and sets the earlier count back when it ends, however it
     ends, so that calling `forgerytalker.cli.main` from Python (a test, a notebook) leaves torch as it found it.
-    `None` (no `--num-threads`): OMP_NUM_THREADS when it is set (torch already follows it), else `free_cores()`."""
+    `None` (no `--num-threads`): OMP_NUM_THREADS when it is set (torch already follows it), else
+    `free_cores(since=since)`, judged after torch is imported (the import lengthens a `since` interval)."""
+    import torch
+
     if not count:
         if os.environ.get("OMP_NUM_THREADS"):
             yield
             return
-        count = free_cores()
-    import torch
-
+        count = free_cores(since=since)
     before = torch.get_num_threads()
     torch.set_num_threads(count)
     logger.debug("torch intra-op threads: %d (was %d)", count, before)

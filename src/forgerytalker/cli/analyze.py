@@ -8,11 +8,12 @@ failed (its error record says why), 2 for a bad argument (the flag is named).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 
 from ..analysis.face_crops import DEFAULT_FACES, DEFAULT_MIN_FACE_SIZE, DEFAULT_NO_FACE, FACE_MODES, NO_FACE_MODES
-from ._threads import torch_threads
+from ._threads import CpuWatch, torch_threads
 from .arguments import positive_int, probability
 
 DEFAULT_OUT = "forgerytalker-results"
@@ -125,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..analysis.inputs import InputPathError, collect_photos
-    from ..analysis.outputs import OWNER, check_foreign_files, check_settings
+    from ..analysis.outputs import OWNER, check_foreign_files, check_settings, is_finished
     from ..output_folder import OutputFolderError, check_writable, hold_lock
 
     regions = _check_regions(args.regions)
@@ -151,34 +152,39 @@ def _run(args: argparse.Namespace) -> int:
         "no_face": args.no_face,
         "overlay": args.overlay,
     }
-    try:
-        if int(os.environ.get("RANK", "0")) == 0:  # one lock for a run, however many processes it has
-            out_dir.mkdir(parents=True, exist_ok=True)
-            lock = hold_lock(out_dir, OWNER.command)  # noqa: F841  (held until the process exits)
-        check_foreign_files(out_dir, photos)
-        check_settings(out_dir, settings, args.overwrite, ignore=("model_weights",))
-    except OutputFolderError as error:
-        raise UsageError(f"--out: {error}") from None
-    from ..launched_processes import launched_processes
-
-    with torch_threads(args.num_threads), launched_processes() as state:
-        return _analyze(state, args, out_dir, photos, settings)
-
-
-def _analyze(state, args: argparse.Namespace, out_dir, photos, settings: dict) -> int:
-    """Loads the model and analyses `photos` (the arguments checked by `_run`) in this process, one of the launched
-    `state`'s (`None`: the only one); returns the exit code."""
     from ..analysis.face_crops import FaceOptions
+    from ..analysis.reader_process import PhotoReaderProcess
+
+    watch = CpuWatch()  # the cores left free are judged over the imports, the reader's CPU time counted as ours
+    # started before torch is imported: the photos are decoded and dlib's models set up on another core meanwhile
+    with PhotoReaderProcess(FaceOptions(args.faces, args.min_face_size, args.no_face), args.max_image_pixels) as reader:
+        try:
+            if int(os.environ.get("RANK", "0")) == 0:  # one lock for a run, however many processes it has
+                out_dir.mkdir(parents=True, exist_ok=True)
+                lock = hold_lock(out_dir, OWNER.command)  # noqa: F841  (held until the process exits)
+            check_foreign_files(out_dir, photos)
+            keep_finished = check_settings(out_dir, settings, args.overwrite, ignore=("model_weights",))
+        except OutputFolderError as error:
+            raise UsageError(f"--out: {error}") from None
+        from ..launched_processes import launched_processes, world_size
+
+        if world_size() <= 1:  # the first photos to analyse are read while the model loads
+            todo = (photo for photo in photos if not (keep_finished and is_finished(out_dir, photo)))
+            reader.prefetch([photo.path for photo in itertools.islice(todo, args.batch_size)])
+
+        with torch_threads(args.num_threads, watch), launched_processes() as state:
+            return _analyze(state, args, out_dir, photos, settings, reader)
+
+
+def _analyze(state, args: argparse.Namespace, out_dir, photos, settings: dict, reader) -> int:
+    """Loads the model and analyses `photos` (the arguments checked by `_run`) in this process, one of the launched
+    `state`'s (`None`: the only one), reading them with `reader` (a `PhotoReaderProcess`); returns the exit code."""
     from ..analysis.outputs import check_settings, write_results, write_settings
     from ..analysis.runner import AnalysisOptions, run_analysis
     from ..model_fingerprint import model_fingerprint
     from ..output_folder import OutputFolderError
 
     model, regions, generate_kwargs = settings["model"], settings["regions"], settings["generate_kwargs"]
-    if args.faces != "whole":  # dlib's models load while the model does
-        from ..analysis.face_crops import shared_finder
-
-        shared_finder().start()
     pipe = _load_pipeline(model, _device(args.device, state), args.dtype)
     settings = {**settings, "model_weights": model_fingerprint(pipe.model)}  # a retrained model at the same path
     try:
@@ -195,8 +201,8 @@ def _analyze(state, args: argparse.Namespace, out_dir, photos, settings: dict) -
         mask_threshold=args.threshold,
         generate_kwargs=generate_kwargs,
         batch_size=args.batch_size,
-        faces=FaceOptions(args.faces, args.min_face_size, args.no_face),
-        max_image_pixels=args.max_image_pixels,
+        faces=reader.faces,
+        max_image_pixels=reader.max_image_pixels,
         draw_overlay=args.overlay,
     )
     counts = {"analysed": 0, "skipped": 0, "failed": 0}
@@ -216,6 +222,7 @@ def _analyze(state, args: argparse.Namespace, out_dir, photos, settings: dict) -
         on_record=on_record,
         progress=not args.no_progress and _is_main(state),
         wait_for_everyone=None if state is None else state.wait_for_everyone,
+        reader=reader,
     )
     if state is not None:
         state.wait_for_everyone()

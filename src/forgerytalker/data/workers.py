@@ -43,7 +43,7 @@ def report_progress(done: int) -> None:
         _REPORT(_CURRENT_TASK, done)
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
     """Makes the kernel kill this worker when the process that started it dies, even by SIGKILL (Linux), which
     no cleanup code of the parent can handle; elsewhere the pool's own shutdown has to do."""
     if sys.platform != "linux":
@@ -59,7 +59,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _init_worker(function, states, progress, initializer, initargs, parent_pid) -> None:
     global _WORKER, _REPORT
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     _WORKER = (function, states, progress)
     _REPORT = progress.__setitem__
     if initializer is not None:
