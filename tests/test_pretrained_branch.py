@@ -8,7 +8,9 @@ from transformers import AutoModel
 
 from forgerytalker import ForgeryTalkerPrompterNetwork, ForgeryTalkerForConditionalGeneration
 from forgerytalker.modeling_forgerytalker_mobilenet_v2 import (
+    CPU_IMAGES_PER_CALL,
     MobileNetV2,
+    MobileNetV2Features,
     block_channels,
     block_stride,
     copy_pretrained_blocks,
@@ -110,3 +112,23 @@ def test_a_frozen_branch_keeps_its_weights_and_statistics_while_the_prompter_tra
     assert all(parameter.grad is None for parameter in backbone.parameters())
     assert prompter.conv_branch[0].projection.weight.grad is not None
     assert all(torch.equal(before[name], value) for name, value in backbone.state_dict().items())
+
+
+def test_outside_training_the_branch_gives_each_image_of_a_cpu_batch_its_own_features_in_pairs():
+    torch.manual_seed(0)
+    branch = MobileNetV2Features(6)
+    for module in branch.modules():  # BatchNorm statistics other than the initial ones, so that they matter
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    images = torch.randn(2 * CPU_IMAGES_PER_CALL + 1, 3, 64, 64)  # pairs and one left over
+    calls = []
+    branch.features.register_forward_pre_hook(lambda module, inputs: calls.append(len(inputs[0])))
+    with torch.no_grad():
+        batched = branch.eval()(images)
+        alone = torch.cat([branch(image[None]) for image in images])
+    assert calls[: 3] == [CPU_IMAGES_PER_CALL, CPU_IMAGES_PER_CALL, 1]
+    torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-5)
+    calls.clear()
+    branch.train()(images)  # training normalises with the whole batch's statistics: one call
+    assert calls == [len(images)]
