@@ -88,9 +88,10 @@ def test_each_method_is_scored_against_the_split_s_authentic_images_only(tmp_pat
                "region_transplant", "classical_inpainting"]
     dataset = _parquet_folder(tmp_path / "mmtt", {"train": _rows(["authentic"], "t"), "validation": _rows(methods, "v")})
     prompter, processor = _saved_prompter(tmp_path / "prompter")
-    result = prompter_detection(tmp_path / "prompter", dataset, "validation", ("face_swap", "classical_inpainting"))
-    assert list(result) == ["face_swap", "classical_inpainting"]
-    assert [(r["num_forged"], r["num_authentic"]) for r in result.values()] == [(3, 3), (2, 3)]
+    result = prompter_detection(tmp_path / "prompter", dataset, "validation", ("face_swap", "classical_inpainting", "self_blend"))
+    assert list(result) == ["face_swap", "classical_inpainting", "self_blend"]
+    assert [(r["num_forged"], r["num_authentic"]) for r in result.values()] == [(3, 3), (2, 3), (0, 3)]
+    assert result.pop("self_blend")["AUC"] is None  # no image of it in the split: not measurable
     rows = load_dataset(str(dataset), split="validation")
     for method in result:
         assert result[method]["AUC"] == pytest.approx(_expected_auc(prompter, processor, rows, method))

@@ -31,7 +31,8 @@ def prompter_detection(prompter_dir: Path, dataset: Path, split: str, methods: t
     `prompter_dir` (its score: the highest region probability), each image scored once.
 
     Returns:
-        `{method: {"AUC": 0-100, "num_forged": int, "num_authentic": int}}` in the order of `methods`.
+        `{method: {"AUC": 0-100, "num_forged": int, "num_authentic": int}}` in the order of `methods`; the AUC is
+        `None` where the split has no image of the method or no authentic image.
     """
     rows = load_dataset(str(dataset), split=split)
     rows = rows.filter(lambda value: value in (*methods, AUTHENTIC), input_columns="method")
@@ -43,8 +44,9 @@ def prompter_detection(prompter_dir: Path, dataset: Path, split: str, methods: t
     for method in methods:
         chosen = [index for index, row_method in enumerate(row_methods) if row_method == method] + authentic
         labels = forged_labels([row_methods[index] for index in chosen])
-        results[method] = {"AUC": roc_auc(scores[chosen], labels), "num_forged": int(labels.sum()),
-                           "num_authentic": len(authentic)}
+        measurable = 0 < labels.sum() < len(labels)  # a tiny split (`--quick`) may lack a method or authentic images
+        results[method] = {"AUC": roc_auc(scores[chosen], labels) if measurable else None,
+                           "num_forged": int(labels.sum()), "num_authentic": len(authentic)}
     return results
 
 
