@@ -62,27 +62,24 @@ def generate_only(model, processor, images, batch_size: int, generate_kwargs: di
 
 
 def fresh_process(*arguments: str, bytecode_cache: Path) -> tuple[float, float]:
-    """Wall and CPU seconds of `forgerytalker ARGUMENTS` in a new interpreter, its bytecode cached under
-    `bytecode_cache` (CPU seconds stay meaningful on a loaded machine, where the wall time waits for a core).
+    """Wall and CPU seconds of `forgerytalker ARGUMENTS` in a new interpreter (`fresh_command`)."""
+    return fresh_command([sys.executable, "-m", "forgerytalker.cli", *arguments], bytecode_cache)
+
+
+def fresh_command(command: list[str], bytecode_cache: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of `command`, a new Python process whose bytecode is cached under `bytecode_cache` (CPU
+    seconds stay meaningful on a loaded machine, where the wall time waits for a core).
 
     An installed package ships compiled bytecode and an editable one writes it on first import; a machine that sets
     PYTHONDONTWRITEBYTECODE (as these do) would make every start compile forgerytalker's modules again. The cache
     is kept in a folder of its own, so the first start compiles and the later ones measure what a user waits for.
     """
-    cpu_before = _children_cpu_seconds()
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "forgerytalker.cli", *arguments], check=True, capture_output=True,
-        env=bytecode_environment(bytecode_cache),
-    )
-    return time.perf_counter() - start, _children_cpu_seconds() - cpu_before
-
-
-def bytecode_environment(bytecode_cache: Path) -> dict[str, str]:
-    """This process's environment for a timed child that keeps its compiled bytecode under `bytecode_cache`."""
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     environment["PYTHONPYCACHEPREFIX"] = str(bytecode_cache)
-    return environment
+    cpu_before = _children_cpu_seconds()
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, env=environment)
+    return time.perf_counter() - start, _children_cpu_seconds() - cpu_before
 
 
 def _children_cpu_seconds() -> float:

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from _machine import load_average, machine_state
-from bench_analyze import bytecode_environment
+from bench_analyze import fresh_command
 
 from forgerytalker.analysis.api import load_analyzer
 from forgerytalker.analysis.defaults import default_model
@@ -76,13 +76,6 @@ def generate_only(pipe, crops: list[Image.Image], batch_size: int, max_new_token
     with torch.inference_mode():
         for inputs in batches:
             pipe.model.generate(**inputs, max_new_tokens=max_new_tokens)
-    return time.perf_counter() - start
-
-
-def fresh(command: list[str], bytecode_cache: Path) -> float:
-    """Wall seconds of `command` in a new process that keeps its bytecode (`bench_analyze.bytecode_environment`)."""
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, env=bytecode_environment(bytecode_cache))
     return time.perf_counter() - start
 
 
@@ -152,14 +145,14 @@ def main() -> None:
                        "--max-new-tokens", str(args.max_new_tokens)]
             floor, startup = [], []
             for index in range(args.repeats + 1):  # interleaved; the first pair warms the file cache
-                floor.append(fresh([sys.executable, "-c", floor_code], scratch / "bytecode"))
-                startup.append(fresh([*analyze, "--out", str(scratch / f"one{index}")], scratch / "bytecode"))
+                floor.append(fresh_command([sys.executable, "-c", floor_code], scratch / "bytecode")[0])
+                startup.append(fresh_command([*analyze, "--out", str(scratch / f"one{index}")], scratch / "bytecode")[0])
             folder = [sys.executable, "-m", "forgerytalker.cli", "analyze", str(scratch / "photos"), "--no-progress",
                       "--batch-size", "8", "--max-new-tokens", str(args.max_new_tokens), "--overwrite"]
-            quiet = fresh([*folder, "--out", str(scratch / "quiet")], scratch / "bytecode")
+            quiet = fresh_command([*folder, "--out", str(scratch / "quiet")], scratch / "bytecode")[0]
             spinner = subprocess.Popen([sys.executable, "-c", SPINNER])
             try:
-                busy = fresh([*folder, "--out", str(scratch / "busy")], scratch / "bytecode")
+                busy = fresh_command([*folder, "--out", str(scratch / "busy")], scratch / "bytecode")[0]
             finally:
                 spinner.kill()
                 spinner.wait()

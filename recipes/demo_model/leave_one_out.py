@@ -26,6 +26,11 @@ LEAVE_ONE_OUT_METHODS = ("classical_inpainting", "region_transplant", "face_swap
 DETECTION_FILE = "detection.json"
 
 
+def held_out_first(method: str) -> tuple[str, ...]:
+    """`LEAVE_ONE_OUT_METHODS` with `method` first: the order a held-out detector's AUCs are reported in."""
+    return (method, *(other for other in LEAVE_ONE_OUT_METHODS if other != method))
+
+
 def prompter_detection(prompter_dir: Path, dataset: Path, split: str, methods: tuple[str, ...]) -> dict[str, dict]:
     """Detection of each method's images of `split` against the split's authentic images by the stage-1 prompter in
     `prompter_dir` (its score: the highest region probability), each image scored once.
@@ -56,11 +61,11 @@ def score_held_out(prompter_dir: Path, dataset: Path, method: str, out: Path) ->
     path = out / DETECTION_FILE
     if path.is_file():
         return json.loads(path.read_text())
-    order = (method, *(other for other in LEAVE_ONE_OUT_METHODS if other != method))
-    result = {"held_out": method, "prompter": prompter_dir.name, "test": prompter_detection(prompter_dir, dataset, "test", order)}
+    test = prompter_detection(prompter_dir, dataset, "test", held_out_first(method))
+    result = {"held_out": method, "prompter": prompter_dir.name, "test": test}
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
-__all__ = ["DETECTION_FILE", "LEAVE_ONE_OUT_METHODS", "prompter_detection", "score_held_out"]
+__all__ = ["DETECTION_FILE", "LEAVE_ONE_OUT_METHODS", "held_out_first", "prompter_detection", "score_held_out"]

@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 
 from .data import DATASET_DIR, without_method
-from .leave_one_out import LEAVE_ONE_OUT_METHODS, prompter_detection
+from .leave_one_out import LEAVE_ONE_OUT_METHODS, held_out_first, prompter_detection
 from .self_blend import synthesize_self_blend, with_self_blend
 from .settings import recipe_settings
 from .train import train_prompter
@@ -51,8 +51,7 @@ def run(recipe_work: Path, work: Path, methods: tuple[str, ...], fraction: float
         row = {}
         for name, training_data in (("without", subset), ("without + self-blend", mixed)):
             prompter = train_prompter(training_data, initial_prompter, runs / training_data.name / "stage1", settings, fraction)
-            order = (method, *(other for other in LEAVE_ONE_OUT_METHODS if other != method))
-            row[name] = prompter_detection(prompter, dataset, "validation", order)
+            row[name] = prompter_detection(prompter, dataset, "validation", held_out_first(method))
             logger.info("%s, trained %s: validation AUC %s", method, name,
                         ", ".join(f"{scored} {value['AUC']:.1f}" for scored, value in row[name].items()))
         results["held_out"][method] = row

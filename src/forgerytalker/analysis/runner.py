@@ -2,8 +2,7 @@
 
 Reading (decoding, finding and aligning the faces) runs in a process of its own a few batches ahead of the model
 (`reader_process`), and writing (the mask PNG, the figure, the record) in a thread behind it, so the model is rarely
-kept waiting. Photos that
-cannot be read get an error record and the run goes on. Under `accelerate launch` each process takes every
+kept waiting. Photos that cannot be read get an error record and the run goes on. Under `accelerate launch` each process takes every
 n-th unfinished photo; the caller merges `results.jsonl` once all are done (`outputs.write_results`).
 """
 
