@@ -10,6 +10,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -183,6 +184,9 @@ def test_reports_name_exactly_their_regions():
             measured[str(name)] = flaws
         report = write_report(measured, whole_face=bool(rng.random() < 0.2), rng=rng)
         assert set(caption_to_regions(report)) == set(measured), report
+        # one sentence per region: a region with several visible flaws is still named once
+        named = [region for sentence in re.split(r"(?<=\.)\s+", report) for region in caption_to_regions(sentence)]
+        assert len(named) == len(set(named)), report
         # with the project's additions the labels are the same: no noun or word of a report is one of them
         assert caption_to_regions(report, include_additions=True) == caption_to_regions(report), report
         lengths.append(len(report.split()))

@@ -132,6 +132,33 @@ def test_stage_one_validation_uses_the_configs_region_threshold(tiny_dataset_dir
     assert plms[0] != plms[1]
 
 
+def test_stage_one_validation_gives_the_detection_auc_of_authentic_against_forged_images(tiny_dataset_dir):
+    from datasets import concatenate_datasets, load_dataset
+
+    from forgerytalker import ForgeryTalkerPrompterNetwork
+    from forgerytalker.data.methods import AUTHENTIC
+    from forgerytalker.evaluation.detection_metrics import forged_labels, roc_auc
+    from forgerytalker.image_utils import load_rgb
+    from forgerytalker.tiny import build_tiny_processor, tiny_prompter_config
+    from forgerytalker.training.data import undecoded
+    from forgerytalker.training.validation import validate_prompter
+
+    rows = load_dataset(str(tiny_dataset_dir))
+    split = undecoded(concatenate_datasets([rows["train"], rows["validation"]]))
+    labels = forged_labels(split["method"])
+    assert 0 < labels.sum() < len(labels)
+    image_processor = build_tiny_processor().image_processor
+    torch.manual_seed(0)
+    prompter = ForgeryTalkerPrompterNetwork(tiny_prompter_config()).eval()
+    with torch.no_grad():
+        pixel_values = image_processor([load_rgb(example["image"]["bytes"]) for example in split], return_tensors="pt")["pixel_values"]
+        scores = torch.sigmoid(prompter(pixel_values).region_logits).max(-1).values.numpy()
+    batch_size = next(size for size in (3, 4, 5) if len(split) % size)  # the last batch is short
+    assert validate_prompter(prompter, image_processor, split, batch_size=batch_size)["AUC"] == pytest.approx(roc_auc(scores, labels))
+    forged_only = split.filter(lambda method: method != AUTHENTIC, input_columns="method")
+    assert "AUC" not in validate_prompter(prompter, image_processor, forged_only, batch_size=4)
+
+
 def test_both_stages_from_an_instructblip_folder_with_a_configured_prompter(tiny_dataset_dir, tmp_path):
     """The path of a user with real weights, at tiny size: stage 1 reads only the InstructBLIP folder's image
     processor (the folder holds no weights yet) and trains a prompter of its own width; stage 2 builds the

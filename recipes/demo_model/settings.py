@@ -61,13 +61,17 @@ class RecipeSettings:
     prompter_learning_rate: float = 1e-3
     joint_learning_rate: float = 5e-4
     eval_points: int = 2
+    # stage 1 keeps the checkpoint with the best detection AUC on the whole validation split, validated this often
+    # (the prompter's score is the model's manipulation score; PLM on 128 images chose worse ones)
+    prompter_eval_points: int = 5
     # the leave-one-out prompters' share of the stage-1 steps: trained without face_swap, the prompter's validation AUC
     # on face_swap was 49.6 at 0.1 and 85.9 at 0.4 (recipes/demo_model/self_blend_study.py --fraction)
     leave_one_out_fraction: float = 0.4
     # self-blended images (`self_blend.py`) made from the training photos, and the most regions one blends
     self_blend_samples: int = 6000
     self_blend_max_regions: int = 11
-    # validation images generated for during training (choosing the best checkpoint); calibration uses them all
+    # validation images generated for during stage 2 (choosing the best checkpoint); stage 1 and calibration use
+    # them all
     max_eval_samples: int = 128
     # evaluation
     max_new_tokens: int = 100
@@ -78,7 +82,7 @@ class RecipeSettings:
 
 
 QUICK = dict(samples={"train": 60, "validation": 12, "test": 24}, test_identities=12, validation_identities=6, train_identities=40, prompter_steps=6, joint_steps=6, batch_size=4,
-             max_new_tokens=12, secondary_max_new_tokens=8, eval_points=1, leave_one_out_fraction=0.5, figure_images=4)
+             max_new_tokens=12, secondary_max_new_tokens=8, eval_points=1, prompter_eval_points=1, leave_one_out_fraction=0.5, figure_images=4)
 """A few minutes end to end: checks the recipe's plumbing, not a model worth shipping."""
 
 

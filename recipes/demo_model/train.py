@@ -39,21 +39,26 @@ def _launch(arguments: list[str], output_dir: Path) -> Path:
     return best if (best / "config.json").is_file() else output_dir
 
 
-def _schedule(steps: int, batch_size: int, learning_rate: float, settings: RecipeSettings) -> list[str]:
+def _schedule(steps: int, batch_size: int, learning_rate: float, settings: RecipeSettings, eval_points: int,
+              max_eval_samples: int | None) -> list[str]:
     per_process = max(1, batch_size // PROCESSES)
-    every = max(1, steps // settings.eval_points)
+    every = max(1, steps // eval_points)
+    limit = ["--max_eval_samples", str(max_eval_samples)] if max_eval_samples else []
     return ["--max_steps", str(steps), "--per_device_train_batch_size", str(per_process),
             "--per_device_eval_batch_size", str(2 * per_process), "--learning_rate", str(learning_rate),
             "--warmup_steps", str(max(1, steps // 20)), "--lr_scheduler_type", "cosine", "--eval_steps", str(every),
             "--save_steps", str(every), "--logging_steps", str(max(1, steps // 50)), "--seed", str(settings.seed),
-            "--augment", "true", "--max_eval_samples", str(settings.max_eval_samples)]
+            "--augment", "true", *limit]
 
 
 def train_prompter(dataset: Path, initial_prompter: Path, out: Path, settings: RecipeSettings, fraction: float = 1.0) -> Path:
-    """Stage 1: the Forgery Prompter Network alone, on region labels."""
+    """Stage 1: the Forgery Prompter Network alone, on region labels; the checkpoint with the best validation
+    detection AUC is kept."""
     steps = max(2, round(settings.prompter_steps * fraction))
     return _launch(["--stage", "prompter", "--dataset", str(dataset), "--prompter_name_or_path", str(initial_prompter),
-                    *_schedule(steps, settings.batch_size, settings.prompter_learning_rate, settings)], out)
+                    "--best_metric", "AUC",
+                    *_schedule(steps, settings.batch_size, settings.prompter_learning_rate, settings,
+                               settings.prompter_eval_points, None)], out)
 
 
 def train_joint(dataset: Path, initial_model: Path, prompter: Path, out: Path, settings: RecipeSettings,
@@ -66,7 +71,8 @@ def train_joint(dataset: Path, initial_model: Path, prompter: Path, out: Path, s
                  "--prompter_name_or_path", str(prompter), "--train_vision_encoder", "true",
                  "--train_language_model", str(not mask_only).lower(), "--train_region_source", "ground_truth",
                  "--generation_max_new_tokens", str(settings.max_new_tokens),
-                 *_schedule(steps, settings.batch_size, settings.joint_learning_rate, settings)]
+                 *_schedule(steps, settings.batch_size, settings.joint_learning_rate, settings, settings.eval_points,
+                            settings.max_eval_samples)]
     if mask_only:
         arguments += ["--mask_only", "true", "--best_metric", "IoU"]
     return _launch(arguments, out)

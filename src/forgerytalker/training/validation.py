@@ -1,4 +1,5 @@
-"""Validation during training, on every process: the prompter's PLM in stage 1, the evaluation metrics in stage 2."""
+"""Validation during training, on every process: the prompter's PLM, region loss and detection AUC in stage 1, the
+evaluation metrics in stage 2."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..evaluation.conventions import ALL_METRICS
+from ..evaluation.detection_metrics import region_detection_scores, roc_auc
 from ..evaluation.region_metrics import positive_label_matching
 from .data import ForgeryTalkerCollator
 
 VALIDATION_METRICS: dict[str, tuple[str, ...]] = {
-    "prompter": ("PLM", "region_loss"),
+    # AUC: the manipulation score (highest region probability) of authentic (no region labelled) against forged
+    # images; reported only when the validation split holds both (MMTT's has no authentic image)
+    "prompter": ("PLM", "region_loss", "AUC"),
     # stage 2 validates without METEOR (a Java process per call)
     "joint": tuple(name for name in ALL_METRICS if name != "METEOR"),
 }
@@ -40,7 +44,8 @@ def contiguous_shard(length: int, num_shards: int, index: int) -> range:
 def validate_prompter(
     prompter, image_processor, split, batch_size: int, accelerator=None, skip_unreadable_images: bool = False
 ) -> dict[str, float]:
-    """PLM (0-100) and mean per-sample region loss of a `ForgeryTalkerPrompterNetwork` on `split`.
+    """PLM (0-100), mean per-sample region loss and, where `split` has images with and without labelled regions,
+    detection AUC (0-100, `roc_auc` of the highest region probability) of a `ForgeryTalkerPrompterNetwork` on `split`.
 
     With an `accelerator` of several processes, each process scores its contiguous shard of `split` and the
     results are gathered, so every process returns the metrics a single process would. Inputs go to the
@@ -70,7 +75,11 @@ def validate_prompter(
     probabilities = np.concatenate([part[0] for part in shards])
     targets = np.concatenate([part[1] for part in shards])
     predicted = probabilities > prompter.config.region_threshold
-    return {"PLM": positive_label_matching(predicted, targets), "region_loss": sum(part[2] for part in shards) / len(targets)}
+    metrics = {"PLM": positive_label_matching(predicted, targets), "region_loss": sum(part[2] for part in shards) / len(targets)}
+    forged = targets.any(axis=1)
+    if 0 < forged.sum() < len(forged):
+        metrics["AUC"] = roc_auc(region_detection_scores(probabilities), forged.astype(np.int64))
+    return metrics
 
 
 def validate(model, processor, split, args, accelerator) -> dict[str, float]:

@@ -30,9 +30,6 @@ REGION_NOUNS: dict[str, tuple[tuple[str, bool], ...]] = {
     "skin": (("skin", False),),
 }
 MAX_WORDS = 120
-# A region gets a second visible flaw only in reports about few regions (MMTT reports average 27 words).
-MAX_FLAWS_PER_REGION = 2
-FEW_REGIONS = 2
 _VISIBLE = 1.0
 _FAINT = 0.5  # below this nothing is measurably wrong, and the report says the edit is subtle
 
@@ -134,23 +131,20 @@ def _statement(kind: str, detail: str, regions: list[str], score: float, rng: np
     return " ".join(sentence.split())
 
 
-def _flaws_to_write(flaws: RegionFlaws, max_flaws: int, with_details: bool) -> list[tuple[str, str, float]]:
-    """The (kind, detail, score) statements for one region: its visible flaws, or its strongest, or "subtle"."""
+def _flaw_to_write(flaws: RegionFlaws, with_details: bool) -> tuple[str, str, float]:
+    """The (kind, detail, score) of the one statement about a region: its strongest flaw, or "subtle" when
+    nothing is measurably wrong. One flaw per region, so that no report names a region twice."""
     detail = {"colour": flaws.colour_shift, "geometry": flaws.geometry} if with_details else {}
-    ranked = sorted(flaws.scores.items(), key=lambda item: (-item[1], FLAW_KINDS.index(item[0])))
-    visible = [(kind, detail.get(kind, ""), score) for kind, score in ranked if score >= _VISIBLE]
-    if visible:
-        return visible[:max_flaws]
-    kind, score = ranked[0]
-    return [(kind, detail.get(kind, ""), score)] if score >= _FAINT else [("subtle", "", score)]
+    kind, score = flaws.strongest()
+    return (kind, detail.get(kind, ""), score) if score >= _FAINT else ("subtle", "", score)
 
 
-def _statements(measured: dict[str, RegionFlaws], max_flaws: int, with_details: bool, rng) -> list[str]:
+def _statements(measured: dict[str, RegionFlaws], with_details: bool, rng) -> list[str]:
     """One sentence per shared flaw, strongest first; each is graded by the weakest region it speaks for."""
     groups: dict[tuple[str, str], list[tuple[str, float]]] = {}
     for name in measured:
-        for kind, detail, score in _flaws_to_write(measured[name], max_flaws, with_details):
-            groups.setdefault((kind, detail), []).append((name, score))
+        kind, detail, score = _flaw_to_write(measured[name], with_details)
+        groups.setdefault((kind, detail), []).append((name, score))
     ordered = sorted(groups.items(), key=lambda item: -max(score for _, score in item[1]))
     return [
         _statement(kind, detail, [name for name, _ in members], min(score for _, score in members), rng)
@@ -181,10 +175,9 @@ def write_report(measured: dict[str, RegionFlaws], whole_face: bool, rng: np.ran
         opener = _OPENERS_LOCAL[int(rng.integers(len(_OPENERS_LOCAL)))]
     if rng.random() < 0.2:
         closer = _CLOSERS[int(rng.integers(len(_CLOSERS)))]
-    # Shorter and shorter wordings until the report fits MMTT's 120-word limit.
-    first = MAX_FLAWS_PER_REGION if len(measured) <= FEW_REGIONS else 1
-    for max_flaws, with_details in ((first, True), (1, True), (1, False)):
-        report = " ".join([opener, *_statements(measured, max_flaws, with_details, rng), closer]).strip()
+    # A shorter wording until the report fits MMTT's 120-word limit.
+    for with_details in (True, False):
+        report = " ".join([opener, *_statements(measured, with_details, rng), closer]).strip()
         if len(report.split()) <= MAX_WORDS:
             break
         closer = ""
