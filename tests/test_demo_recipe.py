@@ -126,19 +126,6 @@ def test_utkface_people_are_split_whole_by_identity_group(tmp_path):
         split_identities(tmp_path, settings)
 
 
-def test_the_threshold_balances_forged_and_authentic_recall_on_validation():
-    import numpy as np
-
-    from recipes.demo_model.calibration import balanced_threshold
-
-    scores = np.array([0.10, 0.20, 0.35, 0.40, 0.60, 0.70, 0.90, 0.95])
-    forged = np.array([False, False, False, True, False, True, True, True])
-    threshold, balanced = balanced_threshold(scores, forged)
-    assert threshold == pytest.approx(0.375) and balanced == pytest.approx(0.875)
-    with pytest.raises(ValueError, match="authentic and forged"):
-        balanced_threshold(scores, np.ones(8, bool))
-
-
 def test_a_report_that_names_a_region_twice_is_counted():
     from recipes.demo_model.targets import repeats_a_region
 

@@ -8,53 +8,27 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from datasets import Dataset, load_dataset
-from PIL import Image
+from datasets import load_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from forgerytalker import ForgeryTalkerPrompterNetwork  # noqa: E402
-from forgerytalker.data.features import MMTT_FEATURES  # noqa: E402
 from forgerytalker.evaluation.detection_metrics import roc_auc  # noqa: E402
 from forgerytalker.tiny import tiny_prompter_config  # noqa: E402
+from recipe_datasets import SIZE, parquet_folder, recipe_rows  # noqa: E402
 from recipes.demo_model.leave_one_out import DETECTION_FILE, prompter_detection, score_held_out  # noqa: E402
 from recipes.demo_model.report import held_out_detection  # noqa: E402
 from recipes.demo_model.self_blend import with_self_blend  # noqa: E402
 from transformers import BlipImageProcessor  # noqa: E402
 
-SIZE = 32
-
-
-def _rows(methods: list[str], prefix: str) -> Dataset:
-    rng = np.random.default_rng(len(prefix) + len(methods))
-    images = [Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)) for _ in methods]
-    masks = [Image.fromarray(np.full((SIZE, SIZE), 0 if method == "authentic" else 255, np.uint8)) for method in methods]
-    return Dataset.from_dict({
-        "image_id": [f"{prefix}{index}" for index in range(len(methods))], "image": images, "mask": masks,
-        "caption": ["" for _ in methods], "regions": [[] if method == "authentic" else [0] for method in methods],
-        "method": methods, "source": ["synthetic"] * len(methods), "extra": ["{}"] * len(methods),
-    }, features=MMTT_FEATURES)
-
-
-def _parquet_folder(folder: Path, splits: dict[str, Dataset], train_shards: int = 1) -> Path:
-    (folder / "data").mkdir(parents=True)
-    for split, rows in splits.items():
-        shards = train_shards if split == "train" else 1
-        for index in range(shards):
-            piece = rows.shard(shards, index, contiguous=True)
-            piece.to_parquet(str(folder / "data" / f"{split}-{index:05d}-of-{shards:05d}.parquet"))
-    return folder
-
-
 @pytest.mark.parametrize("train_shards", [1, 2])
 def test_self_blended_images_join_the_training_split_only(tmp_path, train_shards):
-    dataset = _parquet_folder(tmp_path / "without-face_swap", {
-        "train": _rows(["authentic", "classical_inpainting", "region_transplant"], "t"),
-        "validation": _rows(["authentic", "classical_inpainting"], "v"), "test": _rows(["face_swap"], "x")}, train_shards)
-    self_blend = _parquet_folder(tmp_path / "self-blend", {"train": _rows(["self_blend"] * 4, "s")})
+    dataset = parquet_folder(tmp_path / "without-face_swap", {
+        "train": recipe_rows(["authentic", "classical_inpainting", "region_transplant"], "t"),
+        "validation": recipe_rows(["authentic", "classical_inpainting"], "v"), "test": recipe_rows(["face_swap"], "x")}, train_shards)
+    self_blend = parquet_folder(tmp_path / "self-blend", {"train": recipe_rows(["self_blend"] * 4, "s")})
     mixed = with_self_blend(dataset, self_blend, 3, tmp_path / "mixed")
     splits = load_dataset(str(mixed))
     assert splits["train"]["method"] == ["authentic", "classical_inpainting", "region_transplant"] + ["self_blend"] * 3
@@ -86,7 +60,7 @@ def _expected_auc(prompter, processor, rows, method: str) -> float:
 def test_each_method_is_scored_against_the_split_s_authentic_images_only(tmp_path):
     methods = ["authentic", "face_swap", "authentic", "classical_inpainting", "face_swap", "authentic", "face_swap",
                "region_transplant", "classical_inpainting"]
-    dataset = _parquet_folder(tmp_path / "mmtt", {"train": _rows(["authentic"], "t"), "validation": _rows(methods, "v")})
+    dataset = parquet_folder(tmp_path / "mmtt", {"train": recipe_rows(["authentic"], "t"), "validation": recipe_rows(methods, "v")})
     prompter, processor = _saved_prompter(tmp_path / "prompter")
     result = prompter_detection(tmp_path / "prompter", dataset, "validation", ("face_swap", "classical_inpainting", "self_blend"))
     assert list(result) == ["face_swap", "classical_inpainting", "self_blend"]
@@ -100,7 +74,7 @@ def test_each_method_is_scored_against_the_split_s_authentic_images_only(tmp_pat
 def test_the_held_out_scores_are_written_once_on_the_test_split_and_fill_the_results_table(tmp_path):
     methods = ["authentic", "face_swap", "classical_inpainting", "region_transplant", "authentic", "face_swap",
                "region_transplant", "classical_inpainting", "authentic"]
-    dataset = _parquet_folder(tmp_path / "mmtt", {"train": _rows(["authentic"], "t"), "test": _rows(methods, "x")})
+    dataset = parquet_folder(tmp_path / "mmtt", {"train": recipe_rows(["authentic"], "t"), "test": recipe_rows(methods, "x")})
     prompter, processor = _saved_prompter(tmp_path / "prompter")
     runs = tmp_path / "eval"
     result = score_held_out(tmp_path / "prompter", dataset, "region_transplant", runs / "without-region_transplant")

@@ -68,6 +68,7 @@ def run(faces: Path, utk_faces: Path, work: Path, quick: bool, ship: bool, leave
     timed("calibrate", calibrate, model, dataset)
     mask_only = timed("mask-only baseline", train_joint, dataset, initial_model, prompter, work / "mask-only", settings,
                       mask_only=True)
+    timed("calibrate mask-only", calibrate, mask_only, dataset)
     runs = work / "eval"
     for method in LEAVE_ONE_OUT_METHODS if leave_one_out else ():
         subset = without_method(dataset, method, work)

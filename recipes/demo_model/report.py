@@ -21,12 +21,13 @@ from forgerytalker.evaluation.report import TABLE2_COLUMNS, breakdown_markdown, 
 from forgerytalker.image_utils import load_mask, load_rgb
 from forgerytalker.regions import caption_to_labels, regions_to_labels
 
+from .calibration import MASK_THRESHOLDS
 from .data import SPLITS, identity_groups, source_faces
 from .evaluations import predictions
 from .leave_one_out import DETECTION_FILE, LEAVE_ONE_OUT_METHODS
 from .settings import RecipeSettings
 from .targets import method_auc, repeats_a_region, targets_table
-from .train import REPOSITORY
+from .train import REPOSITORY, trained_model
 
 FIGURE_SOURCE = "faces/"
 """The figure shows only test faces from `--faces` (photos that Python packages ship), never UTKFace's."""
@@ -197,7 +198,7 @@ def _benchmarks() -> str:
 def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSettings, quick: bool, timings: dict,
                   utk_faces: Path) -> Path:
     dataset = work / "data" / "mmtt"
-    model_dir = work / "stage2" / "best" if (work / "stage2" / "best" / "config.json").is_file() else work / "stage2"
+    model_dir = trained_model(work / "stage2")
     main_document = _overall(runs / "predicted")
     main = main_document["overall"]
     ablation = {source: _load(runs / source) for source in ("ground_truth", "predicted", "none")}
@@ -206,6 +207,7 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
     consistency = report_consistency(work, runs / "predicted", faces)
     detection = detection_by_score(runs / "predicted")
     calibration = json.loads((model_dir / "calibration.json").read_text())
+    mask_only_calibration = json.loads((trained_model(work / "mask-only") / "calibration.json").read_text())
     docs = work if quick else REPOSITORY / "docs"  # a plumbing run never replaces the published report
     figure_ids = write_figure(model_dir, dataset, runs / "predicted", docs / "results-examples.png", settings.figure_images, faces)
 
@@ -265,7 +267,8 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         f"{settings.image_size // settings.prompter_patch_size}×{settings.image_size // settings.prompter_patch_size} "
         f"grid; {settings.prompter_steps} stage-1 and {settings.joint_steps} stage-2 steps of {settings.batch_size} "
         "images (the mask-only model the same; each leave-one-out prompter "
-        f"{settings.leave_one_out_fraction:.0%} of stage 1); the threshold set on the validation people; at most "
+        f"{settings.leave_one_out_fraction:.0%} of stage 1); the stage-1 checkpoint and both thresholds chosen on the "
+        "validation people; at most "
         f"{settings.max_regions} regions in the instruction. Budgets were cut to fit the two shared cores: see the "
         "step times at the end.",
         "## Detection at the shipped threshold",
@@ -280,7 +283,13 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         f"AUC {baselines['Sharpness only (variance of the Laplacian)']['AUC'] / 100:.3f}.",
         "## Table 2 layout: held-out test people",
         "0-100 scale; the model generates with its own `generation_config`; regions are the prompter's own predictions "
-        f"(at most {settings.max_regions} in the instruction, the most probable: `max_instruction_regions`).",
+        f"(at most {settings.max_regions} in the instruction, the most probable: `max_instruction_regions`). A mask "
+        f"pixel is forged where its probability is above the mask threshold {calibration['mask_threshold']:g}, the one "
+        f"of {MASK_THRESHOLDS[0]:g}, {MASK_THRESHOLDS[1]:g}, ..., {MASK_THRESHOLDS[-1]:g} with the best mean IoU on the "
+        f"validation images ({calibration['validation_iou']:.2f} there; "
+        f"{calibration['validation_iou_at_previous_mask_threshold']:.2f} at {calibration['previous_mask_threshold']:g}). "
+        f"The mask-only model's thresholds were chosen the same way: region {mask_only_calibration['region_threshold']:.3f}, "
+        f"mask {mask_only_calibration['mask_threshold']:g}.",
         _rows({"ForgeryTalker demo (this model)": main}, (*TABLE_COLUMNS, "AUC", "Accuracy")),
         "### Per region (the prompter's predictions against the true regions)",
         per_region_markdown(main_document["per_region"]),
@@ -331,6 +340,7 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
     out.write_text("\n\n".join(sections) + "\n")
     (work / "eval" / "summary.json").write_text(json.dumps(
         {"overall": main, "ablation": ablation, "mask_only": mask_only, "baselines": baselines, "calibration": calibration,
+         "mask_only_calibration": mask_only_calibration,
          "leave_one_out": leave_one_out, "consistency": consistency, "detection": detection, "targets": targets, "timings": timings}, indent=1) + "\n")
     return out
 

@@ -35,6 +35,12 @@ def _launch(arguments: list[str], output_dir: Path) -> Path:
             subprocess.run(command, check=True, env=env)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+    return trained_model(output_dir)
+
+
+def trained_model(output_dir: Path) -> Path:
+    """The model a finished training run in `output_dir` gives: its `best/` checkpoint where it kept one, else its
+    final model."""
     best = output_dir / "best"
     return best if (best / "config.json").is_file() else output_dir
 
