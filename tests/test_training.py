@@ -415,3 +415,25 @@ def test_training_benchmark_needs_no_test_extras(tmp_path, monkeypatch):
     spec.loader.exec_module(bench)
     splits = load_dataset(str(bench.make_dataset(tmp_path, samples=6, image_size=32)))
     assert splits["train"].num_rows == 6 and {"image", "mask", "caption", "regions"} <= set(splits["train"].column_names)
+
+
+def test_stage_one_keeps_the_checkpoint_with_the_best_validation_auc(tmp_path):
+    from datasets import load_dataset
+    from recipe_datasets import parquet_folder, recipe_rows
+    from training_runs import run_cli, tiny
+
+    from forgerytalker import ForgeryTalkerPrompterNetwork
+    from forgerytalker.training.data import undecoded
+    from forgerytalker.training.validation import validate_prompter
+    from transformers import AutoImageProcessor
+
+    methods = ["authentic", "face_swap", "classical_inpainting", "authentic", "region_transplant"]
+    dataset = parquet_folder(tmp_path / "data", {"train": recipe_rows(methods * 2, "t"), "validation": recipe_rows(methods, "v")})
+    out = tmp_path / "out"
+    assert run_cli(*tiny("prompter", dataset, out, "--best_metric", "AUC", "--eval_steps", "1", "--save_steps", "2")) == 0
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    aucs = [record["validation"]["AUC"] for record in logged if "validation" in record]
+    assert len(aucs) == 6 and len(set(aucs)) > 1
+    best = ForgeryTalkerPrompterNetwork.from_pretrained(out / "best")
+    split = undecoded(load_dataset(str(dataset), split="validation"))
+    assert validate_prompter(best, AutoImageProcessor.from_pretrained(out / "best"), split, batch_size=4)["AUC"] == pytest.approx(max(aucs))

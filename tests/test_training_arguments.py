@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from recipe_datasets import parquet_folder, recipe_rows
 from training_runs import REPO, run_cli, tiny
 
 from forgerytalker.training.arguments import parse_arguments
@@ -38,6 +39,17 @@ def test_bad_settings_are_rejected_before_any_model_is_built(tiny_dataset_dir, t
                                                              extra, message):
     assert run_cli(*tiny("prompter", tiny_dataset_dir, tmp_path / "out", *extra)) == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("methods", "limit"), [(["face_swap", "classical_inpainting"], ()),
+                                                (["face_swap", "authentic"], ("--max_eval_samples", "1"))])
+def test_auc_as_the_best_metric_needs_authentic_and_forged_validation_images(tmp_path, capsys, no_model_may_be_built,
+                                                                           methods, limit):
+    dataset = parquet_folder(tmp_path / "data", {"train": recipe_rows(["authentic", "face_swap"], "t"),
+                                                 "validation": recipe_rows(methods, "v")})
+    assert run_cli(*tiny("prompter", dataset, tmp_path / "out", "--best_metric", "AUC", *limit)) == 2
+    assert "--best_metric: AUC needs validation images with and without labelled regions, and the" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

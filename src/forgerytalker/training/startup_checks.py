@@ -30,7 +30,22 @@ def run_startup_checks(args: ForgeryTalkerTrainingArguments) -> tuple[Dataset, D
             raise TrainingConfigurationError(
                 f"--validation_split: {error}; or train without validation (--validation_split none)"
             ) from None
-    return load_splits(args.dataset, args.train_split, args.validation_split, args.stage)
+    train_split, validation_split = load_splits(args.dataset, args.train_split, args.validation_split, args.stage)
+    if args.best_metric == "AUC" and validation_split is not None:
+        check_auc_measurable(validation_split["regions"][: args.max_eval_samples], args.validation_split)
+    return train_split, validation_split
+
+
+def check_auc_measurable(regions: list[list[int]], split_name: str) -> None:
+    """`--best_metric AUC` separates images without labelled regions (authentic) from those with: the validated
+    rows (their `regions`) need both."""
+    labelled = sum(bool(names) for names in regions)
+    if labelled in (0, len(regions)):
+        raise TrainingConfigurationError(
+            f"--best_metric: AUC needs validation images with and without labelled regions, and the {len(regions)} "
+            f"validated images of split {split_name!r} are all {'forged' if labelled else 'authentic'} (MMTT's "
+            "validation has no authentic image); choose PLM or region_loss"
+        )
 
 
 def check_model_sources(args: ForgeryTalkerTrainingArguments) -> None:
