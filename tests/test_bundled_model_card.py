@@ -32,6 +32,8 @@ def test_the_card_and_the_verdicts_say_it_is_a_demonstration_trained_on_utkface(
 
     about = (BUNDLED_MODEL_DIR / ABOUT_FILE).read_text()
     assert "demonstration" in about and "UTKFace" in about and "non-commercial research" in about
+    config = json.loads((BUNDLED_MODEL_DIR / "config.json").read_text())  # the threshold it states is its own
+    assert f"above {config['prompter_config']['region_threshold']:.3f}, chosen on held-out validation people" in about
     assert main(["push", "--model", str(BUNDLED_MODEL_DIR), "--repo-id", "acme/demo", "--dry-run", "--out", str(tmp_path / "up")]) == 0
     card = (tmp_path / "up" / "README.md").read_text()
     assert "## What this model is" in card and "MMTT: GAN face swap" not in card and "Not evaluated" not in card

@@ -11,7 +11,7 @@ from forgerytalker.hub_cards.model_card import ABOUT_FILE
 from .settings import RecipeSettings
 
 
-def about_text(settings: RecipeSettings, region_threshold: float) -> str:
+def about_text(settings: RecipeSettings, region_threshold: float, mask_threshold: float) -> str:
     return (
         "**A demonstration model**, the one bundled with the `forgerytalker` package, trained on two CPU cores by "
         "`python -m recipes.demo_model` of the forgerytalker repository. It is **not** a detector for real-world "
@@ -27,7 +27,8 @@ def about_text(settings: RecipeSettings, region_threshold: float) -> str:
         "- **Architecture**: ForgeryTalker at a small size; the prompter reads the face through ImageNet-pretrained "
         "MobileNetV2 blocks (torchvision's weights), every other part was trained from scratch.\n"
         f"- **Manipulation threshold**: an image is called manipulated when its highest region probability is above "
-        f"{region_threshold:.3f}, chosen on held-out validation people.\n"
+        f"{region_threshold:.3f}, chosen on held-out validation people; a mask pixel is forged above {mask_threshold:g}, "
+        "chosen on the same people.\n"
         "- **Evaluation**: on people never seen in training (below); the full report with baselines and the targets "
         "it meets or misses is docs/RESULTS.md of the forgerytalker repository."
     )
@@ -35,8 +36,9 @@ def about_text(settings: RecipeSettings, region_threshold: float) -> str:
 
 def describe_model(model_dir: Path, test_run: Path, settings: RecipeSettings) -> None:
     """Writes `about.md` and copies the test run's `metrics.json` into `model_dir` (before it is shipped)."""
-    threshold = json.loads((model_dir / "config.json").read_text())["prompter_config"]["region_threshold"]
-    (model_dir / ABOUT_FILE).write_text(about_text(settings, threshold) + "\n")
+    config = json.loads((model_dir / "config.json").read_text())
+    about = about_text(settings, config["prompter_config"]["region_threshold"], config["mask_threshold"])
+    (model_dir / ABOUT_FILE).write_text(about + "\n")
     metrics = json.loads((test_run / "metrics.json").read_text())
     # the folders of the machine that built it mean nothing to a reader of the card
     metrics["run"].update(model="the bundled demo model", data="the demo recipe's test split (held-out people)")
