@@ -1,5 +1,8 @@
 """Analyse a face photo with ForgeryTalker the way a user does: AutoModel + AutoProcessor → generate → answers.
 
+The photo's largest face is aligned as the training faces are (`forgerytalker.aligned_faces`) and the model
+answers about that face: its mask is in the aligned crop's coordinates.
+
 Without `--model` it uses the demo model bundled in the package (`forgerytalker.default_model()`): trained on
 forgeries synthesized from UTKFace's faces (non-commercial research use only) and sample photos
 (docs/RESULTS.md), a demonstration of the interface, not a detector for real-world deepfakes. Pass
@@ -42,13 +45,18 @@ def main() -> None:
     processor = AutoProcessor.from_pretrained(model_path)
     image, name = (Image.open(args.image).convert("RGB"), args.image) if args.image else sample_face()
 
-    outputs = model.generate(**processor(images=image))
-    result = processor.post_process_generation(outputs, target_sizes=[image.size[::-1]])[0]
+    # models are trained on aligned faces: analyse the photo's largest face, aligned the same way (the whole
+    # picture when no face is found); `forgerytalker.analyze` does this for every face and maps the masks back
+    faces = forgerytalker.aligned_faces(image, faces="largest")
+    face = faces[0].image if faces else image
+    outputs = model.generate(**processor(images=face))
+    result = processor.post_process_generation(outputs, target_sizes=[face.size[::-1]])[0]
 
     mask = result.pop("mask")
     top_regions = dict(sorted(result.pop("region_probabilities").items(), key=lambda item: -item[1])[:5])
     print(json.dumps({
         "image": name,
+        "face_box": list(faces[0].box) if faces else None,
         "model": model_path if args.model else "bundled demo model (see docs/RESULTS.md)",
         "verdict": verdict(bool(result["regions"]), model_path),  # manipulated when a region is above the threshold
         "report": result["report"],

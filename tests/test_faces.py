@@ -12,7 +12,15 @@ from PIL import Image
 import forgerytalker
 from forgerytalker.analysis.face_crops import DETECTION_SIDE, MAX_DETECTION_UPSCALE, FaceFinder, FaceOptions
 from forgerytalker.cli import main
-from forgerytalker.data.synthesis.faces import CROP_SIZE, FaceAlignment, FaceDetector, crop_face, ffhq_crop_matrix, uncrop
+from forgerytalker.data.synthesis.faces import (
+    CROP_SIZE,
+    FaceAligner,
+    FaceAlignment,
+    FaceDetector,
+    crop_face,
+    ffhq_crop_matrix,
+    uncrop,
+)
 
 MAX_NEW_TOKENS = 4
 PATCH = (255, 0, 255)
@@ -106,6 +114,27 @@ def test_a_group_photo_gives_one_answer_per_detected_face(checkpoint, portraits)
     (chosen,) = [face["box"] for face in largest.face_analyses]
     assert tuple(chosen) in detected and (chosen[2] - chosen[0]) * (chosen[3] - chosen[1]) == max(areas)
     assert "only the largest" in largest.warnings[0]
+
+
+def test_aligned_faces_are_the_crops_the_analysis_reads(checkpoint, portraits):
+    photo = group_photo(portraits)
+    crops = forgerytalker.aligned_faces(photo)
+    analysed = forgerytalker.analyze(photo, model=checkpoint, max_new_tokens=MAX_NEW_TOKENS)
+    assert [list(crop.box) for crop in crops] == [face["box"] for face in analysed.face_analyses]
+    assert all(crop.image.size == (CROP_SIZE, CROP_SIZE) for crop in crops)
+    # each crop is the synthesizer's alignment of its face (the transform of its 68 landmarks)
+    aligner = FaceAligner()
+    for crop in crops:
+        np.testing.assert_allclose(crop.matrix, ffhq_crop_matrix(aligner.landmarks(np.asarray(photo), crop.box), CROP_SIZE))
+    as_array = forgerytalker.aligned_faces(np.asarray(photo), faces="largest")
+    areas = [(crop.box[2] - crop.box[0]) * (crop.box[3] - crop.box[1]) for crop in crops]
+    (largest,) = [crop for crop in crops if crop.box == as_array[0].box] if len(as_array) == 1 else [None, None]
+    assert (largest.box[2] - largest.box[0]) * (largest.box[3] - largest.box[1]) == max(areas)
+    assert np.array_equal(np.asarray(as_array[0].image), np.asarray(largest.image))
+    assert forgerytalker.aligned_faces(photo, min_face_size=10_000) == []
+    assert forgerytalker.aligned_faces(Image.new("RGB", (300, 300), (128, 128, 128))) == []
+    with pytest.raises(ValueError, match='`faces` must be "every" or "largest"'):
+        forgerytalker.aligned_faces(photo, faces="whole")
 
 
 def test_whole_picture_mode_reads_the_photo_as_one_face_crop(checkpoint, portraits):

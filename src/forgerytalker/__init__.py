@@ -30,6 +30,7 @@ _PUBLIC_NAMES = {
     "ForgeryTalkerPrompterConfig": "configuration_forgerytalker",
     "NUM_REGIONS": "regions",
     "REGION_NAMES": "regions",
+    "aligned_faces": "analysis.face_crops",
     "analyze": "analysis",
     "caption_to_labels": "regions",
     "caption_to_regions": "regions",

@@ -196,6 +196,28 @@ def shared_finder() -> FaceFinder:
     return _SHARED_FINDER
 
 
+def aligned_faces(image, faces: str = "every", min_face_size: int = DEFAULT_MIN_FACE_SIZE) -> list[FaceCrop]:
+    """The faces of a photo, each aligned and cropped exactly as the training faces are: the model inputs that
+    `forgerytalker.analyze`, `forgerytalker analyze` and the pipeline use.
+
+    Args:
+        image: the photo: a `PIL.Image.Image`, an array or a tensor (made RGB by `image_utils.to_rgb`, EXIF
+            orientation applied).
+        faces (`str`): `"every"` face, or only the `"largest"`.
+        min_face_size (`int`): faces whose detector box is narrower than this many photo pixels are left out.
+
+    Returns:
+        `list[FaceCrop]`, left to right: each face's box and detection score in the photo, its photo → crop
+        transform and its aligned crop (`image`, `faces.CROP_SIZE` square); empty when no face is found.
+    """
+    if faces == "whole":
+        raise ValueError('`faces` must be "every" or "largest": aligned_faces finds faces ("whole" analyses the picture as it is)')
+    from ..image_utils import to_rgb
+
+    options = FaceOptions(faces=faces, min_face_size=min_face_size, no_face="skip")
+    return shared_finder()(to_rgb(image), options).crops
+
+
 def crop_window(matrix: np.ndarray, crop_size: int, photo_size: tuple[int, int]) -> tuple[int, int, int, int]:
     """`(left, top, right, bottom)` (right and bottom exclusive) of the photo pixels that a `crop_size` crop with
     photo → crop transform `matrix` can cover, clipped to the photo."""
