@@ -24,15 +24,15 @@ def _mask(method: str, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(mask)
 
 
-def recipe_rows(methods: list[str], prefix: str) -> Dataset:
+def recipe_rows(methods: list[str], prefix: str, captions: list[str] | None = None) -> Dataset:
     """One row per method: random SIZE x SIZE pixels, its mask (`_mask`), region 0 for a forged image, ids
-    `prefix` + index."""
+    `prefix` + index, `captions` (default: empty)."""
     rng = np.random.default_rng(len(prefix) + len(methods))
     images = [Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)) for _ in methods]
     masks = [_mask(method, rng) for method in methods]
     return Dataset.from_dict({
         "image_id": [f"{prefix}{index}" for index in range(len(methods))], "image": images, "mask": masks,
-        "caption": ["" for _ in methods], "regions": [[] if method == "authentic" else [0] for method in methods],
+        "caption": captions or ["" for _ in methods], "regions": [[] if method == "authentic" else [0] for method in methods],
         "method": methods, "source": ["synthetic"] * len(methods), "extra": ["{}"] * len(methods),
     }, features=MMTT_FEATURES)
 

@@ -32,8 +32,9 @@ def test_the_card_and_the_verdicts_say_it_is_a_demonstration_trained_on_utkface(
 
     about = (BUNDLED_MODEL_DIR / ABOUT_FILE).read_text()
     assert "demonstration" in about and "UTKFace" in about and "non-commercial research" in about
-    config = json.loads((BUNDLED_MODEL_DIR / "config.json").read_text())  # the threshold it states is its own
+    config = json.loads((BUNDLED_MODEL_DIR / "config.json").read_text())  # the thresholds it states are its own
     assert f"above {config['prompter_config']['region_threshold']:.3f}, chosen on held-out validation people" in about
+    assert f"a mask pixel is forged above {config['mask_threshold']:g}, chosen on the same people" in about
     assert main(["push", "--model", str(BUNDLED_MODEL_DIR), "--repo-id", "acme/demo", "--dry-run", "--out", str(tmp_path / "up")]) == 0
     card = (tmp_path / "up" / "README.md").read_text()
     assert "## What this model is" in card and "MMTT: GAN face swap" not in card and "Not evaluated" not in card
@@ -44,7 +45,7 @@ def test_the_card_and_the_verdicts_say_it_is_a_demonstration_trained_on_utkface(
 def test_the_readme_states_the_bundled_models_generation_settings():
     generation = json.loads((BUNDLED_MODEL_DIR / "generation_config.json").read_text())
     readme = " ".join((REPO / "README.md").read_text().split())
-    stated = re.search(r"The bundled demo model's own: (\d+) beams, (\d+) to (\d+) new tokens, `repetition_penalty=([\d.]+)`",
+    stated = re.search(r"The bundled demo model's own: (\d+) beams?, (\d+) to (\d+) new tokens, `repetition_penalty=([\d.]+)`",
                        readme)
     assert stated, "README: the bundled model's generation settings are not stated"
     beams, least, most, penalty = stated.groups()

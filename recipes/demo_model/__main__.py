@@ -29,6 +29,8 @@ from .calibration import calibrate
 from .card import describe_model
 from .data import synthesize_splits, without_method
 from .evaluations import evaluate
+from .generation import RECORD as GENERATION_RECORD
+from .generation import choose_generation
 from .leave_one_out import LEAVE_ONE_OUT_METHODS, score_held_out
 from .model import write_initial_model
 from .settings import recipe_settings
@@ -36,7 +38,8 @@ from .train import REPOSITORY, train_joint, train_prompter
 
 logger = logging.getLogger("recipes.demo_model")
 
-TRAINING_ONLY = ("checkpoints", "best", "log.jsonl", "training_args.json", "tensorboard", "calibration.json", MANIFEST_NAME)
+TRAINING_ONLY = ("checkpoints", "best", "log.jsonl", "training_args.json", "tensorboard", "calibration.json", GENERATION_RECORD,
+                 MANIFEST_NAME)
 """What a training run's folder holds besides the model (the run's file manifest too: it lists the run's files, not
 the package's); the package's own code replaces the copied `*.py`."""
 
@@ -66,6 +69,7 @@ def run(faces: Path, utk_faces: Path, work: Path, quick: bool, ship: bool, leave
     prompter = timed("stage 1", train_prompter, dataset, initial_prompter, work / "stage1", settings)
     model = timed("stage 2", train_joint, dataset, initial_model, prompter, work / "stage2", settings)
     timed("calibrate", calibrate, model, dataset)
+    timed("choose generation", choose_generation, model, dataset, settings)
     mask_only = timed("mask-only baseline", train_joint, dataset, initial_model, prompter, work / "mask-only", settings,
                       mask_only=True)
     timed("calibrate mask-only", calibrate, mask_only, dataset)

@@ -30,9 +30,8 @@ MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 """torchvision's ImageNet MobileNetV2 weights (https://download.pytorch.org/models/mobilenet_v2-b0353104.pth)."""
 GENERATION = {"num_beams": 3, "max_new_tokens": 100, "min_new_tokens": 4, "repetition_penalty": 1.5,
               "no_repeat_ngram_size": 0, "length_penalty": 1.0}
-"""Beam search like the paper's, narrower, with the release's repetition penalty. Chosen on the validation people
-(244 forged images, `forgerytalker evaluate --split validation`): reports naming a region twice 80 / 22 / 5 and
-CIDEr 56.4 / 57.1 / 57.0 with penalties 1.0 / 1.2 / 1.5."""
+"""The trained model's generation settings before `generation.py` chooses its `num_beams` and `repetition_penalty` on the
+validation people."""
 
 
 def build_processor(reports: list[str], settings: RecipeSettings) -> ForgeryTalkerProcessor:

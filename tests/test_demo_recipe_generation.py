@@ -1,0 +1,79 @@
+"""The demo recipe's choice of generation settings: the one with the best validation CIDEr, written into the model's
+generation config, once."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from forgerytalker import ForgeryTalkerForConditionalGeneration  # noqa: E402
+from forgerytalker.evaluation.text_metrics import compute_text_metrics  # noqa: E402
+from forgerytalker.tiny import build_tiny_model_and_processor  # noqa: E402
+from recipe_datasets import parquet_folder, recipe_rows  # noqa: E402
+from recipes.demo_model import generation  # noqa: E402
+from recipes.demo_model.generation import choose_generation  # noqa: E402
+from recipes.demo_model.settings import recipe_settings  # noqa: E402
+
+METHODS = ["authentic", "face_swap", "classical_inpainting", "authentic", "region_transplant", "face_swap", "authentic"]
+CAPTIONS = ["The face looks authentic.", "The whole face looks swapped.", "The nose looks blurred.",
+            "Nothing in this face looks edited.", "The lips look darker than the cheeks.",
+            "The face looks swapped and the jaw is soft.", "The photo appears untouched."]
+
+
+def _one_at_a_time(model, processor, rows, **choice) -> dict[str, str]:
+    reports = {}
+    for row in rows:
+        with torch.inference_mode():
+            outputs = model.generate(**processor(images=[row["image"].convert("RGB")], return_tensors="pt"),
+                                     max_new_tokens=8, **choice)
+        reports[row["image_id"]] = processor.post_process_generation(outputs)[0]["report"]
+    return reports
+
+
+def test_validation_reports_in_batches_are_the_reports_of_one_image_at_a_time(monkeypatch):
+    monkeypatch.setattr(generation, "BATCH_SIZE", 3)  # three batches, the last one short
+    model, processor = build_tiny_model_and_processor()
+    model.eval()
+    rows = recipe_rows(METHODS, "v")
+    for choice in (generation.GENERATION_CHOICES[0], generation.GENERATION_CHOICES[-1]):
+        assert generation.validation_reports(model, processor, rows, 8, **choice) == _one_at_a_time(model, processor, rows, **choice)
+
+
+def test_the_setting_with_the_best_validation_cider_is_written_into_the_generation_config(tmp_path, monkeypatch):
+    """A random tiny model writes the same words for every image (CIDEr 0 for any setting), so the reports each
+    setting writes are given: the references for one setting, a shuffled copy for the others."""
+    target = 4
+    dataset = parquet_folder(tmp_path / "mmtt", {"train": recipe_rows(["authentic"], "t"),
+                                                 "validation": recipe_rows(METHODS, "v", CAPTIONS)})
+    model, processor = build_tiny_model_and_processor()
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    ids = [f"v{index}" for index in range(len(METHODS))]
+    written = {(choice["num_beams"], choice["repetition_penalty"]): dict(zip(ids, CAPTIONS if index == target else CAPTIONS[index + 1 :] + CAPTIONS[: index + 1]))
+               for index, choice in enumerate(generation.GENERATION_CHOICES)}
+    asked = []
+
+    def reports_of(model, processor, rows, max_new_tokens, num_beams, repetition_penalty):
+        asked.append((rows["image_id"], max_new_tokens))
+        return written[(num_beams, repetition_penalty)]
+
+    monkeypatch.setattr(generation, "validation_reports", reports_of)
+    settings = recipe_settings(quick=True)
+    result = choose_generation(tmp_path / "model", dataset, settings)
+
+    assert asked == [(ids, settings.max_new_tokens)] * len(generation.GENERATION_CHOICES)
+    expected = [compute_text_metrics(written[key], dict(zip(ids, CAPTIONS)))["CIDEr"] for key in written]
+    assert [tried["CIDEr"] for tried in result["tried"]] == pytest.approx(expected)
+    assert expected[target] > max(expected[:target] + expected[target + 1 :])
+    assert [tried["distinct_forged_reports"] for tried in result["tried"]] == [4] * len(expected)
+    assert result["chosen"] == generation.GENERATION_CHOICES[target] and result["validation_forged"] == 4
+    saved = ForgeryTalkerForConditionalGeneration.from_pretrained(tmp_path / "model").generation_config
+    assert (saved.num_beams, saved.repetition_penalty) == tuple(generation.GENERATION_CHOICES[target].values())
+    assert json.loads((tmp_path / "model" / generation.RECORD).read_text()) == result
+    assert choose_generation(tmp_path / "model", dataset, settings) == result  # chosen once
