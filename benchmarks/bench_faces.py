@@ -144,15 +144,19 @@ def main() -> None:
             analyze = [sys.executable, "-m", "forgerytalker.cli", "analyze", one, "--no-progress",
                        "--max-new-tokens", str(args.max_new_tokens)]
             floor, startup = [], []
+
+            def wall_seconds(command: list[str]) -> float:  # every fresh process shares one bytecode cache
+                return fresh_command(command, scratch / "bytecode")[0]
+
             for index in range(args.repeats + 1):  # interleaved; the first pair warms the file cache
-                floor.append(fresh_command([sys.executable, "-c", floor_code], scratch / "bytecode")[0])
-                startup.append(fresh_command([*analyze, "--out", str(scratch / f"one{index}")], scratch / "bytecode")[0])
+                floor.append(wall_seconds([sys.executable, "-c", floor_code]))
+                startup.append(wall_seconds([*analyze, "--out", str(scratch / f"one{index}")]))
             folder = [sys.executable, "-m", "forgerytalker.cli", "analyze", str(scratch / "photos"), "--no-progress",
                       "--batch-size", "8", "--max-new-tokens", str(args.max_new_tokens), "--overwrite"]
-            quiet = fresh_command([*folder, "--out", str(scratch / "quiet")], scratch / "bytecode")[0]
+            quiet = wall_seconds([*folder, "--out", str(scratch / "quiet")])
             spinner = subprocess.Popen([sys.executable, "-c", SPINNER])
             try:
-                busy = fresh_command([*folder, "--out", str(scratch / "busy")], scratch / "bytecode")[0]
+                busy = wall_seconds([*folder, "--out", str(scratch / "busy")])
             finally:
                 spinner.kill()
                 spinner.wait()

@@ -42,7 +42,9 @@ def test_validation_reports_in_batches_are_the_reports_of_one_image_at_a_time(mo
     model.eval()
     rows = recipe_rows(METHODS, "v")
     for choice in (generation.GENERATION_CHOICES[0], generation.GENERATION_CHOICES[-1]):
-        assert generation.validation_reports(model, processor, rows, 8, **choice) == _one_at_a_time(model, processor, rows, **choice)
+        expected = _one_at_a_time(model, processor, rows, **choice)
+        model.generation_config.update(**choice)  # the settings the reports are written with are the model's own
+        assert generation.validation_reports(model, processor, rows, 8) == expected
 
 
 def test_the_setting_with_the_best_validation_cider_is_written_into_the_generation_config(tmp_path, monkeypatch):
@@ -59,9 +61,9 @@ def test_the_setting_with_the_best_validation_cider_is_written_into_the_generati
                for index, choice in enumerate(generation.GENERATION_CHOICES)}
     asked = []
 
-    def reports_of(model, processor, rows, max_new_tokens, num_beams, repetition_penalty):
+    def reports_of(model, processor, rows, max_new_tokens):
         asked.append((rows["image_id"], max_new_tokens))
-        return written[(num_beams, repetition_penalty)]
+        return written[(model.generation_config.num_beams, model.generation_config.repetition_penalty)]
 
     monkeypatch.setattr(generation, "validation_reports", reports_of)
     settings = recipe_settings(quick=True)

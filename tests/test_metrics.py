@@ -21,6 +21,7 @@ from forgerytalker.evaluation import (
     MaskMetricAccumulator,
     accumulate_mask_counts,
     apply_degradations,
+    auc_defined,
     breakdown_by_method,
     compute_text_metrics,
     conventions_dict,
@@ -251,6 +252,7 @@ def test_auc_counts_ties_as_half():
 
 
 def test_auc_with_one_class_is_undefined():
+    assert not auc_defined([1, 1]) and not auc_defined([False, False, False]) and auc_defined([0, 1, 1])
     with pytest.raises(ValueError, match="one class"):
         roc_auc([0.2, 0.9], [1, 1])
     result = detection_metrics([0.2, 0.9], [1, 1], threshold=0.5)

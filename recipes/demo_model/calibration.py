@@ -25,6 +25,8 @@ from datasets import load_dataset
 from forgerytalker import ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor
 from forgerytalker.evaluation.detection_metrics import forged_labels
 from forgerytalker.evaluation.mask_metrics import count_mask_pair, summarize_mask_counts
+from forgerytalker.evaluation.prediction import PredictionSettings, generate_batches
+from forgerytalker.evaluation.samples import iter_samples
 
 logger = logging.getLogger(__name__)
 
@@ -63,20 +65,18 @@ def highest_region_probabilities(prompter, image_processor, rows) -> np.ndarray:
 
 
 def mask_ious(model, processor, rows, thresholds: tuple[float, ...]) -> np.ndarray:
-    """float (len(thresholds),): the mean per-image IoU (0-100) of the model's masks on the dataset rows (with
-    `image` and `mask` columns), binarised at each threshold; the instruction names the regions the model predicts
-    at its configured region threshold. The report does not shape the mask, so one generated token suffices."""
+    """float (len(thresholds),): the mean per-image IoU (0-100) of the model's masks on the dataset rows, binarised at
+    each threshold. The masks come from the evaluation's own prediction path (`evaluation.prediction`), the
+    instruction naming the regions the model predicts at its configured region threshold; the report does not
+    shape the mask, so one generated token suffices."""
+    settings = PredictionSettings("predicted", max_new_tokens=1, mask_threshold=model.config.mask_threshold,
+                                  batch_size=BATCH_SIZE)
     counts = [[] for _ in thresholds]
-    for start in range(0, len(rows), BATCH_SIZE):
-        batch = rows[start : start + BATCH_SIZE]
-        images = [image.convert("RGB") for image in batch["image"]]
-        with torch.inference_mode():
-            outputs = model.generate(**processor(images=images, return_tensors="pt"), max_new_tokens=1)
-        sizes = [(image.height, image.width) for image in images]
-        probabilities = processor.post_process_masks(outputs.pred_masks, sizes, binarize=False)
-        for image_id, probability, truth in zip(batch["image_id"], probabilities, batch["mask"]):
+    for batch, outputs in generate_batches(model, processor, iter_samples(rows), settings):
+        probabilities = processor.post_process_masks(outputs.pred_masks, batch.sizes, binarize=False)
+        for sample, probability in zip(batch.samples, probabilities):
             for index, threshold in enumerate(thresholds):
-                counts[index].append(count_mask_pair(image_id, probability.numpy(), truth, threshold))
+                counts[index].append(count_mask_pair(sample.image_id, probability.numpy(), sample.mask, threshold))
     return np.array([summarize_mask_counts(per_threshold)["IoU"] for per_threshold in counts])
 
 

@@ -4,8 +4,8 @@ Each setting of `GENERATION_CHOICES` writes a report for every validation image 
 regions the model predicts at its calibrated threshold, as `forgerytalker evaluate` does); the one with the highest
 CIDEr against the reference reports (`forgerytalker.evaluation.text_metrics`, the evaluation's own scoring) goes into
 the model's generation_config.json, and `generation_choice.json` records every setting's scores. Beam search makes
-the few likeliest reports likelier still: with 3 beams the session-22 model wrote one face-swap report for most
-forged validation images (CIDEr 45.9), greedy search 81.7.
+the few likeliest reports likelier still: with 3 beams the model shipped on 2026-12-05 wrote one face-swap report for
+most forged validation images (CIDEr 45.9), greedy search 81.7.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import json
 import logging
 from pathlib import Path
 
-import torch
 from datasets import load_dataset
 
 from forgerytalker import ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor
 from forgerytalker.data.methods import AUTHENTIC
+from forgerytalker.evaluation.prediction import PredictionSettings, predict_batches
+from forgerytalker.evaluation.samples import iter_samples
 from forgerytalker.evaluation.text_metrics import compute_text_metrics
 
 from .settings import RecipeSettings
@@ -32,19 +33,12 @@ GENERATION_CHOICES = tuple({"num_beams": beams, "repetition_penalty": penalty} f
 RECORD = "generation_choice.json"
 
 
-def validation_reports(model, processor, rows, max_new_tokens: int, **generation) -> dict[str, str]:
-    """image_id -> the report `model` writes for each row (with `image` and `image_id`), generating with the model's
-    own configuration overridden by `generation`."""
-    reports = {}
-    for start in range(0, len(rows), BATCH_SIZE):
-        batch = rows[start : start + BATCH_SIZE]
-        images = [image.convert("RGB") for image in batch["image"]]
-        with torch.inference_mode():
-            outputs = model.generate(**processor(images=images, return_tensors="pt"), max_new_tokens=max_new_tokens,
-                                     **generation)
-        for image_id, result in zip(batch["image_id"], processor.post_process_generation(outputs)):
-            reports[image_id] = result["report"]
-    return reports
+def validation_reports(model, processor, rows, max_new_tokens: int) -> dict[str, str]:
+    """image_id -> the report `model` writes, with its own generation config, for each of the dataset rows, through
+    the evaluation's own prediction path (`evaluation.prediction.predict_batches`, the regions it predicts)."""
+    settings = PredictionSettings("predicted", max_new_tokens, model.config.mask_threshold, batch_size=BATCH_SIZE)
+    return {sample.image_id: prediction["report"]
+            for sample, prediction in predict_batches(model, processor, iter_samples(rows), settings)}
 
 
 def choose_generation(model_dir: Path, dataset: Path, settings: RecipeSettings) -> dict:
@@ -61,7 +55,8 @@ def choose_generation(model_dir: Path, dataset: Path, settings: RecipeSettings) 
     forged = [image_id for image_id, method in zip(rows["image_id"], rows["method"]) if method != AUTHENTIC]
     tried = []
     for choice in GENERATION_CHOICES:
-        reports = validation_reports(model, processor, rows, settings.max_new_tokens, **choice)
+        model.generation_config.update(**choice)
+        reports = validation_reports(model, processor, rows, settings.max_new_tokens)
         tried.append({**choice, "CIDEr": compute_text_metrics(reports, references)["CIDEr"],
                       "distinct_forged_reports": len({reports[image_id] for image_id in forged}),
                       "forged_reports_repeating_a_region": sum(repeats_a_region(reports[image_id]) for image_id in forged)})

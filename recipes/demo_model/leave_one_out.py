@@ -18,7 +18,7 @@ from transformers import AutoImageProcessor
 
 from forgerytalker import ForgeryTalkerPrompterNetwork
 from forgerytalker.data.methods import AUTHENTIC
-from forgerytalker.evaluation.detection_metrics import forged_labels, roc_auc
+from forgerytalker.evaluation.detection_metrics import auc_defined, forged_labels, roc_auc
 
 from .calibration import highest_region_probabilities
 
@@ -49,8 +49,8 @@ def prompter_detection(prompter_dir: Path, dataset: Path, split: str, methods: t
     for method in methods:
         chosen = [index for index, row_method in enumerate(row_methods) if row_method == method] + authentic
         labels = forged_labels([row_methods[index] for index in chosen])
-        measurable = 0 < labels.sum() < len(labels)  # a tiny split (`--quick`) may lack a method or authentic images
-        results[method] = {"AUC": roc_auc(scores[chosen], labels) if measurable else None,
+        # a tiny split (`--quick`) may lack a method or authentic images
+        results[method] = {"AUC": roc_auc(scores[chosen], labels) if auc_defined(labels) else None,
                            "num_forged": int(labels.sum()), "num_authentic": len(authentic)}
     return results
 

@@ -220,7 +220,7 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
     calibration = json.loads((model_dir / "calibration.json").read_text())
     mask_only_calibration = json.loads((trained_model(work / "mask-only") / "calibration.json").read_text())
     generation = json.loads((model_dir / GENERATION_RECORD).read_text())
-    mask_only_loss = final_mask_loss(work / "mask-only")
+    main_loss, mask_only_loss = final_mask_loss(work / "stage2"), final_mask_loss(work / "mask-only")
     docs = work if quick else REPOSITORY / "docs"  # a plumbing run never replaces the published report
     figure_ids = write_figure(model_dir, dataset, runs / "predicted", docs / "results-examples.png", settings.figure_images, faces)
 
@@ -320,10 +320,10 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         "The mask-only model has the same vision encoder, prompter and mask decoder, trained on the same data for the "
         "same steps with the mask loss alone (no report loss: the language model and its projection get no gradient); "
         f"its reports (cut at {settings.secondary_max_new_tokens} tokens) are meaningless. Mask loss over the last "
-        f"{LAST_LOGGED} logged training steps: this model {final_mask_loss(work / 'stage2'):.3f}, "
+        f"{LAST_LOGGED} logged training steps: this model {main_loss:.3f}, "
         f"the mask-only model {mask_only_loss:.3f}"
         + (" (the mask-only run optimised worse, so the comparison says little about what the report loss adds)."
-           if mask_only_loss > 1.2 * final_mask_loss(work / "stage2") else "."),
+           if mask_only_loss > 1.2 * main_loss else "."),
         _rows({"ForgeryTalker demo": main, "Mask-only model (same budget)": mask_only, **baselines}, (*TABLE_COLUMNS, "AUC")),
         f"The most frequent training report: \"{baselines['Most frequent training report']['report']}\"",
         "## Generalization",

@@ -19,6 +19,7 @@ from .conventions import (
     conventions_text,
 )
 from .detection_metrics import (
+    auc_defined,
     detection_accuracy,
     detection_metrics,
     forged_labels,
@@ -62,7 +63,7 @@ _LAZY_NAMES = {
 """Public name -> the submodule defining it, imported when the name is first used."""
 
 __all__ = sorted({
-    "ALL_METRICS", "ImageIdMismatchError", "binarize", "check_image_ids", "conventions_dict", "conventions_text",
+    "ALL_METRICS", "ImageIdMismatchError", "auc_defined", "binarize", "check_image_ids", "conventions_dict", "conventions_text",
     "detection_accuracy", "detection_metrics", "forged_labels", "mask_area_score", "region_detection_scores",
     "roc_auc", "OutputFolderError", "OutputWriteError", *_LAZY_NAMES,
 })

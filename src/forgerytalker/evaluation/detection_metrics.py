@@ -48,6 +48,12 @@ def _check_scores_and_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     return scores, labels.astype(bool)
 
 
+def auc_defined(labels) -> bool:
+    """Whether ROC AUC is defined for these labels (1 forged, 0 authentic, or booleans): both classes present."""
+    forged = np.asarray(labels).reshape(-1).astype(bool)
+    return bool(forged.any() and not forged.all())
+
+
 def roc_auc(scores, labels) -> float:
     """Area under the ROC curve on the 0-100 scale, as the Mann-Whitney statistic with average ranks for ties.
 
@@ -63,7 +69,7 @@ def roc_auc(scores, labels) -> float:
     """
     scores, forged = _check_scores_and_labels(scores, labels)
     num_forged, num_authentic = int(forged.sum()), int((~forged).sum())
-    if not (num_forged and num_authentic):
+    if not auc_defined(forged):
         raise ValueError(
             f"ROC AUC is undefined with only one class present ({num_forged} forged, {num_authentic} authentic images)"
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datasets import Dataset
 
 from ..configuration_forgerytalker import ForgeryTalkerConfig, ForgeryTalkerPrompterConfig
+from ..evaluation.detection_metrics import auc_defined
 from ..evaluation.text_metrics import JavaNotFoundError, require_java
 from ..paths import resolve_local_path
 from .arguments import ForgeryTalkerTrainingArguments
@@ -39,11 +40,11 @@ def run_startup_checks(args: ForgeryTalkerTrainingArguments) -> tuple[Dataset, D
 def check_auc_measurable(regions: list[list[int]], split_name: str) -> None:
     """`--best_metric AUC` separates images without labelled regions (authentic) from those with: the validated
     rows (their `regions`) need both."""
-    labelled = sum(bool(names) for names in regions)
-    if labelled in (0, len(regions)):
+    labelled = [bool(names) for names in regions]
+    if not auc_defined(labelled):
         raise TrainingConfigurationError(
             f"--best_metric: AUC needs validation images with and without labelled regions, and the {len(regions)} "
-            f"validated images of split {split_name!r} are all {'forged' if labelled else 'authentic'} (MMTT's "
+            f"validated images of split {split_name!r} are all {'forged' if any(labelled) else 'authentic'} (MMTT's "
             "validation has no authentic image); choose PLM or region_loss"
         )
 

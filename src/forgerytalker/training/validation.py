@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..evaluation.conventions import ALL_METRICS
-from ..evaluation.detection_metrics import region_detection_scores, roc_auc
+from ..evaluation.detection_metrics import auc_defined, region_detection_scores, roc_auc
 from ..evaluation.region_metrics import positive_label_matching
 from .data import ForgeryTalkerCollator
 
@@ -77,7 +77,7 @@ def validate_prompter(
     predicted = probabilities > prompter.config.region_threshold
     metrics = {"PLM": positive_label_matching(predicted, targets), "region_loss": sum(part[2] for part in shards) / len(targets)}
     forged = targets.any(axis=1)
-    if 0 < forged.sum() < len(forged):
+    if auc_defined(forged):
         metrics["AUC"] = roc_auc(region_detection_scores(probabilities), forged.astype(np.int64))
     return metrics
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .measurements import FLAW_KINDS, RegionFlaws
+from .measurements import RegionFlaws
 
 # Region → (noun, is plural) choices; every noun is in the release's table and maps back to its region.
 REGION_NOUNS: dict[str, tuple[tuple[str, bool], ...]] = {
