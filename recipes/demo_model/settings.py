@@ -53,6 +53,9 @@ class RecipeSettings:
     # trained with the rest rather than frozen: validation AUC of the prompter after 500 stage-1 steps 0.903, against
     # 0.683 frozen (0.742 frozen after 2000 steps), at about twice the time per step
     freeze_pretrained_branch: bool = False
+    # stage 1 also learns where each cell of the face was edited, from the masks (the prompter's patch head); 0: the
+    # region labels alone
+    patch_mask_loss_weight: float = 0.0
     vocab_size: int = 800
     # training: optimizer steps, batch size. Stage 1 sees 16,000 of the 20,000 training samples once: its validation
     # AUC was still rising at step 500 of 500 (70.1, 78.0, 83.1, 88.8, 89.6 at steps 100-500)

@@ -126,6 +126,13 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
         dice_smooth (`float`, *optional*, defaults to 1.0):
             Smoothing term of the Dice loss (Eq. 4), which keeps it defined and informative for authentic images
             whose label vector is all zeros.
+        patch_mask_loss_weight (`float`, *optional*, defaults to 0.0):
+            Weight of a dense auxiliary loss for training the network on its own (stage 1). When positive, a linear
+            head (`patch_head`) scores every patch token for the share of its cell of the image that is manipulated;
+            given those shares (`patch_mask_labels`, from the masks), its binary cross-entropy against them, times
+            this weight, is added to the region loss. The region labels say only *which* regions were edited; the
+            shares also say where, cell by cell. Its logits come out as `patch_logits`. 0 (the released
+            checkpoints): no such head.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated normal initialisation.
     """
@@ -155,6 +162,7 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
     negative_weight: float = 0.2
     region_threshold: float = DEFAULT_REGION_THRESHOLD
     dice_smooth: float = 1.0
+    patch_mask_loss_weight: float = 0.0
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -188,10 +196,17 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
             raise ValueError(f"`negative_weight` (ω) must lie in (0, 1], got {self.negative_weight}")
         if not 0.0 < self.region_threshold < 1.0:
             raise ValueError(f"`region_threshold` must lie in (0, 1), got {self.region_threshold}")
+        if self.patch_mask_loss_weight < 0:
+            raise ValueError(f"`patch_mask_loss_weight` must be 0 (no patch head) or positive, got {self.patch_mask_loss_weight}")
 
     @property
     def num_regions(self) -> int:
         return len(self.region_names)
+
+    @property
+    def patch_grid(self) -> int:
+        """Patches along each side of the image: `image_size // patch_size`."""
+        return self.image_size // self.patch_size
 
 
 class ForgeryTalkerConfig(PreTrainedConfig):

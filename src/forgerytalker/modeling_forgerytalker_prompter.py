@@ -24,7 +24,8 @@ from .modeling_forgerytalker_mobilenet_v2 import MobileNetV2Features, block_chan
 class ForgeryTalkerPrompterOutput(ModelOutput):
     r"""
     loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `region_labels` is given):
-        ½(ω-weighted binary cross-entropy + Dice) over the regions (paper Eq. 3–5), averaged over the batch.
+        ½(ω-weighted binary cross-entropy + Dice) over the regions (paper Eq. 3–5), averaged over the batch; with
+        `patch_mask_labels`, plus `patch_mask_loss_weight` × the patch head's binary cross-entropy.
     region_logits (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
         One logit per region; `sigmoid` gives the probability that the region is manipulated.
     last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 1 + num_patches, hidden_size)`):
@@ -36,6 +37,10 @@ class ForgeryTalkerPrompterOutput(ModelOutput):
     attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
         Each block's attention weights, `(batch_size, num_heads, 1 + num_patches, 1 + num_patches)` (they need
         `attn_implementation="eager"`).
+    patch_logits (`torch.FloatTensor` of shape `(batch_size, grid, grid)`, *optional*, returned by a network with a
+        patch head, `config.patch_mask_loss_weight > 0`):
+        One logit per patch (`grid = image_size // patch_size`, rows first); `sigmoid` gives the predicted share
+        of the patch's cell that is manipulated.
     """
 
     loss: torch.FloatTensor | None = None
@@ -43,6 +48,7 @@ class ForgeryTalkerPrompterOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    patch_logits: torch.FloatTensor | None = None
 
 
 def forgery_prompter_loss(
@@ -134,7 +140,7 @@ class ForgeryTalkerPrompterPretrainedBranch(nn.Module):
 
     def __init__(self, config: ForgeryTalkerPrompterConfig):
         super().__init__()
-        self.grid = config.image_size // config.patch_size
+        self.grid = config.patch_grid
         channels = block_channels(config.pretrained_branch_blocks)
         self.backbone = MobileNetV2Features(config.pretrained_branch_blocks, frozen=config.freeze_pretrained_branch)
         self.projection = nn.Conv2d(channels, config.hidden_size, kernel_size=1)
@@ -200,6 +206,7 @@ class ForgeryTalkerPrompterNetwork(PreTrainedModel):
         self.layers = nn.ModuleList(ViTLayer(config) for _ in range(config.num_hidden_layers))
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.region_head = nn.Linear(config.hidden_size, config.num_regions)
+        self.patch_head = nn.Linear(config.hidden_size, 1) if config.patch_mask_loss_weight > 0 else None
         self.post_init()
 
     def requires_grad_(self, requires_grad: bool = True):
@@ -232,7 +239,11 @@ class ForgeryTalkerPrompterNetwork(PreTrainedModel):
 
     @capture_outputs(tie_last_hidden_states=False)
     def forward(
-        self, pixel_values: torch.Tensor, region_labels: torch.Tensor | None = None, **kwargs
+        self,
+        pixel_values: torch.Tensor,
+        region_labels: torch.Tensor | None = None,
+        patch_mask_labels: torch.Tensor | None = None,
+        **kwargs,
     ) -> ForgeryTalkerPrompterOutput:
         r"""
         Args:
@@ -240,6 +251,9 @@ class ForgeryTalkerPrompterNetwork(PreTrainedModel):
                 Normalised images; resized to `config.image_size` when they have another size.
             region_labels (`torch.Tensor` of shape `(batch_size, num_regions)`, *optional*):
                 0/1 targets; when given, the output carries the loss.
+            patch_mask_labels (`torch.FloatTensor` of shape `(batch_size, grid, grid)`, *optional*):
+                The manipulated share (0–1) of each patch's cell of the image; needs a patch head
+                (`config.patch_mask_loss_weight > 0`), whose weighted loss then joins the region loss.
             output_attentions, output_hidden_states, return_dict:
                 As in transformers (see [`ForgeryTalkerPrompterOutput`]).
         """
@@ -252,7 +266,7 @@ class ForgeryTalkerPrompterNetwork(PreTrainedModel):
         if self.config.conv_branch_type == "pixel":
             local = pixel_values
         else:
-            grid = size // self.config.patch_size
+            grid = self.config.patch_grid
             local = tokens[:, 1:].transpose(1, 2).reshape(batch_size, hidden_size, grid, grid)
         for index, layer in enumerate(self.layers):
             if index < len(self.conv_branch) and isinstance(self.conv_branch[index], ForgeryTalkerPrompterPretrainedBranch):
@@ -263,12 +277,34 @@ class ForgeryTalkerPrompterNetwork(PreTrainedModel):
             tokens = layer(tokens, **kwargs)
         hidden_states = self.layernorm(tokens)
         region_logits = self.region_head(hidden_states[:, 0])
+        patch_logits = None
+        if self.patch_head is not None:
+            grid = self.config.patch_grid
+            patch_logits = self.patch_head(hidden_states[:, 1:]).reshape(batch_size, grid, grid)
         loss = None
         if region_labels is not None:
             loss = forgery_prompter_loss(
                 region_logits, region_labels, self.config.negative_weight, self.config.dice_smooth
             )
-        return ForgeryTalkerPrompterOutput(loss=loss, region_logits=region_logits, last_hidden_state=hidden_states)
+        if patch_mask_labels is not None:
+            patch_loss = self.config.patch_mask_loss_weight * self._patch_mask_loss(patch_logits, patch_mask_labels)
+            loss = patch_loss if loss is None else loss + patch_loss
+        return ForgeryTalkerPrompterOutput(
+            loss=loss, region_logits=region_logits, last_hidden_state=hidden_states, patch_logits=patch_logits
+        )
+
+    def _patch_mask_loss(self, patch_logits: torch.Tensor | None, patch_mask_labels: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy of the patch logits `(batch, grid, grid)` against the manipulated shares."""
+        if patch_logits is None:
+            raise ValueError(
+                "`patch_mask_labels` needs a prompter with a patch head: this one has `patch_mask_loss_weight=0`"
+            )
+        if patch_mask_labels.shape != patch_logits.shape:
+            raise ValueError(
+                f"`patch_mask_labels` must have shape {tuple(patch_logits.shape)} (batch, grid, grid), got "
+                f"{tuple(patch_mask_labels.shape)}"
+            )
+        return F.binary_cross_entropy_with_logits(patch_logits, patch_mask_labels.to(patch_logits.dtype))
 
 
 _DEPRECATED_NAMES = {

@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from datasets import Dataset, DatasetDict, load_dataset
 from datasets import Image as ImageFeature
 from PIL import Image
@@ -69,7 +70,9 @@ class ForgeryTalkerCollator:
     """Turns a list of dataset examples (images and masks undecoded, see `undecoded`) into a model batch.
 
     Stage `"prompter"`: `processor` is an image processor and the batch holds `pixel_values` and
-    `region_labels` `(batch, 21)`. Stage `"joint"`: `processor` is a `ForgeryTalkerProcessor` and the batch
+    `region_labels` `(batch, 21)`; with `patch_grid` (a prompter with a patch head), the masks are read too and
+    `patch_mask_labels` `(batch, patch_grid, patch_grid)` holds the manipulated share of each cell of the image.
+    Stage `"joint"`: `processor` is a `ForgeryTalkerProcessor` and the batch
     adds the reports (`labels`) and the masks.
 
     Besides the model inputs, a batch carries (pop them before the model call):
@@ -83,9 +86,10 @@ class ForgeryTalkerCollator:
     """
 
     def __init__(self, processor, stage: str, skip_unreadable_images: bool = False,
-                 augmentation: AugmentationSettings | None = None):
+                 augmentation: AugmentationSettings | None = None, patch_grid: int | None = None):
         self.processor = processor
         self.stage = stage
+        self.patch_grid = patch_grid
         self.skip_unreadable_images = skip_unreadable_images
         self.augmentation = augmentation
 
@@ -117,6 +121,8 @@ class ForgeryTalkerCollator:
                 "pixel_values": self.processor(images, return_tensors="pt")["pixel_values"],
                 "region_labels": torch.tensor([regions_to_labels(names) for names in region_labels], dtype=torch.float32),
             }
+            if self.patch_grid:
+                batch["patch_mask_labels"] = torch.stack([cell_shares(mask, self.patch_grid) for mask in masks])
         else:
             batch = dict(self.processor(
                 images=images,
@@ -134,11 +140,17 @@ class ForgeryTalkerCollator:
         try:
             image = to_rgb(open_image(_source(example["image"]), what=f"the image of sample {image_id!r}"))
             mask = None
-            if self.stage == "joint":
+            if self.stage == "joint" or self.patch_grid:
                 mask = load_mask(_source(example["mask"]), what=f"the mask of sample {image_id!r}")
         except (ValueError, OSError) as error:  # ImageReadError, or to_rgb on an unusable picture
             raise UnreadableSampleError(str(error)) from error
         return image, mask
+
+
+def cell_shares(mask: np.ndarray, grid: int) -> torch.Tensor:
+    """float32 `(grid, grid)`: the share of each cell of a boolean `(H, W)` mask that is True, the mask divided into
+    `grid` × `grid` cells as the image processor's resize to a square divides the image."""
+    return F.adaptive_avg_pool2d(torch.from_numpy(np.asarray(mask, dtype=np.float32))[None], grid)[0]
 
 
 def _source(value: dict):

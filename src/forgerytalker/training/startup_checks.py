@@ -12,7 +12,7 @@ from ..configuration_forgerytalker import ForgeryTalkerConfig, ForgeryTalkerProm
 from ..evaluation.detection_metrics import auc_defined
 from ..evaluation.text_metrics import JavaNotFoundError, require_java
 from ..paths import resolve_local_path
-from .arguments import ForgeryTalkerTrainingArguments
+from .arguments import ForgeryTalkerTrainingArguments, prompter_settings
 from .data import load_splits
 from .errors import TrainingConfigurationError
 from .model_setup import check_prompter_fits, has_image_processor
@@ -32,6 +32,7 @@ def run_startup_checks(args: ForgeryTalkerTrainingArguments) -> tuple[Dataset, D
                 f"--validation_split: {error}; or train without validation (--validation_split none)"
             ) from None
     train_split, validation_split = load_splits(args.dataset, args.train_split, args.validation_split, args.stage)
+    check_patch_masks(args, train_split)
     if args.best_metric == "AUC" and validation_split is not None:
         check_auc_measurable(validation_split["regions"][: args.max_eval_samples], args.validation_split)
     return train_split, validation_split
@@ -46,6 +47,25 @@ def check_auc_measurable(regions: list[list[int]], split_name: str) -> None:
             f"--best_metric: AUC needs validation images with and without labelled regions, and the {len(regions)} "
             f"validated images of split {split_name!r} are all {'forged' if any(labelled) else 'authentic'} (MMTT's "
             "validation has no authentic image); choose PLM or region_loss"
+        )
+
+
+def check_patch_masks(args: ForgeryTalkerTrainingArguments, train_split: Dataset) -> None:
+    """A stage-1 prompter with a patch head (`patch_mask_loss_weight > 0`, from --prompter_name_or_path or
+    --prompter_config) learns from the masks: the training split needs its `mask` column."""
+    if args.stage != "prompter" or "mask" in train_split.column_names:
+        return
+    if args.prompter_name_or_path:
+        source = f"the prompter of --prompter_name_or_path {args.prompter_name_or_path!r}"
+        path = resolve_local_path(args.prompter_name_or_path, "prompter_name_or_path")
+        weight = ForgeryTalkerPrompterConfig.from_pretrained(path).patch_mask_loss_weight
+    else:
+        source = "--prompter_config"
+        weight = prompter_settings(args.prompter_config or {}).get("patch_mask_loss_weight", 0.0)
+    if weight > 0:
+        raise TrainingConfigurationError(
+            f"--dataset: split {args.train_split!r} of {args.dataset!r} has no 'mask' column, and {source} learns from "
+            f"masks (patch_mask_loss_weight={weight}); give a dataset with masks or a prompter with patch_mask_loss_weight 0"
         )
 
 

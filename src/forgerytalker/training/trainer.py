@@ -88,7 +88,8 @@ def _train(args: ForgeryTalkerTrainingArguments, held: contextlib.ExitStack) -> 
         train_split,
         batch_size=args.per_device_train_batch_size,
         shuffle=True,
-        collate_fn=ForgeryTalkerCollator(processor, args.stage, args.skip_unreadable_images, _augmentation(args, processor)),
+        collate_fn=ForgeryTalkerCollator(processor, args.stage, args.skip_unreadable_images, _augmentation(args, processor),
+                                         patch_grid=_patch_grid(args, model)),
         num_workers=args.dataloader_num_workers,
     )
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
@@ -193,6 +194,14 @@ def _augmentation(args: ForgeryTalkerTrainingArguments, processor) -> Augmentati
     return AugmentationSettings(working_size=max(image_processor.size["height"], image_processor.size["width"]))
 
 
+def _patch_grid(args: ForgeryTalkerTrainingArguments, model) -> int | None:
+    """Stage 1 of a prompter with a patch head (`patch_mask_loss_weight > 0`) trains it on the masks: the grid its
+    labels need; otherwise None."""
+    if args.stage == "prompter" and model.config.patch_mask_loss_weight > 0:
+        return model.config.patch_grid
+    return None
+
+
 def _losses(module, batch: dict, args: ForgeryTalkerTrainingArguments) -> dict[str, torch.Tensor]:
     """The loss to optimise (`"loss"`) and its parts, for the stage's forward pass.
 
@@ -200,7 +209,8 @@ def _losses(module, batch: dict, args: ForgeryTalkerTrainingArguments) -> dict[s
     so only the mask loss trains.
     """
     if args.stage == "prompter":
-        output = module(pixel_values=batch["pixel_values"], region_labels=batch["region_labels"])
+        output = module(pixel_values=batch["pixel_values"], region_labels=batch["region_labels"],
+                        patch_mask_labels=batch.get("patch_mask_labels"))
         return {"loss": output.loss}
     if args.mask_only:
         batch = {name: value for name, value in batch.items() if name != "labels"}
