@@ -278,7 +278,8 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         f"ImageNet-pretrained MobileNetV2 blocks ({'frozen' if settings.freeze_pretrained_branch else 'fine-tuned'}), "
         "pooled onto its "
         f"{settings.image_size // settings.prompter_patch_size}×{settings.image_size // settings.prompter_patch_size} "
-        f"grid; {settings.prompter_steps} stage-1 and {settings.joint_steps} stage-2 steps of {settings.batch_size} "
+        f"grid{_patch_head_summary(settings)}; {settings.prompter_steps} stage-1 and {settings.joint_steps} stage-2 "
+        f"steps of {settings.batch_size} "
         "images (the mask-only model the same; each leave-one-out prompter "
         f"{settings.leave_one_out_fraction:.0%} of stage 1); the stage-1 checkpoint and both thresholds chosen on the "
         "validation people; at most "
@@ -371,3 +372,12 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
 
 
 __all__ = ["detection_by_score", "held_out_detection", "report_consistency", "write_figure", "write_results"]
+
+
+def _patch_head_summary(settings) -> str:
+    """What RESULTS.md says of the prompter's patch head (`patch_mask_loss_weight`)."""
+    if not settings.patch_mask_loss_weight:
+        return ""
+    return (", where stage 1 also learns from the masks which grid cells were edited (the patch head, loss weight "
+            f"{settings.patch_mask_loss_weight:g})")
+
