@@ -25,10 +25,25 @@ from recipes.demo_model.calibration import MASK_THRESHOLDS, balanced_threshold, 
 def test_the_threshold_balances_forged_and_authentic_recall_on_validation():
     scores = np.array([0.10, 0.20, 0.35, 0.40, 0.60, 0.70, 0.90, 0.95])
     forged = np.array([False, False, False, True, False, True, True, True])
-    threshold, balanced = balanced_threshold(scores, forged)
-    assert threshold == pytest.approx(0.375) and balanced == pytest.approx(0.875)
+    threshold, balanced = balanced_threshold(scores, forged, noise=0.01)  # scores taken as exact: the plain best
+    assert 0.35 < threshold < 0.40 and balanced == pytest.approx(0.875)
     with pytest.raises(ValueError, match="authentic and forged"):
         balanced_threshold(scores, np.ones(8, bool))
+
+
+def test_the_threshold_keeps_a_margin_from_a_dense_band_of_untouched_scores():
+    """Untouched faces in a narrow band (as the prompter with the patch head scores them) and a few forgeries just
+    above it: the exact best threshold sits at the band's edge, where an untouched face of another photo lands on
+    the wrong side; expected under SCORE_NOISE logits, it keeps clear of the band and gives up those forgeries."""
+    rng = np.random.default_rng(0)
+    authentic = rng.uniform(0.0135, 0.0145, 40)
+    scores = np.concatenate([authentic, np.full(4, 0.016), rng.uniform(0.7, 0.9, 36)])
+    forged = np.arange(80) >= 40
+    exact, exact_balanced = balanced_threshold(scores, forged, noise=0.01)
+    assert exact < 0.016 and exact_balanced == pytest.approx(1.0)
+    threshold, balanced = balanced_threshold(scores, forged)
+    assert calibration.SCORE_NOISE == 0.5
+    assert 0.03 < threshold < 0.7 and balanced == pytest.approx((1.0 + 36 / 40) / 2)
 
 
 def _iou_one_image_at_a_time(model, processor, rows, threshold: float) -> float:
