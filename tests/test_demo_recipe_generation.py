@@ -47,18 +47,27 @@ def test_validation_reports_in_batches_are_the_reports_of_one_image_at_a_time(mo
         assert generation.validation_reports(model, processor, rows, 8) == expected
 
 
-def test_the_setting_with_the_best_validation_cider_is_written_into_the_generation_config(tmp_path, monkeypatch):
-    """A random tiny model writes the same words for every image (CIDEr 0 for any setting), so the reports each
-    setting writes are given: the references for one setting, a shuffled copy for the others."""
-    target = 4
+def _tiny_model_and_validation(tmp_path):
     dataset = parquet_folder(tmp_path / "mmtt", {"train": recipe_rows(["authentic"], "t"),
                                                  "validation": recipe_rows(METHODS, "v", CAPTIONS)})
     model, processor = build_tiny_model_and_processor()
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
-    ids = [f"v{index}" for index in range(len(METHODS))]
-    written = {(choice["num_beams"], choice["repetition_penalty"]): dict(zip(ids, CAPTIONS if index == target else CAPTIONS[index + 1 :] + CAPTIONS[: index + 1]))
-               for index, choice in enumerate(generation.GENERATION_CHOICES)}
+    return dataset, [f"v{index}" for index in range(len(METHODS))]
+
+
+def _written_reports(ids, target: int) -> dict:
+    """Per setting (num_beams, repetition_penalty): the references for `target`, a shuffled copy for the others."""
+    return {(choice["num_beams"], choice["repetition_penalty"]): dict(zip(ids, CAPTIONS if index == target else CAPTIONS[index + 1 :] + CAPTIONS[: index + 1]))
+            for index, choice in enumerate(generation.GENERATION_CHOICES)}
+
+
+def test_the_setting_with_the_best_validation_cider_is_written_into_the_generation_config(tmp_path, monkeypatch):
+    """A random tiny model writes the same words for every image (CIDEr 0 for any setting), so the reports each
+    setting writes are given: the references for one setting, a shuffled copy for the others."""
+    target = 4
+    dataset, ids = _tiny_model_and_validation(tmp_path)
+    written = _written_reports(ids, target)
     asked = []
 
     def reports_of(model, processor, rows, max_new_tokens):
@@ -79,3 +88,23 @@ def test_the_setting_with_the_best_validation_cider_is_written_into_the_generati
     assert (saved.num_beams, saved.repetition_penalty) == tuple(generation.GENERATION_CHOICES[target].values())
     assert json.loads((tmp_path / "model" / generation.RECORD).read_text()) == result
     assert choose_generation(tmp_path / "model", dataset, settings) == result  # chosen once
+
+
+def test_a_setting_whose_reports_name_a_region_twice_is_passed_over(tmp_path, monkeypatch):
+    """The best-CIDEr setting writes one forged report naming the nose twice: the best of the others is chosen."""
+    target = 4
+    dataset, ids = _tiny_model_and_validation(tmp_path)
+    written = _written_reports(ids, target)
+    best_key = tuple(generation.GENERATION_CHOICES[target].values())
+    written[best_key] = {**written[best_key], "v2": "The nose looks blurred and the nose looks dark."}
+    monkeypatch.setattr(generation, "validation_reports",
+                        lambda model, processor, rows, max_new_tokens: written[(model.generation_config.num_beams,
+                                                                                model.generation_config.repetition_penalty)])
+    result = choose_generation(tmp_path / "model", dataset, recipe_settings(quick=True))
+    repeating = [tried["forged_reports_repeating_a_region"] for tried in result["tried"]]
+    assert repeating == [int(index == target) for index in range(len(repeating))]
+    cider = [tried["CIDEr"] for tried in result["tried"]]
+    assert cider[target] == max(cider)  # still the best CIDEr, yet passed over
+    runner_up = max((index for index in range(len(cider)) if index != target), key=lambda index: cider[index])
+    assert result["chosen"] == generation.GENERATION_CHOICES[runner_up]
+

@@ -1,8 +1,9 @@
 """The shipped generation settings, chosen on the validation identities (never on the test split).
 
 Each setting of `GENERATION_CHOICES` writes a report for every validation image (the instruction naming the
-regions the model predicts at its calibrated threshold, as `forgerytalker evaluate` does); the one with the highest
-CIDEr against the reference reports (`forgerytalker.evaluation.text_metrics`, the evaluation's own scoring) goes into
+regions the model predicts at its calibrated threshold, as `forgerytalker evaluate` does); of the settings whose
+forged-image reports never name a region twice (all of them if none qualifies), the one with the highest CIDEr
+against the reference reports (`forgerytalker.evaluation.text_metrics`, the evaluation's own scoring) goes into
 the model's generation_config.json, and `generation_choice.json` records every setting's scores. Beam search makes
 the few likeliest reports likelier still: with 3 beams the model shipped on 2026-12-05 wrote one face-swap report for
 most forged validation images (CIDEr 45.9), greedy search 81.7.
@@ -42,7 +43,8 @@ def validation_reports(model, processor, rows, max_new_tokens: int) -> dict[str,
 
 
 def choose_generation(model_dir: Path, dataset: Path, settings: RecipeSettings) -> dict:
-    """Sets `model_dir`'s generation settings to the `GENERATION_CHOICES` entry with the best validation CIDEr (once:
+    """Sets `model_dir`'s generation settings to the `GENERATION_CHOICES` entry with the best validation CIDEr among
+    those whose forged-image reports never name a region twice, or among all if none qualifies (once:
     `generation_choice.json` records the choice and every setting's CIDEr, distinct forged reports and forged
     reports naming a region twice)."""
     record = model_dir / RECORD
@@ -61,7 +63,8 @@ def choose_generation(model_dir: Path, dataset: Path, settings: RecipeSettings) 
                       "distinct_forged_reports": len({reports[image_id] for image_id in forged}),
                       "forged_reports_repeating_a_region": sum(repeats_a_region(reports[image_id]) for image_id in forged)})
         logger.info("validation with %s: %s", choice, tried[-1])
-    best = max(tried, key=lambda scores: scores["CIDEr"])  # the first on ties
+    eligible = [scores for scores in tried if not scores["forged_reports_repeating_a_region"]] or tried
+    best = max(eligible, key=lambda scores: scores["CIDEr"])  # the first on ties
     chosen = {key: best[key] for key in GENERATION_CHOICES[0]}
     model.generation_config.update(**chosen)
     model.generation_config.save_pretrained(model_dir)
