@@ -59,17 +59,14 @@ def balanced_threshold(scores: np.ndarray, forged: np.ndarray, noise: float = SC
     """
     if forged.all() or not forged.any():
         raise ValueError("calibrating a threshold needs authentic and forged images")
-    candidates = torch.arange(_logit(LOWEST), _logit(HIGHEST) + THRESHOLD_STEP / 2, THRESHOLD_STEP, dtype=torch.float64)
+    lowest, highest = torch.logit(torch.tensor([LOWEST, HIGHEST], dtype=torch.float64)).tolist()
+    candidates = torch.arange(lowest, highest + THRESHOLD_STEP / 2, THRESHOLD_STEP, dtype=torch.float64)
     logits = torch.logit(torch.as_tensor(scores, dtype=torch.float64), eps=1e-9)
     called = torch.special.ndtr((logits[None, :] - candidates[:, None]) / noise).numpy()
     expected = (called[:, forged].mean(1) + (1 - called[:, ~forged]).mean(1)) / 2
     threshold = float(torch.sigmoid(candidates[int(np.argmax(expected))]))
     decided = scores > threshold
     return threshold, float((decided[forged].mean() + (~decided[~forged]).mean()) / 2)
-
-
-def _logit(probability: float) -> float:
-    return float(np.log(probability / (1 - probability)))
 
 
 def highest_region_probabilities(prompter, image_processor, rows) -> np.ndarray:

@@ -300,7 +300,8 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         "## Table 2 layout: held-out test people",
         "0-100 scale; the model generates with its own `generation_config` "
         f"({generation['chosen']['num_beams']} beam(s), repetition penalty {generation['chosen']['repetition_penalty']:g}: "
-        f"of the settings below, the one with the best CIDEr on the {generation['validation_images']} validation images); "
+        f"of the settings below whose reports never name a region twice, the one with the best CIDEr on the "
+        f"{generation['validation_images']} validation images); "
         "regions are the prompter's own predictions "
         f"(at most {settings.max_regions} in the instruction, the most probable: `max_instruction_regions`). A mask "
         f"pixel is forged where its probability is above the mask threshold {calibration['mask_threshold']:g}, the one "
@@ -373,9 +374,6 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
     return out
 
 
-__all__ = ["detection_by_score", "held_out_detection", "report_consistency", "write_figure", "write_results"]
-
-
 def _patch_head_summary(settings) -> str:
     """What RESULTS.md says of the prompter's patch head (`patch_mask_loss_weight`)."""
     if not settings.patch_mask_loss_weight:
@@ -383,3 +381,5 @@ def _patch_head_summary(settings) -> str:
     return (", where stage 1 also learns from the masks which grid cells were edited (the patch head, loss weight "
             f"{settings.patch_mask_loss_weight:g})")
 
+
+__all__ = ["detection_by_score", "held_out_detection", "report_consistency", "write_figure", "write_results"]

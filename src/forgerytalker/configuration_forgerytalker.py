@@ -204,6 +204,11 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
         return len(self.region_names)
 
     @property
+    def has_patch_head(self) -> bool:
+        """Whether the network has a patch head and stage 1 trains it from the masks (`patch_mask_loss_weight > 0`)."""
+        return self.patch_mask_loss_weight > 0
+
+    @property
     def patch_grid(self) -> int:
         """Patches along each side of the image: `image_size // patch_size`."""
         return self.image_size // self.patch_size

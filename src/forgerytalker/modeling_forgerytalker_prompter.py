@@ -206,7 +206,7 @@ class ForgeryTalkerPrompterNetwork(PreTrainedModel):
         self.layers = nn.ModuleList(ViTLayer(config) for _ in range(config.num_hidden_layers))
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.region_head = nn.Linear(config.hidden_size, config.num_regions)
-        self.patch_head = nn.Linear(config.hidden_size, 1) if config.patch_mask_loss_weight > 0 else None
+        self.patch_head = nn.Linear(config.hidden_size, 1) if config.has_patch_head else None
         self.post_init()
 
     def requires_grad_(self, requires_grad: bool = True):

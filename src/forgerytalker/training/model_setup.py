@@ -45,14 +45,21 @@ def build_prompter(args: ForgeryTalkerTrainingArguments):
         path = resolve_local_path(args.prompter_name_or_path, "prompter_name_or_path")
         prompter = ForgeryTalkerPrompterNetwork.from_pretrained(path)
     else:
-        if args.tiny_model:
-            config = tiny_prompter_config(args.tiny_image_size, args.tiny_hidden_size)
-        else:
-            config = ForgeryTalkerPrompterConfig(**prompter_settings(args.prompter_config or {}))
+        config = stage_one_prompter_config(args)
         torch.manual_seed(args.seed)
         prompter = ForgeryTalkerPrompterNetwork(config)
     prompter.requires_grad_(True)
     return prompter, stage_one_image_processor(args)
+
+
+def stage_one_prompter_config(args: ForgeryTalkerTrainingArguments) -> ForgeryTalkerPrompterConfig:
+    """The config of the prompter stage 1 trains: the saved one's (`--prompter_name_or_path`), `--tiny_model`'s,
+    `--prompter_config`'s or the paper's default."""
+    if args.prompter_name_or_path:
+        return ForgeryTalkerPrompterConfig.from_pretrained(resolve_local_path(args.prompter_name_or_path, "prompter_name_or_path"))
+    if args.tiny_model:
+        return tiny_prompter_config(args.tiny_image_size, args.tiny_hidden_size)
+    return ForgeryTalkerPrompterConfig(**prompter_settings(args.prompter_config or {}))
 
 
 def stage_one_image_processor(args: ForgeryTalkerTrainingArguments):

@@ -12,10 +12,10 @@ from ..configuration_forgerytalker import ForgeryTalkerConfig, ForgeryTalkerProm
 from ..evaluation.detection_metrics import auc_defined
 from ..evaluation.text_metrics import JavaNotFoundError, require_java
 from ..paths import resolve_local_path
-from .arguments import ForgeryTalkerTrainingArguments, prompter_settings
+from .arguments import ForgeryTalkerTrainingArguments
 from .data import load_splits
 from .errors import TrainingConfigurationError
-from .model_setup import check_prompter_fits, has_image_processor
+from .model_setup import check_prompter_fits, has_image_processor, stage_one_prompter_config
 from .output_folder import check_output_dir
 
 
@@ -51,21 +51,18 @@ def check_auc_measurable(regions: list[list[int]], split_name: str) -> None:
 
 
 def check_patch_masks(args: ForgeryTalkerTrainingArguments, train_split: Dataset) -> None:
-    """A stage-1 prompter with a patch head (`patch_mask_loss_weight > 0`, from --prompter_name_or_path or
-    --prompter_config) learns from the masks: the training split needs its `mask` column."""
+    """A stage-1 prompter with a patch head (`has_patch_head`) learns from the masks: the training split needs its
+    `mask` column."""
     if args.stage != "prompter" or "mask" in train_split.column_names:
         return
-    if args.prompter_name_or_path:
-        source = f"the prompter of --prompter_name_or_path {args.prompter_name_or_path!r}"
-        path = resolve_local_path(args.prompter_name_or_path, "prompter_name_or_path")
-        weight = ForgeryTalkerPrompterConfig.from_pretrained(path).patch_mask_loss_weight
-    else:
-        source = "--prompter_config"
-        weight = prompter_settings(args.prompter_config or {}).get("patch_mask_loss_weight", 0.0)
-    if weight > 0:
+    config = stage_one_prompter_config(args)
+    if config.has_patch_head:
+        source = (f"the prompter of --prompter_name_or_path {args.prompter_name_or_path!r}" if args.prompter_name_or_path
+                  else "--prompter_config")
         raise TrainingConfigurationError(
             f"--dataset: split {args.train_split!r} of {args.dataset!r} has no 'mask' column, and {source} learns from "
-            f"masks (patch_mask_loss_weight={weight}); give a dataset with masks or a prompter with patch_mask_loss_weight 0"
+            f"masks (patch_mask_loss_weight={config.patch_mask_loss_weight}); give a dataset with masks or a prompter "
+            "with patch_mask_loss_weight 0"
         )
 
 

@@ -197,7 +197,7 @@ def _augmentation(args: ForgeryTalkerTrainingArguments, processor) -> Augmentati
 def _patch_grid(args: ForgeryTalkerTrainingArguments, model) -> int | None:
     """Stage 1 of a prompter with a patch head (`patch_mask_loss_weight > 0`) trains it on the masks: the grid its
     labels need; otherwise None."""
-    if args.stage == "prompter" and model.config.patch_mask_loss_weight > 0:
+    if args.stage == "prompter" and model.config.has_patch_head:
         return model.config.patch_grid
     return None
 
