@@ -4,11 +4,14 @@
   image is called manipulated when it is above the region threshold (`forgerytalker.analysis.records`). The
   threshold that balances the two error rates on the validation split (highest balanced accuracy), with every
   validation score taken to move by `SCORE_NOISE` logits, becomes the model's `region_threshold`.
-- **Mask threshold**, chosen second because the mask depends on the regions the instruction names (those above the
-  new region threshold): the value of `MASK_THRESHOLDS` with the highest mean per-image IoU on the validation split
+- **Located-region threshold** (a prompter with a region map), chosen second: of `LOCATED_THRESHOLDS`, the one whose
+  flagged regions (`forgerytalker.region_decision.flag_regions`, at the new region threshold) have the highest PLM
+  on the validation split becomes `prompter_config.located_region_threshold`.
+- **Mask threshold**, chosen last because the mask depends on the regions the instruction names (those flagged at
+  the new thresholds): the value of `MASK_THRESHOLDS` with the highest mean per-image IoU on the validation split
   (`forgerytalker.evaluation.mask_metrics`, the evaluation's own counting) becomes `mask_threshold`.
 
-Both are written into the model's config.json; `forgerytalker evaluate`, `analyze`, the pipeline and the figures
+All are written into the model's config.json; `forgerytalker evaluate`, `analyze`, the pipeline and the figures
 all read them from there.
 """
 
@@ -24,9 +27,12 @@ from datasets import load_dataset
 
 from forgerytalker import ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor
 from forgerytalker.evaluation.detection_metrics import forged_labels
+from forgerytalker.evaluation.region_metrics import positive_label_matching
 from forgerytalker.evaluation.mask_metrics import count_mask_pair, summarize_mask_counts
 from forgerytalker.evaluation.prediction import PredictionSettings, generate_batches
 from forgerytalker.evaluation.samples import iter_samples
+from forgerytalker.region_decision import flag_regions
+from forgerytalker.regions import NUM_REGIONS
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,8 @@ THRESHOLD_STEP = 0.01
 """The thresholds tried, `THRESHOLD_STEP` logits apart from LOWEST to HIGHEST."""
 MASK_THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(2, 19))
 """The mask thresholds tried: 0.1, 0.15, ..., 0.9."""
+LOCATED_THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(1, 20))
+"""The located-region thresholds tried: 0.05, 0.1, ..., 0.95."""
 
 
 def balanced_threshold(scores: np.ndarray, forged: np.ndarray, noise: float = SCORE_NOISE) -> tuple[float, float]:
@@ -69,17 +77,48 @@ def balanced_threshold(scores: np.ndarray, forged: np.ndarray, noise: float = SC
     return threshold, float((decided[forged].mean() + (~decided[~forged]).mean()) / 2)
 
 
-def highest_region_probabilities(prompter, image_processor, rows) -> np.ndarray:
-    """float (N,): the manipulation score (the highest region probability) of a prompter network (in eval mode)
-    on each image of the dataset rows, read through `image_processor`."""
-    scores = []
+def prompter_probabilities(prompter, image_processor, rows) -> tuple[np.ndarray, np.ndarray | None]:
+    """The region probabilities, float (N, 21), and the located-region probabilities (float (N, 21), `None` without a
+    region map) of a prompter network (in eval mode) on each image of the dataset rows, read through
+    `image_processor`."""
+    regions, located = [], []
     for start in range(0, len(rows), BATCH_SIZE):
         batch = rows[start : start + BATCH_SIZE]
         pixels = image_processor(images=[image.convert("RGB") for image in batch["image"]], return_tensors="pt")
         with torch.inference_mode():
-            logits = prompter(pixels["pixel_values"]).region_logits
-        scores.append(torch.sigmoid(logits).max(-1).values.numpy())
-    return np.concatenate(scores)
+            output = prompter(pixels["pixel_values"])
+        regions.append(torch.sigmoid(output.region_logits).numpy())
+        if output.located_region_logits is not None:
+            located.append(torch.sigmoid(output.located_region_logits).numpy())
+    return np.concatenate(regions), (np.concatenate(located) if located else None)
+
+
+def highest_region_probabilities(prompter, image_processor, rows) -> np.ndarray:
+    """float (N,): the manipulation score (the highest region probability) of a prompter network on each image."""
+    return prompter_probabilities(prompter, image_processor, rows)[0].max(-1)
+
+
+def region_label_array(rows) -> np.ndarray:
+    """bool (N, 21): the true regions of each row (its `regions` column of label indices)."""
+    labels = np.zeros((len(rows), NUM_REGIONS), dtype=bool)
+    for index, regions in enumerate(rows["regions"]):
+        labels[index, list(regions)] = True
+    return labels
+
+
+def located_threshold(region_probs: np.ndarray, located_probs: np.ndarray, region_threshold: float,
+                      targets: np.ndarray) -> tuple[float, float]:
+    """(threshold, PLM at it): of `LOCATED_THRESHOLDS`, the one whose flagged regions have the highest PLM against
+    `targets` (bool (N, 21)); the lowest on ties."""
+    plms = [
+        positive_label_matching(
+            flag_regions(torch.from_numpy(region_probs), region_threshold, torch.from_numpy(located_probs), candidate).numpy(),
+            targets,
+        )
+        for candidate in LOCATED_THRESHOLDS
+    ]
+    best = int(np.argmax(plms))
+    return LOCATED_THRESHOLDS[best], float(plms[best])
 
 
 def mask_ious(model, processor, rows, thresholds: tuple[float, ...]) -> np.ndarray:
@@ -107,17 +146,28 @@ def calibrate(model_dir: Path, dataset: Path) -> dict:
     model = ForgeryTalkerForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = ForgeryTalkerProcessor.from_pretrained(model_dir)
     rows = load_dataset(str(dataset), split="validation")
-    scores = highest_region_probabilities(model.prompter, processor.image_processor, rows)
+    region_probs, located_probs = prompter_probabilities(model.prompter, processor.image_processor, rows)
+    scores = region_probs.max(-1)
     forged = forged_labels(rows["method"]).astype(bool)
     threshold, balanced = balanced_threshold(scores, forged)
     previous, previous_mask = model.config.region_threshold, model.config.mask_threshold
     model.config.region_threshold = threshold
+    located = {}
+    if located_probs is not None:
+        prompter_config = model.config.prompter_config
+        targets = region_label_array(rows)
+        previous_located = prompter_config.located_region_threshold
+        located_choice, plm = located_threshold(region_probs, located_probs, threshold, targets)
+        prompter_config.located_region_threshold = located_choice
+        located = {"located_region_threshold": located_choice, "previous_located_region_threshold": previous_located,
+                   "validation_plm": plm}
+        logger.info("located-region threshold %.2f (PLM %.2f on validation)", located_choice, plm)
     ious = mask_ious(model, processor, rows, (*MASK_THRESHOLDS, previous_mask))
     best = int(np.argmax(ious[:-1]))  # the lowest threshold on ties
     model.config.mask_threshold = MASK_THRESHOLDS[best]
     model.config.save_pretrained(model_dir)
     result = {"region_threshold": threshold, "previous_threshold": previous, "validation_balanced_accuracy": balanced,
-              "validation_images": len(scores), "validation_authentic": int((~forged).sum()),
+              "validation_images": len(scores), "validation_authentic": int((~forged).sum()), **located,
               "mask_threshold": MASK_THRESHOLDS[best], "previous_mask_threshold": previous_mask,
               "validation_iou": float(ious[best]), "validation_iou_at_previous_mask_threshold": float(ious[-1])}
     record.write_text(json.dumps(result, indent=1) + "\n")

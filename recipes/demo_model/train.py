@@ -62,7 +62,7 @@ def train_prompter(dataset: Path, initial_prompter: Path, out: Path, settings: R
     detection AUC is kept."""
     steps = max(2, round(settings.prompter_steps * fraction))
     return _launch(["--stage", "prompter", "--dataset", str(dataset), "--prompter_name_or_path", str(initial_prompter),
-                    "--best_metric", "AUC",
+                    "--best_metric", "AUC", "--region_map_learning_rate", str(settings.region_map_learning_rate),
                     *_schedule(steps, settings.batch_size, settings.prompter_learning_rate, settings,
                                settings.prompter_eval_points, None)], out)
 

@@ -24,6 +24,7 @@ from .modeling_forgerytalker_mask_decoder import ForgeryTalkerMaskDecoder, forge
 from .modeling_forgerytalker_outputs import ForgeryTalkerGenerationOutput, ForgeryTalkerOutput
 from .modeling_forgerytalker_prompter import ForgeryTalkerPrompterNetwork, ForgeryTalkerPrompterOutput
 from .paths import resolve_local_path
+from .region_decision import flag_regions, ranking_probs
 from .precision import check_module_names, fp32_patterns, warn_if_t5_in_float16
 
 logger = logging.getLogger(__name__)
@@ -238,14 +239,14 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
     def _instruction_regions(
         self,
         region_source: str | None,
-        region_logits: torch.Tensor,
+        prompter_output: ForgeryTalkerPrompterOutput,
         region_labels: torch.Tensor | None,
         instruction_regions: torch.Tensor | None,
     ) -> torch.Tensor | None:
         if region_source is None:
             region_source = "explicit" if instruction_regions is not None else self.config.region_source
         if region_source == "predicted":
-            return self._capped_regions(torch.sigmoid(region_logits))
+            return self._capped_regions(prompter_output)
         if region_source == "ground_truth":
             if region_labels is None:
                 raise ValueError('`region_source="ground_truth"` needs `region_labels`')
@@ -258,14 +259,26 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             return None
         raise ValueError(f"`region_source` must be predicted, ground_truth, none or explicit, got {region_source!r}")
 
-    def _capped_regions(self, region_probs: torch.Tensor) -> torch.Tensor:
-        """0/1 `(batch_size, num_regions)`: the regions above the region threshold, at most
-        `config.max_instruction_regions` of them per image (the most probable)."""
-        regions = (region_probs > self.config.region_threshold).long()
+    def _flagged_regions(self, prompter_output: ForgeryTalkerPrompterOutput) -> torch.Tensor:
+        """0/1 `(batch_size, num_regions)`: the regions the prompter flags (`region_decision.flag_regions`)."""
+        return flag_regions(
+            torch.sigmoid(prompter_output.region_logits),
+            self.config.region_threshold,
+            _sigmoid_or_none(prompter_output.located_region_logits),
+            self.config.prompter_config.located_region_threshold,
+        )
+
+    def _capped_regions(self, prompter_output: ForgeryTalkerPrompterOutput) -> torch.Tensor:
+        """0/1 `(batch_size, num_regions)`: the flagged regions, at most `config.max_instruction_regions` of them per
+        image (the most probable, `region_decision.ranking_probs`)."""
+        regions = self._flagged_regions(prompter_output)
         limit = self.config.max_instruction_regions
         if limit is None or limit >= regions.shape[-1]:
             return regions
-        kept = torch.zeros_like(regions).scatter_(-1, region_probs.topk(limit, dim=-1).indices, 1)
+        ranking = ranking_probs(
+            torch.sigmoid(prompter_output.region_logits), _sigmoid_or_none(prompter_output.located_region_logits)
+        )
+        kept = torch.zeros_like(regions).scatter_(-1, ranking.topk(limit, dim=-1).indices, 1)
         return regions * kept
 
     def _check_image_tokens(self, prompt: list[int]) -> None:
@@ -433,7 +446,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         )
         output_flags = {name: True for name in _OUTPUT_FLAGS if kwargs.get(name, getattr(self.config, name, False))}
         prompter_output = self.prompter(pixel_values, region_labels=region_labels, **output_flags)
-        regions = self._instruction_regions(region_source, prompter_output.region_logits, region_labels, instruction_regions)
+        regions = self._instruction_regions(region_source, prompter_output, region_labels, instruction_regions)
         language_inputs = self.build_language_inputs(instruction_input_ids, instruction_qformer_input_ids, regions, labels=labels)
         image_features = self._image_features(pixel_values, language_inputs, **output_flags)
         # InstructBLIP's forward would run its vision encoder and Q-Former without the output flags
@@ -530,7 +543,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         )
         prompter_output = self.prompter(pixel_values)
         region_logits = prompter_output.region_logits
-        regions = self._instruction_regions(region_source, region_logits, region_labels, instruction_regions)
+        regions = self._instruction_regions(region_source, prompter_output, region_labels, instruction_regions)
         language_inputs = self.build_language_inputs(
             instruction_input_ids, instruction_qformer_input_ids, regions, for_generation=True
         )
@@ -567,13 +580,19 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             iou_scores=iou_scores,
             region_logits=region_logits,
             region_probs=region_probs,
-            predicted_regions=(region_probs > self.config.region_threshold).long(),
+            located_region_probs=_sigmoid_or_none(prompter_output.located_region_logits),
+            predicted_regions=self._flagged_regions(prompter_output),
             instruction_regions=regions,
             mask_threshold=self.config.mask_threshold,
             region_threshold=self.config.region_threshold,
+            located_region_threshold=self.config.prompter_config.located_region_threshold,
             # every field the language model returned (scores, logits, attentions, hidden states, cache, ...)
             **({} if isinstance(generated, torch.Tensor) else {k: v for k, v in generated.items() if k != "sequences"}),
         )
+
+
+def _sigmoid_or_none(logits: torch.Tensor | None) -> torch.Tensor | None:
+    return None if logits is None else torch.sigmoid(logits)
 
 
 def _pad(rows: list[list[int]], value: int, side: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -82,14 +82,20 @@ class ForgeryTalkerGenerationOutput(ModelOutput):
         The prompter's logits.
     region_probs (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
         `sigmoid(region_logits)`: per-region probability of manipulation.
+    located_region_probs (`torch.FloatTensor` of shape `(batch_size, num_regions)`, *optional*):
+        A prompter with a region map: per-region probability of holding the edit, given that the face is
+        manipulated (`None` otherwise).
     predicted_regions (`torch.LongTensor` of shape `(batch_size, num_regions)`):
-        0/1: the regions whose probability exceeds `region_threshold`.
+        0/1: the flagged regions (`forgerytalker.region_decision.flag_regions`: without a region map, those whose
+        probability exceeds `region_threshold`).
     instruction_regions (`torch.LongTensor` of shape `(batch_size, num_regions)`, *optional*):
         The regions named in the instruction the report was written from (`None` for the plain instruction).
     mask_threshold (`float`):
         The model's mask threshold (`config.mask_threshold`); post-processing uses it unless told otherwise.
     region_threshold (`float`):
         The region threshold that made `predicted_regions` (`config.region_threshold`).
+    located_region_threshold (`float`):
+        The located-region threshold (`config.prompter_config.located_region_threshold`; used with a region map).
     scores, logits (`tuple(torch.FloatTensor)`, *optional*, with `return_dict_in_generate=True` and `output_scores` / `output_logits`):
         One `(batch_size * num_beams_or_return_sequences, vocab_size)` tensor per generated token, as the
         language model's `generate` returns them; entry `t` belongs to column `t` of `sequences`.
@@ -111,10 +117,12 @@ class ForgeryTalkerGenerationOutput(ModelOutput):
     iou_scores: torch.FloatTensor | None = None
     region_logits: torch.FloatTensor | None = None
     region_probs: torch.FloatTensor | None = None
+    located_region_probs: torch.FloatTensor | None = None
     predicted_regions: torch.LongTensor | None = None
     instruction_regions: torch.LongTensor | None = None
     mask_threshold: float | None = None
     region_threshold: float | None = None
+    located_region_threshold: float | None = None
     scores: tuple[torch.FloatTensor, ...] | None = None
     logits: tuple[torch.FloatTensor, ...] | None = None
     sequences_scores: torch.FloatTensor | None = None

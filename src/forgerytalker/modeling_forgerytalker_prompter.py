@@ -25,7 +25,8 @@ class ForgeryTalkerPrompterOutput(ModelOutput):
     r"""
     loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `region_labels` is given):
         ½(ω-weighted binary cross-entropy + Dice) over the regions (paper Eq. 3–5), averaged over the batch; with
-        `patch_mask_labels`, plus `patch_mask_loss_weight` × the patch head's binary cross-entropy.
+        `patch_mask_labels`, plus `patch_mask_loss_weight` × the patch head's binary cross-entropy; with a region
+        map, plus `region_map_loss_weight` × `region_map_loss`.
     region_logits (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
         One logit per region; `sigmoid` gives the probability that the region is manipulated.
     last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 1 + num_patches, hidden_size)`):
@@ -41,6 +42,10 @@ class ForgeryTalkerPrompterOutput(ModelOutput):
         patch head, `config.patch_mask_loss_weight > 0`):
         One logit per patch (`grid = image_size // patch_size`, rows first); `sigmoid` gives the predicted share
         of the patch's cell that is manipulated.
+    located_region_logits (`torch.FloatTensor` of shape `(batch_size, num_regions)`, *optional*, returned by a network
+        with a region map, `config.region_map_loss_weight > 0`):
+        One logit per region, read by the region map from the patch probabilities; `sigmoid` gives the probability
+        that the region holds the edit, given that the face is manipulated.
     """
 
     loss: torch.FloatTensor | None = None
@@ -49,6 +54,19 @@ class ForgeryTalkerPrompterOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     patch_logits: torch.FloatTensor | None = None
+    located_region_logits: torch.FloatTensor | None = None
+
+
+def region_map_loss(located_region_logits: torch.Tensor, region_labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the region map's logits `(batch_size, num_regions)` on the manipulated samples only
+    (those with a region label): the map says which regions hold an edit *given* that there is one. A scalar; 0 (still
+    connected to the map, so every process of a data-parallel run sees its gradient) when no sample is manipulated."""
+    manipulated = region_labels.bool().any(dim=-1)
+    if not manipulated.any():
+        return located_region_logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(
+        located_region_logits[manipulated], region_labels[manipulated].to(located_region_logits.dtype)
+    )
 
 
 def forgery_prompter_loss(
@@ -207,6 +225,8 @@ class ForgeryTalkerPrompterNetwork(PreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.region_head = nn.Linear(config.hidden_size, config.num_regions)
         self.patch_head = nn.Linear(config.hidden_size, 1) if config.has_patch_head else None
+        grid_cells = config.patch_grid**2
+        self.region_map = nn.Linear(grid_cells, config.num_regions) if config.has_region_map else None
         self.post_init()
 
     def requires_grad_(self, requires_grad: bool = True):
@@ -277,20 +297,29 @@ class ForgeryTalkerPrompterNetwork(PreTrainedModel):
             tokens = layer(tokens, **kwargs)
         hidden_states = self.layernorm(tokens)
         region_logits = self.region_head(hidden_states[:, 0])
-        patch_logits = None
+        patch_logits = located_region_logits = None
         if self.patch_head is not None:
             grid = self.config.patch_grid
             patch_logits = self.patch_head(hidden_states[:, 1:]).reshape(batch_size, grid, grid)
+        if self.region_map is not None:
+            # Detached: the map learns where each region lies on the grid without pulling the patch head its way
+            located_region_logits = self.region_map(torch.sigmoid(patch_logits.detach()).flatten(1))
         loss = None
         if region_labels is not None:
             loss = forgery_prompter_loss(
                 region_logits, region_labels, self.config.negative_weight, self.config.dice_smooth
             )
+            if located_region_logits is not None:
+                loss = loss + self.config.region_map_loss_weight * region_map_loss(located_region_logits, region_labels)
         if patch_mask_labels is not None:
             patch_loss = self.config.patch_mask_loss_weight * self._patch_mask_loss(patch_logits, patch_mask_labels)
             loss = patch_loss if loss is None else loss + patch_loss
         return ForgeryTalkerPrompterOutput(
-            loss=loss, region_logits=region_logits, last_hidden_state=hidden_states, patch_logits=patch_logits
+            loss=loss,
+            region_logits=region_logits,
+            last_hidden_state=hidden_states,
+            patch_logits=patch_logits,
+            located_region_logits=located_region_logits,
         )
 
     def _patch_mask_loss(self, patch_logits: torch.Tensor | None, patch_mask_labels: torch.Tensor) -> torch.Tensor:
@@ -324,4 +353,10 @@ def __getattr__(name: str):
     return globals()[_DEPRECATED_NAMES[name]]
 
 
-__all__ = ["ForgeryTalkerPrompterNetwork", "ForgeryTalkerPrompterOutput", "coordinate_channels", "forgery_prompter_loss"]
+__all__ = [
+    "ForgeryTalkerPrompterNetwork",
+    "ForgeryTalkerPrompterOutput",
+    "coordinate_channels",
+    "forgery_prompter_loss",
+    "region_map_loss",
+]

@@ -198,10 +198,12 @@ class ForgeryAnalysisPipeline(Pipeline):
             "iou_scores": outputs.iou_scores,
             "region_logits": outputs.region_logits,
             "region_probs": outputs.region_probs,
+            "located_region_probs": outputs.located_region_probs,
             "predicted_regions": outputs.predicted_regions,
             "instruction_regions": outputs.instruction_regions,
             "mask_threshold": torch.full((batch_size,), outputs.mask_threshold, dtype=torch.float64),
             "region_threshold": torch.full((batch_size,), outputs.region_threshold, dtype=torch.float64),
+            "located_region_threshold": torch.full((batch_size,), outputs.located_region_threshold, dtype=torch.float64),
             "target_size": target_size,
         }
 
@@ -212,10 +214,12 @@ class ForgeryAnalysisPipeline(Pipeline):
             iou_scores=model_outputs["iou_scores"],
             region_logits=model_outputs["region_logits"],
             region_probs=model_outputs["region_probs"],
+            located_region_probs=model_outputs["located_region_probs"],
             predicted_regions=model_outputs["predicted_regions"],
             instruction_regions=model_outputs["instruction_regions"],
             mask_threshold=float(model_outputs["mask_threshold"][0]),
             region_threshold=float(model_outputs["region_threshold"][0]),
+            located_region_threshold=float(model_outputs["located_region_threshold"][0]),
         )
         height, width = (int(value) for value in model_outputs["target_size"][0])
         results = self.processor.post_process_generation(

@@ -18,6 +18,7 @@ from .image_utils import forged_pixels, to_rgb
 from .instruction import IGNORE_INDEX, InstructionPieces, InstructionWording
 from .mask_prompt import MaskPromptPieces
 from .paths import resolve_local_path
+from .region_decision import flag_regions
 from .regions import REGION_NAMES, labels_to_regions, regions_to_labels
 
 
@@ -337,18 +338,26 @@ class ForgeryTalkerProcessor(ProcessorMixin):
             results.append(probabilities > mask_threshold if binarize else probabilities)
         return results
 
-    def post_process_regions(self, outputs, region_threshold: float | None = None) -> list[dict]:
-        """Per image: the flagged region names and every region's probability, both in `REGION_NAMES` order.
+    def post_process_regions(
+        self, outputs, region_threshold: float | None = None, located_region_threshold: float | None = None
+    ) -> list[dict]:
+        """Per image: the flagged region names, every region's probability and, for a model with a region map,
+        every region's located probability (`None` otherwise), all in `REGION_NAMES` order.
 
-        `region_threshold` defaults to the one `generate` used (`outputs.region_threshold`).
+        Regions are flagged by `forgerytalker.region_decision.flag_regions`; the thresholds default to the ones
+        `generate` used (`outputs.region_threshold`, `outputs.located_region_threshold`).
         """
         threshold = _threshold(region_threshold, outputs, "region_threshold")
+        located = getattr(outputs, "located_region_probs", None)
+        located_threshold = None if located is None else _threshold(located_region_threshold, outputs, "located_region_threshold")
+        flagged = flag_regions(outputs.region_probs.float(), threshold, None if located is None else located.float(), located_threshold)
         results = []
-        for probabilities in outputs.region_probs.float().tolist():
+        for index, probabilities in enumerate(outputs.region_probs.float().tolist()):
             results.append(
                 {
-                    "regions": [name for name, p in zip(REGION_NAMES, probabilities) if p > threshold],
+                    "regions": labels_to_regions(flagged[index].tolist()),
                     "probabilities": dict(zip(REGION_NAMES, probabilities)),
+                    "located_probabilities": None if located is None else dict(zip(REGION_NAMES, located[index].float().tolist())),
                 }
             )
         return results
@@ -360,6 +369,7 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         mask_threshold: float | None = None,
         region_threshold: float | None = None,
         return_mask_probabilities: bool = False,
+        located_region_threshold: float | None = None,
     ) -> list[dict]:
         """Everything `generate` answered, one dict per generated report.
 
@@ -370,11 +380,12 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         Args:
             outputs ([`ForgeryTalkerGenerationOutput`]): what `model.generate` returned.
             target_sizes: `(height, width)` of each image (one per image, not per report).
-            mask_threshold, region_threshold: override the thresholds of `outputs`.
+            mask_threshold, region_threshold, located_region_threshold: override the thresholds of `outputs`.
             return_mask_probabilities: also return each pixel's probability (`mask_probabilities`).
 
         Returns:
             Dicts with `report`, `regions`, `region_probabilities` (all 21, `REGION_NAMES` order),
+            `located_region_probabilities` (the same for a model with a region map, else `None`),
             `instruction_regions` (`None` for the plain instruction), `mask` (bool `(H, W)`), `mask_confidence`
             (the IoU head's estimate; `None` for a `"dff"` mask decoder, which has none),
             `mask_threshold`, `region_threshold` (the values used) and, if asked, `mask_probabilities`
@@ -388,7 +399,7 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         mask_threshold = _threshold(mask_threshold, outputs, "mask_threshold")
         region_threshold = _threshold(region_threshold, outputs, "region_threshold")
         probabilities = self.post_process_masks(outputs.pred_masks, target_sizes, binarize=False)
-        regions = self.post_process_regions(outputs, region_threshold)
+        regions = self.post_process_regions(outputs, region_threshold, located_region_threshold)
         instruction = outputs.instruction_regions
         results = []
         for index, report in enumerate(reports):
@@ -397,6 +408,7 @@ class ForgeryTalkerProcessor(ProcessorMixin):
                 "report": report,
                 "regions": regions[image]["regions"],
                 "region_probabilities": regions[image]["probabilities"],
+                "located_region_probabilities": regions[image]["located_probabilities"],
                 "instruction_regions": None if instruction is None else labels_to_regions(instruction[image].tolist()),
                 "mask": probabilities[image] > mask_threshold,
                 "mask_confidence": None if outputs.iou_scores is None else float(outputs.iou_scores[image, 0]),

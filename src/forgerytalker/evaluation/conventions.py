@@ -88,8 +88,9 @@ CONVENTIONS: tuple[tuple[str, str], ...] = (
         "plm",
         "PLM (paper Eq. 8) per image = |predicted and ground-truth positive regions| / |predicted or "
         f"ground-truth positive regions| over the 21 regions, {EMPTY_UNION_IOU:g} when both are empty; the "
-        "reported PLM is the mean over images. Region probabilities are positive where p > the region threshold, "
-        "the evaluated checkpoint's config.prompter_config.region_threshold.",
+        "reported PLM is the mean over images. The predicted regions are the ones the model flags: region "
+        "probabilities above the evaluated checkpoint's config.prompter_config.region_threshold or, for a prompter "
+        "with a region map, the located regions of a face called manipulated (forgerytalker.region_decision).",
     ),
     (
         "per_region",

@@ -203,6 +203,7 @@ def prediction_record(sample: EvaluationSample, prediction: Mapping, mask: np.nd
         "reference": sample.reference,
         "regions": prediction["regions"],
         "region_probabilities": probabilities,
+        **({} if prediction.get("located_region_probabilities") is None else {"located_region_probabilities": prediction["located_region_probabilities"]}),
         "instruction_regions": prediction["instruction_regions"],
         "target_regions": sample.regions,
         "mask": mask_path,

@@ -119,7 +119,14 @@ def thresholds_sentence(thresholds: Mapping[str, float]) -> str:
     return (
         f"Thresholds of the evaluated checkpoint: a mask pixel is forged where p > {thresholds['mask_threshold']:g} "
         f"(`config.mask_threshold`); a region is predicted where p > {thresholds['region_threshold']:g} "
-        "(`config.prompter_config.region_threshold`)."
+        "(`config.prompter_config.region_threshold`)"
+        + (
+            "."
+            if "located_region_threshold" not in thresholds
+            else f" or, with the region map, of a face called manipulated where its located p > "
+            f"{thresholds['located_region_threshold']:g} (`config.prompter_config.located_region_threshold`) and the "
+            "most probable one."
+        )
     )
 
 

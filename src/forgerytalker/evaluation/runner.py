@@ -8,8 +8,9 @@ for each degradation, the same metrics on degraded inputs and the drop from the 
 - **Several processes.** Launched with `accelerate launch` (or given an `accelerate.Accelerator`), every process
   calls `run_evaluation`; each predicts a contiguous shard of the split, the main process gathers the records,
   scores them and writes the files, and every process returns the same document, equal to a one-process run's.
-- **Thresholds from the checkpoint.** Masks are binarised at `model.config.mask_threshold` and region
-  probabilities at `model.config.prompter_config.region_threshold`; the document states both ("thresholds").
+- **Thresholds from the checkpoint.** Masks are binarised at `model.config.mask_threshold`; regions are the ones the
+  model flags (`region_decision.flag_regions`, from `config.prompter_config.region_threshold` and, with a region
+  map, its `located_region_threshold`); the document states them ("thresholds").
 - **Outputs** (with `output_dir`; see `output_folder` for the guarantees: only its own files are replaced, a run
   is swapped in only when complete, an interrupted run resumes):
   - `predictions.jsonl`: one JSON object per image (`prediction.prediction_record`), in split order;
@@ -63,11 +64,16 @@ DETECTION_SCORES: tuple[str, ...] = ("region", "mask_area")
 
 
 def model_thresholds(model) -> dict[str, float]:
-    """The thresholds the evaluated checkpoint was configured with: `{"mask_threshold", "region_threshold"}`."""
-    return {
+    """The thresholds the evaluated checkpoint was configured with: `{"mask_threshold", "region_threshold"}`, and
+    `"located_region_threshold"` for a prompter with a region map."""
+    prompter_config = model.config.prompter_config
+    thresholds = {
         "mask_threshold": float(model.config.mask_threshold),
-        "region_threshold": float(model.config.prompter_config.region_threshold),
+        "region_threshold": float(prompter_config.region_threshold),
     }
+    if prompter_config.has_region_map:
+        thresholds["located_region_threshold"] = float(prompter_config.located_region_threshold)
+    return thresholds
 
 
 def detection_threshold(detection_score: str, thresholds: Mapping[str, float]) -> float:
@@ -123,9 +129,9 @@ def evaluation_records(
         predicted_reports={record["image_id"]: record["report"] for record in records},
         reference_reports={record["image_id"]: record["reference"] for record in records},
         mask_counts={record["image_id"]: MaskCounts(record["image_id"], **record["mask_pixels"]) for record in records},
-        predicted_regions={
-            record["image_id"]: [record["region_probabilities"][name] for name in REGION_NAMES] for record in records
-        },
+        # the regions the model flagged (`region_decision.flag_regions`), not its probabilities at one threshold:
+        # a model with a region map names regions by their located probabilities
+        predicted_regions={record["image_id"]: regions_to_labels(record["regions"]) for record in records},
         target_regions={record["image_id"]: regions_to_labels(record["target_regions"]) for record in records},
         detection_scores={record["image_id"]: record["detection_scores"][detection_score] for record in records},
         detection_threshold=detection_threshold(detection_score, thresholds),

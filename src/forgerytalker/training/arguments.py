@@ -69,6 +69,12 @@ class ForgeryTalkerTrainingArguments:
 
     # optimisation
     learning_rate: float = 1e-4
+    region_map_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "stage 1, a prompter with a region map (region_map_loss_weight > 0): the map's own learning "
+                          "rate (default --learning_rate). The map is a linear probe on detached patch probabilities; "
+                          "the demo recipe's 500 steps at 1e-3 left it short of fitted, 3e-2 fitted it"},
+    )
     weight_decay: float = 0.0
     lr_scheduler_type: str = "cosine"
     warmup_steps: int = 0
@@ -171,6 +177,8 @@ def _check_numbers(args: ForgeryTalkerTrainingArguments) -> None:
             raise TrainingConfigurationError(f"--{name}: must not be negative, got {getattr(args, name)}")
     if not args.learning_rate > 0:
         raise TrainingConfigurationError(f"--learning_rate: must be positive, got {args.learning_rate}")
+    if args.region_map_learning_rate is not None and not args.region_map_learning_rate > 0:
+        raise TrainingConfigurationError(f"--region_map_learning_rate: must be positive, got {args.region_map_learning_rate}")
     if not 0 <= args.lora_dropout < 1:
         raise TrainingConfigurationError(f"--lora_dropout: must lie in [0, 1), got {args.lora_dropout}")
     if args.max_steps == 0 or args.max_steps < -1:

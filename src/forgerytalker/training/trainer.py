@@ -93,7 +93,7 @@ def _train(args: ForgeryTalkerTrainingArguments, held: contextlib.ExitStack) -> 
         num_workers=args.dataloader_num_workers,
     )
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, args), lr=args.learning_rate, weight_decay=args.weight_decay)
     module, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     # Accelerate ends an accumulation at the end of the loader, so an epoch's last step may use fewer batches.
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
@@ -192,6 +192,20 @@ def _augmentation(args: ForgeryTalkerTrainingArguments, processor) -> Augmentati
         return None
     image_processor = processor if args.stage == "prompter" else processor.image_processor
     return AugmentationSettings(working_size=max(image_processor.size["height"], image_processor.size["width"]))
+
+
+def parameter_groups(model, args: ForgeryTalkerTrainingArguments) -> list[dict]:
+    """The optimizer's parameter groups: every trainable parameter at `--learning_rate`, except a prompter's region
+    map (`region_map.*`, trainable in stage 1), which gets `--region_map_learning_rate` when one is given."""
+    trainable = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+    if args.region_map_learning_rate is None:
+        return [{"params": [parameter for _, parameter in trainable]}]
+    is_map = [name.startswith("region_map.") or ".region_map." in name for name, _ in trainable]
+    groups = [{"params": [parameter for (_, parameter), in_map in zip(trainable, is_map) if not in_map]}]
+    if any(is_map):
+        groups.append({"params": [parameter for (_, parameter), in_map in zip(trainable, is_map) if in_map],
+                       "lr": args.region_map_learning_rate})
+    return groups
 
 
 def _patch_grid(args: ForgeryTalkerTrainingArguments, model) -> int | None:

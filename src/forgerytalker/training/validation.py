@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from ..evaluation.conventions import ALL_METRICS
 from ..evaluation.detection_metrics import auc_defined, region_detection_scores, roc_auc
 from ..evaluation.region_metrics import positive_label_matching
+from ..region_decision import flag_regions
 from .data import ForgeryTalkerCollator
 
 VALIDATION_METRICS: dict[str, tuple[str, ...]] = {
@@ -49,7 +50,8 @@ def validate_prompter(
 
     With an `accelerator` of several processes, each process scores its contiguous shard of `split` and the
     results are gathered, so every process returns the metrics a single process would. Inputs go to the
-    prompter's own device; regions count as predicted above the prompter config's `region_threshold`.
+    prompter's own device; the predicted regions are the flagged ones (`region_decision.flag_regions`, at the prompter
+    config's thresholds).
     """
     if accelerator is not None and accelerator.num_processes > 1:
         rows = contiguous_shard(len(split), accelerator.num_processes, accelerator.process_index)
@@ -59,22 +61,31 @@ def validate_prompter(
     collator = ForgeryTalkerCollator(image_processor, "prompter", skip_unreadable_images)
     loader = DataLoader(split, batch_size=batch_size, collate_fn=collator)
     main = accelerator is None or accelerator.is_local_main_process
-    probabilities, targets, loss_sum = [], [], 0.0
+    probabilities, located, targets, loss_sum = [], [], [], 0.0
     for batch in tqdm(loader, desc="validate", leave=False, disable=not main):
         if not batch["image_ids"]:  # every image of the batch was unreadable
             continue
         labels = batch["region_labels"]
         output = prompter(batch["pixel_values"].to(prompter.device), region_labels=labels.to(prompter.device))
         probabilities.append(torch.sigmoid(output.region_logits).float().cpu().numpy())
+        if output.located_region_logits is not None:
+            located.append(torch.sigmoid(output.located_region_logits).float().cpu().numpy())
         targets.append(labels.numpy())
         loss_sum += float(output.loss) * len(labels)  # the loss is the batch mean of per-sample losses
     prompter.train(was_training)
-    shard = (np.concatenate(probabilities) if probabilities else np.zeros((0, prompter.config.num_regions)),
-             np.concatenate(targets) if targets else np.zeros((0, prompter.config.num_regions)), loss_sum)
+    config = prompter.config
+    empty = np.zeros((0, config.num_regions), dtype=np.float32)
+    shard = (np.concatenate(probabilities) if probabilities else empty,
+             np.concatenate(targets) if targets else empty, loss_sum,
+             np.concatenate(located) if located else empty)
     shards = gather_object([shard]) if accelerator is not None and accelerator.num_processes > 1 else [shard]
     probabilities = np.concatenate([part[0] for part in shards])
     targets = np.concatenate([part[1] for part in shards])
-    predicted = probabilities > prompter.config.region_threshold
+    located = np.concatenate([part[3] for part in shards]) if config.has_region_map else None
+    predicted = flag_regions(
+        torch.from_numpy(probabilities), config.region_threshold,
+        None if located is None else torch.from_numpy(located), config.located_region_threshold,
+    ).numpy()
     metrics = {"PLM": positive_label_matching(predicted, targets), "region_loss": sum(part[2] for part in shards) / len(targets)}
     forged = targets.any(axis=1)
     if auc_defined(forged):
