@@ -98,7 +98,7 @@ def test_the_stage_one_collator_gives_the_cell_shares_of_each_mask(tiny_dataset_
     assert "patch_mask_labels" not in ForgeryTalkerCollator(image_processor, "prompter")(examples[:2])
 
 
-def _stage_one(tiny_dataset_dir, tmp_path, weight: float, dataset=None, region_map_loss_weight: float = 0.0, extra=()):
+def _stage_one(tiny_dataset_dir, tmp_path, weight: float, dataset=None, region_map: bool = False, extra=()):
     from forgerytalker.tiny import build_tiny_processor
     from transformers import InstructBlipProcessor
 
@@ -108,7 +108,7 @@ def _stage_one(tiny_dataset_dir, tmp_path, weight: float, dataset=None, region_m
                           num_query_tokens=4).save_pretrained(instructblip)
     prompter_config = {"image_size": 32, "patch_size": 8, "hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 4,
                        "intermediate_size": 48, "num_conv_branch_layers": 1, "conv_kernel_sizes": [3],
-                       "patch_mask_loss_weight": weight, "region_map_loss_weight": region_map_loss_weight}
+                       "patch_mask_loss_weight": weight, "region_map": region_map}
     output_dir = tmp_path / f"stage-one-{weight}"
     train_here("--stage", "prompter", "--output_dir", str(output_dir), "--prompter_config", json.dumps(prompter_config),
                "--dataset", str(dataset or tiny_dataset_dir), "--instructblip_name_or_path", str(instructblip),

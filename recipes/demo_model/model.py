@@ -71,7 +71,7 @@ def build_config(processor: ForgeryTalkerProcessor, settings: RecipeSettings) ->
                              pretrained_branch_blocks=settings.pretrained_branch_blocks,
                              freeze_pretrained_branch=settings.freeze_pretrained_branch,
                              patch_mask_loss_weight=settings.patch_mask_loss_weight,
-                             region_map_loss_weight=settings.region_map_loss_weight),
+                             region_map=settings.region_map),
         mask_decoder_config=dict(hidden_size=128, mlp_dim=256, num_hidden_layers=2, num_attention_heads=4,
                                  iou_head_hidden_dim=128),
         mask_size=size,

@@ -21,7 +21,7 @@ from forgerytalker.evaluation.report import TABLE2_COLUMNS, breakdown_markdown, 
 from forgerytalker.image_utils import load_mask, load_rgb
 from forgerytalker.regions import caption_to_labels, regions_to_labels
 
-from .calibration import MASK_THRESHOLDS, SCORE_NOISE
+from .calibration import LOCATED_THRESHOLDS, MASK_THRESHOLDS, SCORE_NOISE
 from .data import SPLITS, identity_groups, source_faces
 from .evaluations import predictions
 from .generation import RECORD as GENERATION_RECORD
@@ -302,7 +302,7 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         f"({generation['chosen']['num_beams']} beam(s), repetition penalty {generation['chosen']['repetition_penalty']:g}: "
         f"of the settings below whose reports never name a region twice, the one with the best CIDEr on the "
         f"{generation['validation_images']} validation images); "
-        "regions are the prompter's own predictions "
+        f"regions are the prompter's own predictions{_region_map_sentence(calibration)} "
         f"(at most {settings.max_regions} in the instruction, the most probable: `max_instruction_regions`). A mask "
         f"pixel is forged where its probability is above the mask threshold {calibration['mask_threshold']:g}, the one "
         f"of {MASK_THRESHOLDS[0]:g}, {MASK_THRESHOLDS[1]:g}, ..., {MASK_THRESHOLDS[-1]:g} with the best mean IoU on the "
@@ -374,12 +374,27 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
     return out
 
 
+def _region_map_sentence(calibration: dict) -> str:
+    """What RESULTS.md says of how the flagged regions were chosen, when the prompter has a region map."""
+    if "located_region_threshold" not in calibration:
+        return ""
+    return (
+        ": of a face called manipulated, the regions whose located probability (the region map, read from the patch "
+        f"head's cells) is above {calibration['located_region_threshold']:g}, and always the most probable one; "
+        f"{calibration['located_region_threshold']:g} is the threshold of {LOCATED_THRESHOLDS[0]:g}, "
+        f"{LOCATED_THRESHOLDS[1]:g}, ..., {LOCATED_THRESHOLDS[-1]:g} with the best PLM on the validation images "
+        f"({calibration['validation_plm']:.2f} there)"
+    )
+
+
 def _patch_head_summary(settings) -> str:
     """What RESULTS.md says of the prompter's patch head (`patch_mask_loss_weight`)."""
     if not settings.patch_mask_loss_weight:
         return ""
+    region_map = (f", and a region map from those cells to the regions, fitted on {settings.region_map_samples} "
+                  "unaugmented training faces at each validation" if settings.region_map else "")
     return (", where stage 1 also learns from the masks which grid cells were edited (the patch head, loss weight "
-            f"{settings.patch_mask_loss_weight:g})")
+            f"{settings.patch_mask_loss_weight:g}){region_map}")
 
 
 __all__ = ["detection_by_score", "held_out_detection", "report_consistency", "write_figure", "write_results"]

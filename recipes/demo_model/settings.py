@@ -57,12 +57,13 @@ class RecipeSettings:
     # weight 1 the validation AUC at steps 100-500 was 86.2, 82.9, 90.2, 93.8, 92.7 (PLM at the best 39.4), against
     # 70.1, 78.0, 83.1, 88.8, 89.6 (PLM 35.9) from the region labels alone, same data, start and schedule
     patch_mask_loss_weight: float = 1.0
-    # stage 1 also trains a region map on the patch probabilities, which names the regions of a manipulated face
-    # (the class token's region head hardly tells them apart: per-region AUC among the forged validation faces
-    # 0.45-0.83, the map fitted on the session-23 prompter 0.60-0.92; validation PLM 37.9 -> about 48). At the
-    # prompter's learning rate 500 steps leave the map short of fitted (PLM about 39 on fixed features), at 3e-2 not
-    region_map_loss_weight: float = 1.0
-    region_map_learning_rate: float = 3e-2
+    # the prompter's region map names the regions of a manipulated face from the patch head's cells: the class token's
+    # region head hardly tells them apart (per-region AUC among the forged validation faces 0.45-0.83 for the
+    # session-23 model; validation PLM 37.9). Stage 1 fits it on this many unaugmented training faces at each
+    # validation (PLM of a probe fitted on 500 / 1000 / 2000 / 3000 faces: 47.1 / 48.0 / 49.0 / 49.3); trained along
+    # with the prompter on augmented faces instead, it reached 44.4
+    region_map: bool = True
+    region_map_samples: int = 2000
     vocab_size: int = 800
     # training: optimizer steps, batch size. Stage 1 for 1000 steps instead (validation AUC 82.0, 83.0, 86.4, 88.7,
     # 88.8 at steps 200-1000) ended no better than 500 (89.6)

@@ -59,10 +59,12 @@ def _schedule(steps: int, batch_size: int, learning_rate: float, settings: Recip
 
 def train_prompter(dataset: Path, initial_prompter: Path, out: Path, settings: RecipeSettings, fraction: float = 1.0) -> Path:
     """Stage 1: the Forgery Prompter Network alone, on region labels; the checkpoint with the best validation
-    detection AUC is kept."""
+    detection AUC is kept. A share of the steps (`fraction`, the leave-one-out prompters, judged on detection alone)
+    fits the region map on the same share of the faces."""
     steps = max(2, round(settings.prompter_steps * fraction))
+    map_samples = max(1, round(settings.region_map_samples * fraction))
     return _launch(["--stage", "prompter", "--dataset", str(dataset), "--prompter_name_or_path", str(initial_prompter),
-                    "--best_metric", "AUC", "--region_map_learning_rate", str(settings.region_map_learning_rate),
+                    "--best_metric", "AUC", "--region_map_samples", str(map_samples),
                     *_schedule(steps, settings.batch_size, settings.prompter_learning_rate, settings,
                                settings.prompter_eval_points, None)], out)
 

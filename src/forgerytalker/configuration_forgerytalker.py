@@ -133,13 +133,14 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
             this weight, is added to the region loss. The region labels say only *which* regions were edited; the
             shares also say where, cell by cell. Its logits come out as `patch_logits`. 0 (the released
             checkpoints): no such head.
-        region_map_loss_weight (`float`, *optional*, defaults to 0.0):
-            Needs a patch head. When positive, a linear map (`region_map`) reads the patch head's probabilities
-            (`grid × grid`, detached) and scores each region for holding the manipulation, given that the face is
-            manipulated; stage 1 trains it on the manipulated samples' region labels (binary cross-entropy times
-            this weight). The class token's region head tells *whether* a face was edited, and is a poor guide to
-            *which* regions; the map names them from where the patch head sees the edit. Its logits come out as
-            `located_region_logits`. 0: no map, regions are named by the region head alone.
+        region_map (`bool`, *optional*, defaults to `False`):
+            Needs a patch head. A linear map (`region_map`) from the patch head's probabilities (`grid × grid`) to the
+            regions: the probability that each region holds the edit, given that the face is manipulated. The class
+            token's region head tells *whether* a face was edited and is a poor guide to *which* regions; the map
+            names them from where the patch head sees the edit. It is not trained by gradient: stage 1 fits it, as a
+            logistic probe, on unaugmented training faces each time it validates and before it saves
+            (`forgerytalker.training.region_map`). Its logits come out as `located_region_logits`. `False`: regions
+            are named by the region head alone.
         located_region_threshold (`float`, *optional*, defaults to 0.5):
             With a region map: of a face called manipulated, the regions whose located probability is above this
             are named (and always the most probable one). See `forgerytalker.region_decision`.
@@ -173,7 +174,7 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
     region_threshold: float = DEFAULT_REGION_THRESHOLD
     dice_smooth: float = 1.0
     patch_mask_loss_weight: float = 0.0
-    region_map_loss_weight: float = 0.0
+    region_map: bool = False
     located_region_threshold: float = 0.5
     initializer_range: float = 0.02
 
@@ -210,13 +211,8 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
             raise ValueError(f"`region_threshold` must lie in (0, 1), got {self.region_threshold}")
         if self.patch_mask_loss_weight < 0:
             raise ValueError(f"`patch_mask_loss_weight` must be 0 (no patch head) or positive, got {self.patch_mask_loss_weight}")
-        if self.region_map_loss_weight < 0:
-            raise ValueError(f"`region_map_loss_weight` must be 0 (no region map) or positive, got {self.region_map_loss_weight}")
-        if self.region_map_loss_weight > 0 and not self.has_patch_head:
-            raise ValueError(
-                f"`region_map_loss_weight={self.region_map_loss_weight}` needs a patch head to read: set "
-                "`patch_mask_loss_weight` above 0 too"
-            )
+        if self.region_map and not self.has_patch_head:
+            raise ValueError("`region_map=True` needs a patch head to read: set `patch_mask_loss_weight` above 0 too")
         if not 0.0 < self.located_region_threshold < 1.0:
             raise ValueError(f"`located_region_threshold` must lie in (0, 1), got {self.located_region_threshold}")
 
@@ -231,8 +227,8 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
 
     @property
     def has_region_map(self) -> bool:
-        """Whether regions are named from the patch head's evidence (`region_map_loss_weight > 0`)."""
-        return self.region_map_loss_weight > 0
+        """Whether regions are named from the patch head's evidence by a region map (`region_map`)."""
+        return bool(self.region_map)
 
     @property
     def patch_grid(self) -> int:

@@ -25,8 +25,7 @@ class ForgeryTalkerPrompterOutput(ModelOutput):
     r"""
     loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `region_labels` is given):
         ½(ω-weighted binary cross-entropy + Dice) over the regions (paper Eq. 3–5), averaged over the batch; with
-        `patch_mask_labels`, plus `patch_mask_loss_weight` × the patch head's binary cross-entropy; with a region
-        map, plus `region_map_loss_weight` × `region_map_loss`.
+        `patch_mask_labels`, plus `patch_mask_loss_weight` × the patch head's binary cross-entropy.
     region_logits (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
         One logit per region; `sigmoid` gives the probability that the region is manipulated.
     last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 1 + num_patches, hidden_size)`):
@@ -43,7 +42,7 @@ class ForgeryTalkerPrompterOutput(ModelOutput):
         One logit per patch (`grid = image_size // patch_size`, rows first); `sigmoid` gives the predicted share
         of the patch's cell that is manipulated.
     located_region_logits (`torch.FloatTensor` of shape `(batch_size, num_regions)`, *optional*, returned by a network
-        with a region map, `config.region_map_loss_weight > 0`):
+        with a region map, `config.region_map`):
         One logit per region, read by the region map from the patch probabilities; `sigmoid` gives the probability
         that the region holds the edit, given that the face is manipulated.
     """
@@ -59,8 +58,8 @@ class ForgeryTalkerPrompterOutput(ModelOutput):
 
 def region_map_loss(located_region_logits: torch.Tensor, region_labels: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of the region map's logits `(batch_size, num_regions)` on the manipulated samples only
-    (those with a region label): the map says which regions hold an edit *given* that there is one. A scalar; 0 (still
-    connected to the map, so every process of a data-parallel run sees its gradient) when no sample is manipulated."""
+    (those with a region label): the map says which regions hold an edit *given* that there is one. A scalar; 0 when
+    no sample is manipulated. What `training.region_map.fit_region_map` minimises."""
     manipulated = region_labels.bool().any(dim=-1)
     if not manipulated.any():
         return located_region_logits.sum() * 0.0
@@ -228,14 +227,18 @@ class ForgeryTalkerPrompterNetwork(PreTrainedModel):
         grid_cells = config.patch_grid**2
         self.region_map = nn.Linear(grid_cells, config.num_regions) if config.has_region_map else None
         self.post_init()
+        self.requires_grad_(True)  # the region map is fitted, never trained by gradient
 
     def requires_grad_(self, requires_grad: bool = True):
-        """As `nn.Module.requires_grad_`, but a frozen pretrained branch (`freeze_pretrained_branch`) never trains:
-        its parameters keep `requires_grad=False` (data-parallel training would wait for their gradients)."""
+        """As `nn.Module.requires_grad_`, but a frozen pretrained branch (`freeze_pretrained_branch`) and the region
+        map (fitted, not trained by gradient: `training.region_map`) never train: their parameters keep
+        `requires_grad=False` (data-parallel training would wait for their gradients)."""
         super().requires_grad_(requires_grad)
         for module in self.modules():
             if isinstance(module, MobileNetV2Features) and module.frozen:
                 nn.Module.requires_grad_(module, False)
+        if self.region_map is not None:
+            nn.Module.requires_grad_(self.region_map, False)
         return self
 
     @torch.no_grad()
@@ -302,15 +305,12 @@ class ForgeryTalkerPrompterNetwork(PreTrainedModel):
             grid = self.config.patch_grid
             patch_logits = self.patch_head(hidden_states[:, 1:]).reshape(batch_size, grid, grid)
         if self.region_map is not None:
-            # Detached: the map learns where each region lies on the grid without pulling the patch head its way
-            located_region_logits = self.region_map(torch.sigmoid(patch_logits.detach()).flatten(1))
+            located_region_logits = self.region_map(torch.sigmoid(patch_logits).flatten(1))
         loss = None
         if region_labels is not None:
             loss = forgery_prompter_loss(
                 region_logits, region_labels, self.config.negative_weight, self.config.dice_smooth
             )
-            if located_region_logits is not None:
-                loss = loss + self.config.region_map_loss_weight * region_map_loss(located_region_logits, region_labels)
         if patch_mask_labels is not None:
             patch_loss = self.config.patch_mask_loss_weight * self._patch_mask_loss(patch_logits, patch_mask_labels)
             loss = patch_loss if loss is None else loss + patch_loss

@@ -39,6 +39,8 @@ RESULT_KEYS = (
     "mask_confidence",
     "mask_threshold",
     "region_threshold",
+    "located_region_probabilities",
+    "located_region_threshold",
 )
 """The keys of every result, in this order (see `ForgeryAnalysisPipeline.__call__`)."""
 _GENERATION_KEYS = frozenset(key for key in vars(GenerationConfig()) if not key.startswith("_")) | {"penalize_instruction"}
@@ -98,7 +100,8 @@ class ForgeryAnalysisPipeline(Pipeline):
             `instruction_regions` (the names in the instruction, or `None` for the plain one), `mask` (PIL "L"
             image, 0/255, at the photo's size), `mask_probabilities` (float32 `(H, W)` array at the photo's
             size, for heatmaps), `mask_confidence` (the IoU head's estimate), `mask_threshold` and
-            `region_threshold` (the values used), and `faces` (one dict per analysed face: number, box,
+            `region_threshold` (the values used), `located_region_probabilities` and `located_region_threshold` (a
+            model with a region map: what decided which regions are flagged; `None` otherwise), and `faces` (one dict per analysed face: number, box,
             detection score, manipulation score, report, regions and their probabilities, mask confidence, the
             photo → crop transform), `face_count`, `face_mode` and `warnings` (`analysis.face_crops.merge_faces`).
             With several faces, the photo's mask is their union, its region probabilities the highest over the

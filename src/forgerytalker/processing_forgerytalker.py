@@ -388,7 +388,8 @@ class ForgeryTalkerProcessor(ProcessorMixin):
             `located_region_probabilities` (the same for a model with a region map, else `None`),
             `instruction_regions` (`None` for the plain instruction), `mask` (bool `(H, W)`), `mask_confidence`
             (the IoU head's estimate; `None` for a `"dff"` mask decoder, which has none),
-            `mask_threshold`, `region_threshold` (the values used) and, if asked, `mask_probabilities`
+            `mask_threshold`, `region_threshold`, `located_region_threshold` (the values used; `None` without a region
+            map) and, if asked, `mask_probabilities`
             (float32 `(H, W)`).
         """
         num_images = len(outputs.pred_masks)
@@ -400,6 +401,10 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         region_threshold = _threshold(region_threshold, outputs, "region_threshold")
         probabilities = self.post_process_masks(outputs.pred_masks, target_sizes, binarize=False)
         regions = self.post_process_regions(outputs, region_threshold, located_region_threshold)
+        if getattr(outputs, "located_region_probs", None) is not None:
+            located_region_threshold = _threshold(located_region_threshold, outputs, "located_region_threshold")
+        else:
+            located_region_threshold = None
         instruction = outputs.instruction_regions
         results = []
         for index, report in enumerate(reports):
@@ -414,6 +419,7 @@ class ForgeryTalkerProcessor(ProcessorMixin):
                 "mask_confidence": None if outputs.iou_scores is None else float(outputs.iou_scores[image, 0]),
                 "mask_threshold": mask_threshold,
                 "region_threshold": region_threshold,
+                "located_region_threshold": located_region_threshold,
             }
             if return_mask_probabilities:
                 result["mask_probabilities"] = probabilities[image]

@@ -237,6 +237,13 @@ def face_score(result: dict) -> float:
     return float(region_detection_scores([[result["region_probabilities"][name] for name in REGION_NAMES]])[0])
 
 
+def _highest_over_faces(faces: list[dict], key: str) -> dict[str, float] | None:
+    """Each region's highest probability of `key` over the faces (`None` when the model gives none)."""
+    if faces[0][key] is None:
+        return None
+    return {name: max(face[key][name] for face in faces) for name in REGION_NAMES}
+
+
 def merge_faces(photo: FacePhoto, results: list[dict]) -> dict:
     """The photo's pipeline result from its faces' results (one per crop, or the whole photo's).
 
@@ -244,7 +251,7 @@ def merge_faces(photo: FacePhoto, results: list[dict]) -> dict:
         The pipeline's `RESULT_KEYS` for the photo (mask and mask probabilities at the photo's size; regions, their
         probabilities and the report of all faces together, see the module docstring) plus `FACE_RESULT_KEYS`:
         `faces` (per face: `face` number, `box`, `detection_score`, `manipulation_score`, `report`, `regions`,
-        `region_probabilities`, `instruction_regions`, `mask_confidence`, `matrix` (photo → crop, 6 floats),
+        `region_probabilities`, `located_region_probabilities`, `instruction_regions`, `mask_confidence`, `matrix` (photo → crop, 6 floats),
         `crop_size`), `face_count`, `face_mode` and `warnings`. A skipped photo has `skipped` (the reason) and no
         analysis.
     """
@@ -273,14 +280,15 @@ def merge_faces(photo: FacePhoto, results: list[dict]) -> dict:
                 "box": list(crop.box),
                 "detection_score": crop.detection_score,
                 "manipulation_score": face_score(result),
-                **{key: result[key] for key in ("report", "regions", "region_probabilities", "instruction_regions")},
+                **{key: result[key] for key in ("report", "regions", "region_probabilities", "located_region_probabilities",
+                                                "instruction_regions")},
                 "mask_confidence": result["mask_confidence"],
                 "matrix": [float(value) for value in crop.matrix.ravel()],
                 "crop_size": crop.image.width,
             }
         )
     top = max(range(len(faces)), key=lambda index: faces[index]["manipulation_score"])
-    region_probabilities = {name: max(face["region_probabilities"][name] for face in faces) for name in REGION_NAMES}
+    region_probabilities = _highest_over_faces(faces, "region_probabilities")
     flagged = {name for face in faces for name in face["regions"]}
     report = faces[0]["report"] if len(faces) == 1 else "\n".join(f"Face {f['face']}: {f['report']}" for f in faces)
     return {
@@ -293,6 +301,8 @@ def merge_faces(photo: FacePhoto, results: list[dict]) -> dict:
         "mask_confidence": results[top]["mask_confidence"],
         "mask_threshold": results[top]["mask_threshold"],
         "region_threshold": results[top]["region_threshold"],
+        "located_region_probabilities": _highest_over_faces(faces, "located_region_probabilities"),
+        "located_region_threshold": results[top]["located_region_threshold"],
         "faces": faces,
         **extra,
     }

@@ -1,5 +1,6 @@
 """The heatmap figure of an analysis, drawn with Pillow: the photo with the forgery probability tinted on it,
-the 21 region probabilities as a bar chart beside it, and the report below.
+the 21 region probabilities as a bar chart beside it (for a model with a region map, the located probabilities that
+decided which regions are flagged; the dashed line is the threshold they were held to), and the report below.
 
     ┌──────────────────────────── file name · manipulation score ──────────────────────────┐
     │  photo + heatmap (longer side PHOTO_SIDE px)   │  eye      ███████▌        0.81        │
@@ -133,8 +134,9 @@ def _draw_bars(draw: ImageDraw.ImageDraw, left: int, top: int, height: int, anal
     label_font, value_font = font(max(10, min(15, int(row * 0.7)))), font(max(9, min(13, int(row * 0.6))))
     label_width, value_width = 78, 44
     bar_left, bar_right = left + label_width, left + BAR_PANEL_WIDTH - value_width
+    probabilities, threshold = analysis.flagging_probabilities()
     for index, name in enumerate(REGION_NAMES):
-        probability = analysis.region_probabilities[name]
+        probability = probabilities[name]
         y = top + index * row
         flagged = name in analysis.regions
         draw.text((left, y + row / 2), name, fill=FLAGGED if flagged else TEXT, font=label_font, anchor="lm")
@@ -143,7 +145,7 @@ def _draw_bars(draw: ImageDraw.ImageDraw, left: int, top: int, height: int, anal
         if end > bar_left:
             draw.rectangle((bar_left, y + row * 0.2, end, y + row * 0.8), fill=FLAGGED if flagged else UNFLAGGED)
         draw.text((bar_right + 6, y + row / 2), f"{probability:.2f}", fill=TEXT, font=value_font, anchor="lm")
-    threshold_x = bar_left + (bar_right - bar_left) * analysis.region_threshold
+    threshold_x = bar_left + (bar_right - bar_left) * threshold
     for y in range(top, top + height, 6):
         draw.line((threshold_x, y, threshold_x, min(y + 3, top + height)), fill=MUTED, width=1)
 

@@ -53,6 +53,9 @@ class ForgeryAnalysis:
         manipulation_score: image-level score in [0, 1] (module docstring).
         manipulated: `manipulation_score > region_threshold`.
         mask_threshold, region_threshold: the thresholds used.
+        located_region_probabilities, located_region_threshold: a model with a region map: region → probability that
+            it holds the edit (given that the face is manipulated), and the threshold above which such a region is
+            flagged (`forgerytalker.region_decision`); `None` otherwise.
         image: the file the photo came from (`None` for a picture given in memory).
         width, height: the photo's size as displayed.
         faces: number of faces dlib's detector found, or `None` when not searched (`face_mode="whole"` asked).
@@ -77,6 +80,8 @@ class ForgeryAnalysis:
     manipulated: bool
     mask_threshold: float
     region_threshold: float
+    located_region_probabilities: dict[str, float] | None = None
+    located_region_threshold: float | None = None
     image: str | None = None
     width: int = 0
     height: int = 0
@@ -122,6 +127,8 @@ class ForgeryAnalysis:
             manipulated=score > region_threshold,
             mask_threshold=float(result["mask_threshold"]),
             region_threshold=region_threshold,
+            located_region_probabilities=_probabilities(result.get("located_region_probabilities")),
+            located_region_threshold=_float_or_none(result.get("located_region_threshold")),
             image=image,
             width=mask.width,
             height=mask.height,
@@ -132,6 +139,13 @@ class ForgeryAnalysis:
             model=model,
             version=__version__,
         )
+
+    def flagging_probabilities(self) -> tuple[dict[str, float], float]:
+        """The per-region probabilities that decided which regions are flagged, and the threshold they were held to:
+        the located ones for a model with a region map, else the region probabilities."""
+        if self.located_region_probabilities is not None and self.located_region_threshold is not None:
+            return self.located_region_probabilities, self.located_region_threshold
+        return self.region_probabilities, self.region_threshold
 
     def to_record(self, outputs: Mapping[str, str] | None = None) -> dict:
         """The JSON record: every field except the two mask arrays, plus `outputs` (file kind → file name)."""
@@ -153,6 +167,8 @@ class ForgeryAnalysis:
             "manipulation_score_rule": MANIPULATION_SCORE_RULE,
             "mask_threshold": self.mask_threshold,
             "region_threshold": self.region_threshold,
+            "located_region_probabilities": self.located_region_probabilities,
+            "located_region_threshold": self.located_region_threshold,
             "faces": self.faces,
             "face_mode": self.face_mode,
             "face_analyses": self.face_analyses,
@@ -163,6 +179,14 @@ class ForgeryAnalysis:
         if outputs is not None:
             record["outputs"] = dict(outputs)
         return record
+
+
+def _probabilities(values: Mapping | None) -> dict[str, float] | None:
+    return None if values is None else {name: float(values[name]) for name in REGION_NAMES}
+
+
+def _float_or_none(value) -> float | None:
+    return None if value is None else float(value)
 
 
 def error_record(image: str, error: str, model: str | None) -> dict:

@@ -55,7 +55,7 @@ def analyse_upload(pipe, uploads, upload, regions: list[str] | None):
     size = (max(1, round(photo.image.width * scale)), max(1, round(photo.image.height * scale)))
     overlay = heatmap_overlay(photo.image, analysis.mask_probabilities, analysis.mask, size)
     overlay = draw_face_boxes(overlay, analysis.face_analyses, size[0] / photo.image.width)
-    return overlay, analysis.region_probabilities, face_summaries(analysis), analysis.to_record()
+    return overlay, analysis.flagging_probabilities()[0], face_summaries(analysis), analysis.to_record()
 
 
 def build_demo(pipe, examples_dir: str | Path | None = None, faces: FaceOptions | None = None,

@@ -36,7 +36,7 @@ from datasets import Dataset
 
 from ..instruction import DATASET_REGION_SOURCES
 from ..model_fingerprint import model_fingerprint
-from ..regions import REGION_NAMES, regions_to_labels
+from ..regions import regions_to_labels
 from .breakdown import EvaluationRecords, breakdown_by_method, evaluate_records
 from .conventions import EVALUATION_PROTOCOLS, MASK_AREA_DETECTION_THRESHOLD
 from .degradations import Degradation, parse_degradations

@@ -58,6 +58,11 @@ class ForgeryTalkerTrainingArguments:
     validation_split: str | None = field(default="validation", metadata={"help": "'' or none: no validation"})
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    region_map_samples: int = field(
+        default=2000,
+        metadata={"help": "stage 1, a prompter with a region map: how many training faces (drawn with --seed, read "
+                          "without augmentation) the map is fitted on at each validation"},
+    )
     dataloader_num_workers: int = 0
     augment: bool = field(
         default=False,
@@ -69,12 +74,6 @@ class ForgeryTalkerTrainingArguments:
 
     # optimisation
     learning_rate: float = 1e-4
-    region_map_learning_rate: float | None = field(
-        default=None,
-        metadata={"help": "stage 1, a prompter with a region map (region_map_loss_weight > 0): the map's own learning "
-                          "rate (default --learning_rate). The map is a linear probe on detached patch probabilities; "
-                          "the demo recipe's 500 steps at 1e-3 left it short of fitted, 3e-2 fitted it"},
-    )
     weight_decay: float = 0.0
     lr_scheduler_type: str = "cosine"
     warmup_steps: int = 0
@@ -163,7 +162,7 @@ def _check_choices(args: ForgeryTalkerTrainingArguments) -> None:
 
 def _check_numbers(args: ForgeryTalkerTrainingArguments) -> None:
     at_least_one = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "save_steps",
-                    "save_total_limit", "eval_steps", "logging_steps", "generation_max_new_tokens", "lora_r", "lora_alpha")
+                    "save_total_limit", "eval_steps", "region_map_samples", "logging_steps", "generation_max_new_tokens", "lora_r", "lora_alpha")
     for name in at_least_one:
         if getattr(args, name) < 1:
             raise TrainingConfigurationError(f"--{name}: must be at least 1, got {getattr(args, name)}")
@@ -177,8 +176,6 @@ def _check_numbers(args: ForgeryTalkerTrainingArguments) -> None:
             raise TrainingConfigurationError(f"--{name}: must not be negative, got {getattr(args, name)}")
     if not args.learning_rate > 0:
         raise TrainingConfigurationError(f"--learning_rate: must be positive, got {args.learning_rate}")
-    if args.region_map_learning_rate is not None and not args.region_map_learning_rate > 0:
-        raise TrainingConfigurationError(f"--region_map_learning_rate: must be positive, got {args.region_map_learning_rate}")
     if not 0 <= args.lora_dropout < 1:
         raise TrainingConfigurationError(f"--lora_dropout: must lie in [0, 1), got {args.lora_dropout}")
     if args.max_steps == 0 or args.max_steps < -1:

@@ -29,6 +29,7 @@ from .checkpoints import TrainerState, resume_from_latest, save_checkpoint
 from .data import ForgeryTalkerCollator
 from .errors import TrainingConfigurationError
 from .model_setup import build_model_and_processor
+from .region_map import fit_region_map, region_map_rows
 from .output_folder import (
     ARGS_FILE,
     BEST_DIR,
@@ -93,7 +94,7 @@ def _train(args: ForgeryTalkerTrainingArguments, held: contextlib.ExitStack) -> 
         num_workers=args.dataloader_num_workers,
     )
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(parameter_groups(model, args), lr=args.learning_rate, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay)
     module, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     # Accelerate ends an accumulation at the end of the loader, so an epoch's last step may use fewer batches.
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
@@ -106,6 +107,7 @@ def _train(args: ForgeryTalkerTrainingArguments, held: contextlib.ExitStack) -> 
         num_training_steps=total_steps * accelerator.num_processes,
     )
     scheduler = accelerator.prepare(scheduler)
+    map_rows = _region_map_rows(args, model, train_split)
 
     state = TrainerState()
     if args.resume:
@@ -145,7 +147,7 @@ def _train(args: ForgeryTalkerTrainingArguments, held: contextlib.ExitStack) -> 
                 _log(accelerator, output_dir, {"step": state.step, "epoch": epoch, "learning_rate": scheduler.get_last_lr()[0],
                                                **summary})
             if validation_split is not None and (state.step % args.eval_steps == 0 or state.step == total_steps):
-                _validate_and_keep_best(accelerator, module, processor, validation_split, args, state, output_dir)
+                _validate_and_keep_best(accelerator, module, processor, validation_split, args, state, output_dir, map_rows)
             if state.step % args.save_steps == 0 or state.step == total_steps:
                 save_checkpoint(accelerator, output_dir, state, args.save_total_limit)
             if state.step >= total_steps:
@@ -154,6 +156,8 @@ def _train(args: ForgeryTalkerTrainingArguments, held: contextlib.ExitStack) -> 
     if skipped_images:
         logger.warning("Left out %d unreadable image(s): %s", len(skipped_images), sorted(skipped_images))
         _log(accelerator, output_dir, {"step": state.step, "unreadable_images": sorted(skipped_images)})
+    if map_rows is not None and validation_split is None:  # else the last validation fitted it
+        _fit_region_map(accelerator, module, processor, map_rows, args)
     _save_final(accelerator, module, processor, output_dir)
     accelerator.end_training()
     return output_dir
@@ -194,18 +198,18 @@ def _augmentation(args: ForgeryTalkerTrainingArguments, processor) -> Augmentati
     return AugmentationSettings(working_size=max(image_processor.size["height"], image_processor.size["width"]))
 
 
-def parameter_groups(model, args: ForgeryTalkerTrainingArguments) -> list[dict]:
-    """The optimizer's parameter groups: every trainable parameter at `--learning_rate`, except a prompter's region
-    map (`region_map.*`, trainable in stage 1), which gets `--region_map_learning_rate` when one is given."""
-    trainable = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
-    if args.region_map_learning_rate is None:
-        return [{"params": [parameter for _, parameter in trainable]}]
-    is_map = [name.startswith("region_map.") or ".region_map." in name for name, _ in trainable]
-    groups = [{"params": [parameter for (_, parameter), in_map in zip(trainable, is_map) if not in_map]}]
-    if any(is_map):
-        groups.append({"params": [parameter for (_, parameter), in_map in zip(trainable, is_map) if in_map],
-                       "lr": args.region_map_learning_rate})
-    return groups
+def _region_map_rows(args: ForgeryTalkerTrainingArguments, model, train_split):
+    """Stage 1 of a prompter with a region map: the training rows it is fitted on (`training.region_map`); else
+    `None`."""
+    if args.stage == "prompter" and model.config.has_region_map:
+        return region_map_rows(train_split, args.region_map_samples, args.seed)
+    return None
+
+
+def _fit_region_map(accelerator: Accelerator, module, processor, rows, args: ForgeryTalkerTrainingArguments) -> None:
+    count = fit_region_map(accelerator.unwrap_model(module), processor, rows, args.per_device_eval_batch_size, accelerator,
+                           args.skip_unreadable_images)
+    logger.info("Fitted the region map on %d manipulated training faces", count)
 
 
 def _patch_grid(args: ForgeryTalkerTrainingArguments, model) -> int | None:
@@ -288,8 +292,12 @@ def _log(accelerator: Accelerator, output_dir: Path, record: dict) -> None:
         accelerator.log(scalars, step=record["step"])
 
 
-def _validate_and_keep_best(accelerator, module, processor, split, args, state: TrainerState, output_dir: Path) -> None:
-    """Validation on every process; the main process's result decides the best model for all of them."""
+def _validate_and_keep_best(accelerator, module, processor, split, args, state: TrainerState, output_dir: Path,
+                            map_rows=None) -> None:
+    """Validation on every process (after fitting the region map on `map_rows`, if given); the main process's result
+    decides the best model for all of them."""
+    if map_rows is not None:
+        _fit_region_map(accelerator, module, processor, map_rows, args)
     model = accelerator.unwrap_model(module)
     metrics = validate(model, processor, split, args, accelerator)  # restores the training mode
     metrics = broadcast_object_list([metrics], from_process=0)[0]
