@@ -86,6 +86,10 @@ def test_the_setting_with_the_best_validation_cider_is_written_into_the_generati
     assert result["chosen"] == generation.GENERATION_CHOICES[target] and result["validation_forged"] == 4
     saved = ForgeryTalkerForConditionalGeneration.from_pretrained(tmp_path / "model").generation_config
     assert (saved.num_beams, saved.repetition_penalty) == tuple(generation.GENERATION_CHOICES[target].values())
+    # and the shipped model writes each region's name once, as every setting was tried
+    from forgerytalker import ForgeryTalkerProcessor
+
+    assert saved.once_words_ids == ForgeryTalkerProcessor.from_pretrained(tmp_path / "model").region_word_ids()
     assert json.loads((tmp_path / "model" / generation.RECORD).read_text()) == result
     assert choose_generation(tmp_path / "model", dataset, settings) == result  # chosen once
 

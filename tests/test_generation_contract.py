@@ -170,3 +170,66 @@ def test_loss_trains_everything_but_the_region_head_which_the_region_loss_trains
     assert checkpointed.keys() == plain.keys()
     for name, grad in plain.items():
         torch.testing.assert_close(checkpointed[name], grad, msg=name)
+
+
+@pytest.mark.parametrize("language_model, penalize_instruction", [("llama", True), ("llama", False), ("t5", True)])
+def test_once_words_are_written_once_and_the_report_is_otherwise_the_same(images, language_model, penalize_instruction):
+    """`generation_config.once_words_ids`: a token the report repeats is written once and never again; until its
+    second place the report is unchanged (the prompt, which the decoder-only model's processors also see, does not
+    count)."""
+    from collections import Counter
+
+    model, processor = build_tiny_model_and_processor(language_model)
+    model.eval()
+    inputs = processor(images=images[:2])
+    settings = dict(max_new_tokens=60, min_new_tokens=60, repetition_penalty=1.0, penalize_instruction=penalize_instruction)
+    plain = model.generate(**inputs, **settings).sequences
+    token, count = Counter(plain[0].tolist()).most_common(1)[0]
+    assert count > 1
+    once = model.generate(**inputs, **settings, once_words_ids=[[[token]]]).sequences
+    for before, after in zip(plain.tolist(), once.tolist()):
+        if token in before:
+            assert after.count(token) == 1
+            second = before.index(token, before.index(token) + 1) if before.count(token) > 1 else len(before)
+            assert after[:second] == before[:second]
+
+
+def test_once_words_tell_a_word_from_the_longer_word_its_tokens_begin():
+    """Group 0 is "eye" (`[5]`, or `[6]` capitalised), group 1 "eyebrow" (`[6, 7, 8]`: capitalised, it begins with
+    "Eye"'s token), group 2 "nose" (`[9, 10]`). Two prompt tokens come first and do not count."""
+    from forgerytalker.generation_forgerytalker import ForgeryTalkerOnceWordsLogitsProcessor
+
+    processor = ForgeryTalkerOnceWordsLogitsProcessor([[[5], [6]], [[6, 7, 8]], [[9, 10]]], prompt_length=2)
+
+    def banned(*report: int) -> set[int]:
+        scores = processor(torch.tensor([[5, 9, *report]]), torch.zeros(1, 12))
+        return set(torch.isinf(scores[0]).nonzero().flatten().tolist())
+
+    assert banned() == set()  # the prompt's 5 and 9 are not the report's
+    assert banned(1, 2) == set()
+    assert banned(5, 1) == {5}  # "eye" written: not again; "Eye" (6) may still open "Eyebrow"
+    assert banned(6, 7, 8, 1) == set()  # "Eyebrow" written, and no "eye" in it
+    assert banned(6, 7, 8, 1, 6, 7) == {8}  # "Eye bro" again: it cannot become "Eyebrow"
+    assert banned(6, 7) == set()  # "Eye bro" at the end is the unfinished "Eyebrow", not "Eye"
+    assert banned(6, 1) == {5}  # "Eye" then another word: "eye" written; 6 still opens the unused "Eyebrow"
+    assert banned(6, 7, 8, 5) == {5, 6}  # both written: 6 opens nothing unused any more
+    assert banned(9, 10, 1, 9) == {10}  # "nose" written: it cannot be completed again
+
+
+@pytest.mark.parametrize("language_model", ["llama", "opt", "t5"])
+def test_region_word_ids_are_each_region_name_and_plural_as_a_report_tokenises_them(language_model):
+    from forgerytalker.regions import REGION_NAMES, REGION_WORD_FORMS
+    from forgerytalker.tiny import build_tiny_processor
+
+    processor = build_tiny_processor(language_model, texts=["The cheeks and the teeth look blurred."])
+    tokenizer = processor.tokenizer
+    groups = processor.region_word_ids()
+    assert len(groups) == len(REGION_NAMES)
+    for name, group in zip(REGION_NAMES, groups):
+        words = {word for form in REGION_WORD_FORMS[name] for word in (form, form.capitalize())}
+        written = {tokenizer.decode(tokenizer("the", add_special_tokens=False)["input_ids"] + ids).split(" ", 1)[1] for ids in group}
+        assert written == words
+    report = tokenizer("The cheeks look soft and the teeth are blurred.", add_special_tokens=False)["input_ids"]
+    cheek, tooth = groups[REGION_NAMES.index("cheek")], groups[REGION_NAMES.index("tooth")]
+    assert any(tuple(ids) == tuple(report[i : i + len(ids)]) for ids in cheek for i in range(len(report)))
+    assert any(tuple(ids) == tuple(report[i : i + len(ids)]) for ids in tooth for i in range(len(report)))

@@ -99,12 +99,11 @@ def targets_table(main: dict, document: dict, ablation: dict, baselines: dict, m
 
 
 def repeats_a_region(report: str) -> bool:
-    """Whether a report names one region (a word of `REGION_NAMES`, singular or plural) more than once."""
+    """Whether a report names one region (a word of `REGION_WORD_FORMS`: its name or plural) more than once."""
     import re
 
-    from forgerytalker.regions import REGION_NAMES
+    from forgerytalker.regions import REGION_WORD_FORMS
 
     words = re.findall(r"[a-z]+", report.lower())
-    counts = {name: sum(word in (name, name + "s") for word in words) for name in REGION_NAMES}
-    return any(count > 1 for count in counts.values())
+    return any(sum(word in forms for word in words) > 1 for forms in REGION_WORD_FORMS.values())
 

@@ -8,14 +8,14 @@ import os
 
 import torch
 from torch import nn
-from transformers import GenerationConfig, GenerationMixin, InstructBlipForConditionalGeneration, PreTrainedModel
+from transformers import GenerationConfig, GenerationMixin, InstructBlipForConditionalGeneration, LogitsProcessorList, PreTrainedModel
 from transformers import initialization as init
 from transformers.models.sam.modeling_sam import SamAttention, SamLayerNorm
 from transformers.utils import ModelOutput
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_forgerytalker import PIPELINE_TASK, ForgeryTalkerConfig
-from .generation_forgerytalker import GENERATION_DEFAULTS, generation_settings
+from .generation_forgerytalker import GENERATION_DEFAULTS, generation_settings, once_words_processors
 from .instruction import IGNORE_INDEX, InstructionPieces
 from .mask_prompt import MaskPromptPieces
 from .modeling_forgerytalker_checks import check_batch, refuse_language_model_inputs, refuse_shift_labels
@@ -106,6 +106,9 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         else:
             self.mask_decoder = ForgeryTalkerMaskDecoder(config)
         self.generation_config.update(**GENERATION_DEFAULTS)
+        # the release's settings, not ones derived from the model config; and a generation config marked as derived
+        # from it loses, when loaded, the settings transformers does not know (`once_words_ids`)
+        self.generation_config._from_model_config = False
         self.post_init()
         if config.keep_in_fp32_modules:
             check_module_names(self, config.keep_in_fp32_modules)
@@ -564,6 +567,12 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             language_model_inputs["input_ids"] = torch.where(attention_mask.bool(), input_ids, image_token_id)
         if hasattr(backbone.language_model, "_hf_hook"):  # accelerate device map: give outputs back on our device
             backbone.language_model._hf_hook.io_same_device = True
+        # what the language model's logits processors see before the report: the prompt ids it was given, nothing
+        # (embeddings alone), or an encoder-decoder's start token
+        prompt_length = input_ids.shape[1] if prompt_returned else (0 if decoder_only else 1)
+        once_words = once_words_processors(generation_config, prompt_length)
+        if once_words:
+            model_kwargs["logits_processor"] = LogitsProcessorList([*(model_kwargs.get("logits_processor") or []), *once_words])
         generated = backbone.language_model.generate(
             **language_model_inputs, generation_config=generation_config, **model_kwargs
         )

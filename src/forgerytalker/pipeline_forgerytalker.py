@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from transformers import GenerationConfig, Pipeline
 
+from .generation_forgerytalker import ONCE_WORDS_SETTING
 from .image_utils import load_rgb, to_rgb
 from .modeling_forgerytalker import ForgeryTalkerGenerationOutput
 
@@ -43,7 +44,7 @@ RESULT_KEYS = (
     "located_region_threshold",
 )
 """The keys of every result, in this order (see `ForgeryAnalysisPipeline.__call__`)."""
-_GENERATION_KEYS = frozenset(key for key in vars(GenerationConfig()) if not key.startswith("_")) | {"penalize_instruction"}
+_GENERATION_KEYS = frozenset(key for key in vars(GenerationConfig()) if not key.startswith("_")) | {"penalize_instruction", ONCE_WORDS_SETTING}
 """What a call may pass on to `generate`: transformers' generation settings and ForgeryTalker's own."""
 
 

@@ -19,7 +19,7 @@ from .instruction import IGNORE_INDEX, InstructionPieces, InstructionWording
 from .mask_prompt import MaskPromptPieces
 from .paths import resolve_local_path
 from .region_decision import flag_regions
-from .regions import REGION_NAMES, labels_to_regions, regions_to_labels
+from .regions import REGION_NAMES, REGION_WORD_FORMS, labels_to_regions, regions_to_labels
 
 
 class ForgeryTalkerProcessorKwargs(ProcessingKwargs, total=False):
@@ -297,6 +297,22 @@ class ForgeryTalkerProcessor(ProcessorMixin):
             labels[index, : len(row)] = torch.tensor(row, dtype=torch.long)
         return labels
 
+    def region_word_ids(self) -> list[list[list[int]]]:
+        """One group per region (`REGION_NAMES` order): the language model's token ids of each way a report writes its
+        name (`REGION_WORD_FORMS`, lower case and capitalised), as they are tokenised after another word. Set as
+        `model.generation_config.once_words_ids`, no report names a region twice
+        (`generation_forgerytalker.ForgeryTalkerOnceWordsLogitsProcessor`)."""
+        groups = []
+        for name in REGION_NAMES:
+            sequences = []
+            for form in REGION_WORD_FORMS[name]:
+                for word in (form, form.capitalize()):
+                    ids = _ids_after_a_word(self.tokenizer, word)
+                    if ids and ids not in sequences:
+                        sequences.append(ids)
+            groups.append(sequences)
+        return groups
+
     # -- outputs -------------------------------------------------------------------------------------------
 
     def batch_decode(self, sequences, **kwargs) -> list[str]:
@@ -425,6 +441,14 @@ class ForgeryTalkerProcessor(ProcessorMixin):
                 result["mask_probabilities"] = probabilities[image]
             results.append(result)
         return results
+
+
+def _ids_after_a_word(tokenizer, word: str) -> list[int]:
+    """The token ids `word` gets after another word and a space (those of "the WORD" after those of "the"); empty
+    where the two tokenisations do not share that start."""
+    head = tokenizer("the", add_special_tokens=False)["input_ids"]
+    full = tokenizer(f"the {word}", add_special_tokens=False)["input_ids"]
+    return full[len(head) :] if full[: len(head)] == head else []
 
 
 def _threshold(explicit: float | None, outputs, name: str) -> float:

@@ -37,6 +37,11 @@ REGION_NAMES: tuple[str, ...] = (
 NUM_REGIONS = len(REGION_NAMES)
 REGION_TO_INDEX = {name: index for index, name in enumerate(REGION_NAMES)}
 
+_IRREGULAR_PLURALS = {"tooth": "teeth"}
+REGION_WORD_FORMS: dict[str, tuple[str, str]] = {name: (name, _IRREGULAR_PLURALS.get(name, name + "s")) for name in REGION_NAMES}
+"""Region → the words a report names it by, its name and its plural: what "a report names a region twice" counts, and
+the words `ForgeryTalkerProcessor.region_word_ids` lets a report write once."""
+
 # The release's caption → label table (`scripts/data_preparation/to_mutilabel.py` of
 # NattyLianJc/Generating-Attribution-Reports), the rule the released `multilabel` vectors were made with.
 # A synonym is a word or a phrase, matched as a whole (case-insensitive, `\b` at both ends); every synonym

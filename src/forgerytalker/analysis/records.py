@@ -39,7 +39,8 @@ class ForgeryAnalysis:
 
     Attributes:
         report: the written report.
-        regions: the flagged regions (probability above `region_threshold`), in `REGION_NAMES` order.
+        regions: the flagged regions (`forgerytalker.region_decision.flag_regions`: probability above
+            `region_threshold`, or for a model with a region map the located regions), in `REGION_NAMES` order.
         region_probabilities: region → probability, all 21 regions in `REGION_NAMES` order.
         instruction_regions: the regions named in the instruction the report was written from (the prompter's,
             or the ones the analyst gave); `None` for the plain instruction.
