@@ -221,15 +221,18 @@ def test_region_word_ids_are_each_region_name_and_plural_as_a_report_tokenises_t
     from forgerytalker.regions import REGION_NAMES, REGION_WORD_FORMS
     from forgerytalker.tiny import build_tiny_processor
 
-    processor = build_tiny_processor(language_model, texts=["The cheeks and the teeth look blurred."])
+    # reports whose vocabulary folds the comma into the word (`▁cheeks,` in a Unigram one)
+    processor = build_tiny_processor(language_model, texts=["The cheeks, teeth and nose look blurred."] * 50)
     tokenizer = processor.tokenizer
     groups = processor.region_word_ids()
     assert len(groups) == len(REGION_NAMES)
     for name, group in zip(REGION_NAMES, groups):
-        words = {word for form in REGION_WORD_FORMS[name] for word in (form, form.capitalize())}
+        plain = {word for form in REGION_WORD_FORMS[name] for word in (form, form.capitalize())}
+        words = {word + ending for word in plain for ending in ("", ",", ".", ";", ":")}
         written = {tokenizer.decode(tokenizer("the", add_special_tokens=False)["input_ids"] + ids).split(" ", 1)[1] for ids in group}
-        assert written == words
-    report = tokenizer("The cheeks look soft and the teeth are blurred.", add_special_tokens=False)["input_ids"]
+        # every form, also with the punctuation the vocabulary knows (this one has no ";" or ":")
+        assert plain | {word + "," for word in plain} | {word + "." for word in plain} <= written <= words
+    report = tokenizer("The cheeks, teeth and nose look soft and the teeth are blurred.", add_special_tokens=False)["input_ids"]
     cheek, tooth = groups[REGION_NAMES.index("cheek")], groups[REGION_NAMES.index("tooth")]
     assert any(tuple(ids) == tuple(report[i : i + len(ids)]) for ids in cheek for i in range(len(report)))
     assert any(tuple(ids) == tuple(report[i : i + len(ids)]) for ids in tooth for i in range(len(report)))

@@ -299,16 +299,17 @@ class ForgeryTalkerProcessor(ProcessorMixin):
 
     def region_word_ids(self) -> list[list[list[int]]]:
         """One group per region (`REGION_NAMES` order): the language model's token ids of each way a report writes its
-        name (`REGION_WORD_FORMS`, lower case and capitalised), as they are tokenised after another word. Set as
+        name (`REGION_WORD_FORMS`, lower case and capitalised, alone and followed by punctuation, which a tokenizer may
+        fold into the word's token: `▁cheeks,`), as they are tokenised after another word. Set as
         `model.generation_config.once_words_ids`, no report names a region twice
         (`generation_forgerytalker.ForgeryTalkerOnceWordsLogitsProcessor`)."""
         groups = []
         for name in REGION_NAMES:
             sequences = []
             for form in REGION_WORD_FORMS[name]:
-                for word in (form, form.capitalize()):
+                for word in (written + ending for written in (form, form.capitalize()) for ending in ("", *_PUNCTUATION)):
                     ids = _ids_after_a_word(self.tokenizer, word)
-                    if ids and ids not in sequences:
+                    if ids and ids not in sequences and self.tokenizer.unk_token_id not in ids:
                         sequences.append(ids)
             groups.append(sequences)
         return groups
@@ -443,9 +444,13 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         return results
 
 
+_PUNCTUATION = (",", ".", ";", ":")
+"""What may follow a region's name inside one token (a Unigram vocabulary learnt from reports has `▁cheeks,`)."""
+
+
 def _ids_after_a_word(tokenizer, word: str) -> list[int]:
     """The token ids `word` gets after another word and a space (those of "the WORD" after those of "the"); empty
-    where the two tokenisations do not share that start."""
+    where the two tokenisations do not share that start. (Ids with the unknown token are left out by the caller.)"""
     head = tokenizer("the", add_special_tokens=False)["input_ids"]
     full = tokenizer(f"the {word}", add_special_tokens=False)["input_ids"]
     return full[len(head) :] if full[: len(head)] == head else []
