@@ -280,7 +280,8 @@ def test_pasting_a_face_back_through_its_window_equals_the_whole_photo_warp():
     crop = FaceCrop((850, 10, 899, 60), 1.0, matrix, Image.new("RGB", (CROP_SIZE, CROP_SIZE)))
     result = {"mask_probabilities": crop_map, "mask_threshold": 0.5, "report": "r", "regions": [],
               "region_probabilities": dict.fromkeys(forgerytalker.REGION_NAMES, 0.1), "instruction_regions": None,
-              "mask_confidence": 0.5, "region_threshold": 0.5}
+              "mask_confidence": 0.5, "region_threshold": 0.5, "located_region_probabilities": None,
+              "located_region_threshold": None}
     merged = merge_faces(FacePhoto(Image.new("RGB", size), [crop], 1, "every"), [result])
     whole = uncrop(crop_map, matrix, size)
     np.testing.assert_allclose(merged["mask_probabilities"], whole, atol=1e-6)

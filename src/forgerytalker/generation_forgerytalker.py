@@ -92,7 +92,9 @@ class ForgeryTalkerOnceWordsLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         for row, tokens in enumerate(input_ids[:, self.prompt_length :].tolist()):
-            used = {index for index, group in enumerate(self.groups) if any(self._written(s, tokens) for s in group)}
+            present = set(tokens)  # most words are not in the report at all: skip them without a scan
+            used = {index for index, group in enumerate(self.groups)
+                    if any(sequence[0] in present and self._written(sequence, tokens) for sequence in group)}
             for index in used:
                 for sequence in self.groups[index]:
                     completes = len(sequence) == 1 or tuple(tokens[len(tokens) - len(sequence) + 1 :]) == sequence[:-1]
