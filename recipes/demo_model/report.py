@@ -299,7 +299,8 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         f"AUC {baselines['Sharpness only (variance of the Laplacian)']['AUC'] / 100:.3f}.",
         "## Table 2 layout: held-out test people",
         "0-100 scale; the model generates with its own `generation_config` "
-        f"({generation['chosen']['num_beams']} beam(s), repetition penalty {generation['chosen']['repetition_penalty']:g}: "
+        f"({generation['chosen']['num_beams']} beam(s), repetition penalty {generation['chosen']['repetition_penalty']:g}, "
+        "each region's name written at most once (`once_words_ids`): "
         f"of the settings below whose reports never name a region twice, the one with the best CIDEr on the "
         f"{generation['validation_images']} validation images); "
         f"regions are the prompter's own predictions{_region_map_sentence(calibration)} "
