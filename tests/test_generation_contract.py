@@ -236,3 +236,21 @@ def test_region_word_ids_are_each_region_name_and_plural_as_a_report_tokenises_t
     cheek, tooth = groups[REGION_NAMES.index("cheek")], groups[REGION_NAMES.index("tooth")]
     assert any(tuple(ids) == tuple(report[i : i + len(ids)]) for ids in cheek for i in range(len(report)))
     assert any(tuple(ids) == tuple(report[i : i + len(ids)]) for ids in tooth for i in range(len(report)))
+
+
+def test_once_words_survive_saving_a_checkpoint_whose_generation_config_says_it_came_from_the_model_config(tmp_path):
+    """Checkpoints saved before `once_words_ids` existed mark their generation config `_from_model_config`, and
+    transformers drops settings it does not know when it loads such a config: loading marks it otherwise."""
+    import json
+
+    from forgerytalker import ForgeryTalkerForConditionalGeneration
+
+    model, processor = build_tiny_model_and_processor()
+    model.save_pretrained(tmp_path / "old")
+    path = tmp_path / "old" / "generation_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "_from_model_config": True}))
+    loaded = ForgeryTalkerForConditionalGeneration.from_pretrained(tmp_path / "old")
+    loaded.generation_config.once_words_ids = [[[5]]]
+    loaded.save_pretrained(tmp_path / "new")
+    reloaded = ForgeryTalkerForConditionalGeneration.from_pretrained(tmp_path / "new")
+    assert reloaded.generation_config.once_words_ids == [[[5]]]

@@ -27,12 +27,13 @@ from datasets import load_dataset
 
 from forgerytalker import ForgeryTalkerForConditionalGeneration, ForgeryTalkerProcessor
 from forgerytalker.evaluation.detection_metrics import forged_labels
-from forgerytalker.evaluation.region_metrics import positive_label_matching
 from forgerytalker.evaluation.mask_metrics import count_mask_pair, summarize_mask_counts
 from forgerytalker.evaluation.prediction import PredictionSettings, generate_batches
+from forgerytalker.evaluation.region_metrics import positive_label_matching
 from forgerytalker.evaluation.samples import iter_samples
 from forgerytalker.region_decision import flag_regions
-from forgerytalker.regions import NUM_REGIONS
+from forgerytalker.regions import regions_to_labels
+from forgerytalker.training.data import region_names_of
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +101,7 @@ def highest_region_probabilities(prompter, image_processor, rows) -> np.ndarray:
 
 def region_label_array(rows) -> np.ndarray:
     """bool (N, 21): the true regions of each row (its `regions` column of label indices)."""
-    labels = np.zeros((len(rows), NUM_REGIONS), dtype=bool)
-    for index, regions in enumerate(rows["regions"]):
-        labels[index, list(regions)] = True
-    return labels
+    return np.array([regions_to_labels(region_names_of({"regions": regions})) for regions in rows["regions"]], dtype=bool)
 
 
 def located_threshold(region_probs: np.ndarray, located_probs: np.ndarray, region_threshold: float,

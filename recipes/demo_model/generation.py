@@ -58,8 +58,6 @@ def choose_generation(model_dir: Path, dataset: Path, settings: RecipeSettings) 
     processor = ForgeryTalkerProcessor.from_pretrained(model_dir)
     # every setting writes each region's name at most once (`generation_forgerytalker.ONCE_WORDS_SETTING`)
     setattr(model.generation_config, ONCE_WORDS_SETTING, processor.region_word_ids())
-    # a config marked as derived from the model config (older checkpoints) would lose the setting when loaded
-    model.generation_config._from_model_config = False
     rows = load_dataset(str(dataset), split="validation")
     references = dict(zip(rows["image_id"], rows["caption"]))
     forged = [image_id for image_id, method in zip(rows["image_id"], rows["method"]) if method != AUTHENTIC]

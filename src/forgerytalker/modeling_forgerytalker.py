@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -24,8 +25,8 @@ from .modeling_forgerytalker_mask_decoder import ForgeryTalkerMaskDecoder, forge
 from .modeling_forgerytalker_outputs import ForgeryTalkerGenerationOutput, ForgeryTalkerOutput
 from .modeling_forgerytalker_prompter import ForgeryTalkerPrompterNetwork, ForgeryTalkerPrompterOutput
 from .paths import resolve_local_path
-from .region_decision import flag_regions, ranking_probs
 from .precision import check_module_names, fp32_patterns, warn_if_t5_in_float16
+from .region_decision import flag_regions
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,11 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         if pretrained_model_name_or_path is not None:
             pretrained_model_name_or_path = resolve_local_path(pretrained_model_name_or_path)
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        warn_if_t5_in_float16(loaded[0] if isinstance(loaded, tuple) else loaded)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        warn_if_t5_in_float16(model)
+        # as in `__init__`: a checkpoint saved before this marks its generation config as derived from the model
+        # config, and a setting added to it (`once_words_ids`) would be lost the next time it is loaded
+        model.generation_config._from_model_config = False
         return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -242,14 +247,14 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
     def _instruction_regions(
         self,
         region_source: str | None,
-        prompter_output: ForgeryTalkerPrompterOutput,
+        prompter_regions: _PrompterRegions,
         region_labels: torch.Tensor | None,
         instruction_regions: torch.Tensor | None,
     ) -> torch.Tensor | None:
         if region_source is None:
             region_source = "explicit" if instruction_regions is not None else self.config.region_source
         if region_source == "predicted":
-            return self._capped_regions(prompter_output)
+            return self._capped_regions(prompter_regions)
         if region_source == "ground_truth":
             if region_labels is None:
                 raise ValueError('`region_source="ground_truth"` needs `region_labels`')
@@ -262,25 +267,24 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             return None
         raise ValueError(f"`region_source` must be predicted, ground_truth, none or explicit, got {region_source!r}")
 
-    def _flagged_regions(self, prompter_output: ForgeryTalkerPrompterOutput) -> torch.Tensor:
-        """0/1 `(batch_size, num_regions)`: the regions the prompter flags (`region_decision.flag_regions`)."""
-        return flag_regions(
-            torch.sigmoid(prompter_output.region_logits),
-            self.config.region_threshold,
-            _sigmoid_or_none(prompter_output.located_region_logits),
-            self.config.prompter_config.located_region_threshold,
+    def _prompter_regions(self, prompter_output: ForgeryTalkerPrompterOutput) -> _PrompterRegions:
+        """The prompter's region probabilities, located-region probabilities and the regions it flags
+        (`region_decision.flag_regions`, at the config's thresholds)."""
+        region_probs = torch.sigmoid(prompter_output.region_logits)
+        located = None if prompter_output.located_region_logits is None else torch.sigmoid(prompter_output.located_region_logits)
+        flagged = flag_regions(
+            region_probs, self.config.region_threshold, located, self.config.prompter_config.located_region_threshold
         )
+        return _PrompterRegions(region_probs, located, flagged)
 
-    def _capped_regions(self, prompter_output: ForgeryTalkerPrompterOutput) -> torch.Tensor:
+    def _capped_regions(self, prompter_regions: _PrompterRegions) -> torch.Tensor:
         """0/1 `(batch_size, num_regions)`: the flagged regions, at most `config.max_instruction_regions` of them per
-        image (the most probable, `region_decision.ranking_probs`)."""
-        regions = self._flagged_regions(prompter_output)
+        image, the most probable (by located probability when the prompter has a region map)."""
+        regions = prompter_regions.flagged
         limit = self.config.max_instruction_regions
         if limit is None or limit >= regions.shape[-1]:
             return regions
-        ranking = ranking_probs(
-            torch.sigmoid(prompter_output.region_logits), _sigmoid_or_none(prompter_output.located_region_logits)
-        )
+        ranking = prompter_regions.region_probs if prompter_regions.located is None else prompter_regions.located
         kept = torch.zeros_like(regions).scatter_(-1, ranking.topk(limit, dim=-1).indices, 1)
         return regions * kept
 
@@ -449,7 +453,9 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         )
         output_flags = {name: True for name in _OUTPUT_FLAGS if kwargs.get(name, getattr(self.config, name, False))}
         prompter_output = self.prompter(pixel_values, region_labels=region_labels, **output_flags)
-        regions = self._instruction_regions(region_source, prompter_output, region_labels, instruction_regions)
+        regions = self._instruction_regions(
+            region_source, self._prompter_regions(prompter_output), region_labels, instruction_regions
+        )
         language_inputs = self.build_language_inputs(instruction_input_ids, instruction_qformer_input_ids, regions, labels=labels)
         image_features = self._image_features(pixel_values, language_inputs, **output_flags)
         # InstructBLIP's forward would run its vision encoder and Q-Former without the output flags
@@ -545,8 +551,8 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             generation_config if generation_config is not None else self.generation_config, kwargs
         )
         prompter_output = self.prompter(pixel_values)
-        region_logits = prompter_output.region_logits
-        regions = self._instruction_regions(region_source, prompter_output, region_labels, instruction_regions)
+        prompter_regions = self._prompter_regions(prompter_output)
+        regions = self._instruction_regions(region_source, prompter_regions, region_labels, instruction_regions)
         language_inputs = self.build_language_inputs(
             instruction_input_ids, instruction_qformer_input_ids, regions, for_generation=True
         )
@@ -582,15 +588,14 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
             sequences = sequences[:, input_ids.shape[1] :]
         elif not decoder_only:
             sequences = sequences[:, 1:]
-        region_probs = torch.sigmoid(region_logits)
         return ForgeryTalkerGenerationOutput(
             sequences=sequences,
             pred_masks=pred_masks,
             iou_scores=iou_scores,
-            region_logits=region_logits,
-            region_probs=region_probs,
-            located_region_probs=_sigmoid_or_none(prompter_output.located_region_logits),
-            predicted_regions=self._flagged_regions(prompter_output),
+            region_logits=prompter_output.region_logits,
+            region_probs=prompter_regions.region_probs,
+            located_region_probs=prompter_regions.located,
+            predicted_regions=prompter_regions.flagged,
             instruction_regions=regions,
             mask_threshold=self.config.mask_threshold,
             region_threshold=self.config.region_threshold,
@@ -600,8 +605,13 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         )
 
 
-def _sigmoid_or_none(logits: torch.Tensor | None) -> torch.Tensor | None:
-    return None if logits is None else torch.sigmoid(logits)
+class _PrompterRegions(NamedTuple):
+    """`(batch_size, num_regions)` each: region probabilities, located-region probabilities (`None` without a region
+    map) and the flagged regions (0/1 long)."""
+
+    region_probs: torch.Tensor
+    located: torch.Tensor | None
+    flagged: torch.Tensor
 
 
 def _pad(rows: list[list[int]], value: int, side: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

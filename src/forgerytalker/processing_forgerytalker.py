@@ -303,13 +303,17 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         fold into the word's token: `▁cheeks,`), as they are tokenised after another word. Set as
         `model.generation_config.once_words_ids`, no report names a region twice
         (`generation_forgerytalker.ForgeryTalkerOnceWordsLogitsProcessor`)."""
+        tokenizer = self.tokenizer
+        head = tokenizer("the", add_special_tokens=False)["input_ids"]
         groups = []
         for name in REGION_NAMES:
             sequences = []
             for form in REGION_WORD_FORMS[name]:
                 for word in (written + ending for written in (form, form.capitalize()) for ending in ("", *_PUNCTUATION)):
-                    ids = _ids_after_a_word(self.tokenizer, word)
-                    if ids and ids not in sequences and self.tokenizer.unk_token_id not in ids:
+                    full = tokenizer(f"the {word}", add_special_tokens=False)["input_ids"]
+                    # the word's ids after another word and a space, where the two tokenisations share that start
+                    ids = full[len(head) :] if full[: len(head)] == head else []
+                    if ids and ids not in sequences and tokenizer.unk_token_id not in ids:
                         sequences.append(ids)
             groups.append(sequences)
         return groups
@@ -416,12 +420,12 @@ class ForgeryTalkerProcessor(ProcessorMixin):
         per_image = len(reports) // num_images
         mask_threshold = _threshold(mask_threshold, outputs, "mask_threshold")
         region_threshold = _threshold(region_threshold, outputs, "region_threshold")
-        probabilities = self.post_process_masks(outputs.pred_masks, target_sizes, binarize=False)
-        regions = self.post_process_regions(outputs, region_threshold, located_region_threshold)
         if getattr(outputs, "located_region_probs", None) is not None:
             located_region_threshold = _threshold(located_region_threshold, outputs, "located_region_threshold")
         else:
             located_region_threshold = None
+        probabilities = self.post_process_masks(outputs.pred_masks, target_sizes, binarize=False)
+        regions = self.post_process_regions(outputs, region_threshold, located_region_threshold)
         instruction = outputs.instruction_regions
         results = []
         for index, report in enumerate(reports):
@@ -446,14 +450,6 @@ class ForgeryTalkerProcessor(ProcessorMixin):
 
 _PUNCTUATION = (",", ".", ";", ":")
 """What may follow a region's name inside one token (a Unigram vocabulary learnt from reports has `▁cheeks,`)."""
-
-
-def _ids_after_a_word(tokenizer, word: str) -> list[int]:
-    """The token ids `word` gets after another word and a space (those of "the WORD" after those of "the"); empty
-    where the two tokenisations do not share that start. (Ids with the unknown token are left out by the caller.)"""
-    head = tokenizer("the", add_special_tokens=False)["input_ids"]
-    full = tokenizer(f"the {word}", add_special_tokens=False)["input_ids"]
-    return full[len(head) :] if full[: len(head)] == head else []
 
 
 def _threshold(explicit: float | None, outputs, name: str) -> float:

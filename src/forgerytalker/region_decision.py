@@ -9,7 +9,8 @@ class token) is above the region threshold. Which regions are then flagged:
   probable one. The region head detects an edit well but hardly says where it is (on the bundled model's
   validation faces its per-region AUC among forged faces was 0.45–0.83, the region map's 0.60–0.92).
 
-An untouched face flags nothing either way.
+An untouched face flags nothing either way. (An instruction capped at `max_instruction_regions` keeps the most
+probable flagged regions: by located probability with a region map.)
 """
 
 from __future__ import annotations
@@ -40,10 +41,4 @@ def flag_regions(
     return (manipulated & ((located_region_probs > located_region_threshold) | top)).long()
 
 
-def ranking_probs(region_probs: torch.Tensor, located_region_probs: torch.Tensor | None) -> torch.Tensor:
-    """The probabilities that order flagged regions (for a cap on how many the instruction names): the located
-    ones when the model has a region map, else the region head's."""
-    return region_probs if located_region_probs is None else located_region_probs
-
-
-__all__ = ["flag_regions", "ranking_probs"]
+__all__ = ["flag_regions"]

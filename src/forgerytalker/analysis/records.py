@@ -111,7 +111,7 @@ class ForgeryAnalysis:
 
         mask = result["mask"]
         forged = np.asarray(mask) > 0
-        probabilities = {name: float(result["region_probabilities"][name]) for name in REGION_NAMES}
+        probabilities = _probabilities(result["region_probabilities"])
         score = float(region_detection_scores([list(probabilities.values())])[0])
         region_threshold = float(result["region_threshold"])
         return cls(

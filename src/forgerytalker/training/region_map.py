@@ -17,13 +17,10 @@ from __future__ import annotations
 import logging
 
 import torch
-from accelerate.utils import broadcast_object_list, gather_object
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from accelerate.utils import broadcast_object_list
 
 from ..modeling_forgerytalker_prompter import region_map_loss
-from .data import ForgeryTalkerCollator
-from .validation import contiguous_shard
+from .validation import run_prompter
 
 logger = logging.getLogger(__name__)
 
@@ -39,31 +36,6 @@ def region_map_rows(train_split, count: int, seed: int):
     if count >= len(train_split):
         return train_split
     return train_split.shuffle(seed=seed).select(range(count))
-
-
-@torch.no_grad()
-def _patch_probabilities(prompter, image_processor, rows, batch_size: int, accelerator, skip_unreadable_images: bool):
-    """`(probabilities (N, grid²), region labels (N, 21))` of `rows`, every process's shard gathered on all."""
-    if accelerator is not None and accelerator.num_processes > 1:
-        shard = contiguous_shard(len(rows), accelerator.num_processes, accelerator.process_index)
-        rows = rows.select(shard if len(shard) else [])
-    was_training = prompter.training
-    prompter.eval()
-    collator = ForgeryTalkerCollator(image_processor, "prompter", skip_unreadable_images)
-    main = accelerator is None or accelerator.is_local_main_process
-    features, labels = [], []
-    for batch in tqdm(DataLoader(rows, batch_size=batch_size, collate_fn=collator), desc="fit region map", leave=False,
-                      disable=not main):
-        if not batch["image_ids"]:
-            continue
-        output = prompter(batch["pixel_values"].to(prompter.device))
-        features.append(torch.sigmoid(output.patch_logits).flatten(1).float().cpu())
-        labels.append(batch["region_labels"].float())
-    prompter.train(was_training)
-    cells, regions = prompter.config.patch_grid**2, prompter.config.num_regions
-    shard = (torch.cat(features) if features else torch.zeros(0, cells), torch.cat(labels) if labels else torch.zeros(0, regions))
-    shards = gather_object([shard]) if accelerator is not None and accelerator.num_processes > 1 else [shard]
-    return torch.cat([part[0] for part in shards]), torch.cat([part[1] for part in shards])
 
 
 def fit_linear_map(features: torch.Tensor, labels: torch.Tensor, l2: float = REGION_MAP_L2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,8 +66,9 @@ def fit_region_map(prompter, image_processor, rows, batch_size: int, accelerator
         The number of manipulated faces it was fitted on (0: nothing to fit on, the map is left as it was, with a
         warning).
     """
-    features, labels = _patch_probabilities(prompter, image_processor, rows, batch_size, accelerator,
-                                            skip_unreadable_images)
+    scored = run_prompter(prompter, image_processor, rows, batch_size, accelerator, skip_unreadable_images,
+                          desc="fit region map")
+    features, labels = torch.from_numpy(scored.patch_probs), torch.from_numpy(scored.region_labels)
     manipulated = int(labels.bool().any(-1).sum())
     fitted = None
     if manipulated == 0:

@@ -29,7 +29,6 @@ from .checkpoints import TrainerState, resume_from_latest, save_checkpoint
 from .data import ForgeryTalkerCollator
 from .errors import TrainingConfigurationError
 from .model_setup import build_model_and_processor
-from .region_map import fit_region_map, region_map_rows
 from .output_folder import (
     ARGS_FILE,
     BEST_DIR,
@@ -42,6 +41,7 @@ from .output_folder import (
     recover_folder,
     replace_folder,
 )
+from .region_map import fit_region_map, region_map_rows
 from .startup_checks import run_startup_checks
 from .validation import is_improvement, validate
 
