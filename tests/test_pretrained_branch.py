@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModel
 
 from forgerytalker import ForgeryTalkerPrompterNetwork, ForgeryTalkerForConditionalGeneration
+from forgerytalker import modeling_forgerytalker_mobilenet_v2 as mobilenet_v2
 from forgerytalker.modeling_forgerytalker_mobilenet_v2 import (
     CPU_IMAGES_PER_CALL,
     MobileNetV2,
@@ -114,21 +115,33 @@ def test_a_frozen_branch_keeps_its_weights_and_statistics_while_the_prompter_tra
     assert all(torch.equal(before[name], value) for name, value in backbone.state_dict().items())
 
 
-def test_outside_training_the_branch_gives_each_image_of_a_cpu_batch_its_own_features_in_pairs():
+def test_outside_training_the_branch_folds_its_batchnorms_and_reads_cpu_images_in_pairs(monkeypatch):
     torch.manual_seed(0)
     branch = MobileNetV2Features(6)
-    for module in branch.modules():  # BatchNorm statistics other than the initial ones, so that they matter
+    for module in branch.modules():  # BatchNorm statistics and affine weights other than the initial ones
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
-    images = torch.randn(2 * CPU_IMAGES_PER_CALL + 1, 3, 64, 64)  # pairs and one left over
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    images = torch.randn(2 * CPU_IMAGES_PER_CALL + 1, 3, 64, 48)  # pairs and one left over, not square
     calls = []
-    branch.features.register_forward_pre_hook(lambda module, inputs: calls.append(len(inputs[0])))
+    folded = mobilenet_v2.run_folded
+
+    def counted(modules, features):
+        if modules is branch.features:
+            calls.append(len(features))
+        return folded(modules, features)
+
+    monkeypatch.setattr(mobilenet_v2, "run_folded", counted)
     with torch.no_grad():
         batched = branch.eval()(images)
-        alone = torch.cat([branch(image[None]) for image in images])
-    assert calls[: 3] == [CPU_IMAGES_PER_CALL, CPU_IMAGES_PER_CALL, 1]
+        # the blocks as modules, each BatchNorm a pass of its own, one image at a time
+        alone = torch.cat([branch.features(image[None]) for image in images])
+    assert calls == [CPU_IMAGES_PER_CALL, CPU_IMAGES_PER_CALL, 1]
     torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-5)
     calls.clear()
-    branch.train()(images)  # training normalises with the whole batch's statistics: one call
-    assert calls == [len(images)]
+    trained = branch.train()(images)  # training normalises with the whole batch's statistics, unfolded
+    assert calls == []
+    torch.testing.assert_close(trained, branch.features(images), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(trained, batched, atol=1e-3)

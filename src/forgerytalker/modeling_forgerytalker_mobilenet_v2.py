@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 INVERTED_RESIDUAL_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 """torchvision's `(expand ratio t, output channels c, repeats n, first stride s)` per stage."""
@@ -103,6 +105,32 @@ CPU_IMAGES_PER_CALL = 2
 caches (measured at 256 px, one thread: 12.5-13.8 ms per image in pairs, 22-28 ms in one batch of 8)."""
 
 
+def run_folded(modules: nn.Sequential, features: torch.Tensor) -> torch.Tensor:
+    """`modules(features)` with each convolution and the BatchNorm after it run as one convolution whose weights
+    take in the BatchNorm's running statistics (exact in eval mode, up to rounding): one pass over the activations
+    instead of two. `InvertedResidual` blocks and nested `Sequential`s are folded the same way."""
+    layers = list(modules)
+    index = 0
+    while index < len(layers):
+        layer = layers[index]
+        following = layers[index + 1] if index + 1 < len(layers) else None
+        if isinstance(layer, nn.Conv2d) and isinstance(following, nn.BatchNorm2d):
+            weight, bias = fuse_conv_bn_weights(layer.weight, layer.bias, following.running_mean, following.running_var,
+                                                following.eps, following.weight, following.bias)
+            features = F.conv2d(features, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+            index += 2
+            continue
+        if isinstance(layer, InvertedResidual):
+            out = run_folded(layer.conv, features)
+            features = features + out if layer.use_res_connect else out
+        elif isinstance(layer, nn.Sequential):
+            features = run_folded(layer, features)
+        else:
+            features = layer(features)
+        index += 1
+    return features
+
+
 class MobileNetV2Features(nn.Module):
     """The first `num_blocks` blocks of MobileNetV2's `features`, under torchvision's names.
 
@@ -123,10 +151,16 @@ class MobileNetV2Features(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            if self.training or pixel_values.device.type != "cpu" or len(pixel_values) <= CPU_IMAGES_PER_CALL:
+            if self.training:
                 return self.features(pixel_values)
-            # in eval mode each image's features are its own (BatchNorm uses its running statistics)
-            return torch.cat([self.features(part) for part in pixel_values.split(CPU_IMAGES_PER_CALL)])
+            # eval mode: BatchNorm uses its running statistics, so it folds into the convolutions and each image's
+            # features are its own
+            if pixel_values.device.type != "cpu":
+                return run_folded(self.features, pixel_values)
+            # on CPU, oneDNN's depthwise convolutions are faster on channels-last activations (with folding, 9.3
+            # against 12.9 ms per 256 px image on one thread)
+            parts = pixel_values.contiguous(memory_format=torch.channels_last).split(CPU_IMAGES_PER_CALL)
+            return torch.cat([run_folded(self.features, part) for part in parts]).contiguous()
 
 
 def load_torchvision_mobilenet_v2(path: str | os.PathLike) -> MobileNetV2:
@@ -146,4 +180,4 @@ def copy_pretrained_blocks(branch: MobileNetV2Features, pretrained: MobileNetV2)
 
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MobileNetV2", "MobileNetV2Features", "block_channels", "block_stride",
-           "copy_pretrained_blocks", "load_torchvision_mobilenet_v2"]
+           "copy_pretrained_blocks", "load_torchvision_mobilenet_v2", "run_folded"]
