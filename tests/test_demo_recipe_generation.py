@@ -112,3 +112,21 @@ def test_a_setting_whose_reports_name_a_region_twice_is_passed_over(tmp_path, mo
     runner_up = max((index for index in range(len(cider)) if index != target), key=lambda index: cider[index])
     assert result["chosen"] == generation.GENERATION_CHOICES[runner_up]
 
+
+
+def test_stage_two_validates_with_settings_of_the_kind_the_choice_ships(tmp_path):
+    """Stage 2 keeps the checkpoint with the best validation CIDEr of reports generated with the initial model's
+    generation config: greedy or beam search as one of the choices, each region's name written once, through a
+    save and a load as the trainer does."""
+    from forgerytalker import ForgeryTalkerProcessor
+    from recipes.demo_model.model import GENERATION, set_initial_generation_config
+
+    model, processor = build_tiny_model_and_processor()
+    set_initial_generation_config(model, processor)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = ForgeryTalkerForConditionalGeneration.from_pretrained(tmp_path).generation_config
+    assert {key: getattr(loaded, key) for key in GENERATION} == GENERATION
+    assert {key: GENERATION[key] for key in generation.GENERATION_CHOICES[0]} in generation.GENERATION_CHOICES
+    assert loaded.once_words_ids == ForgeryTalkerProcessor.from_pretrained(tmp_path).region_word_ids()
+    assert loaded.once_words_ids
