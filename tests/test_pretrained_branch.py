@@ -145,22 +145,3 @@ def test_outside_training_the_branch_folds_its_batchnorms_and_reads_cpu_images_i
     assert calls == []
     torch.testing.assert_close(trained, branch.features(images), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(trained, batched, atol=1e-3)
-
-
-def test_a_branch_with_frozen_statistics_trains_its_weights_but_normalises_with_the_loaded_statistics():
-    model, _ = _tiny_model()
-    config = model.config.prompter_config
-    config.freeze_pretrained_branch = False
-    config.freeze_pretrained_statistics = True
-    prompter = ForgeryTalkerPrompterNetwork(config).train()
-    backbone = prompter.conv_branch[0].backbone
-    statistics = {name: value.clone() for name, value in backbone.state_dict().items() if "running" in name}
-    assert statistics and all(parameter.requires_grad for parameter in backbone.parameters())
-    labels = torch.zeros(2, 21)
-    labels[0, 3] = 1
-    prompter(torch.randn(2, 3, 64, 64), region_labels=labels).loss.backward()
-    assert backbone.training and not any(module.training for module in backbone.modules() if isinstance(module, torch.nn.BatchNorm2d))
-    assert all(parameter.grad is not None for parameter in backbone.parameters())
-    assert all(torch.equal(statistics[name], value) for name, value in backbone.state_dict().items() if name in statistics)
-    prompter.eval().train()  # switching back to training keeps them fixed
-    assert not any(module.training for module in backbone.modules() if isinstance(module, torch.nn.BatchNorm2d))

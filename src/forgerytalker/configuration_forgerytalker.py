@@ -115,9 +115,6 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
             96-channel stage; 7: stride 8, 32 channels).
         freeze_pretrained_branch (`bool`, *optional*, defaults to `True`):
             `"mobilenet_v2"` branch: keep its weights and BatchNorm statistics as loaded while training.
-        freeze_pretrained_statistics (`bool`, *optional*, defaults to `False`):
-            `"mobilenet_v2"` branch trained with the rest: keep its BatchNorm statistics as loaded (ImageNet's) while
-            its weights train, rather than re-estimating them on the training faces.
         region_names (`list[str]`, *optional*, defaults to the 21 MMTT regions):
             Names of the regions the head scores, in label order. Kept in the saved config to document the label
             order; it must equal `forgerytalker.REGION_NAMES`, the one owner of the vocabulary.
@@ -172,7 +169,6 @@ class ForgeryTalkerPrompterConfig(PreTrainedConfig):
     conv_branch_type: str = "grid"
     pretrained_branch_blocks: int = 14
     freeze_pretrained_branch: bool = True
-    freeze_pretrained_statistics: bool = False
     region_names: list[str] = field(default_factory=lambda: list(REGION_NAMES))
     negative_weight: float = 0.2
     region_threshold: float = DEFAULT_REGION_THRESHOLD

@@ -136,26 +136,18 @@ class MobileNetV2Features(nn.Module):
 
     `(batch, 3, h, w)` → `(batch, block_channels(num_blocks), h / s, w / s)` with `s = block_stride(num_blocks)`.
     With `frozen=True` it keeps its BatchNorm statistics (eval mode even while the model trains) and passes no
-    gradient to its own parameters: pretrained low-level filters stay as they were loaded. With
-    `frozen_statistics=True` only the BatchNorm statistics stay as loaded (its BatchNorms normalise with them while
-    the model trains), and every weight trains.
+    gradient to its own parameters: pretrained low-level filters stay as they were loaded.
     """
 
-    def __init__(self, num_blocks: int, frozen: bool = False, frozen_statistics: bool = False):
+    def __init__(self, num_blocks: int, frozen: bool = False):
         super().__init__()
         self.features = nn.Sequential(*mobilenet_v2_blocks()[:num_blocks])
         self.frozen = frozen
-        self.frozen_statistics = frozen or frozen_statistics
         if frozen:
             self.requires_grad_(False)
 
     def train(self, mode: bool = True):
-        super().train(mode and not self.frozen)
-        if mode and self.frozen_statistics:
-            for module in self.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.eval()
-        return self
+        return super().train(mode and not self.frozen)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):

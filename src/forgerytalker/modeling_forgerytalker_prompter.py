@@ -159,8 +159,7 @@ class ForgeryTalkerPrompterPretrainedBranch(nn.Module):
         super().__init__()
         self.grid = config.patch_grid
         channels = block_channels(config.pretrained_branch_blocks)
-        self.backbone = MobileNetV2Features(config.pretrained_branch_blocks, frozen=config.freeze_pretrained_branch,
-                                             frozen_statistics=config.freeze_pretrained_statistics)
+        self.backbone = MobileNetV2Features(config.pretrained_branch_blocks, frozen=config.freeze_pretrained_branch)
         self.projection = nn.Conv2d(channels, config.hidden_size, kernel_size=1)
         self.summary_projection = nn.Linear(2 * channels, config.hidden_size)
 
