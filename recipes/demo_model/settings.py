@@ -32,6 +32,10 @@ class RecipeSettings:
     train_identities: int | None = None  # None: every other group
     samples: dict = field(default_factory=lambda: {"train": 20000, "validation": 320, "test": 640})
     authentic_rate: float = 0.25
+    # untouched photos from outside UTKFace (`outside_photos.py`): samples synthesized from the training packages'
+    # photos on top of `samples["train"]`, and how many packages are held out to count false positives on
+    outside_samples: int = 3000
+    outside_heldout_packages: int = 5
     max_upscale: float = 5.0
     # UTKFace crops cut through forehead and chin: reflect-pad them before detection
     face_padding: float = 0.2
@@ -93,7 +97,7 @@ class RecipeSettings:
     figure_images: int = 8
 
 
-QUICK = dict(samples={"train": 60, "validation": 12, "test": 24}, test_identities=12, validation_identities=6, train_identities=40, prompter_steps=6, joint_steps=6, batch_size=4,
+QUICK = dict(samples={"train": 60, "validation": 12, "test": 24}, outside_samples=12, test_identities=12, validation_identities=6, train_identities=40, prompter_steps=6, joint_steps=6, batch_size=4,
              max_new_tokens=12, secondary_max_new_tokens=8, eval_points=1, prompter_eval_points=1, leave_one_out_fraction=0.5, figure_images=4)
 """A few minutes end to end: checks the recipe's plumbing, not a model worth shipping."""
 
