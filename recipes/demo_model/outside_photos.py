@@ -133,7 +133,8 @@ def false_positives(model_dir: Path, photos: list[Path]) -> dict:
             faces.append({"photo": path.name, "face": face["face"], "manipulation_score": face["manipulation_score"],
                           "manipulated": face["manipulation_score"] > analysis.region_threshold})
     flagged = [face for face in faces if face["manipulated"]]
-    return {"faces": len(faces), "photos": len(photos), "faces_called_manipulated": len(flagged),
+    return {"faces": len(faces), "photos": len(photos), "photo_names": [path.name for path in photos],
+            "faces_called_manipulated": len(flagged),
             "photos_with_a_face_called_manipulated": len({face["photo"] for face in flagged}), "per_face": faces}
 
 

@@ -387,13 +387,14 @@ def _outside_section(work: Path, runs: Path) -> list[str]:
                 "Not measured: the run was made with `--no-outside-photos`."]
     calls = json.loads(path.read_text())
     trained = trained_packages(work)
-    photos = sorted({face["photo"] for face in calls["per_face"]})
+    with_faces = {face["photo"] for face in calls["per_face"]}
     training = (f"It trained on the sample photos of {', '.join(trained)}" if trained else
                 "It trained on no outside photo (its data were made before the recipe fetched them)")
     return [
         "## Untouched photos from outside the training sources",
         f"Sample photos of Python packages on PyPI that no training photo came from (`recipes/demo_model/outside_photos.py`, "
-        f"fetched and checked by SHA-256): {', '.join(photos)}. Every face analysed as `forgerytalker analyze` does: "
+        f"fetched and checked by SHA-256): {', '.join(calls['photo_names'])}; dlib's detector finds {calls['faces']} faces "
+        f"in {len(with_faces)} of them. Every face analysed as `forgerytalker analyze` does: "
         f"**{calls['faces_called_manipulated']} of {calls['faces']} untouched faces called manipulated** (in "
         f"{calls['photos_with_a_face_called_manipulated']} of {calls['photos']} photos). {training}.",
     ]
