@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 from PIL import Image
 
@@ -61,12 +62,27 @@ def group_photos(portraits: list[Image.Image], count: int, seed: int = 0) -> lis
     return photos
 
 
-def timed_run(pipe, photos, out: Path, batch_size: int, max_new_tokens: int, reader: PhotoReaderProcess) -> tuple[float, int]:
-    """Seconds of one `run_analysis` (reading with `reader`, one process for every run) and the faces it analysed."""
+def cpu_seconds() -> float:
+    """CPU seconds (user and system, every thread) of this process and its live children (the reader process)."""
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def timed_run(pipe, photos, out: Path, batch_size: int, max_new_tokens: int, reader: PhotoReaderProcess) -> tuple[float, int, float]:
+    """Seconds of one `run_analysis` (reading with `reader`, one process for every run), the faces it analysed and
+    the CPU seconds it used (this process and the reader)."""
     options = AnalysisOptions(batch_size=batch_size, generate_kwargs={"max_new_tokens": max_new_tokens}, faces=reader.faces)
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     records = run_analysis(pipe, photos, out, options, redo_finished=True, progress=False, reader=reader)
-    return time.perf_counter() - start, sum(len(record.get("face_analyses", [])) or 1 for record in records)
+    seconds = time.perf_counter() - start
+    return seconds, sum(len(record.get("face_analyses", [])) or 1 for record in records), cpu_seconds() - cpu
 
 
 def generate_only(pipe, crops: list[Image.Image], batch_size: int, max_new_tokens: int) -> float:
@@ -121,8 +137,12 @@ def main() -> None:
                 runs[batch_size].append(timed_run(pipe, photos, scratch / f"out{batch_size}", batch_size, args.max_new_tokens, reader))
                 generate[batch_size].append(generate_only(pipe, crops, batch_size, args.max_new_tokens))
         faces = runs[1][0][1]
-        rate = {size: (faces / statistics.median(s for s, _ in r), len(photos) / statistics.median(s for s, _ in r))
+        rate = {size: (faces / statistics.median(s for s, _, _ in r), len(photos) / statistics.median(s for s, _, _ in r))
                 for size, r in runs.items()}
+        # CPU seconds per wall second: near the machine's cores, a run is bound by the CPU work it does, which
+        # batching shrinks only in the model
+        busy = {size: statistics.median(cpu / s for s, _, cpu in r) for size, r in runs.items()}
+        cpu_per_face = {size: statistics.median(cpu for _, _, cpu in r) / faces for size, r in runs.items()}
         result = {
             "photos": len(photos),
             "faces": faces,
@@ -133,6 +153,8 @@ def main() -> None:
             "photos_per_s": {"batch_1": round(rate[1][1], 2), "batch_8": round(rate[8][1], 2)},
             "faces_per_s_batch8_over_batch1": round(rate[8][0] / rate[1][0], 2),
             "photos_per_s_batch8_over_batch1": round(rate[8][1] / rate[1][1], 2),
+            "cpu_busy_cores": {f"batch_{size}": round(value, 2) for size, value in busy.items()},
+            "cpu_ms_per_face": {f"batch_{size}": round(1000 * value, 1) for size, value in cpu_per_face.items()},
             "generate_only_faces_per_s": {size: round(len(crops) / statistics.median(t), 2) for size, t in generate.items()},
             "generate_only_batch8_over_batch1": round(statistics.median(generate[1]) / statistics.median(generate[8]), 2),
         }
