@@ -396,7 +396,8 @@ def _outside_section(work: Path, runs: Path) -> list[str]:
         f"fetched and checked by SHA-256): {', '.join(calls['photo_names'])}; dlib's detector finds {calls['faces']} faces "
         f"in {len(with_faces)} of them. Every face analysed as `forgerytalker analyze` does: "
         f"**{calls['faces_called_manipulated']} of {calls['faces']} untouched faces called manipulated** (in "
-        f"{calls['photos_with_a_face_called_manipulated']} of {calls['photos']} photos). {training}.",
+        f"{calls['photos_with_a_face_called_manipulated']} of {calls['photos']} photos). {training}. The recipe's choice "
+        "to train on outside photos was made on these held-out photos, so the count is not an unbiased estimate.",
     ]
 
 
