@@ -128,10 +128,10 @@ def test_outside_training_the_branch_folds_its_batchnorms_and_reads_cpu_images_i
     calls = []
     folded = mobilenet_v2.run_folded
 
-    def counted(modules, features):
+    def counted(modules, features, *shared):
         if modules is branch.features:
             calls.append(len(features))
-        return folded(modules, features)
+        return folded(modules, features, *shared)
 
     monkeypatch.setattr(mobilenet_v2, "run_folded", counted)
     with torch.no_grad():

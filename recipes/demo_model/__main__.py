@@ -67,14 +67,13 @@ def run(faces: Path, utk_faces: Path, work: Path, quick: bool, ship: bool, leave
         logger.info("%s: %.0f s (%.0f s in this invocation)", name, seconds, time.monotonic() - started)
         return result
 
-    outside = None
+    outside_dir, outside_split = work / "outside-photos", None
     if outside_photos:
         sources = load_sources()
-        photos = work / "outside-photos"
-        timed("outside photos", fetch_photos, photos, work / "downloads", sources)
-        outside = (photos, split_packages(sources, settings))
+        timed("outside photos", fetch_photos, outside_dir, work / "downloads", sources)
+        outside_split = split_packages(sources, settings)
     dataset = timed("data", synthesize_splits, faces, utk_faces, work, settings,
-                    None if outside is None else (outside[0], outside[1]["train"]))
+                    None if outside_split is None else (outside_dir, outside_split["train"]))
     train = load_dataset(str(dataset), split="train")
     initial_model, initial_prompter = write_initial_model(train["caption"], settings, work / "init",
                                                           train.select(range(min(256, len(train))))["image"])
@@ -99,8 +98,8 @@ def run(faces: Path, utk_faces: Path, work: Path, quick: bool, ship: bool, leave
     timed("evaluate mask-only", evaluate, mask_only, dataset, runs / "mask-only", settings, meteor=False,
           max_new_tokens=settings.secondary_max_new_tokens)
 
-    if outside is not None and not (runs / OUTSIDE_RESULTS).is_file():
-        held_out = [outside[0] / name for name in outside[1]["held_out"]]
+    if outside_split is not None and not (runs / OUTSIDE_RESULTS).is_file():
+        held_out = [outside_dir / name for name in outside_split["held_out"]]
         calls = timed("outside photos: false positives", false_positives, model, held_out)
         (runs / OUTSIDE_RESULTS).write_text(json.dumps(calls, indent=1) + "\n")
 

@@ -25,8 +25,8 @@ from forgerytalker.data.methods import AUTHENTIC
 from forgerytalker.evaluation.prediction import PredictionSettings, predict_batches
 from forgerytalker.evaluation.samples import iter_samples
 from forgerytalker.evaluation.text_metrics import compute_text_metrics
-from forgerytalker.generation_forgerytalker import ONCE_WORDS_SETTING
 
+from .model import write_region_names_once
 from .settings import RecipeSettings
 from .targets import repeats_a_region
 
@@ -56,8 +56,8 @@ def choose_generation(model_dir: Path, dataset: Path, settings: RecipeSettings) 
         return json.loads(record.read_text())
     model = ForgeryTalkerForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = ForgeryTalkerProcessor.from_pretrained(model_dir)
-    # every setting writes each region's name at most once (`generation_forgerytalker.ONCE_WORDS_SETTING`)
-    setattr(model.generation_config, ONCE_WORDS_SETTING, processor.region_word_ids())
+    # every setting writes each region's name at most once (a model whose initial config did not yet say so too)
+    write_region_names_once(model, processor)
     rows = load_dataset(str(dataset), split="validation")
     references = dict(zip(rows["image_id"], rows["caption"]))
     forged = [image_id for image_id, method in zip(rows["image_id"], rows["method"]) if method != AUTHENTIC]

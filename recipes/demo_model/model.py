@@ -38,11 +38,16 @@ checkpoint of the model shipped on 2026-12-06, whose validation CIDEr with the s
 100.9 for its step-500 checkpoint (IoU 54.3 against 60.4; 160 validation images)."""
 
 
-def set_initial_generation_config(model, processor: ForgeryTalkerProcessor) -> None:
-    """`GENERATION`, and each region's name written at most once (`once_words_ids`, the processor's region words),
-    as every setting that `generation.py` tries does."""
-    model.generation_config.update(**GENERATION)
+def write_region_names_once(model, processor: ForgeryTalkerProcessor) -> None:
+    """Sets the model's generation config to write each region's name at most once (`once_words_ids`, the
+    processor's region words), as every setting that `generation.py` tries does."""
     setattr(model.generation_config, ONCE_WORDS_SETTING, processor.region_word_ids())
+
+
+def set_initial_generation_config(model, processor: ForgeryTalkerProcessor) -> None:
+    """`GENERATION`, with each region's name written at most once (`write_region_names_once`)."""
+    model.generation_config.update(**GENERATION)
+    write_region_names_once(model, processor)
 
 
 def build_processor(reports: list[str], settings: RecipeSettings) -> ForgeryTalkerProcessor:
