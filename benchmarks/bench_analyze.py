@@ -39,16 +39,19 @@ from forgerytalker.analysis.face_crops import FACE_MODES, FaceOptions
 from forgerytalker.analysis.inputs import collect_photos
 from forgerytalker.analysis.reader_process import PhotoReaderProcess
 from forgerytalker.analysis.runner import AnalysisOptions, run_analysis
+from forgerytalker.analysis.writer_process import PhotoWriterProcess
 from forgerytalker.demo.examples import draw_face
 
 TARGETS = {"batch8_over_batch1": 2.5, "loop_over_generate": 1.15, "startup_s": 5.0, "help_s": 1.0}
 
 
-def analyse(pipe, photos, out: Path, batch_size: int, reader: PhotoReaderProcess, overlay: bool, generate_kwargs: dict) -> float:
-    """Seconds of one `run_analysis`, reading with `reader` (one process for every run, as one command has)."""
+def analyse(pipe, photos, out: Path, batch_size: int, side: tuple, overlay: bool, generate_kwargs: dict) -> float:
+    """Seconds of one `run_analysis`, reading and writing with the `side` processes (a `PhotoReaderProcess` and a
+    `PhotoWriterProcess`, one of each for every run, as one command has)."""
+    reader, writer = side
     start = time.perf_counter()
     options = AnalysisOptions(batch_size=batch_size, faces=reader.faces, draw_overlay=overlay, generate_kwargs=generate_kwargs)
-    run_analysis(pipe, photos, out, options, redo_finished=True, progress=False, reader=reader)
+    run_analysis(pipe, photos, out, options, redo_finished=True, progress=False, reader=reader, writer=writer)
     return time.perf_counter() - start
 
 
@@ -106,7 +109,11 @@ def main() -> None:
     torch.set_num_threads(args.num_threads)
     load_before = load_average()
     generation = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
-    with tempfile.TemporaryDirectory(prefix="bench-analyze-") as scratch, PhotoReaderProcess(FaceOptions(args.face_mode)) as reader:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-analyze-") as scratch,
+        PhotoReaderProcess(FaceOptions(args.face_mode)) as reader,
+        PhotoWriterProcess() as writer,
+    ):
         scratch = Path(scratch)
         model, processor = build(args.preset)
         model.save_pretrained(scratch / "model")
@@ -117,11 +124,11 @@ def main() -> None:
         photos = collect_photos([str(scratch / "faces")])
         pipe = load_analyzer(scratch / "model", device="cpu")
         images = [draw_face(index) for index in range(args.images)]
-        analyse(pipe, photos[:4], scratch / "warm-up", 2, reader, args.overlay, generation)
+        analyse(pipe, photos[:4], scratch / "warm-up", 2, (reader, writer), args.overlay, generation)
         batch1, batch8, generate8 = [], [], []
         for repeat in range(args.repeats):
-            batch1.append(analyse(pipe, photos, scratch / "out1", 1, reader, args.overlay, generation))
-            batch8.append(analyse(pipe, photos, scratch / "out8", 8, reader, args.overlay, generation))
+            batch1.append(analyse(pipe, photos, scratch / "out1", 1, (reader, writer), args.overlay, generation))
+            batch8.append(analyse(pipe, photos, scratch / "out8", 8, (reader, writer), args.overlay, generation))
             generate8.append(generate_only(pipe.model, processor, images, 8, generation))
         one = str(scratch / "faces" / "face_000.png")
         threads = ["--num-threads", str(args.num_threads), "--no-progress"]

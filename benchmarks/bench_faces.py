@@ -37,6 +37,7 @@ from forgerytalker.analysis.face_crops import FaceFinder, FaceOptions
 from forgerytalker.analysis.inputs import collect_photos
 from forgerytalker.analysis.reader_process import PhotoReaderProcess
 from forgerytalker.analysis.runner import AnalysisOptions, run_analysis
+from forgerytalker.analysis.writer_process import PhotoWriterProcess
 from forgerytalker.image_utils import is_image_file, load_rgb
 
 TARGETS = {"faces_per_s_batch8_over_batch1": 2.0, "photos_per_s_batch8_over_batch1": 2.0, "startup_over_floor": 1.1,
@@ -63,7 +64,7 @@ def group_photos(portraits: list[Image.Image], count: int, seed: int = 0) -> lis
 
 
 def cpu_seconds() -> float:
-    """CPU seconds (user and system, every thread) of this process and its live children (the reader process)."""
+    """CPU seconds (user and system, every thread) of this process and its live children (the side processes)."""
     me = psutil.Process()
     total = 0.0
     for process in [me, *me.children(recursive=True)]:
@@ -75,12 +76,14 @@ def cpu_seconds() -> float:
     return total
 
 
-def timed_run(pipe, photos, out: Path, batch_size: int, max_new_tokens: int, reader: PhotoReaderProcess) -> tuple[float, int, float]:
-    """Seconds of one `run_analysis` (reading with `reader`, one process for every run), the faces it analysed and
-    the CPU seconds it used (this process and the reader)."""
+def timed_run(pipe, photos, out: Path, batch_size: int, max_new_tokens: int, side: tuple) -> tuple[float, int, float]:
+    """Seconds of one `run_analysis` (reading and writing with the `side` processes, a `PhotoReaderProcess` and a
+    `PhotoWriterProcess`, one of each for every run), the faces it analysed and the CPU seconds it used (this
+    process and the side processes)."""
+    reader, writer = side
     options = AnalysisOptions(batch_size=batch_size, generate_kwargs={"max_new_tokens": max_new_tokens}, faces=reader.faces)
     cpu, start = cpu_seconds(), time.perf_counter()
-    records = run_analysis(pipe, photos, out, options, redo_finished=True, progress=False, reader=reader)
+    records = run_analysis(pipe, photos, out, options, redo_finished=True, progress=False, reader=reader, writer=writer)
     seconds = time.perf_counter() - start
     return seconds, sum(len(record.get("face_analyses", [])) or 1 for record in records), cpu_seconds() - cpu
 
@@ -123,18 +126,18 @@ def main() -> None:
     pictures = [load_rgb(path) for path in sorted(args.faces.iterdir()) if is_image_file(path)]
     portraits = [picture for picture in pictures if len(finder(picture, FaceOptions()).crops) == 1]  # one face each
     pipe = load_analyzer(None, device="cpu")
-    with tempfile.TemporaryDirectory(prefix="bench-faces-") as scratch, PhotoReaderProcess() as reader:
+    with tempfile.TemporaryDirectory(prefix="bench-faces-") as scratch, PhotoReaderProcess() as reader, PhotoWriterProcess() as writer:
         scratch = Path(scratch)
         (scratch / "photos").mkdir()
         for index, photo in enumerate(group_photos(portraits, args.photos)):
             photo.save(scratch / "photos" / f"group_{index:02d}.jpg", quality=92)
         photos = collect_photos([str(scratch / "photos")])
-        timed_run(pipe, photos[:2], scratch / "warm-up", 8, args.max_new_tokens, reader)
+        timed_run(pipe, photos[:2], scratch / "warm-up", 8, args.max_new_tokens, (reader, writer))
         runs, generate = {1: [], 8: []}, {1: [], 8: []}
         crops = [crop.image for photo in photos for crop in finder(load_rgb(photo.path), FaceOptions()).crops]
         for _ in range(args.repeats):
             for batch_size in (1, 8):
-                runs[batch_size].append(timed_run(pipe, photos, scratch / f"out{batch_size}", batch_size, args.max_new_tokens, reader))
+                runs[batch_size].append(timed_run(pipe, photos, scratch / f"out{batch_size}", batch_size, args.max_new_tokens, (reader, writer)))
                 generate[batch_size].append(generate_only(pipe, crops, batch_size, args.max_new_tokens))
         faces = runs[1][0][1]
         rate = {size: (faces / statistics.median(s for s, _, _ in r), len(photos) / statistics.median(s for s, _, _ in r))

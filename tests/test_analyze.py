@@ -243,31 +243,69 @@ def test_a_rerun_skips_finished_photos_and_overwrite_redoes_them(tmp_path, check
     assert all(record["instruction_regions"] == ["lip"] for record in records_of(out))
 
 
-def test_a_run_killed_half_way_leaves_only_complete_files_and_resumes(tmp_path, checkpoint, photos, capsys, monkeypatch):
-    out = tmp_path / "out"
-    arguments = (str(photos), "--model", str(checkpoint), "--out", str(out), "--batch-size", "2")
-    draw = analysis_runner.draw_analysis_figure
-    calls = []
-
-    def killed_on_the_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return draw(*args, **kwargs)
-
-    monkeypatch.setattr(analysis_runner, "draw_analysis_figure", killed_on_the_third)
-    with pytest.raises(KeyboardInterrupt):
-        run_cli(*arguments, capsys=capsys)
-    monkeypatch.undo()
+def assert_only_complete_files(out: Path) -> list[Path]:
+    """Every PNG in `out` decodes, no temporary file is left, and every finished record's files exist; returns the
+    finished records."""
     finished = [path for path in out.rglob("*.json") if path.name != "run.json"]
-    assert 2 <= len(finished) < 4 and not list(out.rglob("*.tmp")) and not (out / "results.jsonl").exists()
+    assert not list(out.rglob("*.tmp")) and not (out / "results.jsonl").exists()
     for path in out.rglob("*.png"):
-        Image.open(path).load()  # every file there is complete
+        Image.open(path).load()
     for path in finished:
         record = json.loads(path.read_text())
         assert all((out / name).is_file() for name in record["outputs"].values())
+    return finished
+
+
+def test_ctrl_c_writes_the_photos_the_model_has_analysed_and_the_rerun_resumes(tmp_path, checkpoint, photos, capsys, monkeypatch):
+    from forgerytalker.analysis.writer_process import PhotoWriterProcess
+
+    out = tmp_path / "out"
+    arguments = (str(photos), "--model", str(checkpoint), "--out", str(out), "--batch-size", "4")
+    write = PhotoWriterProcess.write
+    calls = []
+
+    def interrupted_at_the_fourth_photo(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(PhotoWriterProcess, "write", interrupted_at_the_fourth_photo)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(*arguments, capsys=capsys)
+    monkeypatch.undo()
+    # three photos were analysed and handed to the writer process: all three are written before it stops
+    assert len(assert_only_complete_files(out)) == 3
     code, _, stderr = run_cli(*arguments, capsys=capsys)
-    assert code == 0 and f"{len(finished)} kept from an earlier run" in stderr and len(records_of(out)) == 4
+    assert code == 0 and "3 kept from an earlier run" in stderr and len(records_of(out)) == 4
+
+
+def test_a_killed_command_leaves_only_complete_files_and_its_side_processes_end(tmp_path, checkpoint, face_photos_dir, capsys):
+    import psutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(12):
+        shutil.copy(face_photos_dir / "grace_hopper.jpg", photos / f"grace_{index:02d}.jpg")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "forgerytalker.cli", "analyze", str(photos), "--model", str(checkpoint), "--out",
+               str(out), "--no-progress", "--num-threads", "1", "--json", *MAX_NEW_TOKENS]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = json.loads(process.stdout.readline())
+        children = psutil.Process(process.pid).children(recursive=True)
+        process.kill()  # SIGKILL: no clean-up code of the command runs
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.stdout.close()
+    assert first["status"] == "ok"
+    psutil.wait_procs(children, timeout=30)
+    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+    finished = assert_only_complete_files(out)
+    assert 1 <= len(finished) < 12
+    code, _, stderr = run_cli(str(photos), "--model", str(checkpoint), "--out", str(out), capsys=capsys)
+    assert code == 0 and f"{len(finished)} kept from an earlier run" in stderr and len(records_of(out)) == 12
 
 
 def test_atomic_writes_never_leave_a_partial_file(tmp_path, monkeypatch):

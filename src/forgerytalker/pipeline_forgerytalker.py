@@ -16,9 +16,9 @@ finds the task in a process that never imported the package.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
-from collections import deque
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -135,9 +135,8 @@ class ForgeryAnalysisPipeline(Pipeline):
 
     def _analyse_faces(self, inputs, options, face_crops, kwargs: dict) -> Iterator[dict]:
         """Per photo: its faces found and aligned, all crops of a batch read at once, the answers merged."""
-        pending = deque()
 
-        def model_inputs():
+        def found_photos():
             for photo in inputs:
                 if not isinstance(photo, face_crops.FacePhoto):
                     regions = kwargs.get("regions")
@@ -145,19 +144,11 @@ class ForgeryAnalysisPipeline(Pipeline):
                         photo, regions = photo["image"], photo.get("regions", regions)
                     image = load_rgb(photo) if isinstance(photo, (str, os.PathLike)) else to_rgb(photo)
                     photo = self._face_finder(image, options, regions)
-                items = photo.model_inputs()
-                pending.append((photo, len(items)))
-                yield from items
+                yield photo, photo.model_inputs()
 
-        answers: list[dict] = []
-        for answer in super().__call__(model_inputs(), **kwargs):
-            answers.append(answer)
-            while pending and len(answers) >= pending[0][1]:
-                photo, count = pending.popleft()
-                yield face_crops.merge_faces(photo, answers[:count])
-                del answers[:count]
-        while pending:
-            yield face_crops.merge_faces(pending.popleft()[0], [])
+        run = functools.partial(super().__call__, **kwargs)
+        for photo, answers in face_crops.answers_per_photo(found_photos(), run):
+            yield face_crops.merge_faces(photo, answers)
 
     def _sanitize_parameters(
         self,

@@ -18,6 +18,8 @@ to do with a photo without a face), the same in `forgerytalker analyze`, `forger
 from __future__ import annotations
 
 import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -230,6 +232,37 @@ def crop_window(matrix: np.ndarray, crop_size: int, photo_size: tuple[int, int])
     return max(0, left), max(0, top), max(min(width, right), max(0, left)), max(min(height, bottom), max(0, top))
 
 
+def answers_per_photo(
+    photos: Iterable[tuple[object, list]], run: Callable[[Iterator], Iterable[dict]]
+) -> Iterator[tuple[object, list[dict]]]:
+    """Runs all photos' model inputs through `run` as one stream (so that a batch takes the faces of several photos)
+    and gives each photo back with its inputs' answers.
+
+    Args:
+        photos: `(photo, its model inputs)` pairs, read lazily (`FacePhoto.model_inputs`; none for a skipped photo).
+        run: the model: a stream of inputs in, one answer per input out, in order (a pipeline call).
+
+    Yields:
+        `(photo, answers)` in the order of `photos`, each as soon as its last answer is in.
+    """
+    pending: deque[tuple[object, int]] = deque()
+
+    def inputs():
+        for photo, items in photos:
+            pending.append((photo, len(items)))
+            yield from items
+
+    answers: list[dict] = []
+    for answer in run(inputs()):
+        answers.append(answer)
+        while pending and len(answers) >= pending[0][1]:
+            photo, count = pending.popleft()
+            yield photo, answers[:count]
+            del answers[:count]
+    while pending:
+        yield pending.popleft()[0], []
+
+
 def face_score(result: dict) -> float:
     """A face's manipulation score: the `"region"` detection score (the highest region probability)."""
     from ..evaluation.detection_metrics import region_detection_scores
@@ -310,6 +343,7 @@ def merge_faces(photo: FacePhoto, results: list[dict]) -> dict:
 
 __all__ = [
     "DEFAULT_FACES",
+    "answers_per_photo",
     "DEFAULT_MIN_FACE_SIZE",
     "DEFAULT_NO_FACE",
     "FACE_MODES",

@@ -8,10 +8,11 @@ n-th unfinished photo; the caller merges `results.jsonl` once all are done (`out
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +21,15 @@ from tqdm.auto import tqdm
 
 from ..image_utils import ImageReadError
 from ..output_folder import file_fingerprint
-from .face_crops import FaceOptions, shared_finder
+from .face_crops import FaceOptions, answers_per_photo, merge_faces, shared_finder
 from .inputs import PhotoInput
 from .outputs import atomic_write_json, atomic_write_png, is_finished, read_record
 from .overlay import draw_analysis_figure
 from .photos import Photo, read_photo
 from .reader_process import PhotoReaderProcess, ReaderProcessDied
+from .side_process import NeverRan
 from .records import ForgeryAnalysis, error_record, skipped_record
+from .writer_process import PhotoWriterProcess, WriterProcessDied
 
 logger = logging.getLogger(__name__)
 
@@ -84,21 +87,12 @@ def model_name(pipe) -> str:
     return str(getattr(pipe.model, "name_or_path", "") or type(pipe.model).__name__)
 
 
-def analyses(pipe, photos: Iterable[Photo], options: AnalysisOptions) -> Iterator[tuple[Photo, ForgeryAnalysis]]:
-    """Runs the pipeline over `photos` (a stream, faces found), `options.batch_size` faces at a time; yields each
-    with its analysis (`None` for a photo skipped for want of a face)."""
-    pending: deque[Photo] = deque()
-    name = model_name(pipe)
-
-    def stream():
-        for photo in photos:
-            pending.append(photo)
-            yield photo.found
-
-    results = pipe(stream(), batch_size=options.batch_size, **pipeline_kwargs(options))
-    for result in results:
-        photo = pending.popleft()
-        yield photo, ForgeryAnalysis.from_pipeline_result(result, image=photo.name, warnings=photo.notes, model=name)
+def analyses(pipe, photos: Iterable[Photo], options: AnalysisOptions) -> Iterator[tuple[Photo, list[dict]]]:
+    """Runs the pipeline over the model inputs of `photos` (a stream, faces found: `FacePhoto.model_inputs`, one per
+    face crop or the whole picture), `options.batch_size` inputs at a time; yields each photo with the pipeline's
+    answer for each of its inputs (none for a photo skipped for want of a face). `write_analysis` merges them."""
+    run = functools.partial(pipe, batch_size=options.batch_size, faces="whole", **pipeline_kwargs(options))
+    yield from answers_per_photo(((photo, photo.found.model_inputs()) for photo in photos), run)
 
 
 def _read_ahead(
@@ -115,7 +109,12 @@ def _read_ahead(
         item, future = queue.popleft()
         try:
             photo = reader.photo(future, item.path)
-        except ReaderProcessDied as error:
+        except NeverRan:  # the process had died before this photo was asked for: it and the rest are read again
+            waiting.extendleft(reversed([item, *(queued for queued, _ in queue)]))
+            queue.clear()
+            reader.restart()
+            continue
+        except ReaderProcessDied as error:  # it died on this photo: the rest are read again
             waiting.extendleft(reversed([queued for queued, _ in queue]))
             queue.clear()
             reader.restart()
@@ -161,6 +160,21 @@ def write_error(out_dir: Path, item: PhotoInput, message: str, model: str) -> di
     return record
 
 
+def write_analysis(out_dir: Path, photo: Photo, answers: list[dict], draw_overlay: bool, model: str) -> dict:
+    """Merges a photo's answers (`analyses`) into its analysis (`face_crops.merge_faces`) and writes its files
+    (`write_photo_outputs`; a file that cannot be written gets the photo an error record); returns the record."""
+    analysis = None
+    if photo.found.skipped is None:
+        merged = merge_faces(photo.found, answers)
+        analysis = ForgeryAnalysis.from_pipeline_result(merged, image=photo.name, warnings=photo.notes, model=model)
+    try:
+        return write_photo_outputs(out_dir, photo.item, photo, analysis, draw_overlay, model)
+    except OSError as error:
+        message = f"{photo.item.path}: the outputs cannot be written ({error})"
+        logger.error("%s", message)
+        return write_error(out_dir, photo.item, message, model)
+
+
 def run_analysis(
     pipe,
     photos: Sequence[PhotoInput],
@@ -174,6 +188,7 @@ def run_analysis(
     progress: bool = True,
     wait_for_everyone: Callable[[], None] | None = None,
     reader: PhotoReaderProcess | None = None,
+    writer: PhotoWriterProcess | None = None,
 ) -> list[dict]:
     """Analyses this process's share of `photos` into `out_dir`.
 
@@ -191,9 +206,12 @@ def run_analysis(
             so that all of them split the same list.
         reader: the reader process to read the photos with, started early by the caller with `options.faces` and
             `options.max_image_pixels` (and left running); by default one is started for this call.
+        writer: the writer process to write the photos' files with, started early by the caller (and left
+            running); by default one is started for this call.
 
     Returns:
-        The records of this process's share (skipped photos' stored records included), in completion order.
+        The records of this process's share (skipped photos' stored records included), in completion order. A run
+        stopped by an exception (Ctrl-C) first finishes writing the photos the model has analysed.
     """
     report = on_record or (lambda record, skipped: None)
     finished = [photo for photo in photos if not redo_finished and is_finished(out_dir, photo)]
@@ -210,50 +228,74 @@ def run_analysis(
         logger.info("Skipping %d photo(s) analysed by an earlier run (--overwrite redoes them)", len(finished))
     if reader is not None and (reader.faces, reader.max_image_pixels) != (options.faces, options.max_image_pixels):
         raise ValueError("`reader` reads photos with other `faces` or `max_image_pixels` than `options` asks for")
+    if not todo:
+        return records
     name = model_name(pipe)
     bar = tqdm(total=len(todo), unit="photo", desc="analyze", disable=not progress)
     lookahead = 2 * options.batch_size + 1
+    writing: deque[tuple[Photo, list[dict], Future]] = deque()
+
+    def done_writing(record: dict) -> None:
+        records.append(record)
+        report(record, False)
+        bar.update(1)
+
+    def rewrite_queued() -> None:
+        writer.restart()
+        for index, (queued, answers, _) in enumerate(writing):
+            writing[index] = (queued, answers, writer.write(out_dir, queued, answers, options.draw_overlay, name))
+
+    def finish() -> None:
+        """Waits for the oldest photo being written. If the writer died on it, the photo gets an error record; the
+        photos queued behind it (and it, if the writer had died before it was given) go to a new writer process."""
+        photo, _, future = writing[0]
+        try:
+            record = writer.record(future, photo.item.path)
+        except NeverRan:
+            rewrite_queued()
+            return
+        except WriterProcessDied as error:
+            logger.error("%s", error)
+            record = write_error(out_dir, photo.item, str(error), name)
+            writing.popleft()
+            rewrite_queued()
+        else:
+            writing.popleft()
+        done_writing(record)
+
     with ExitStack() as stack:
-        if reader is None and todo:
+        if reader is None:
             reader = stack.enter_context(PhotoReaderProcess(options.faces, options.max_image_pixels))
-        writer = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze-write"))
-        writing: deque[Future] = deque()
-
-        def finish(future: Future) -> None:
-            record = future.result()
-            records.append(record)
-            report(record, False)
-            bar.update(1)
-
-        def submit(function, *args) -> None:
-            writing.append(writer.submit(function, *args))
-            while writing and (writing[0].done() or len(writing) > lookahead):
-                finish(writing.popleft())
+        if writer is None:
+            writer = stack.enter_context(PhotoWriterProcess())
 
         def readable() -> Iterator[Photo]:
             for item, photo in _read_ahead(reader, todo, lookahead):
                 if isinstance(photo, ImageReadError):  # its message names the file
                     logger.debug("%s", photo)
-                    submit(write_error, out_dir, item, str(photo), name)
+                    done_writing(write_error(out_dir, item, str(photo), name))
                     continue
                 photo.item = item
                 yield photo
 
-        for photo, analysis in analyses(pipe, readable(), options):
-            submit(_write_or_record_error, out_dir, photo, analysis, name, options.draw_overlay)
-        while writing:
-            finish(writing.popleft())
+        try:
+            for photo, answers in analyses(pipe, readable(), options):
+                writing.append((photo, answers, writer.write(out_dir, photo, answers, options.draw_overlay, name)))
+                while writing and (writing[0][2].done() or len(writing) > lookahead):
+                    finish()
+        finally:  # also when stopped: the photos the model has analysed are written before the processes close
+            while writing:
+                finish()
     bar.close()
     return records
 
 
-def _write_or_record_error(out_dir: Path, photo: Photo, analysis: ForgeryAnalysis | None, model: str, draw_overlay: bool) -> dict:
-    try:
-        return write_photo_outputs(out_dir, photo.item, photo, analysis, draw_overlay, model)
-    except OSError as error:
-        message = f"{photo.item.path}: the outputs cannot be written ({error})"
-        logger.error("%s", message)
-        return write_error(out_dir, photo.item, message, model)
-
-
-__all__ = ["AnalysisOptions", "PhotoReader", "analyses", "pipeline_kwargs", "run_analysis", "write_photo_outputs"]
+__all__ = [
+    "AnalysisOptions",
+    "PhotoReader",
+    "analyses",
+    "pipeline_kwargs",
+    "run_analysis",
+    "write_analysis",
+    "write_photo_outputs",
+]

@@ -69,7 +69,7 @@ class CpuWatch:
         self.children_ticks = _children_ticks()
 
     def own_ticks_since(self) -> float:
-        """CPU ticks this process and its child processes (analyze's photo reader, multiprocessing's resource tracker)
+        """CPU ticks this process and its child processes (analyze's photo reader and writer, multiprocessing's resource tracker)
         have used since the watch began."""
         children = sum(ticks - self.children_ticks.get(pid, 0.0) for pid, ticks in _children_ticks().items())
         return _process_ticks() - self.own_ticks + max(0.0, children)

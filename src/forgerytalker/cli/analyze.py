@@ -154,10 +154,13 @@ def _run(args: argparse.Namespace) -> int:
     }
     from ..analysis.face_crops import FaceOptions
     from ..analysis.reader_process import PhotoReaderProcess
+    from ..analysis.writer_process import PhotoWriterProcess
 
-    watch = CpuWatch()  # the cores left free are judged over the imports, the reader's CPU time counted as ours
-    # started before torch is imported: the photos are decoded and dlib's models set up on another core meanwhile
-    with PhotoReaderProcess(FaceOptions(args.faces, args.min_face_size, args.no_face), args.max_image_pixels) as reader:
+    watch = CpuWatch()  # the cores left free are judged over the imports, the side processes' CPU time counted as ours
+    # started before torch is imported: the photos are decoded, dlib's models set up and the writer's imports done
+    # on another core meanwhile
+    faces = FaceOptions(args.faces, args.min_face_size, args.no_face)
+    with PhotoReaderProcess(faces, args.max_image_pixels) as reader, PhotoWriterProcess() as writer:
         try:
             if int(os.environ.get("RANK", "0")) == 0:  # one lock for a run, however many processes it has
                 out_dir.mkdir(parents=True, exist_ok=True)
@@ -173,12 +176,13 @@ def _run(args: argparse.Namespace) -> int:
             reader.prefetch([photo.path for photo in itertools.islice(todo, args.batch_size)])
 
         with torch_threads(args.num_threads, watch), launched_processes() as state:
-            return _analyze(state, args, out_dir, photos, settings, reader)
+            return _analyze(state, args, out_dir, photos, settings, reader, writer)
 
 
-def _analyze(state, args: argparse.Namespace, out_dir, photos, settings: dict, reader) -> int:
+def _analyze(state, args: argparse.Namespace, out_dir, photos, settings: dict, reader, writer) -> int:
     """Loads the model and analyses `photos` (the arguments checked by `_run`) in this process, one of the launched
-    `state`'s (`None`: the only one), reading them with `reader` (a `PhotoReaderProcess`); returns the exit code."""
+    `state`'s (`None`: the only one), reading them with `reader` (a `PhotoReaderProcess`) and writing their files with
+    `writer` (a `PhotoWriterProcess`); returns the exit code."""
     from ..analysis.outputs import check_settings, write_results, write_settings
     from ..analysis.runner import AnalysisOptions, run_analysis
     from ..model_fingerprint import model_fingerprint
@@ -223,6 +227,7 @@ def _analyze(state, args: argparse.Namespace, out_dir, photos, settings: dict, r
         progress=not args.no_progress and _is_main(state),
         wait_for_everyone=None if state is None else state.wait_for_everyone,
         reader=reader,
+        writer=writer,
     )
     if state is not None:
         state.wait_for_everyone()
