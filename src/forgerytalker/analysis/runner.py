@@ -1,9 +1,11 @@
 """The loop behind `forgerytalker analyze`: photos in, per photo a mask, a heatmap figure and a JSON record out.
 
 Reading (decoding, finding and aligning the faces) runs in a process of its own a few batches ahead of the model
-(`reader_process`), and writing (the mask PNG, the figure, the record) in a thread behind it, so the model is rarely
-kept waiting. Photos that cannot be read get an error record and the run goes on. Under `accelerate launch` each process takes every
-n-th unfinished photo; the caller merges `results.jsonl` once all are done (`outputs.write_results`).
+(`reader_process`), and writing (mapping the faces' masks back onto the photo, the mask PNG, the figure, the record)
+in another behind it (`writer_process`), so that the command's own process only runs the model on the face crops and
+is rarely kept waiting. Photos that cannot be read get an error record and the run goes on. Under `accelerate
+launch` each process takes every n-th unfinished photo; the caller merges `results.jsonl` once all are done
+(`outputs.write_results`).
 """
 
 from __future__ import annotations
