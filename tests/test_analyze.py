@@ -257,24 +257,27 @@ def assert_only_complete_files(out: Path) -> list[Path]:
 
 
 def test_ctrl_c_writes_the_photos_the_model_has_analysed_and_the_rerun_resumes(tmp_path, checkpoint, photos, capsys, monkeypatch):
-    from forgerytalker.analysis.writer_process import PhotoWriterProcess
+    from forgerytalker.analysis.writer_process import PhotoWriterProcess, PhotoWriterThread
 
     out = tmp_path / "out"
     arguments = (str(photos), "--model", str(checkpoint), "--out", str(out), "--batch-size", "4")
-    write = PhotoWriterProcess.write
     calls = []
 
-    def interrupted_at_the_fourth_photo(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return write(self, *args, **kwargs)
+    def interrupted_at_the_fourth_photo(write):
+        def interrupting(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 4:
+                raise KeyboardInterrupt
+            return write(self, *args, **kwargs)
 
-    monkeypatch.setattr(PhotoWriterProcess, "write", interrupted_at_the_fourth_photo)
+        return interrupting
+
+    for writer in (PhotoWriterProcess, PhotoWriterThread):  # four photos get a thread (`writer_for`)
+        monkeypatch.setattr(writer, "write", interrupted_at_the_fourth_photo(writer.write))
     with pytest.raises(KeyboardInterrupt):
         run_cli(*arguments, capsys=capsys)
     monkeypatch.undo()
-    # three photos were analysed and handed to the writer process: all three are written before it stops
+    # three photos were analysed and handed to the writer: all three are written before it stops
     assert len(assert_only_complete_files(out)) == 3
     code, _, stderr = run_cli(*arguments, capsys=capsys)
     assert code == 0 and "3 kept from an earlier run" in stderr and len(records_of(out)) == 4

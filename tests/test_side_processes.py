@@ -19,7 +19,7 @@ from forgerytalker.analysis.inputs import collect_photos
 from forgerytalker.analysis.runner import AnalysisOptions, PhotoReader, run_analysis
 from forgerytalker.analysis.api import load_analyzer
 from forgerytalker.analysis.side_process import NeverRan
-from forgerytalker.analysis.writer_process import PhotoWriterProcess
+from forgerytalker.analysis.writer_process import WRITER_PROCESS_MIN_PHOTOS, PhotoWriterProcess, PhotoWriterThread, writer_for
 from forgerytalker.image_utils import ImageReadError
 
 
@@ -156,3 +156,17 @@ def test_a_side_process_that_died_while_idle_is_replaced_and_no_photo_fails(tmp_
             _dead(writer).record(writer.write(tmp_path, None, [], False, "m"), "photo.jpg")
         records = _run(saved_tiny_checkpoint, eight_photos, tmp_path / "out", _dead(reader), writer)
     assert all(record["status"] == "ok" for record in records)
+
+
+def test_a_small_run_writes_in_a_thread_the_same_files_as_the_writer_process(tmp_path, saved_tiny_checkpoint, eight_photos):
+    assert isinstance(writer_for(WRITER_PROCESS_MIN_PHOTOS - 1), PhotoWriterThread)
+    with writer_for(WRITER_PROCESS_MIN_PHOTOS) as writer:
+        assert isinstance(writer, PhotoWriterProcess)
+    photos = eight_photos[:2]
+    with PhotoReaderProcess() as reader, PhotoWriterThread() as thread, PhotoWriterProcess() as process:
+        by_thread = _run(saved_tiny_checkpoint, photos, tmp_path / "thread", reader, thread)
+        by_process = _run(saved_tiny_checkpoint, photos, tmp_path / "process", reader, process)
+    assert by_thread == by_process
+    for photo in photos:
+        for kind in ("mask", "overlay"):
+            assert (tmp_path / "thread" / photo.output(kind)).read_bytes() == (tmp_path / "process" / photo.output(kind)).read_bytes()

@@ -31,7 +31,7 @@ from .photos import Photo, read_photo
 from .reader_process import PhotoReaderProcess, ReaderProcessDied
 from .side_process import NeverRan
 from .records import ForgeryAnalysis, error_record, skipped_record
-from .writer_process import PhotoWriterProcess, WriterProcessDied
+from .writer_process import PhotoWriterProcess, PhotoWriterThread, WriterProcessDied, writer_for
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def run_analysis(
     progress: bool = True,
     wait_for_everyone: Callable[[], None] | None = None,
     reader: PhotoReaderProcess | None = None,
-    writer: PhotoWriterProcess | None = None,
+    writer: PhotoWriterProcess | PhotoWriterThread | None = None,
 ) -> list[dict]:
     """Analyses this process's share of `photos` into `out_dir`.
 
@@ -208,8 +208,8 @@ def run_analysis(
             so that all of them split the same list.
         reader: the reader process to read the photos with, started early by the caller with `options.faces` and
             `options.max_image_pixels` (and left running); by default one is started for this call.
-        writer: the writer process to write the photos' files with, started early by the caller (and left
-            running); by default one is started for this call.
+        writer: the writer to write the photos' files with, started early by the caller (and left running); by
+            default `writer_process.writer_for` the photos to analyse is started for this call.
 
     Returns:
         The records of this process's share (skipped photos' stored records included), in completion order. A run
@@ -269,7 +269,7 @@ def run_analysis(
         if reader is None:
             reader = stack.enter_context(PhotoReaderProcess(options.faces, options.max_image_pixels))
         if writer is None:
-            writer = stack.enter_context(PhotoWriterProcess())
+            writer = stack.enter_context(writer_for(len(todo)))
 
         def readable() -> Iterator[Photo]:
             for item, photo in _read_ahead(reader, todo, lookahead):

@@ -154,13 +154,13 @@ def _run(args: argparse.Namespace) -> int:
     }
     from ..analysis.face_crops import FaceOptions
     from ..analysis.reader_process import PhotoReaderProcess
-    from ..analysis.writer_process import PhotoWriterProcess
+    from ..analysis.writer_process import writer_for
 
     watch = CpuWatch()  # the cores left free are judged over the imports, the side processes' CPU time counted as ours
-    # started before torch is imported: the photos are decoded, dlib's models set up and the writer's imports done
-    # on another core meanwhile
+    # started before torch is imported: the photos are decoded, dlib's models set up and a writer process's imports
+    # done on another core meanwhile
     faces = FaceOptions(args.faces, args.min_face_size, args.no_face)
-    with PhotoReaderProcess(faces, args.max_image_pixels) as reader, PhotoWriterProcess() as writer:
+    with PhotoReaderProcess(faces, args.max_image_pixels) as reader, writer_for(len(photos)) as writer:
         try:
             if int(os.environ.get("RANK", "0")) == 0:  # one lock for a run, however many processes it has
                 out_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
 def _analyze(state, args: argparse.Namespace, out_dir, photos, settings: dict, reader, writer) -> int:
     """Loads the model and analyses `photos` (the arguments checked by `_run`) in this process, one of the launched
     `state`'s (`None`: the only one), reading them with `reader` (a `PhotoReaderProcess`) and writing their files with
-    `writer` (a `PhotoWriterProcess`); returns the exit code."""
+    `writer` (`writer_process.writer_for`); returns the exit code."""
     from ..analysis.outputs import check_settings, write_results, write_settings
     from ..analysis.runner import AnalysisOptions, run_analysis
     from ..model_fingerprint import model_fingerprint
