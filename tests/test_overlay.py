@@ -75,3 +75,22 @@ def test_the_figure_numbers_each_face_and_gives_its_regions_and_report():
         box_edge = figure[top + (upper + lower) // 2, 12 + left]
         assert tuple(box_edge) == FACE_BOX
         assert tuple(figure[top + (upper + lower) // 2, 12 + (left + right) // 2]) == (100, 100, 100)  # inside: the photo
+
+
+def test_the_bundled_model_s_long_verdict_stays_inside_the_figure():
+    from forgerytalker import REGION_NAMES
+    from forgerytalker.analysis.defaults import BUNDLED_MODEL_DIR, verdict
+    from forgerytalker.analysis.overlay import MARGIN, draw_analysis_figure
+    from forgerytalker.analysis.records import ForgeryAnalysis
+
+    photo = Image.new("RGB", (640, 480), (100, 100, 100))
+    analysis = ForgeryAnalysis(
+        report="The eyes look pasted in.", regions=["eye"], region_probabilities={name: 0.1 for name in REGION_NAMES},
+        instruction_regions=None, mask=Image.new("L", photo.size), mask_probabilities=np.zeros((480, 640), np.float32),
+        mask_confidence=0.5, mask_area_fraction=0.0, mask_bbox=None, manipulation_score=0.9, manipulated=True,
+        mask_threshold=0.5, region_threshold=0.5, width=640, height=480, faces=1, face_mode="whole", face_analyses=[],
+        model=str(BUNDLED_MODEL_DIR),
+    )
+    assert "demonstration" in verdict(True, analysis.model)
+    figure = np.asarray(draw_analysis_figure(photo, analysis, title="photo.jpg"))
+    assert (figure[:, -MARGIN // 2 :] == 255).all()  # no text runs into the right margin

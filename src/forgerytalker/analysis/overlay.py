@@ -187,15 +187,17 @@ def draw_analysis_figure(photo: Image.Image, analysis, title: str | None = None)
     if analysis.mask_confidence is not None:  # the released DFF mask path has no IoU head
         summary += f" · mask confidence {analysis.mask_confidence:.2f}"
     report_lines = _wrap(face_summaries(analysis), width - 2 * MARGIN, body_font)
+    summary_lines = _wrap(summary, width - 2 * MARGIN, font(13))  # the bundled model's verdict is long
     line_height = 20
-    top = MARGIN + 2 * line_height + 6
+    top = MARGIN + (1 + len(summary_lines)) * line_height + 6
     scale_top = top + panel_height + 8
     report_top = scale_top + 36
     height = report_top + line_height * (len(report_lines) + 1) + MARGIN
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     draw.text((MARGIN, MARGIN), _clip(heading, width - 2 * MARGIN, title_font), fill=TEXT, font=title_font)
-    draw.text((MARGIN, MARGIN + line_height), summary, fill=MUTED, font=font(13))
+    for index, line in enumerate(summary_lines):
+        draw.text((MARGIN, MARGIN + line_height * (index + 1)), line, fill=MUTED, font=font(13))
     photo_size = _panel_size(*photo.size)
     panel = heatmap_overlay(photo, analysis.mask_probabilities, analysis.mask, photo_size)
     canvas.paste(draw_face_boxes(panel, analysis.face_analyses, photo_size[0] / photo.width), (MARGIN, top))
