@@ -94,3 +94,20 @@ def test_the_bundled_model_s_long_verdict_stays_inside_the_figure():
     assert "demonstration" in verdict(True, analysis.model)
     figure = np.asarray(draw_analysis_figure(photo, analysis, title="photo.jpg"))
     assert (figure[:, -MARGIN // 2 :] == 255).all()  # no text runs into the right margin
+
+
+def test_pasted_text_is_what_pillow_draws():
+    from PIL import ImageDraw
+
+    from forgerytalker import REGION_NAMES
+    from forgerytalker.analysis.overlay import FLAGGED, TEXT, font, paste_text
+
+    for size in (9, 10, 13, 15):
+        for text in (*REGION_NAMES, "0.00", "0.57", "1.00"):
+            for colour in (TEXT, FLAGGED):
+                drawn = Image.new("RGB", (120, 30), (235, 240, 250))
+                pasted = drawn.copy()
+                ImageDraw.Draw(drawn).text((7, 15), text, fill=colour, font=font(size), anchor="lm")
+                paste_text(pasted, (7, 15), text, colour, size, "lm")
+                assert np.array_equal(np.asarray(drawn), np.asarray(pasted)), (text, size, colour)
+                assert (np.asarray(drawn) != (235, 240, 250)).any()
