@@ -343,7 +343,6 @@ def merge_faces(photo: FacePhoto, results: list[dict]) -> dict:
 
 __all__ = [
     "DEFAULT_FACES",
-    "answers_per_photo",
     "DEFAULT_MIN_FACE_SIZE",
     "DEFAULT_NO_FACE",
     "FACE_MODES",
@@ -353,6 +352,7 @@ __all__ = [
     "FaceFinder",
     "FaceOptions",
     "FacePhoto",
+    "answers_per_photo",
     "crop_window",
     "face_score",
     "merge_faces",

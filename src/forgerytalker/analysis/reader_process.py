@@ -15,11 +15,10 @@ A photo that kills the process (a crash in a native decoder or in dlib) raises `
 from __future__ import annotations
 
 from concurrent.futures import Future
-from concurrent.futures.process import BrokenProcessPool
 
 from ..image_utils import ImageReadError
 from .face_crops import FaceOptions
-from .side_process import NeverRan, SideProcess
+from .side_process import SideProcess
 
 _reader = None
 """The reader process's `runner.PhotoReader`."""
@@ -73,8 +72,7 @@ class PhotoReaderProcess(SideProcess):
         prefetched = self._prefetched.pop(path, None)
         return prefetched if prefetched is not None else self.submit(_read, path)
 
-    @staticmethod
-    def photo(future: Future, path: str):
+    def photo(self, future: Future, path: str):
         """The `Photo` that `future` reads.
 
         Raises:
@@ -82,15 +80,10 @@ class PhotoReaderProcess(SideProcess):
             ReaderProcessDied: the process ended while reading it (`restart()` starts another one).
             NeverRan: the process had ended before the photo was asked for (`restart()`, then read it again).
         """
-        try:
-            return future.result()
-        except NeverRan:
-            raise
-        except BrokenProcessPool:
-            raise ReaderProcessDied(
-                f"{path}: the photo reader process ended while reading this file (a crash in the image decoder or in "
-                "dlib's face detector)"
-            ) from None
+        return self.result(future, ReaderProcessDied(
+            f"{path}: the photo reader process ended while reading this file (a crash in the image decoder or in "
+            "dlib's face detector)"
+        ))
 
 
 __all__ = ["PhotoReaderProcess", "ReaderProcessDied"]

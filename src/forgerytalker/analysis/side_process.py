@@ -64,6 +64,20 @@ class SideProcess:
             future.set_exception(NeverRan(f"{function.__name__}: the process had ended before this task was given"))
             return future
 
+    def result(self, future: Future, died: Exception):
+        """What `future` (a task of this process) returns.
+
+        Raises:
+            died: the process ended while running the task (`restart()` starts another one).
+            NeverRan: the process had ended before the task was given (`restart()`, then give it again).
+        """
+        try:
+            return future.result()
+        except NeverRan:
+            raise
+        except BrokenProcessPool:
+            raise died from None
+
     def pids(self) -> list[int]:
         """The process ids of the running process (for tests and benchmarks)."""
         return [process.pid for process in (self._pool._processes or {}).values()]

@@ -19,10 +19,9 @@ A run of a few photos gains nothing from a process of its own and pays for its s
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from .side_process import NeverRan, SideProcess
+from .side_process import SideProcess
 
 
 WRITER_PROCESS_MIN_PHOTOS = 8
@@ -62,23 +61,16 @@ class PhotoWriterProcess(SideProcess):
         written from `answers` (the pipeline's answer for each of its model inputs)."""
         return self.submit(_write, out_dir, photo, answers, draw_overlay, model)
 
-    @staticmethod
-    def record(future: Future, path: str) -> dict:
+    def record(self, future: Future, path: str) -> dict:
         """The record that `future` writes.
 
         Raises:
             WriterProcessDied: the process ended while writing it (`restart()` starts another one).
             NeverRan: the process had ended before the photo was given (`restart()`, then write it again).
         """
-        try:
-            return future.result()
-        except NeverRan:
-            raise
-        except BrokenProcessPool:
-            raise WriterProcessDied(
-                f"{path}: the photo writer process ended while writing this photo's files (a crash in the image "
-                "encoder)"
-            ) from None
+        return self.result(future, WriterProcessDied(
+            f"{path}: the photo writer process ended while writing this photo's files (a crash in the image encoder)"
+        ))
 
 
 class PhotoWriterThread:
@@ -91,8 +83,8 @@ class PhotoWriterThread:
         """As `PhotoWriterProcess.write`."""
         return self._pool.submit(_write, out_dir, photo, answers, draw_overlay, model)
 
-    @staticmethod
-    def record(future: Future, path: str) -> dict:
+    def record(self, future: Future, path: str) -> dict:
+        """As `PhotoWriterProcess.record` (a thread does not die with the photo it writes)."""
         return future.result()
 
     def restart(self) -> None:
