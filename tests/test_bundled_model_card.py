@@ -34,7 +34,8 @@ def test_the_card_and_the_verdicts_say_it_is_a_demonstration_trained_on_utkface(
     assert "demonstration" in about and "UTKFace" in about and "non-commercial research" in about
     config = json.loads((BUNDLED_MODEL_DIR / "config.json").read_text())  # the thresholds it states are its own
     assert f"above {config['prompter_config']['region_threshold']:.3f}, chosen on held-out validation people" in about
-    assert f"a mask pixel is forged above {config['mask_threshold']:g}, chosen on the same people" in about
+    emptied = " (a face not called manipulated gets an empty mask)" if config["empty_untouched_masks"] else ""
+    assert f"a mask pixel is forged above {config['mask_threshold']:g}{emptied}, chosen on the same people" in about
     assert main(["push", "--model", str(BUNDLED_MODEL_DIR), "--repo-id", "acme/demo", "--dry-run", "--out", str(tmp_path / "up")]) == 0
     card = (tmp_path / "up" / "README.md").read_text()
     assert "## What this model is" in card and "MMTT: GAN face swap" not in card and "Not evaluated" not in card

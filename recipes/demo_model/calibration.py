@@ -7,9 +7,12 @@
 - **Located-region threshold** (a prompter with a region map), chosen second: of `LOCATED_THRESHOLDS`, the one whose
   flagged regions (`forgerytalker.region_decision.flag_regions`, at the new region threshold) have the highest PLM
   on the validation split becomes `prompter_config.located_region_threshold`.
-- **Mask threshold**, chosen last because the mask depends on the regions the instruction names (those flagged at
-  the new thresholds): the value of `MASK_THRESHOLDS` with the highest mean per-image IoU on the validation split
-  (`forgerytalker.evaluation.mask_metrics`, the evaluation's own counting) becomes `mask_threshold`.
+- **Mask threshold and empty masks of untouched faces**, chosen last because the mask depends on the regions the
+  instruction names (those flagged at the new thresholds): of the values of `MASK_THRESHOLDS`, each with the masks
+  as decoded and with the masks of faces not called manipulated emptied (`config.empty_untouched_masks`,
+  `forgerytalker.region_decision.empty_untouched_masks`), the pair with the highest mean per-image IoU on the
+  validation split (`forgerytalker.evaluation.mask_metrics`, the evaluation's own counting) becomes
+  `mask_threshold` and `empty_untouched_masks` (masks as decoded on ties).
 
 All are written into the model's config.json; `forgerytalker evaluate`, `analyze`, the pipeline and the figures
 all read them from there.
@@ -31,7 +34,7 @@ from forgerytalker.evaluation.mask_metrics import count_mask_pair, summarize_mas
 from forgerytalker.evaluation.prediction import PredictionSettings, generate_batches
 from forgerytalker.evaluation.region_metrics import positive_label_matching
 from forgerytalker.evaluation.samples import iter_samples
-from forgerytalker.region_decision import flag_regions
+from forgerytalker.region_decision import empty_untouched_masks, flag_regions
 from forgerytalker.regions import regions_to_labels
 from forgerytalker.training.data import region_names_of
 
@@ -120,19 +123,34 @@ def located_threshold(region_probs: np.ndarray, located_probs: np.ndarray, regio
 
 
 def mask_ious(model, processor, rows, thresholds: tuple[float, ...]) -> np.ndarray:
-    """float (len(thresholds),): the mean per-image IoU (0-100) of the model's masks on the dataset rows, binarised at
-    each threshold. The masks come from the evaluation's own prediction path (`evaluation.prediction`), the
-    instruction naming the regions the model predicts at its configured region threshold; the report does not
-    shape the mask, so one generated token suffices."""
+    """float (2, len(thresholds)): the mean per-image IoU (0-100) of the model's masks on the dataset rows, binarised at
+    each threshold; row 0 the masks as the decoder gives them, row 1 with the masks of the faces not called
+    manipulated emptied (`region_decision.empty_untouched_masks`). The masks come from the evaluation's own
+    prediction path (`evaluation.prediction`, with the model's `empty_untouched_masks` off), the instruction naming the
+    regions the model predicts at its configured region threshold; the report does not shape the mask, so one
+    generated token suffices."""
     settings = PredictionSettings("predicted", max_new_tokens=1, mask_threshold=model.config.mask_threshold,
                                   batch_size=BATCH_SIZE)
-    counts = [[] for _ in thresholds]
-    for batch, outputs in generate_batches(model, processor, iter_samples(rows), settings):
-        probabilities = processor.post_process_masks(outputs.pred_masks, batch.sizes, binarize=False)
-        for sample, probability in zip(batch.samples, probabilities):
-            for index, threshold in enumerate(thresholds):
-                counts[index].append(count_mask_pair(sample.image_id, probability.numpy(), sample.mask, threshold))
-    return np.array([summarize_mask_counts(per_threshold)["IoU"] for per_threshold in counts])
+    configured, model.config.empty_untouched_masks = model.config.empty_untouched_masks, False
+    counts = [[[] for _ in thresholds] for _ in range(2)]
+    try:
+        for batch, outputs in generate_batches(model, processor, iter_samples(rows), settings):
+            emptied = empty_untouched_masks(outputs.pred_masks, outputs.predicted_regions)
+            for row, logits in enumerate((outputs.pred_masks, emptied)):
+                probabilities = processor.post_process_masks(logits, batch.sizes, binarize=False)
+                for sample, probability in zip(batch.samples, probabilities):
+                    for index, threshold in enumerate(thresholds):
+                        counts[row][index].append(count_mask_pair(sample.image_id, probability.numpy(), sample.mask, threshold))
+    finally:
+        model.config.empty_untouched_masks = configured
+    return np.array([[summarize_mask_counts(per_threshold)["IoU"] for per_threshold in row] for row in counts])
+
+
+def best_mask_setting(ious: np.ndarray) -> tuple[bool, int]:
+    """(empty the masks of untouched faces, index of the mask threshold) with the highest IoU in `ious` (2, T) as
+    `mask_ious` gives them: on ties the masks as decoded, then the lowest threshold."""
+    emptied, best = np.unravel_index(int(np.argmax(ious)), ious.shape)
+    return bool(emptied), int(best)
 
 
 def calibrate(model_dir: Path, dataset: Path) -> dict:
@@ -160,15 +178,22 @@ def calibrate(model_dir: Path, dataset: Path) -> dict:
         located = {"located_region_threshold": located_choice, "previous_located_region_threshold": previous_located,
                    "validation_plm": plm}
         logger.info("located-region threshold %.2f (PLM %.2f on validation)", located_choice, plm)
+    previous_emptied = model.config.empty_untouched_masks
     ious = mask_ious(model, processor, rows, (*MASK_THRESHOLDS, previous_mask))
-    best = int(np.argmax(ious[:-1]))  # the lowest threshold on ties
+    emptied, best = best_mask_setting(ious[:, :-1])
     model.config.mask_threshold = MASK_THRESHOLDS[best]
+    model.config.empty_untouched_masks = emptied
     model.config.save_pretrained(model_dir)
     result = {"region_threshold": threshold, "previous_threshold": previous, "validation_balanced_accuracy": balanced,
               "validation_images": len(scores), "validation_authentic": int((~forged).sum()), **located,
-              "mask_threshold": MASK_THRESHOLDS[best], "previous_mask_threshold": previous_mask,
-              "validation_iou": float(ious[best]), "validation_iou_at_previous_mask_threshold": float(ious[-1])}
+              "mask_threshold": MASK_THRESHOLDS[best], "empty_untouched_masks": emptied,
+              "previous_mask_threshold": previous_mask, "previous_empty_untouched_masks": previous_emptied,
+              "validation_iou": float(ious[int(emptied), best]),
+              "validation_iou_as_decoded": float(ious[0, best]), "validation_iou_emptied": float(ious[1, best]),
+              "validation_iou_at_previous_mask_threshold": float(ious[int(previous_emptied), -1])}
     record.write_text(json.dumps(result, indent=1) + "\n")
-    logger.info("region threshold %.3f (balanced accuracy %.3f on validation), mask threshold %.2f (IoU %.2f on "
-                "validation, %.2f at %g)", threshold, balanced, MASK_THRESHOLDS[best], ious[best], ious[-1], previous_mask)
+    logger.info("region threshold %.3f (balanced accuracy %.3f on validation), mask threshold %.2f with the masks of "
+                "untouched faces %s (IoU %.2f on validation; %.2f at %g as before)", threshold, balanced,
+                MASK_THRESHOLDS[best], "emptied" if emptied else "as decoded", ious[int(emptied), best],
+                ious[int(previous_emptied), -1], previous_mask)
     return result

@@ -11,7 +11,8 @@ from forgerytalker.hub_cards.model_card import ABOUT_FILE
 from .settings import RecipeSettings
 
 
-def about_text(settings: RecipeSettings, region_threshold: float, mask_threshold: float, outside_packages: list[str] = ()) -> str:
+def about_text(settings: RecipeSettings, region_threshold: float, mask_threshold: float, outside_packages: list[str] = (),
+               empty_untouched_masks: bool = False) -> str:
     outside = (f" and of {', '.join(outside_packages)} (fetched from PyPI by the recipe)" if outside_packages else "")
     return (
         "**A demonstration model**, the one bundled with the `forgerytalker` package, trained on two CPU cores by "
@@ -30,8 +31,9 @@ def about_text(settings: RecipeSettings, region_threshold: float, mask_threshold
         f"{'; in stage 1 the prompter also learnt from the masks which cells of the face were edited (its patch head)' if settings.patch_mask_loss_weight else ''}"
         f"{', and which regions those cells belong to (its region map, which names the regions of a face it calls manipulated)' if settings.region_map else ''}.\n"
         f"- **Manipulation threshold**: an image is called manipulated when its highest region probability is above "
-        f"{region_threshold:.3f}, chosen on held-out validation people; a mask pixel is forged above {mask_threshold:g}, "
-        "chosen on the same people.\n"
+        f"{region_threshold:.3f}, chosen on held-out validation people; a mask pixel is forged above {mask_threshold:g}"
+        f"{' (a face not called manipulated gets an empty mask)' if empty_untouched_masks else ''}, chosen on the same "
+        "people.\n"
         "- **Evaluation**: on people never seen in training (below); the full report with baselines and the targets "
         "it meets or misses is docs/RESULTS.md of the forgerytalker repository."
     )
@@ -41,7 +43,8 @@ def describe_model(model_dir: Path, test_run: Path, settings: RecipeSettings, ou
     """Writes `about.md` and copies the test run's `metrics.json` into `model_dir` (before it is shipped);
     `outside_packages`: the packages whose sample photos it trained on (`outside_photos.trained_packages`)."""
     config = json.loads((model_dir / "config.json").read_text())
-    about = about_text(settings, config["prompter_config"]["region_threshold"], config["mask_threshold"], outside_packages)
+    about = about_text(settings, config["prompter_config"]["region_threshold"], config["mask_threshold"], outside_packages,
+                       config.get("empty_untouched_masks", False))
     (model_dir / ABOUT_FILE).write_text(about + "\n")
     metrics = json.loads((test_run / "metrics.json").read_text())
     # the folders of the machine that built it mean nothing to a reader of the card

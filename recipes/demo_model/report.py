@@ -308,12 +308,14 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         f"{generation['validation_images']} validation images); "
         f"regions are the prompter's own predictions{_region_map_sentence(calibration)} "
         f"(at most {settings.max_regions} in the instruction, the most probable: `max_instruction_regions`). A mask "
-        f"pixel is forged where its probability is above the mask threshold {calibration['mask_threshold']:g}, the one "
-        f"of {MASK_THRESHOLDS[0]:g}, {MASK_THRESHOLDS[1]:g}, ..., {MASK_THRESHOLDS[-1]:g} with the best mean IoU on the "
-        f"validation images ({calibration['validation_iou']:.2f} there; "
-        f"{calibration['validation_iou_at_previous_mask_threshold']:.2f} at {calibration['previous_mask_threshold']:g}). "
+        f"pixel is forged where its probability is above the mask threshold {calibration['mask_threshold']:g}"
+        f"{_empty_mask_clause(calibration)}, the choice of {MASK_THRESHOLDS[0]:g}, {MASK_THRESHOLDS[1]:g}, ..., "
+        f"{MASK_THRESHOLDS[-1]:g}, each with the masks of faces not called manipulated as decoded or emptied "
+        f"(`empty_untouched_masks`), with the best mean IoU on the validation images "
+        f"({calibration['validation_iou']:.2f} there; as decoded {calibration['validation_iou_as_decoded']:.2f}, "
+        f"emptied {calibration['validation_iou_emptied']:.2f}). "
         f"The mask-only model's thresholds were chosen the same way: region {mask_only_calibration['region_threshold']:.3f}, "
-        f"mask {mask_only_calibration['mask_threshold']:g}.",
+        f"mask {mask_only_calibration['mask_threshold']:g}{_empty_mask_clause(mask_only_calibration)}.",
         _rows({"ForgeryTalker demo (this model)": main}, (*TABLE_COLUMNS, "AUC", "Accuracy")),
         "### Generation settings tried on the validation images (`recipes/demo_model/generation.py`)",
         markdown_table({f"{row['num_beams']} beam(s), repetition penalty {row['repetition_penalty']:g}": row
@@ -399,6 +401,12 @@ def _outside_section(work: Path, runs: Path) -> list[str]:
         f"{calls['photos_with_a_face_called_manipulated']} of {calls['photos']} photos). {training}. The recipe's choice "
         "to train on outside photos was made on these held-out photos, so the count is not an unbiased estimate.",
     ]
+
+
+def _empty_mask_clause(calibration: dict) -> str:
+    """How the calibrated model answers a face it does not call manipulated (`empty_untouched_masks`)."""
+    return (" and a face not called manipulated gets an empty mask" if calibration["empty_untouched_masks"]
+            else ", the decoder's mask given whatever the verdict")
 
 
 def _region_map_sentence(calibration: dict) -> str:

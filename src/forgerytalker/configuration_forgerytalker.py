@@ -280,6 +280,12 @@ class ForgeryTalkerConfig(PreTrainedConfig):
         mask_threshold (`float`, *optional*, defaults to 0.5):
             Probability above which a pixel of the predicted mask counts as forged. Post-processing, evaluation
             and the pipeline use it unless told otherwise.
+        empty_untouched_masks (`bool`, *optional*, defaults to `False`):
+            `generate` answers a face its prompter does not call manipulated (no region flagged,
+            `forgerytalker.region_decision`) with an empty mask: probability 0 at every pixel, so the mask, the
+            heatmap and the mask metrics agree with the verdict. `False` returns the mask decoder's mask whatever
+            the verdict, as the paper's model does. `forward` always returns the decoder's mask (the mask loss
+            needs it).
         mask_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the mask loss against the language-model loss (the paper's Eq. 7 uses 1).
         mask_dice_weight (`float`, *optional*, defaults to 1.0):
@@ -314,6 +320,7 @@ class ForgeryTalkerConfig(PreTrainedConfig):
     region_source: str = "predicted"
     max_instruction_regions: int | None = None
     mask_threshold: float = DEFAULT_MASK_THRESHOLD
+    empty_untouched_masks: bool = False
     mask_loss_weight: float = 1.0
     mask_dice_weight: float = 1.0
     mask_iou_loss_weight: float = 0.1

@@ -26,7 +26,7 @@ from .modeling_forgerytalker_outputs import ForgeryTalkerGenerationOutput, Forge
 from .modeling_forgerytalker_prompter import ForgeryTalkerPrompterNetwork, ForgeryTalkerPrompterOutput
 from .paths import resolve_local_path
 from .precision import check_module_names, fp32_patterns, warn_if_t5_in_float16
-from .region_decision import flag_regions
+from .region_decision import empty_untouched_masks, flag_regions
 
 logger = logging.getLogger(__name__)
 
@@ -534,6 +534,8 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         (`None` is accepted). Its `sequences` are InstructBLIP's for that instruction without the prompt (or T5's
         start token): the report alone.
 
+        With `config.empty_untouched_masks`, the mask of a face the prompter does not call manipulated is empty.
+
         Returns:
             [`ForgeryTalkerGenerationOutput`] (whatever `return_dict_in_generate` says: the mask and regions are
             always returned).
@@ -559,6 +561,8 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         backbone = self.instructblip
         image_features = self._image_features(pixel_values, language_inputs)
         pred_masks, iou_scores = self._predict_mask(image_features, prompter_output, regions, mask_prompt_input_ids)
+        if self.config.empty_untouched_masks:
+            pred_masks = empty_untouched_masks(pred_masks, prompter_regions.flagged)
         input_ids, attention_mask = language_inputs["input_ids"], language_inputs["attention_mask"]
         inputs_embeds = backbone.get_input_embeddings()(input_ids)
         image_positions = backbone.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds)

@@ -75,7 +75,8 @@ class ForgeryTalkerGenerationOutput(ModelOutput):
         The generated report tokens only: neither the instruction nor the decoder's start token (decode with
         `processor.batch_decode`). Row `i * num_return_sequences + j` is image `i`'s `j`-th report.
     pred_masks (`torch.FloatTensor` of shape `(batch_size, 1, mask_height, mask_width)`):
-        Mask logits at 4× the vision patch grid (`config.mask_size` square for the `"dff"` mask decoder).
+        Mask logits at 4× the vision patch grid (`config.mask_size` square for the `"dff"` mask decoder); with
+        `config.empty_untouched_masks`, the lowest value of the dtype for an image not called manipulated.
     iou_scores (`torch.FloatTensor` of shape `(batch_size, 1)`, *optional*):
         The mask decoder's estimate of its mask's IoU (`None` for the `"dff"` mask decoder).
     region_logits (`torch.FloatTensor` of shape `(batch_size, num_regions)`):

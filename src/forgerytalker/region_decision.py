@@ -1,4 +1,5 @@
-"""Which regions a model flags: the one owner of the rule, used by `generate`, the instruction and post-processing.
+"""Which regions a model flags, and which faces it calls manipulated: the one owner of both rules, used by
+`generate`, the instruction, post-processing and the records.
 
 A face is called manipulated when its highest region probability (the prompter's region head, read from the
 class token) is above the region threshold. Which regions are then flagged:
@@ -9,8 +10,13 @@ class token) is above the region threshold. Which regions are then flagged:
   probable one. The region head detects an edit well but hardly says where it is (on the bundled model's
   validation faces its per-region AUC among forged faces was 0.45–0.83, the region map's 0.60–0.92).
 
-An untouched face flags nothing either way. (An instruction capped at `max_instruction_regions` keeps the most
-probable flagged regions: by located probability with a region map.)
+An untouched face flags nothing either way, so a face is called manipulated exactly when it flags a region
+(`called_manipulated`). (An instruction capped at `max_instruction_regions` keeps the most probable flagged regions:
+by located probability with a region map.)
+
+A model whose config sets `empty_untouched_masks` also answers an untouched face with an empty mask
+(`empty_untouched_masks`): the mask decoder alone, asked about a face the prompter does not call manipulated, still
+marks what it finds most suspicious.
 """
 
 from __future__ import annotations
@@ -41,4 +47,17 @@ def flag_regions(
     return (manipulated & ((located_region_probs > located_region_threshold) | top)).long()
 
 
-__all__ = ["flag_regions"]
+def called_manipulated(flagged: torch.Tensor) -> torch.Tensor:
+    """bool `(batch_size,)`: the faces called manipulated, given their `flag_regions` `(batch_size, num_regions)`."""
+    return flagged.bool().any(dim=-1)
+
+
+def empty_untouched_masks(pred_masks: torch.Tensor, flagged: torch.Tensor) -> torch.Tensor:
+    """The mask logits `(batch_size, 1, height, width)` with those of faces not called manipulated (no region in
+    `flagged`, `(batch_size, num_regions)`) set to the dtype's lowest value: probability 0 at every pixel, at any
+    size they are resized to."""
+    untouched = ~called_manipulated(flagged).to(pred_masks.device)
+    return pred_masks.masked_fill(untouched[:, None, None, None], torch.finfo(pred_masks.dtype).min)
+
+
+__all__ = ["called_manipulated", "empty_untouched_masks", "flag_regions"]
