@@ -20,6 +20,7 @@ import forgerytalker
 from forgerytalker import REGION_NAMES
 from forgerytalker.analysis import outputs as analysis_outputs
 from forgerytalker.analysis import runner as analysis_runner
+from forgerytalker.analysis.side_process import LONG_RUN_PHOTOS
 from forgerytalker.cli import main
 from forgerytalker.image_utils import ImageReadError
 
@@ -174,6 +175,37 @@ def test_num_threads_holds_during_the_run_and_is_restored_after(tmp_path, checkp
             assert main(arguments) == 0, capsys.readouterr().err
         assert seen == [wanted]
         assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("count", [LONG_RUN_PHOTOS - 1, LONG_RUN_PHOTOS])
+def test_by_default_a_long_run_leaves_a_core_to_its_reader_and_writer(tmp_path, checkpoint, face_photos_dir, capsys,
+                                                                     monkeypatch, count):
+    import torch
+
+    from forgerytalker.cli import _threads
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(count):
+        Image.open(face_photos_dir / "grace_hopper.jpg").resize((120, 150)).save(folder / f"grace_{index}.jpg")
+    real_run_analysis = analysis_runner.run_analysis
+    seen = []
+
+    def spying_run_analysis(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_run_analysis(*args, **kwargs)
+
+    monkeypatch.setattr(analysis_runner, "run_analysis", spying_run_analysis)
+    monkeypatch.setattr(_threads, "free_cores", lambda **watched: 3)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        code = main(["analyze", str(folder), "--model", str(checkpoint), "--out", str(tmp_path / "out"), "--no-progress",
+                     "--no-overlay", *MAX_NEW_TOKENS])
+        assert code == 0, capsys.readouterr().err
+        assert seen == [2 if count >= LONG_RUN_PHOTOS else 3]
     finally:
         torch.set_num_threads(before)
 

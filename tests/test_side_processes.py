@@ -18,8 +18,8 @@ from forgerytalker.analysis.reader_process import PhotoReaderProcess, ReaderProc
 from forgerytalker.analysis.inputs import collect_photos
 from forgerytalker.analysis.runner import AnalysisOptions, PhotoReader, run_analysis
 from forgerytalker.analysis.api import load_analyzer
-from forgerytalker.analysis.side_process import NeverRan
-from forgerytalker.analysis.writer_process import WRITER_PROCESS_MIN_PHOTOS, PhotoWriterProcess, PhotoWriterThread, writer_for
+from forgerytalker.analysis.side_process import LONG_RUN_PHOTOS, NeverRan
+from forgerytalker.analysis.writer_process import PhotoWriterProcess, PhotoWriterThread, writer_for
 from forgerytalker.image_utils import ImageReadError
 
 
@@ -159,8 +159,8 @@ def test_a_side_process_that_died_while_idle_is_replaced_and_no_photo_fails(tmp_
 
 
 def test_a_small_run_writes_in_a_thread_the_same_files_as_the_writer_process(tmp_path, saved_tiny_checkpoint, eight_photos):
-    assert isinstance(writer_for(WRITER_PROCESS_MIN_PHOTOS - 1), PhotoWriterThread)
-    with writer_for(WRITER_PROCESS_MIN_PHOTOS) as writer:
+    assert isinstance(writer_for(LONG_RUN_PHOTOS - 1), PhotoWriterThread)
+    with writer_for(LONG_RUN_PHOTOS) as writer:
         assert isinstance(writer, PhotoWriterProcess)
     photos = eight_photos[:2]
     with PhotoReaderProcess() as reader, PhotoWriterThread() as thread, PhotoWriterProcess() as process:

@@ -38,6 +38,14 @@ def test_without_num_threads_a_command_runs_on_the_free_cores(monkeypatch):
     with _threads.torch_threads(None):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+    monkeypatch.setattr(_threads, "free_cores", lambda **watched: 3)
+    with _threads.torch_threads(None, leave=1):  # a core left to the command's side processes
+        assert torch.get_num_threads() == 2
+    monkeypatch.setattr(_threads, "free_cores", lambda **watched: 1)
+    with _threads.torch_threads(None, leave=1):  # never below one thread
+        assert torch.get_num_threads() == 1
+    with _threads.torch_threads(4, leave=1):  # --num-threads is the user's
+        assert torch.get_num_threads() == 4
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     with _threads.torch_threads(None):  # the user's OMP_NUM_THREADS is left to torch
         assert torch.get_num_threads() == before

@@ -12,8 +12,9 @@ The process ends with the photo it was writing if that photo's files cannot be m
 (`side_process` for how the process is run).
 
 A run of a few photos gains nothing from a process of its own and pays for its start (about 0.15 s of
-`forgerytalker analyze one.jpg`, measured against the thread it replaced): `writer_for(photo_count)` gives it a
-`PhotoWriterThread`, the same writing in a thread of the command's process.
+`forgerytalker analyze one.jpg`, measured against the thread it replaced): `writer_for(photo_count)` gives a run
+of fewer than `side_process.LONG_RUN_PHOTOS` photos a `PhotoWriterThread`, the same writing in a thread of the
+command's process.
 """
 
 from __future__ import annotations
@@ -21,13 +22,7 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from .side_process import SideProcess
-
-
-WRITER_PROCESS_MIN_PHOTOS = 8
-"""Runs of at least this many photos write in a `PhotoWriterProcess`, smaller ones in a `PhotoWriterThread`: the
-process saves about 10 ms of `generate` a face (drawing and encoding hold Python's lock) and costs about 0.15 s to
-start beside the command's own imports."""
+from .side_process import LONG_RUN_PHOTOS, SideProcess
 
 
 class WriterProcessDied(RuntimeError):
@@ -101,8 +96,10 @@ class PhotoWriterThread:
 
 
 def writer_for(photo_count: int) -> PhotoWriterProcess | PhotoWriterThread:
-    """The writer for a run of `photo_count` photos (`WRITER_PROCESS_MIN_PHOTOS`)."""
-    return PhotoWriterProcess() if photo_count >= WRITER_PROCESS_MIN_PHOTOS else PhotoWriterThread()
+    """The writer for a run of `photo_count` photos: a `PhotoWriterProcess` for a run of at least
+    `side_process.LONG_RUN_PHOTOS` (it saves about 10 ms of `generate` a face: drawing and encoding hold Python's
+    lock), a `PhotoWriterThread` for a shorter one."""
+    return PhotoWriterProcess() if photo_count >= LONG_RUN_PHOTOS else PhotoWriterThread()
 
 
-__all__ = ["WRITER_PROCESS_MIN_PHOTOS", "PhotoWriterProcess", "PhotoWriterThread", "WriterProcessDied", "writer_for"]
+__all__ = ["PhotoWriterProcess", "PhotoWriterThread", "WriterProcessDied", "writer_for"]

@@ -154,6 +154,7 @@ def _run(args: argparse.Namespace) -> int:
     }
     from ..analysis.face_crops import FaceOptions
     from ..analysis.reader_process import PhotoReaderProcess
+    from ..analysis.side_process import LONG_RUN_PHOTOS
     from ..analysis.writer_process import writer_for
 
     watch = CpuWatch()  # the cores left free are judged over the imports, the side processes' CPU time counted as ours
@@ -175,7 +176,9 @@ def _run(args: argparse.Namespace) -> int:
             todo = (photo for photo in photos if not (keep_finished and is_finished(out_dir, photo)))
             reader.prefetch([photo.path for photo in itertools.islice(todo, args.batch_size)])
 
-        with torch_threads(args.num_threads, watch), launched_processes() as state:
+        # a long run's reader and writer processes are busy all along: the model's threads leave them a core
+        leave = 1 if len(photos) >= LONG_RUN_PHOTOS else 0
+        with torch_threads(args.num_threads, watch, leave), launched_processes() as state:
             return _analyze(state, args, out_dir, photos, settings, reader, writer)
 
 
