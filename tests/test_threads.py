@@ -38,17 +38,22 @@ def test_without_num_threads_a_command_runs_on_the_free_cores(monkeypatch):
     with _threads.torch_threads(None):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
-    monkeypatch.setattr(_threads, "free_cores", lambda **watched: 3)
-    with _threads.torch_threads(None, leave=1):  # a core left to the command's side processes
-        assert torch.get_num_threads() == 2
-    monkeypatch.setattr(_threads, "free_cores", lambda **watched: 1)
-    with _threads.torch_threads(None, leave=1):  # never below one thread
-        assert torch.get_num_threads() == 1
-    with _threads.torch_threads(4, leave=1):  # --num-threads is the user's
-        assert torch.get_num_threads() == 4
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     with _threads.torch_threads(None):  # the user's OMP_NUM_THREADS is left to torch
         assert torch.get_num_threads() == before
+
+
+def test_passive_waiting_is_set_for_the_block_unless_the_user_chose_a_policy(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    with _threads.passive_waiting():
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in os.environ
+    with _threads.passive_waiting(enabled=False):
+        assert "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    with _threads.passive_waiting():
+        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 SPIN = "while True: pass"

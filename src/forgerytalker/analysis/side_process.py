@@ -19,10 +19,10 @@ from concurrent.futures.process import BrokenProcessPool
 
 
 LONG_RUN_PHOTOS = 8
-"""A run of at least this many photos writes in a process of its own (`writer_process.writer_for`) and leaves a
-core to its side processes (`forgerytalker analyze`'s default thread count). A shorter run gains nothing from either:
-the writer process costs about 0.15 s to start beside the command's imports, and the model's second thread saves a
-little of one photo's `generate`."""
+"""A run of at least this many photos writes in a process of its own (`writer_process.writer_for`), and
+`forgerytalker analyze` keeps torch's threads from spinning on its side processes' cores
+(`cli._threads.passive_waiting`). A short run gains nothing from either: the writer process costs about 0.15 s to start beside the command's imports,
+and its side processes are idle for most of it."""
 
 
 class NeverRan(BrokenProcessPool):

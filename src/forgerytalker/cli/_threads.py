@@ -3,9 +3,10 @@
 Without `--num-threads` (and without OMP_NUM_THREADS), a command uses the cores that are free when it starts:
 torch's OpenMP threads spin while they wait for each other, so a thread put on a core that another process keeps
 busy slows every step down (measured: analyze 7.7× and evaluate 13× slower with a core shared three ways, instead
-of the 1.5× that one thread fewer costs). The command's own side processes are such processes too: `forgerytalker
-analyze` of many photos leaves a core to its photo reader and writer (`leave`; measured on two cores, 72 photos of
-1-6 faces: 14.2 s with one thread against 17.9 s with two).
+of the 1.5× that one thread fewer costs). The command's own side processes are such processes too: in a run of many
+photos `forgerytalker analyze`'s photo reader and writer are busy all along, so its threads wait without spinning
+(`passive_waiting`; measured on two cores, 72 photos of 1-6 faces with the bundled model: 15.4 s against 18.8 s
+spinning, and 14.4 s with one thread, which would halve a large model's speed).
 """
 
 from __future__ import annotations
@@ -98,20 +99,38 @@ def free_cores(sample_seconds: float = SAMPLE_SECONDS, since: CpuWatch | None = 
     return max(1, min(usable, int(idle + 0.3)))  # a core 70 % idle counts; one mostly busy does not
 
 
+WAIT_POLICY_VARIABLE = "OMP_WAIT_POLICY"
+
+
 @contextmanager
-def torch_threads(count: int | None, since: CpuWatch | None = None, leave: int = 0) -> Iterator[None]:
+def passive_waiting(enabled: bool = True) -> Iterator[None]:
+    """Runs the block with OMP_WAIT_POLICY=PASSIVE (when `enabled` and the user has not chosen a policy), and sets
+    the variable back after: torch's OpenMP threads then sleep between parallel regions instead of spinning on cores
+    that the command's side processes need. OpenMP reads it once, when torch is first imported, so it takes effect in
+    a `forgerytalker` command (which imports torch after this) and not in a process that imported torch before."""
+    if not enabled or WAIT_POLICY_VARIABLE in os.environ:
+        yield
+        return
+    os.environ[WAIT_POLICY_VARIABLE] = "PASSIVE"
+    try:
+        yield
+    finally:
+        os.environ.pop(WAIT_POLICY_VARIABLE, None)
+
+
+@contextmanager
+def torch_threads(count: int | None, since: CpuWatch | None = None) -> Iterator[None]:
     """Runs the block with `torch.set_num_threads(count)` and sets the earlier count back when it ends, however it
     ends, so that calling `forgerytalker.cli.main` from Python (a test, a notebook) leaves torch as it found it.
     `None` (no `--num-threads`): OMP_NUM_THREADS when it is set (torch already follows it), else
-    `free_cores(since=since)` less the `leave` cores the command keeps for its own side processes (at least one
-    thread), judged after torch is imported (the import lengthens a `since` interval)."""
+    `free_cores(since=since)`, judged after torch is imported (the import lengthens a `since` interval)."""
     import torch
 
     if not count:
         if os.environ.get("OMP_NUM_THREADS"):
             yield
             return
-        count = max(1, free_cores(since=since) - leave)
+        count = free_cores(since=since)
     before = torch.get_num_threads()
     torch.set_num_threads(count)
     logger.debug("torch intra-op threads: %d (was %d)", count, before)

@@ -13,7 +13,7 @@ import os
 import sys
 
 from ..analysis.face_crops import DEFAULT_FACES, DEFAULT_MIN_FACE_SIZE, DEFAULT_NO_FACE, FACE_MODES, NO_FACE_MODES
-from ._threads import CpuWatch, torch_threads
+from ._threads import CpuWatch, passive_waiting, torch_threads
 from .arguments import positive_int, probability
 
 DEFAULT_OUT = "forgerytalker-results"
@@ -176,9 +176,9 @@ def _run(args: argparse.Namespace) -> int:
             todo = (photo for photo in photos if not (keep_finished and is_finished(out_dir, photo)))
             reader.prefetch([photo.path for photo in itertools.islice(todo, args.batch_size)])
 
-        # a long run's reader and writer processes are busy all along: the model's threads leave them a core
-        leave = 1 if len(photos) >= LONG_RUN_PHOTOS else 0
-        with torch_threads(args.num_threads, watch, leave), launched_processes() as state:
+        # a long run's reader and writer processes are busy all along: the model's threads must not spin on their cores
+        with passive_waiting(len(photos) >= LONG_RUN_PHOTOS), torch_threads(args.num_threads, watch), \
+                launched_processes() as state:
             return _analyze(state, args, out_dir, photos, settings, reader, writer)
 
 
