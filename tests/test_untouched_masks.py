@@ -60,6 +60,36 @@ def test_generate_empties_the_mask_of_every_face_not_called_manipulated_and_keep
             assert after[index]["regions"] == []
 
 
+def test_regions_the_caller_names_get_the_decoder_s_mask_whatever_the_verdict():
+    """An analyst's regions (`explicit`) and the dataset's (`ground_truth`) ask where the edit lies in them; the
+    plain instruction (`none`) is still the model's own answer."""
+    model, processor = build_tiny_model_and_processor()
+    model.eval()
+    photos = _photos(4)
+    scores, threshold = _split_by_threshold(model, processor, photos)
+    model.config.region_threshold = threshold
+    untouched = scores <= threshold
+    named = processor(images=photos, regions=[["nose", "eye"]] * len(photos), return_tensors="pt")
+    labels = torch.zeros(len(photos), 21)
+    labels[:, [2, 4]] = 1
+    plain = processor(images=photos, return_tensors="pt")
+    calls = {
+        "explicit": lambda: model.generate(**named, max_new_tokens=2),
+        "ground_truth": lambda: model.generate(**plain, region_labels=labels, region_source="ground_truth", max_new_tokens=2),
+        "none": lambda: model.generate(**plain, region_source="none", max_new_tokens=2),
+    }
+    for source, call in calls.items():
+        model.config.empty_untouched_masks = False
+        as_decoded = call().pred_masks
+        model.config.empty_untouched_masks = True
+        answered = call().pred_masks
+        if source == "none":
+            assert torch.equal(answered[~untouched], as_decoded[~untouched])
+            assert torch.sigmoid(answered[untouched]).max() == 0
+        else:
+            assert torch.equal(answered, as_decoded), source
+
+
 def test_the_emptied_logits_stay_at_probability_zero_in_half_precision_and_after_resizing():
     logits = torch.randn(3, 1, 8, 8, dtype=torch.bfloat16)
     flagged = torch.tensor([[0, 1, 0], [0, 0, 0], [1, 1, 0]])

@@ -284,8 +284,8 @@ class ForgeryTalkerConfig(PreTrainedConfig):
             `generate` answers a face its prompter does not call manipulated (no region flagged,
             `forgerytalker.region_decision`) with an empty mask: probability 0 at every pixel, so the mask, the
             heatmap and the mask metrics agree with the verdict. `False` returns the mask decoder's mask whatever
-            the verdict, as the paper's model does. `forward` always returns the decoder's mask (the mask loss
-            needs it).
+            the verdict, as the paper's model does. Regions the caller names (`"explicit"`, `"ground_truth"`) get
+            the decoder's mask either way, and `forward` always returns it (the mask loss needs it).
         mask_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the mask loss against the language-model loss (the paper's Eq. 7 uses 1).
         mask_dice_weight (`float`, *optional*, defaults to 1.0):

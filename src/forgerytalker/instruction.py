@@ -37,6 +37,10 @@ REGION_SOURCES: tuple[str, ...] = ("predicted", "ground_truth", "none", "explici
 FPN-GT oracle), none (the plain instruction of its w/o-FPN ablation), or regions the caller names."""
 DATASET_REGION_SOURCES: tuple[str, ...] = REGION_SOURCES[:3]
 """The sources a run over a dataset can use (the rows of the paper's Table 3); `"explicit"` needs a caller."""
+MODEL_REGION_SOURCES: tuple[str, ...] = ("predicted", "none")
+"""The sources where no one but the model says which regions are edited: with them, `config.empty_untouched_masks`
+empties the mask of a face the model calls untouched. Regions a caller names (`"explicit"`, `"ground_truth"`) ask
+where the edit lies in them, whatever the model's verdict."""
 
 PIECE_PADDING = -1
 IGNORE_INDEX = -100

@@ -17,7 +17,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_forgerytalker import PIPELINE_TASK, ForgeryTalkerConfig
 from .generation_forgerytalker import GENERATION_DEFAULTS, generation_settings, once_words_processors
-from .instruction import IGNORE_INDEX, InstructionPieces
+from .instruction import IGNORE_INDEX, MODEL_REGION_SOURCES, InstructionPieces
 from .mask_prompt import MaskPromptPieces
 from .modeling_forgerytalker_checks import check_batch, refuse_language_model_inputs, refuse_shift_labels
 from .modeling_forgerytalker_dff_mask_decoder import ForgeryTalkerDffMaskDecoder
@@ -244,6 +244,13 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
 
     # -- instruction assembly ------------------------------------------------------------------------------
 
+    def _region_source(self, region_source: str | None, instruction_regions: torch.Tensor | None) -> str:
+        """The source of the instruction's regions: `region_source`, else `"explicit"` when regions are given, else
+        the config's."""
+        if region_source is not None:
+            return region_source
+        return "explicit" if instruction_regions is not None else self.config.region_source
+
     def _instruction_regions(
         self,
         region_source: str | None,
@@ -251,8 +258,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         region_labels: torch.Tensor | None,
         instruction_regions: torch.Tensor | None,
     ) -> torch.Tensor | None:
-        if region_source is None:
-            region_source = "explicit" if instruction_regions is not None else self.config.region_source
+        region_source = self._region_source(region_source, instruction_regions)
         if region_source == "predicted":
             return self._capped_regions(prompter_regions)
         if region_source == "ground_truth":
@@ -534,7 +540,8 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         (`None` is accepted). Its `sequences` are InstructBLIP's for that instruction without the prompt (or T5's
         start token): the report alone.
 
-        With `config.empty_untouched_masks`, the mask of a face the prompter does not call manipulated is empty.
+        With `config.empty_untouched_masks`, the mask of a face the prompter does not call manipulated is empty, unless
+        the caller named the instruction's regions (`instruction.MODEL_REGION_SOURCES`).
 
         Returns:
             [`ForgeryTalkerGenerationOutput`] (whatever `return_dict_in_generate` says: the mask and regions are
@@ -561,7 +568,8 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         backbone = self.instructblip
         image_features = self._image_features(pixel_values, language_inputs)
         pred_masks, iou_scores = self._predict_mask(image_features, prompter_output, regions, mask_prompt_input_ids)
-        if self.config.empty_untouched_masks:
+        model_regions = self._region_source(region_source, instruction_regions) in MODEL_REGION_SOURCES
+        if self.config.empty_untouched_masks and model_regions:
             pred_masks = empty_untouched_masks(pred_masks, prompter_regions.flagged)
         input_ids, attention_mask = language_inputs["input_ids"], language_inputs["attention_mask"]
         inputs_embeds = backbone.get_input_embeddings()(input_ids)
