@@ -54,10 +54,13 @@ def test_generate_empties_the_mask_of_every_face_not_called_manipulated_and_keep
     for index, is_called in enumerate(called.tolist()):
         if is_called:
             assert torch.equal(after[index]["mask"], before[index]["mask"])
+            assert after[index]["mask_confidence"] == before[index]["mask_confidence"]
         else:
             assert before[index]["mask_probabilities"].min() > 0  # the decoder alone marks something everywhere
             assert after[index]["mask_probabilities"].abs().max() == 0 and not after[index]["mask"].any()
             assert after[index]["regions"] == []
+            # the IoU head estimated the decoder's mask, not the empty one
+            assert before[index]["mask_confidence"] is not None and after[index]["mask_confidence"] is None
 
 
 def test_regions_the_caller_names_get_the_decoder_s_mask_whatever_the_verdict():
@@ -93,8 +96,11 @@ def test_regions_the_caller_names_get_the_decoder_s_mask_whatever_the_verdict():
 def test_the_emptied_logits_stay_at_probability_zero_in_half_precision_and_after_resizing():
     logits = torch.randn(3, 1, 8, 8, dtype=torch.bfloat16)
     flagged = torch.tensor([[0, 1, 0], [0, 0, 0], [1, 1, 0]])
-    emptied = empty_untouched_masks(logits, flagged)
+    iou_scores = torch.rand(3, 1)
+    emptied, estimates = empty_untouched_masks(logits, flagged, iou_scores)
     assert torch.equal(emptied[[0, 2]], logits[[0, 2]])
+    assert torch.equal(estimates[[0, 2]], iou_scores[[0, 2]]) and torch.isnan(estimates[1]).all()
+    assert empty_untouched_masks(logits, flagged)[1] is None
     _, processor = build_tiny_model_and_processor()
     probabilities = processor.post_process_masks(emptied, [(13, 29)] * 3, binarize=False)
     assert probabilities[1].abs().max() == 0 and not torch.isnan(probabilities[1]).any()

@@ -135,7 +135,7 @@ def mask_ious(model, processor, rows, thresholds: tuple[float, ...]) -> np.ndarr
     counts = [[[] for _ in thresholds] for _ in range(2)]
     try:
         for batch, outputs in generate_batches(model, processor, iter_samples(rows), settings):
-            emptied = empty_untouched_masks(outputs.pred_masks, outputs.predicted_regions)
+            emptied, _ = empty_untouched_masks(outputs.pred_masks, outputs.predicted_regions)
             for row, logits in enumerate((outputs.pred_masks, emptied)):
                 probabilities = processor.post_process_masks(logits, batch.sizes, binarize=False)
                 for sample, probability in zip(batch.samples, probabilities):

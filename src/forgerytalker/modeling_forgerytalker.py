@@ -570,7 +570,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         pred_masks, iou_scores = self._predict_mask(image_features, prompter_output, regions, mask_prompt_input_ids)
         model_regions = self._region_source(region_source, instruction_regions) in MODEL_REGION_SOURCES
         if self.config.empty_untouched_masks and model_regions:
-            pred_masks = empty_untouched_masks(pred_masks, prompter_regions.flagged)
+            pred_masks, iou_scores = empty_untouched_masks(pred_masks, prompter_regions.flagged, iou_scores)
         input_ids, attention_mask = language_inputs["input_ids"], language_inputs["attention_mask"]
         inputs_embeds = backbone.get_input_embeddings()(input_ids)
         image_positions = backbone.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds)

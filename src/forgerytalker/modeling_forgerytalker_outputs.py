@@ -78,7 +78,8 @@ class ForgeryTalkerGenerationOutput(ModelOutput):
         Mask logits at 4× the vision patch grid (`config.mask_size` square for the `"dff"` mask decoder); with
         `config.empty_untouched_masks`, the lowest value of the dtype for an image not called manipulated.
     iou_scores (`torch.FloatTensor` of shape `(batch_size, 1)`, *optional*):
-        The mask decoder's estimate of its mask's IoU (`None` for the `"dff"` mask decoder).
+        The mask decoder's estimate of its mask's IoU (`None` for the `"dff"` mask decoder; NaN for a mask emptied
+        by `config.empty_untouched_masks`).
     region_logits (`torch.FloatTensor` of shape `(batch_size, num_regions)`):
         The prompter's logits.
     region_probs (`torch.FloatTensor` of shape `(batch_size, num_regions)`):

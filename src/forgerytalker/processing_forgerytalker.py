@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from functools import cached_property
@@ -408,7 +409,8 @@ class ForgeryTalkerProcessor(ProcessorMixin):
             Dicts with `report`, `regions`, `region_probabilities` (all 21, `REGION_NAMES` order),
             `located_region_probabilities` (the same for a model with a region map, else `None`),
             `instruction_regions` (`None` for the plain instruction), `mask` (bool `(H, W)`), `mask_confidence`
-            (the IoU head's estimate; `None` for a `"dff"` mask decoder, which has none),
+            (the IoU head's estimate; `None` for a `"dff"` mask decoder, which has none, and for a mask emptied by
+            `config.empty_untouched_masks`),
             `mask_threshold`, `region_threshold`, `located_region_threshold` (the values used; `None` without a region
             map) and, if asked, `mask_probabilities`
             (float32 `(H, W)`).
@@ -437,7 +439,7 @@ class ForgeryTalkerProcessor(ProcessorMixin):
                 "located_region_probabilities": regions[image]["located_probabilities"],
                 "instruction_regions": None if instruction is None else labels_to_regions(instruction[image].tolist()),
                 "mask": probabilities[image] > mask_threshold,
-                "mask_confidence": None if outputs.iou_scores is None else float(outputs.iou_scores[image, 0]),
+                "mask_confidence": _mask_confidence(outputs.iou_scores, image),
                 "mask_threshold": mask_threshold,
                 "region_threshold": region_threshold,
                 "located_region_threshold": located_region_threshold,
@@ -450,6 +452,14 @@ class ForgeryTalkerProcessor(ProcessorMixin):
 
 _PUNCTUATION = (",", ".", ";", ":")
 """What may follow a region's name inside one token (a Unigram vocabulary learnt from reports has `▁cheeks,`)."""
+
+
+def _mask_confidence(iou_scores: torch.Tensor | None, image: int) -> float | None:
+    """The IoU head's estimate for an image's mask; `None` without an IoU head or for an emptied mask (NaN)."""
+    if iou_scores is None:
+        return None
+    confidence = float(iou_scores[image, 0])
+    return None if math.isnan(confidence) else confidence
 
 
 def _threshold(explicit: float | None, outputs, name: str) -> float:

@@ -52,12 +52,18 @@ def called_manipulated(flagged: torch.Tensor) -> torch.Tensor:
     return flagged.bool().any(dim=-1)
 
 
-def empty_untouched_masks(pred_masks: torch.Tensor, flagged: torch.Tensor) -> torch.Tensor:
-    """The mask logits `(batch_size, 1, height, width)` with those of faces not called manipulated (no region in
-    `flagged`, `(batch_size, num_regions)`) set to the dtype's lowest value: probability 0 at every pixel, at any
-    size they are resized to."""
+def empty_untouched_masks(
+    pred_masks: torch.Tensor, flagged: torch.Tensor, iou_scores: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`(pred_masks, iou_scores)` with the answers for faces not called manipulated (no region in `flagged`,
+    `(batch_size, num_regions)`) replaced: their mask logits `(batch_size, 1, height, width)` by the dtype's lowest
+    value (probability 0 at every pixel, at any size they are resized to), their IoU estimates `(batch_size, 1)` by
+    NaN (the decoder's estimate was for the mask it made, not for the empty one; post-processing gives `None`)."""
     untouched = ~called_manipulated(flagged).to(pred_masks.device)
-    return pred_masks.masked_fill(untouched[:, None, None, None], torch.finfo(pred_masks.dtype).min)
+    pred_masks = pred_masks.masked_fill(untouched[:, None, None, None], torch.finfo(pred_masks.dtype).min)
+    if iou_scores is not None:
+        iou_scores = iou_scores.masked_fill(untouched.to(iou_scores.device)[:, None], float("nan"))
+    return pred_masks, iou_scores
 
 
 __all__ = ["called_manipulated", "empty_untouched_masks", "flag_regions"]

@@ -47,7 +47,7 @@ class ForgeryAnalysis:
         mask: PIL "L" image, 0/255, at the photo's size (as displayed: EXIF orientation applied).
         mask_probabilities: float32 array `(H, W)`, the forgery probability of each pixel.
         mask_confidence: the mask decoder's estimate of its mask's IoU; `None` for a model without an IoU head (the
-            released DFF mask path).
+            released DFF mask path) and for a mask emptied because the face was not called manipulated.
         mask_area_fraction: share of the photo's pixels in the mask, in [0, 1].
         mask_bbox: `[left, top, right, bottom]` of the mask in pixels (right and bottom exclusive), or `None`
             for an empty mask.
