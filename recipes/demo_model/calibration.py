@@ -139,8 +139,8 @@ def mask_ious(model, processor, rows, thresholds: tuple[float, ...]) -> np.ndarr
             for row, logits in enumerate((outputs.pred_masks, emptied)):
                 probabilities = processor.post_process_masks(logits, batch.sizes, binarize=False)
                 for sample, probability in zip(batch.samples, probabilities):
-                    for index, threshold in enumerate(thresholds):
-                        counts[row][index].append(count_mask_pair(sample.image_id, probability.numpy(), sample.mask, threshold))
+                    for per_threshold, threshold in zip(counts[row], thresholds):
+                        per_threshold.append(count_mask_pair(sample.image_id, probability.numpy(), sample.mask, threshold))
     finally:
         model.config.empty_untouched_masks = configured
     return np.array([[summarize_mask_counts(per_threshold)["IoU"] for per_threshold in row] for row in counts])

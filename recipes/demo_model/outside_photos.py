@@ -12,8 +12,9 @@ with the recipe's seed, are never trained on and measure how many untouched outs
 manipulated (`false_positives`); the others are a training source of their own (`data.synthesize_splits`), drawn
 `settings.outside_samples` times, so that one in eight training faces is not a UTKFace face. With them, stage 1
 flagged 5 of the 21 held-out faces instead of 12 in a first experiment (validation AUC 94.3 both), and the whole
-recipe's model 8 in one run and 5 in the next (the model shipped on 2026-12-06; test AUC 0.937 and 0.941). The choice to train on them was made on these held-out photos,
-so the count they give is not an unbiased estimate: photos of further packages would be.
+recipe's model 8 in one run and 5 in the next (the model shipped on 2026-12-06; test AUC 0.937 and 0.941). The
+choice to train on them was made on these held-out photos, so the count they give is not an unbiased estimate:
+photos of further packages would be.
 """
 
 from __future__ import annotations

@@ -561,6 +561,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         )
         prompter_output = self.prompter(pixel_values)
         prompter_regions = self._prompter_regions(prompter_output)
+        region_source = self._region_source(region_source, instruction_regions)
         regions = self._instruction_regions(region_source, prompter_regions, region_labels, instruction_regions)
         language_inputs = self.build_language_inputs(
             instruction_input_ids, instruction_qformer_input_ids, regions, for_generation=True
@@ -568,8 +569,7 @@ class ForgeryTalkerForConditionalGeneration(ForgeryTalkerPreTrainedModel, Genera
         backbone = self.instructblip
         image_features = self._image_features(pixel_values, language_inputs)
         pred_masks, iou_scores = self._predict_mask(image_features, prompter_output, regions, mask_prompt_input_ids)
-        model_regions = self._region_source(region_source, instruction_regions) in MODEL_REGION_SOURCES
-        if self.config.empty_untouched_masks and model_regions:
+        if self.config.empty_untouched_masks and region_source in MODEL_REGION_SOURCES:
             pred_masks, iou_scores = empty_untouched_masks(pred_masks, prompter_regions.flagged, iou_scores)
         input_ids, attention_mask = language_inputs["input_ids"], language_inputs["attention_mask"]
         inputs_embeds = backbone.get_input_embeddings()(input_ids)

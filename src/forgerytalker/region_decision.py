@@ -1,5 +1,5 @@
-"""Which regions a model flags, and which faces it calls manipulated: the one owner of both rules, used by
-`generate`, the instruction, post-processing and the records.
+"""Which regions a model flags, and what it answers for a face it calls untouched: the one owner of both rules,
+used by `generate`, the instruction and post-processing.
 
 A face is called manipulated when its highest region probability (the prompter's region head, read from the
 class token) is above the region threshold. Which regions are then flagged:

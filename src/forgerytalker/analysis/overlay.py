@@ -141,7 +141,9 @@ def text_stamp(text: str, size: int, anchor: str) -> tuple[Image.Image, tuple[in
     return stamp, (left, top)
 
 
-def paste_text(canvas: Image.Image, xy: tuple[int, int], text: str, fill: tuple[int, int, int], size: int, anchor: str) -> None:
+def paste_text(
+    canvas: Image.Image, xy: tuple[int, int], text: str, fill: tuple[int, int, int], size: int, anchor: str
+) -> None:
     """What `ImageDraw.text(xy, text, fill, font(size), anchor)` draws at whole-pixel `xy`, from `text_stamp`."""
     stamp, (dx, dy) = text_stamp(text, size, anchor)
     canvas.paste(fill, (xy[0] + dx, xy[1] + dy), stamp)

@@ -21,8 +21,8 @@ from concurrent.futures.process import BrokenProcessPool
 LONG_RUN_PHOTOS = 8
 """A run of at least this many photos writes in a process of its own (`writer_process.writer_for`), and
 `forgerytalker analyze` keeps torch's threads from spinning on its side processes' cores
-(`cli._threads.passive_waiting`). A short run gains nothing from either: the writer process costs about 0.15 s to start beside the command's imports,
-and its side processes are idle for most of it."""
+(`cli._threads.passive_waiting`). A short run gains nothing from either: the writer process costs about 0.15 s to
+start beside the command's imports, and its side processes are idle for most of it."""
 
 
 class NeverRan(BrokenProcessPool):

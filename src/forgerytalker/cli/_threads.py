@@ -5,7 +5,7 @@ torch's OpenMP threads spin while they wait for each other, so a thread put on a
 busy slows every step down (measured: analyze 7.7× and evaluate 13× slower with a core shared three ways, instead
 of the 1.5× that one thread fewer costs). The command's own side processes are such processes too: in a run of many
 photos `forgerytalker analyze`'s photo reader and writer are busy all along, so its threads wait without spinning
-(`passive_waiting`; measured on two cores, 72 photos of 1-6 faces with the bundled model: 15.4 s against 18.8 s
+(`passive_waiting`; measured on two cores, 72 photos of 1-6 faces with the bundled model: 15.0 s against 18.5 s
 spinning, and 14.4 s with one thread, which would halve a large model's speed).
 """
 
@@ -72,8 +72,8 @@ class CpuWatch:
         self.children_ticks = _children_ticks()
 
     def own_ticks_since(self) -> float:
-        """CPU ticks this process and its child processes (analyze's photo reader and writer, multiprocessing's resource tracker)
-        have used since the watch began."""
+        """CPU ticks this process and its child processes (analyze's photo reader and writer, multiprocessing's
+        resource tracker) have used since the watch began."""
         children = sum(ticks - self.children_ticks.get(pid, 0.0) for pid, ticks in _children_ticks().items())
         return _process_ticks() - self.own_ticks + max(0.0, children)
 
