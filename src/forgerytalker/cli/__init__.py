@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    return int(args.func(args) or 0)
+    from ._progress import library_progress_bars
+
+    with library_progress_bars(shown=not getattr(args, "no_progress", False)):
+        return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

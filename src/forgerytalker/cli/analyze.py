@@ -105,7 +105,7 @@ def add_parser(subparsers) -> None:
         help="write <name>.overlay.png, the heatmap figure (default: on; off saves about 50 ms of CPU a photo)",
     )
     parser.add_argument("--overwrite", action="store_true", help="analyse photos again even if their outputs exist")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars, the libraries' too")
     parser.set_defaults(func=run_analyze)
 
 

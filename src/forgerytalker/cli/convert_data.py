@@ -83,7 +83,7 @@ def add_parser(subparsers) -> None:
         help="skip records whose image or mask has more pixels (checked before decoding; default 100000000)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier conversion at --out")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars, the libraries' too")
     parser.set_defaults(func=run_convert)
 
 

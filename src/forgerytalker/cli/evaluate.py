@@ -109,7 +109,7 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="replace the outputs of an earlier run in OUT (only the files it wrote, once the new run is complete)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars, the libraries' too")
     parser.set_defaults(func=run_evaluate)
 
 

@@ -84,7 +84,7 @@ def add_parser(subparsers) -> None:
         "mixes both photo sets)",
     )
     parser.add_argument("--num-workers", type=whole_number, default=1, help="worker processes (default 1)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars, the libraries' too")
     parser.set_defaults(func=run)
 
 
