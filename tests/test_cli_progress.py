@@ -55,6 +55,13 @@ def test_a_user_s_own_choice_is_kept():
     finally:
         hub.enable_progress_bars()
         transformers_logging.enable_progress_bar()
+    hub.disable_progress_bars()  # huggingface_hub's hidden, transformers' shown
+    try:
+        with library_progress_bars(shown=False):
+            pass
+        assert hub.are_progress_bars_disabled() and transformers_logging.is_progress_bar_enabled()
+    finally:
+        hub.enable_progress_bars()
     with library_progress_bars(shown=True):
         assert transformers_logging.is_progress_bar_enabled() and not datasets.are_progress_bars_disabled()
 

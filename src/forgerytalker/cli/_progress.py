@@ -46,8 +46,10 @@ def library_progress_bars(shown: bool) -> Iterator[None]:
             os.environ.pop(DATASETS_VARIABLE, None)
         if datasets_shown:
             datasets.enable_progress_bars()
-        if not hub_hidden:
-            hub.enable_progress_bars()
         imported_since = transformers_logging is None and "transformers.utils.logging" in sys.modules
         if transformers_shown or (imported_since and not hub_hidden):  # one imported meanwhile took hub's setting
-            sys.modules["transformers.utils.logging"].enable_progress_bar()
+            sys.modules["transformers.utils.logging"].enable_progress_bar()  # (which shows hub's bars too)
+        if hub_hidden:
+            hub.disable_progress_bars()
+        else:
+            hub.enable_progress_bars()
