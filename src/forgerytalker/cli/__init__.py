@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 from .. import __version__
 
@@ -33,7 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Runs the command line `argv` (default: the process's arguments) and returns its exit code."""
+    return _run(build_parser().parse_args(argv))
+
+
+def console_main() -> NoReturn:
+    """The `forgerytalker` script and `python -m forgerytalker.cli`: runs the command and ends the process, without
+    the interpreter's teardown for a command whose parser sets `fast_exit` (`analyze`: `_exit` says why)."""
+    args = build_parser().parse_args()
+    code = _run(args)
+    if getattr(args, "fast_exit", False):
+        from ._exit import exit_without_teardown
+
+        exit_without_teardown(code)
+    sys.exit(code)
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -44,4 +61,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -1,7 +1,5 @@
 """`python -m forgerytalker.cli ...` runs the `forgerytalker` command line."""
 
-import sys
+from . import console_main
 
-from . import main
-
-sys.exit(main())
+console_main()

@@ -1,0 +1,33 @@
+"""How a finished command ends its process: without the interpreter's teardown, where the command allows it.
+
+When a process that imported torch and transformers ends, Python frees every object they made, module by module:
+about 0.9 s on two cores (a fresh process that imports transformers' Auto classes and `pipeline` exits 0.94 s after
+its last statement; torch alone 0.35 s), a fifth of `forgerytalker analyze one.jpg`. Nothing a finished command
+needs happens in it: its files are closed, its side processes ended, and the exit handlers (logging's flush,
+multiprocessing's and concurrent.futures' clean-up, temporary folders) are run here first.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+from typing import NoReturn
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """Ends the process with exit status `code` as `sys.exit(code)` would, less the freeing of every object:
+    waits for the threads that are not daemons, runs the `atexit` handlers, flushes the standard streams, then
+    `os._exit(code)`."""
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):  # closed, replaced or missing
+            pass
+    os._exit(code)

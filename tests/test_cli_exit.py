@@ -1,0 +1,58 @@
+"""The `forgerytalker` script ends `analyze` without the interpreter's teardown, and loses nothing by it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+# Run as the script runs: `console_main` with the process's arguments. An exit handler and an object freed only by the
+# teardown report on stdout (os.write: nothing buffered to lose).
+PROBE = (
+    "import atexit, os, sys\n"
+    "atexit.register(lambda: os.write(1, b'exit handlers ran\\n'))\n"
+    "class Teardown:\n"
+    "    def __del__(self):\n"
+    "        os.write(1, b'torn down\\n')\n"
+    "kept = Teardown()\n"
+    "sys.argv[0] = 'forgerytalker'\n"
+    "from forgerytalker.cli import console_main\n"
+    "console_main()\n"
+)
+
+
+def script(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", PROBE, *arguments], capture_output=True, text=True, timeout=300)
+
+
+def test_analyze_skips_the_teardown_and_keeps_every_file_and_message(tmp_path, saved_tiny_checkpoint, face_photos_dir):
+    out = tmp_path / "out"
+    result = script("analyze", str(face_photos_dir / "grace_hopper.jpg"), str(face_photos_dir / "astronaut.png"),
+                    "--model", str(saved_tiny_checkpoint), "--out", str(out), "--no-progress", "--num-threads", "1",
+                    "--max-new-tokens", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "exit handlers ran" in result.stdout and "torn down" not in result.stdout
+    printed = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(printed) == len(records) == 2 and all(record["status"] == "ok" for record in records)
+    for record in records:
+        for name in record["outputs"].values():
+            assert (out / name).stat().st_size > 0
+    assert "2 of 2 photo(s) analysed" in result.stderr
+    assert "leaked" not in result.stderr  # multiprocessing's resource tracker found everything released
+
+
+def test_the_exit_code_and_the_error_message_of_a_refused_analyze_come_through(tmp_path, saved_tiny_checkpoint,
+                                                                                face_photos_dir):
+    result = script("analyze", str(face_photos_dir / "grace_hopper.jpg"), "--model", str(saved_tiny_checkpoint),
+                    "--out", str(tmp_path / "out"), "--regions", "elbow")
+    assert result.returncode == 2
+    assert "--regions" in result.stderr and "elbow" in result.stderr
+    assert "exit handlers ran" in result.stdout and "torn down" not in result.stdout
+
+
+def test_other_commands_end_as_python_ends(tmp_path):
+    result = script("data", "synthesize", "--faces", str(tmp_path / "missing"), "--out", str(tmp_path / "out"),
+                    "--num-samples", "1")
+    assert result.returncode == 2 and "--faces" in result.stderr
+    assert "exit handlers ran" in result.stdout and "torn down" in result.stdout
