@@ -6,11 +6,15 @@ import json
 import subprocess
 import sys
 
-# Run as the script runs: `console_main` with the process's arguments. An exit handler and an object freed only by the
-# teardown report on stdout (os.write: nothing buffered to lose).
+# Run as the script runs: `console_main` with the process's arguments. An exit handler, an object freed only by the
+# teardown and a thread pool's task still running when the command returns (its worker then idles, never shut down)
+# report on stdout (os.write: nothing buffered to lose).
 PROBE = (
-    "import atexit, os, sys\n"
+    "import atexit, os, sys, time\n"
+    "from concurrent.futures import ThreadPoolExecutor\n"
     "atexit.register(lambda: os.write(1, b'exit handlers ran\\n'))\n"
+    "pool = ThreadPoolExecutor(1)\n"
+    "pool.submit(lambda: (time.sleep(1), os.write(1, b'pending work done\\n')))\n"
     "class Teardown:\n"
     "    def __del__(self):\n"
     "        os.write(1, b'torn down\\n')\n"
@@ -32,6 +36,7 @@ def test_analyze_skips_the_teardown_and_keeps_every_file_and_message(tmp_path, s
                     "--max-new-tokens", "2", "--json")
     assert result.returncode == 0, result.stderr
     assert "exit handlers ran" in result.stdout and "torn down" not in result.stdout
+    assert "pending work done" in result.stdout
     printed = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(printed) == len(records) == 2 and all(record["status"] == "ok" for record in records)
@@ -49,6 +54,7 @@ def test_the_exit_code_and_the_error_message_of_a_refused_analyze_come_through(t
     assert result.returncode == 2
     assert "--regions" in result.stderr and "elbow" in result.stderr
     assert "exit handlers ran" in result.stdout and "torn down" not in result.stdout
+    assert "pending work done" in result.stdout  # the command returned within the task's second: it was waited for
 
 
 def test_other_commands_end_as_python_ends(tmp_path):
@@ -56,3 +62,4 @@ def test_other_commands_end_as_python_ends(tmp_path):
                     "--num-samples", "1")
     assert result.returncode == 2 and "--faces" in result.stderr
     assert "exit handlers ran" in result.stdout and "torn down" in result.stdout
+    assert "pending work done" in result.stdout
