@@ -283,8 +283,8 @@ def write_results(work: Path, runs: Path, baselines: dict, settings: RecipeSetti
         f"grid{_patch_head_summary(settings)}; {settings.prompter_steps} stage-1 and {settings.joint_steps} stage-2 "
         f"steps of {settings.batch_size} "
         "images (the mask-only model the same; each leave-one-out prompter "
-        f"{settings.leave_one_out_fraction:.0%} of stage 1); the stage-1 checkpoint and both thresholds chosen on the "
-        "validation people; at most "
+        f"{settings.leave_one_out_fraction:.0%} of stage 1); the stage-1 checkpoint (by detection AUC), the stage-2 "
+        "checkpoint (by mask IoU) and the thresholds chosen on the validation people; at most "
         f"{settings.max_regions} regions in the instruction. Budgets were cut to fit the two shared cores: see the "
         "step times at the end.",
         "## Detection at the shipped threshold",
