@@ -59,6 +59,3 @@ def _run(args: argparse.Namespace) -> int:
     with library_progress_bars(shown=not getattr(args, "no_progress", False)):
         return int(args.func(args) or 0)
 
-
-if __name__ == "__main__":
-    console_main()
