@@ -1,10 +1,12 @@
-"""The `forgerytalker` script ends `analyze` without the interpreter's teardown, and loses nothing by it."""
+"""The `forgerytalker` script ends `analyze` and `evaluate` without the interpreter's teardown, and loses nothing by it."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+
+from evaluate_runs import evaluate_arguments, read_predictions
 
 # Run as the script runs: `console_main` with the process's arguments. An exit handler, an object freed only by the
 # teardown and a thread pool's task still running when the command returns (its worker then idles, never shut down)
@@ -55,6 +57,21 @@ def test_the_exit_code_and_the_error_message_of_a_refused_analyze_come_through(t
     assert "--regions" in result.stderr and "elbow" in result.stderr
     assert "exit handlers ran" in result.stdout and "torn down" not in result.stdout
     assert "pending work done" in result.stdout  # the command returned within the task's second: it was waited for
+
+
+def test_evaluate_skips_the_teardown_and_keeps_every_output(tmp_path, model_dir, tiny_dataset_dir, split):
+    out = tmp_path / "out"
+    result = script(*evaluate_arguments(model_dir, tiny_dataset_dir, out, "--no-meteor", "--batch-size", "3",
+                                        "--num-threads", "1"))
+    assert result.returncode == 0, result.stderr
+    assert "exit handlers ran" in result.stdout and "torn down" not in result.stdout
+    assert "pending work done" in result.stdout
+    assert f"{len(split)} images of split validation" in result.stdout
+    records = read_predictions(out)
+    assert [record["image_id"] for record in records] == split["image_id"]
+    assert all((out / record["mask"]).stat().st_size > 0 for record in records)
+    assert "CIDEr" in json.loads((out / "metrics.json").read_text())["overall"]
+    assert "CIDEr" in (out / "metrics.md").read_text()
 
 
 def test_other_commands_end_as_python_ends(tmp_path):

@@ -4,7 +4,9 @@
 `PartialState` when several processes were launched (else `None`, and nothing is set up), and destroys the process
 group when the command ends, however it ends. Without that last step a gloo worker thread can still hold tensors
 while the interpreter shuts down, and the process aborts (SIGABRT, "terminate called without an active
-exception") after its work is done, so the launcher reports a failure for a run that succeeded.
+exception") after its work is done, so the launcher reports a failure for a run that succeeded. Destroying the
+group made that rare, not impossible (it happened once more in CI), so the `forgerytalker` script also ends both
+commands without the teardown (`cli._exit`).
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@ about 0.9 s on two cores (a fresh process that imports transformers' Auto classe
 its last statement; torch alone 0.35 s), a fifth of `forgerytalker analyze one.jpg`. Nothing a finished command
 needs happens in it: its files are closed, its side processes ended, and the exit handlers (logging's flush,
 multiprocessing's and concurrent.futures' clean-up, temporary folders) are run here first.
+
+In a run that `accelerate launch` started with several processes, the teardown is also where the process can still
+abort after its work is done, its process group already destroyed: a CI run of `forgerytalker evaluate` on two
+processes ended with "terminate called without an active exception" (SIGABRT) after writing every output, and the
+launcher reported a failure. The C++ objects of torch's gloo backend are freed there, with threads of their own;
+a process that ends with `os._exit` never runs those destructors.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def add_parser(subparsers) -> None:
         help="replace the outputs of an earlier run in OUT (only the files it wrote, once the new run is complete)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars, the libraries' too")
-    parser.set_defaults(func=run_evaluate)
+    parser.set_defaults(func=run_evaluate, fast_exit=True)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
