@@ -177,7 +177,7 @@ def main() -> None:
 
             for index in range(args.repeats + 1):  # interleaved; the first pair warms the file cache
                 floor.append(wall_seconds([sys.executable, "-c", floor_code]))
-                # analyze ends without the interpreter's teardown (`forgerytalker.cli._exit`): the floor so ended too
+                # analyze ends without the interpreter's teardown (`forgerytalker.process_exit`): the floor so ended too
                 bare_floor.append(wall_seconds([sys.executable, "-c", floor_code + "; import os; os._exit(0)"]))
                 startup.append(wall_seconds([*analyze, "--out", str(scratch / f"one{index}")]))
             folder = [sys.executable, "-m", "forgerytalker.cli", "analyze", str(scratch / "photos"), "--no-progress",

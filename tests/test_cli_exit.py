@@ -1,4 +1,5 @@
-"""The `forgerytalker` script ends `analyze` and `evaluate` without the interpreter's teardown, and loses nothing by it."""
+"""The `forgerytalker` script (`analyze`, `evaluate`) and `training/run.py` end without the interpreter's teardown, and
+lose nothing by it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 
 from evaluate_runs import evaluate_arguments, read_predictions
+from training_runs import REPO, RUN, read_log, step_records, tiny
 
 # Run as the script runs: `console_main` with the process's arguments. An exit handler, an object freed only by the
 # teardown and a thread pool's task still running when the command returns (its worker then idles, never shut down)
@@ -27,8 +29,16 @@ PROBE = (
 )
 
 
-def script(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", PROBE, *arguments], capture_output=True, text=True, timeout=300)
+def script(*arguments: str, probe: str = PROBE) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", probe, *arguments], capture_output=True, text=True, timeout=300,
+                          cwd=REPO)
+
+
+# `python training/run.py ARGUMENTS`, after the probe's set-up
+TRAINING_PROBE = PROBE.replace(
+    "sys.argv[0] = 'forgerytalker'\nfrom forgerytalker.cli import console_main\nconsole_main()\n",
+    f"import runpy\nsys.argv[0] = {str(RUN)!r}\nrunpy.run_path(sys.argv[0], run_name='__main__')\n",
+)
 
 
 def test_analyze_skips_the_teardown_and_keeps_every_file_and_message(tmp_path, saved_tiny_checkpoint, face_photos_dir):
@@ -72,6 +82,26 @@ def test_evaluate_skips_the_teardown_and_keeps_every_output(tmp_path, model_dir,
     assert all((out / record["mask"]).stat().st_size > 0 for record in records)
     assert "CIDEr" in json.loads((out / "metrics.json").read_text())["overall"]
     assert "CIDEr" in (out / "metrics.md").read_text()
+
+
+def test_a_training_run_skips_the_teardown_and_keeps_its_checkpoints(tmp_path, tiny_dataset_dir):
+    from transformers import AutoModel
+
+    assert TRAINING_PROBE != PROBE
+    output_dir = tmp_path / "run"
+    result = script(*tiny("prompter", tiny_dataset_dir, output_dir), probe=TRAINING_PROBE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "exit handlers ran" in result.stdout and "torn down" not in result.stdout
+    assert "pending work done" in result.stdout
+    assert sorted(step_records(read_log(output_dir))) == list(range(1, 7))
+    for folder in (output_dir, output_dir / "best"):
+        AutoModel.from_pretrained(folder)  # complete, loadable checkpoints
+
+
+def test_a_refused_training_run_keeps_its_exit_code_and_message(tmp_path, tiny_dataset_dir):
+    result = script(*tiny("prompter", tmp_path / "missing", tmp_path / "run"), probe=TRAINING_PROBE)
+    assert result.returncode == 2 and "--dataset" in result.stderr
+    assert "exit handlers ran" in result.stdout and "torn down" not in result.stdout
 
 
 def test_other_commands_end_as_python_ends(tmp_path):

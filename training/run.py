@@ -13,6 +13,7 @@ is reported with the flag it concerns and exit code 2, before any model is built
 import logging
 import sys
 
+from forgerytalker.process_exit import exit_without_teardown
 from forgerytalker.training.arguments import parse_arguments
 from forgerytalker.training.errors import TrainingConfigurationError, UnreadableSampleError
 from forgerytalker.training.trainer import train
@@ -30,4 +31,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # a finished run ends as `forgerytalker evaluate` does, without the interpreter's teardown, where gloo's threads
+    # could still abort a launched process whose checkpoints are written (`forgerytalker.process_exit`)
+    exit_without_teardown(main())

@@ -6,7 +6,7 @@ group when the command ends, however it ends. Without that last step a gloo work
 while the interpreter shuts down, and the process aborts (SIGABRT, "terminate called without an active
 exception") after its work is done, so the launcher reports a failure for a run that succeeded. Destroying the
 group made that rare, not impossible (it happened once more in CI), so the `forgerytalker` script also ends both
-commands without the teardown (`cli._exit`).
+commands, and `training/run.py`, without the teardown (`process_exit`).
 """
 
 from __future__ import annotations

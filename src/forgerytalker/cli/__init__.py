@@ -40,11 +40,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def console_main() -> NoReturn:
     """The `forgerytalker` script and `python -m forgerytalker.cli`: runs the command and ends the process, without
-    the interpreter's teardown for a command whose parser sets `fast_exit` (`analyze` and `evaluate`: `_exit` says why)."""
+    the interpreter's teardown for a command whose parser sets `fast_exit` (`analyze` and `evaluate`;
+    `forgerytalker.process_exit` says why)."""
     args = build_parser().parse_args()
     code = _run(args)
     if getattr(args, "fast_exit", False):
-        from ._exit import exit_without_teardown
+        from ..process_exit import exit_without_teardown
 
         exit_without_teardown(code)
     sys.exit(code)

@@ -106,7 +106,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="analyse photos again even if their outputs exist")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars, the libraries' too")
-    # a short command, often run for one photo: ends without the interpreter's teardown (`_exit`)
+    # a short command, often run for one photo: ends without the interpreter's teardown (`forgerytalker.process_exit`)
     parser.set_defaults(func=run_analyze, fast_exit=True)
 
 

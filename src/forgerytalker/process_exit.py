@@ -1,4 +1,5 @@
-"""How a finished command ends its process: without the interpreter's teardown, where the command allows it.
+"""How a finished command ends its process: without the interpreter's teardown, where the command allows it
+(`forgerytalker analyze`, `forgerytalker evaluate`, `training/run.py`).
 
 When a process that imported torch and transformers ends, Python frees every object they made, module by module:
 about 0.9 s on two cores (a fresh process that imports transformers' Auto classes and `pipeline` exits 0.94 s after
