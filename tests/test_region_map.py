@@ -249,3 +249,37 @@ def test_the_pipeline_record_and_figure_carry_what_flagged_the_regions(tmp_path,
     figure = np.asarray(draw_analysis_figure(images[0], analysis))
     analysis.located_region_probabilities = {name: 0.0 for name in REGION_NAMES}
     assert not np.array_equal(figure, np.asarray(draw_analysis_figure(images[0], analysis)))
+
+
+def test_the_figure_of_a_photo_not_called_manipulated_names_no_region_and_draws_no_threshold(tmp_path, images):
+    """Located probabilities say where an edit would be *if* the face were manipulated: on an untouched face they can
+    cross the line, and a figure that drew them like a flagged face's said two things at once."""
+    from transformers import pipeline
+
+    from forgerytalker import PIPELINE_TASK
+    from forgerytalker.analysis.overlay import (BAR_CAPTIONS, BAR_PANEL_WIDTH, FLAGGED, MARGIN, MUTED, NOT_IN_FORCE,
+                                                UNFLAGGED, draw_analysis_figure)
+    from forgerytalker.analysis.records import ForgeryAnalysis
+
+    def pixels(figure, colour) -> int:  # in the bar panel (the photo may hold any colour)
+        return int((figure[:, -MARGIN - BAR_PANEL_WIDTH :] == colour).all(-1).sum())
+
+    def longest_muted_column(figure) -> int:  # the dashed line: about two thirds of the bar panel's height
+        return int((figure == MUTED).all(-1).sum(0).max())
+
+    model, processor = _tiny_model_with_map()
+    model.save_pretrained(tmp_path / "with-map")
+    processor.save_pretrained(tmp_path / "with-map")
+    result = pipeline(PIPELINE_TASK, model=str(tmp_path / "with-map"), max_new_tokens=3)(images[0], faces="whole")
+    analysis = ForgeryAnalysis.from_pipeline_result(result)
+    assert analysis.manipulated and analysis.regions
+    flagged = np.asarray(draw_analysis_figure(images[0], analysis))
+    assert pixels(flagged, FLAGGED) > 0 and pixels(flagged, UNFLAGGED) > 0 and pixels(flagged, NOT_IN_FORCE) == 0
+    assert longest_muted_column(flagged) > 21 * 16 / 2
+
+    analysis.manipulated, analysis.regions = False, []  # the same probabilities, the face called untouched
+    assert max(analysis.located_region_probabilities.values()) > analysis.located_region_threshold
+    untouched = np.asarray(draw_analysis_figure(images[0], analysis))
+    assert pixels(untouched, FLAGGED) == pixels(untouched, UNFLAGGED) == 0 and pixels(untouched, NOT_IN_FORCE) > 0
+    assert longest_muted_column(untouched) < 21 * 16 / 4
+    assert BAR_CAPTIONS[False] != BAR_CAPTIONS[True]

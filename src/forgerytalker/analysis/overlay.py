@@ -1,6 +1,9 @@
 """The heatmap figure of an analysis, drawn with Pillow: the photo with the forgery probability tinted on it,
 the 21 region probabilities as a bar chart beside it (for a model with a region map, the located probabilities that
 decided which regions are flagged; the dashed line is the threshold they were held to), and the report below.
+A photo not called manipulated has its bars in pale grey-blue, without the line, and a caption saying that no region is named:
+a region map's located probabilities say where an edit would most likely be *if* the face were manipulated, so
+they can cross the line on an untouched face.
 
     ┌──────────────────────────── file name · manipulation score ──────────────────────────┐
     │  photo + heatmap (longer side PHOTO_SIDE px)   │  eye      ███████▌        0.81        │
@@ -41,6 +44,13 @@ FACE_BOX = (40, 200, 255)
 """Colour of the analysed faces' boxes and numbers."""
 FLAGGED = (200, 30, 30)
 UNFLAGGED = (90, 120, 170)
+NOT_IN_FORCE = (175, 185, 200)
+"""Colour of the bars of a photo not called manipulated: no region is named, whatever the bars say."""
+BAR_CAPTIONS = {
+    True: "red: the regions named, above the dashed line",
+    False: "not called manipulated, so no region is named (the bars: where an edit would most likely be)",
+}
+"""The caption under the bars, by whether the photo is called manipulated."""
 # Anchor colours of the heatmap, low to high probability (dark purple, red, orange, pale yellow: like "inferno").
 _HEAT_ANCHORS = np.array([[40, 10, 90], [180, 30, 70], [245, 120, 20], [252, 240, 150]], dtype=np.float64)
 
@@ -155,6 +165,7 @@ def _draw_bars(canvas: Image.Image, draw: ImageDraw.ImageDraw, left: int, top: i
     label_width, value_width = 78, 44
     bar_left, bar_right = left + label_width, left + BAR_PANEL_WIDTH - value_width
     probabilities, threshold = analysis.flagging_probabilities()
+    in_force = analysis.manipulated
     for index, name in enumerate(REGION_NAMES):
         probability = probabilities[name]
         y = top + index * row
@@ -164,11 +175,16 @@ def _draw_bars(canvas: Image.Image, draw: ImageDraw.ImageDraw, left: int, top: i
         draw.rectangle((bar_left, y + row * 0.2, bar_right, y + row * 0.8), fill=(235, 235, 235))
         end = bar_left + (bar_right - bar_left) * probability
         if end > bar_left:
-            draw.rectangle((bar_left, y + row * 0.2, end, y + row * 0.8), fill=FLAGGED if flagged else UNFLAGGED)
+            colour = FLAGGED if flagged else UNFLAGGED if in_force else NOT_IN_FORCE
+            draw.rectangle((bar_left, y + row * 0.2, end, y + row * 0.8), fill=colour)
         paste_text(canvas, (bar_right + 6, middle), f"{probability:.2f}", TEXT, value_size, "lm")
-    threshold_x = bar_left + (bar_right - bar_left) * threshold
-    for y in range(top, top + height, 6):
-        draw.line((threshold_x, y, threshold_x, min(y + 3, top + height)), fill=MUTED, width=1)
+    if in_force:
+        threshold_x = bar_left + (bar_right - bar_left) * threshold
+        for y in range(top, top + height, 6):
+            draw.line((threshold_x, y, threshold_x, min(y + 3, top + height)), fill=MUTED, width=1)
+    caption_font = font(12)
+    for index, line in enumerate(_wrap(BAR_CAPTIONS[in_force], BAR_PANEL_WIDTH, caption_font)[:2]):
+        draw.text((left, top + height + 8 + 14 * index), line, fill=MUTED, font=caption_font)
 
 
 def _draw_colour_scale(canvas: Image.Image, draw: ImageDraw.ImageDraw, left: int, top: int, width: int) -> None:
