@@ -14,13 +14,17 @@ from pathlib import Path
 
 from ..analysis.defaults import DEMONSTRATION_NOTE, is_bundled_model
 from ..analysis.face_crops import FaceOptions
-from ..analysis.overlay import BAR_CAPTIONS, draw_face_boxes, face_summaries, heatmap_overlay
+from ..analysis.overlay import draw_face_boxes, face_summaries, heatmap_overlay
 from ..analysis.records import ForgeryAnalysis
 from ..analysis.runner import PhotoReader, model_name
 from ..image_utils import ImageReadError
 from ..regions import REGION_NAMES
 from .examples import write_example_faces
 
+REGION_PANEL_TITLE = "Region probabilities (regions are named only for a face called manipulated: see the report)"
+"""Gradio's `Label` shows its most probable region in large type, and a region map's located probabilities (where
+an edit would most likely be *if* the face is manipulated) can be high on an untouched face. The panel's title
+is fixed: changing it per answer would change the `/analyze` endpoint's output for `gradio_client` callers."""
 UPLOAD_CACHE_SECONDS = 3600
 """How long Gradio keeps an uploaded photo, and how often it clears older ones."""
 TITLE = "ForgeryTalker: where was this face edited, and how?"
@@ -58,20 +62,6 @@ def analyse_upload(pipe, uploads, upload, regions: list[str] | None):
     return overlay, analysis.flagging_probabilities()[0], face_summaries(analysis), analysis.to_record()
 
 
-def bars_title(manipulated: bool) -> str:
-    """The title of the region-probability panel: for a photo not called manipulated it says that no region is
-    named, since Gradio's `Label` shows its most probable region in large type (the figure's caption, the same
-    words)."""
-    return "Region probabilities" if manipulated else f"Region probabilities: {BAR_CAPTIONS[False]}"
-
-
-def region_bars(probabilities: dict[str, float] | None, manipulated: bool):
-    """The region-probability panel of one answer (Gradio's `Label`, all 21 regions)."""
-    import gradio as gr
-
-    return gr.Label(value=probabilities, num_top_classes=len(REGION_NAMES), label=bars_title(manipulated))
-
-
 def build_demo(pipe, examples_dir: str | Path | None = None, faces: FaceOptions | None = None,
                analyse_example_on_load: bool = True, example_photos: list[str | Path] | None = None):
     """The Gradio `Blocks` app around a `forgery-analysis` pipeline.
@@ -94,11 +84,10 @@ def build_demo(pipe, examples_dir: str | Path | None = None, faces: FaceOptions 
         examples = write_example_faces(examples_dir or Path(tempfile.gettempdir()) / "forgerytalker-demo-examples")
 
     def analyse(upload, regions):
-        overlay, probabilities, report, record = analyse_upload(pipe, uploads, upload, regions)
-        return overlay, region_bars(probabilities, record["manipulated"]), report, record
+        return analyse_upload(pipe, uploads, upload, regions)
 
     shown = (examples[0] if example_photos else examples[1]) if analyse_example_on_load else None
-    initial = analyse_upload(pipe, uploads, str(shown), []) if shown is not None else (None, None, None, None)
+    initial = analyse(str(shown), []) if shown is not None else (None, None, None, None)
 
     # uploads are cached by Gradio; those older than an hour are removed every hour, so a long-running demo does
     # not keep every photo it was sent
@@ -125,11 +114,11 @@ def build_demo(pipe, examples_dir: str | Path | None = None, faces: FaceOptions 
                     value=initial[0], type="pil", format="png", label="Forgery heatmap (white outline: mask)", interactive=False
                 )
                 report = gr.Textbox(value=initial[2], label="Report", lines=3, interactive=False)
-                bars = region_bars(initial[1], initial[3] is None or initial[3]["manipulated"])
+                bars = gr.Label(value=initial[1], num_top_classes=len(REGION_NAMES), label=REGION_PANEL_TITLE)
                 with gr.Accordion("JSON record", open=False):
                     record = gr.JSON(value=initial[3], label="Record")
         button.click(analyse, inputs=[image, regions], outputs=[heatmap, bars, report, record], api_name="analyze")
     return demo
 
 
-__all__ = ["analyse_upload", "bars_title", "build_demo", "region_bars"]
+__all__ = ["analyse_upload", "build_demo"]
