@@ -1,9 +1,9 @@
 """The heatmap figure of an analysis, drawn with Pillow: the photo with the forgery probability tinted on it,
 the 21 region probabilities as a bar chart beside it (for a model with a region map, the located probabilities that
 decided which regions are flagged; the dashed line is the threshold they were held to), and the report below.
-A photo not called manipulated has its bars in pale grey-blue, without the line, and a caption saying that no region is named:
-a region map's located probabilities say where an edit would most likely be *if* the face were manipulated, so
-they can cross the line on an untouched face.
+A photo not called manipulated has its bars in pale grey-blue, without the line, and a caption saying that no
+region is named: a region map's located probabilities say where an edit would most likely be *if* the face were
+manipulated, so they can cross the line on an untouched face.
 
     ┌──────────────────────────── file name · manipulation score ──────────────────────────┐
     │  photo + heatmap (longer side PHOTO_SIDE px)   │  eye      ███████▌        0.81        │
@@ -182,7 +182,7 @@ def _draw_bars(canvas: Image.Image, draw: ImageDraw.ImageDraw, left: int, top: i
         threshold_x = bar_left + (bar_right - bar_left) * threshold
         for y in range(top, top + height, 6):
             draw.line((threshold_x, y, threshold_x, min(y + 3, top + height)), fill=MUTED, width=1)
-    caption_font = font(12)
+    caption_font = font(12)  # two lines fit between the bars and the report (`draw_analysis_figure`'s layout)
     for index, line in enumerate(_wrap(BAR_CAPTIONS[in_force], BAR_PANEL_WIDTH, caption_font)[:2]):
         draw.text((left, top + height + 8 + 14 * index), line, fill=MUTED, font=caption_font)
 
