@@ -10,10 +10,10 @@ import sys
 from evaluate_runs import evaluate_arguments, read_predictions
 from training_runs import REPO, RUN, read_log, step_records, tiny
 
-# Run as the script runs: `console_main` with the process's arguments. An exit handler, an object freed only by the
-# teardown and a thread pool's task still running when the command returns (its worker then idles, never shut down)
-# report on stdout (os.write: nothing buffered to lose).
-PROBE = (
+# Set-up run before the command: an exit handler, an object freed only by the teardown and a thread pool's task still
+# running when the command returns (its worker then idles, never shut down) report on stdout (os.write: nothing
+# buffered to lose).
+PROBE_SET_UP = (
     "import atexit, os, sys, time\n"
     "from concurrent.futures import ThreadPoolExecutor\n"
     "atexit.register(lambda: os.write(1, b'exit handlers ran\\n'))\n"
@@ -23,22 +23,17 @@ PROBE = (
     "    def __del__(self):\n"
     "        os.write(1, b'torn down\\n')\n"
     "kept = Teardown()\n"
-    "sys.argv[0] = 'forgerytalker'\n"
-    "from forgerytalker.cli import console_main\n"
-    "console_main()\n"
 )
+# run as the script runs: `console_main` with the process's arguments
+PROBE = PROBE_SET_UP + "sys.argv[0] = 'forgerytalker'\nfrom forgerytalker.cli import console_main\nconsole_main()\n"
+# `python training/run.py ARGUMENTS`
+TRAINING_PROBE = (PROBE_SET_UP + f"import runpy\nsys.argv[0] = {str(RUN)!r}\n"
+                  "runpy.run_path(sys.argv[0], run_name='__main__')\n")
 
 
 def script(*arguments: str, probe: str = PROBE) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", probe, *arguments], capture_output=True, text=True, timeout=300,
                           cwd=REPO)
-
-
-# `python training/run.py ARGUMENTS`, after the probe's set-up
-TRAINING_PROBE = PROBE.replace(
-    "sys.argv[0] = 'forgerytalker'\nfrom forgerytalker.cli import console_main\nconsole_main()\n",
-    f"import runpy\nsys.argv[0] = {str(RUN)!r}\nrunpy.run_path(sys.argv[0], run_name='__main__')\n",
-)
 
 
 def test_analyze_skips_the_teardown_and_keeps_every_file_and_message(tmp_path, saved_tiny_checkpoint, face_photos_dir):
@@ -87,7 +82,6 @@ def test_evaluate_skips_the_teardown_and_keeps_every_output(tmp_path, model_dir,
 def test_a_training_run_skips_the_teardown_and_keeps_its_checkpoints(tmp_path, tiny_dataset_dir):
     from transformers import AutoModel
 
-    assert TRAINING_PROBE != PROBE
     output_dir = tmp_path / "run"
     result = script(*tiny("prompter", tiny_dataset_dir, output_dir), probe=TRAINING_PROBE)
     assert result.returncode == 0, result.stderr[-3000:]
