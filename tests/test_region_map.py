@@ -261,11 +261,14 @@ def test_the_figure_of_a_photo_not_called_manipulated_names_no_region_and_draws_
                                                 UNFLAGGED, draw_analysis_figure)
     from forgerytalker.analysis.records import ForgeryAnalysis
 
-    def pixels(figure, colour) -> int:  # in the bar panel (the photo may hold any colour)
-        return int((figure[:, -MARGIN - BAR_PANEL_WIDTH :] == colour).all(-1).sum())
+    def in_bar_panel(figure, colour):  # the photo may hold any colour
+        return (figure[:, -MARGIN - BAR_PANEL_WIDTH :] == colour).all(-1)
+
+    def pixels(figure, colour) -> int:
+        return int(in_bar_panel(figure, colour).sum())
 
     def longest_muted_column(figure) -> int:  # the dashed line: about two thirds of the bar panel's height
-        return int((figure == MUTED).all(-1).sum(0).max())
+        return int(in_bar_panel(figure, MUTED).sum(0).max())
 
     model, processor = _tiny_model_with_map()
     model.save_pretrained(tmp_path / "with-map")
