@@ -73,6 +73,38 @@ def test_stage_one_validation_on_two_processes_with_fewer_samples_than_processes
     assert 0 <= validation["PLM"] <= 100 and math.isfinite(validation["region_loss"])
 
 
+GROUP_END_PROBE = """\
+import gc, runpy, sys
+import torch.distributed
+from torch.nn.parallel import DistributedDataParallel
+
+destroy = torch.distributed.destroy_process_group
+
+
+def destroy_and_report(group=None):
+    alive = sum(isinstance(value, DistributedDataParallel) for value in gc.get_objects())
+    print(f"rank {torch.distributed.get_rank()}: {alive} DDP model(s) alive as the group is destroyed", flush=True)
+    destroy(group)
+
+
+torch.distributed.destroy_process_group = destroy_and_report
+sys.argv = [RUN, *sys.argv[1:]]
+runpy.run_path(RUN, run_name="__main__")
+"""
+
+
+def test_the_prepared_model_is_freed_before_the_process_group_is_destroyed(tiny_dataset_dir, tmp_path):
+    """DDP's reducer holds the process group; as the group's last owner its destructor joins gloo's threads with the
+    GIL held and can deadlock against a worker releasing a collective's tensors (seen once in CI-like runs)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(f"RUN = {str(RUN)!r}\n" + GROUP_END_PROBE)
+    result = launch_processes([str(probe), *tiny("prompter", tiny_dataset_dir, tmp_path / "two", "--max_steps", "2",
+                                                 "--eval_steps", "2")], tmp_path / "tmp")
+    assert result.returncode == 0, result.stderr[-4000:]
+    reports = sorted(line for line in result.stdout.splitlines() if "as the group is destroyed" in line)
+    assert reports == [f"rank {rank}: 0 DDP model(s) alive as the group is destroyed" for rank in range(2)]
+
+
 def test_validation_shards_are_the_datasets_contiguous_shards_and_may_be_empty():
     from datasets import Dataset
 

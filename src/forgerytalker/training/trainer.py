@@ -72,6 +72,19 @@ def _train(args: ForgeryTalkerTrainingArguments, held: contextlib.ExitStack) -> 
         project_dir=str(output_dir),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    _run(accelerator, args, output_dir, log_with, held)
+    # The prepared model, optimizer and loaders (freed as `_run` returned) go before the process group does: DDP's
+    # gradient reducer keeps its own reference to the group, and as the group's last owner its C++ destructor
+    # joins gloo's worker threads while holding the GIL, which a worker still releasing a finished collective's
+    # tensors waits for (a deadlock, seen on two CPU processes).
+    accelerator.free_memory()
+    accelerator.end_training()
+    return output_dir
+
+
+def _run(accelerator: Accelerator, args: ForgeryTalkerTrainingArguments, output_dir: Path, log_with: str | None,
+         held: contextlib.ExitStack) -> None:
+    """The run itself: start-up checks, the training steps with validation and checkpoints, the final model."""
     train_split, validation_split = run_startup_checks(args)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -159,8 +172,6 @@ def _train(args: ForgeryTalkerTrainingArguments, held: contextlib.ExitStack) -> 
     if map_rows is not None and validation_split is None:  # else the last validation fitted it
         _fit_region_map(accelerator, module, processor, map_rows, args)
     _save_final(accelerator, module, processor, output_dir)
-    accelerator.end_training()
-    return output_dir
 
 
 def _prepare_output_dir(args: ForgeryTalkerTrainingArguments, output_dir: Path, held: contextlib.ExitStack) -> None:
