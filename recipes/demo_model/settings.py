@@ -89,11 +89,11 @@ class RecipeSettings:
     # stage 1 keeps the checkpoint with the best detection AUC on the whole validation split, validated this often
     # (the prompter's score is the model's manipulation score; PLM on 128 images chose worse ones)
     prompter_eval_points: int = 5
-    # the leave-one-out prompters' share of the stage-1 steps, 200 of them: trained without face_swap, the prompter's
-    # validation AUC on face_swap was 49.6 at 50 steps and 85.9 at 200 (recipes/demo_model/self_blend_study.py
-    # --fraction); trained longer they fit the methods they see and lose the held-out one (without region_transplant,
+    # the leave-one-out prompters' stage-1 steps (fixed, not a share of `prompter_steps`): trained without face_swap,
+    # the prompter's validation AUC on face_swap was 49.6 at 50 steps and 85.9 at 200 (recipes/demo_model/
+    # self_blend_study.py --fraction); trained longer they fit the methods they see and lose the held-out one (without region_transplant,
     # its validation AUC 72.4 at 300 steps, 77.7 at 200, 77.5 at 150)
-    leave_one_out_fraction: float = 1 / 6
+    leave_one_out_steps: int = 200
     # self-blended images (`self_blend.py`) made from the training photos, and the most regions one blends
     self_blend_samples: int = 6000
     self_blend_max_regions: int = 11
@@ -107,9 +107,15 @@ class RecipeSettings:
     degradations: tuple[str, ...] = ("jpeg:75", "resize:0.5")
     figure_images: int = 8
 
+    @property
+    def leave_one_out_fraction(self) -> float:
+        """The leave-one-out prompters' share of stage 1 (`train.train_prompter`'s `fraction`: their steps and the
+        faces their region map is fitted on)."""
+        return self.leave_one_out_steps / self.prompter_steps
+
 
 QUICK = dict(samples={"train": 60, "validation": 12, "test": 24}, outside_samples=12, test_identities=12, validation_identities=6, train_identities=40, prompter_steps=6, joint_steps=6, batch_size=4,
-             max_new_tokens=12, secondary_max_new_tokens=8, eval_points=1, prompter_eval_points=1, leave_one_out_fraction=0.5, figure_images=4)
+             max_new_tokens=12, secondary_max_new_tokens=8, eval_points=1, prompter_eval_points=1, leave_one_out_steps=3, figure_images=4)
 """A few minutes end to end: checks the recipe's plumbing, not a model worth shipping."""
 
 
